@@ -1,0 +1,158 @@
+//! Flotilla's worker agent.
+//!
+//! [`run`] is the one entry point, shared by the CLI daemon and the desktop app: it resolves how
+//! this machine reaches the head, starts the local Ray worker node under a
+//! [`flotilla_ray::Supervisor`] (which restarts it when it dies), and stops it when `shutdown` is
+//! cancelled. [`Agent::start`] does the same for callers that want to keep a handle (the
+//! one-machine cluster of `flotilla up`).
+//!
+//! Not here yet: the sensing -> policy -> enforcement loop and the control-plane session. The key
+//! design decision already holds: the agent owns its node's process tree, so the node can never
+//! outlive it.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_ray::supervisor::{Backoff, NodeConfig, NodeStatus, Role};
+use flotilla_ray::{NodePorts, RayToken, Runtime, Supervisor};
+use tokio_util::sync::CancellationToken;
+
+/// How this machine's worker node runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The head's Ray GCS address.
+    pub head: SocketAddr,
+    /// The address the head reaches this machine at; chosen from the route to the head if `None`.
+    pub node_ip: Option<IpAddr>,
+    pub num_cpus: Option<u32>,
+    pub object_store_bytes: u64,
+    pub ports: NodePorts,
+    pub token: RayToken,
+    /// Where Ray's sessions and sockets go (short: Unix socket paths are limited).
+    pub run_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// Extra environment for the node.
+    pub env: Vec<(String, String)>,
+}
+
+/// What the agent is given rather than finds itself.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The provisioned runtime matching the head's Ray and Python versions.
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot find a local address that routes to the head at {head}: {source}")]
+    NoRoute {
+        head: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ray(#[from] flotilla_ray::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    node: Supervisor,
+    node_ip: IpAddr,
+}
+
+impl Agent {
+    /// Starts the worker node (after checking that the head is reachable) and waits until it is
+    /// ready.
+    pub async fn start(config: AgentConfig, deps: Deps) -> Result<Agent> {
+        let node_ip = match config.node_ip {
+            Some(ip) => ip,
+            None => route_to(config.head)?,
+        };
+        let node = NodeConfig {
+            role: Role::Worker { head: config.head },
+            runtime: deps.runtime,
+            node_name: config.node_name.clone(),
+            node_ip: Some(node_ip),
+            num_cpus: config.num_cpus,
+            object_store_bytes: config.object_store_bytes,
+            ports: config.ports,
+            temp_dir: config.run_dir.join(&config.node_name),
+            log: config.log_dir.join(format!("ray-{}.log", config.node_name)),
+            token: Some(config.token),
+            labels: Default::default(),
+            env: config.env,
+            backoff: Backoff::default(),
+            ready_timeout: Duration::from_secs(90),
+        };
+        let node = Supervisor::start(node).await?;
+        node.wait_ready(Duration::from_secs(120)).await?;
+        Ok(Agent { node, node_ip })
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.node.status()
+    }
+
+    pub fn node_ip(&self) -> IpAddr {
+        self.node_ip
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.node
+    }
+
+    /// Drains and stops the worker node.
+    pub async fn stop(self) {
+        self.node.stop().await;
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, deps: Deps, shutdown: CancellationToken) -> Result<()> {
+    let agent = Agent::start(config, deps).await?;
+    let mut status = agent.node.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let s = status.borrow_and_update().clone();
+                tracing::info!(phase = ?s.phase, restarts = s.restarts, "worker node");
+            }
+        }
+    }
+    agent.stop().await;
+    Ok(())
+}
+
+/// The local address the OS would use to reach `head`. A UDP "connect" only consults the
+/// routing table: no packet is sent.
+pub fn route_to(head: SocketAddr) -> Result<IpAddr> {
+    let bind: SocketAddr = if head.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let err = |source| Error::NoRoute { head, source };
+    let sock = UdpSocket::bind(bind).map_err(err)?;
+    sock.connect(head).map_err(err)?;
+    Ok(sock.local_addr().map_err(err)?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_to_loopback_is_loopback() {
+        let ip = route_to("127.0.0.1:6379".parse().unwrap()).unwrap();
+        assert!(ip.is_loopback());
+    }
+}

@@ -1,0 +1,46 @@
+//! A terminal progress bar fed by runtime-provisioning progress events.
+
+use std::sync::Arc;
+
+use flotilla_ray::runtime::{Progress, ProgressFn};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A [`ProgressFn`] that draws on standard error (quietly, when it is not a terminal).
+pub fn bar() -> (ProgressFn, ProgressBar) {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(spinner_style());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    let handle = pb.clone();
+    let f: ProgressFn = Arc::new(move |event| match event {
+        Progress::Step { label } => {
+            handle.set_style(spinner_style());
+            handle.set_length(0);
+            handle.set_position(0);
+            handle.set_message(label);
+        }
+        Progress::Bytes { done, total } => {
+            if let Some(total) = total
+                && handle.length() != Some(total)
+            {
+                handle.set_style(bytes_style());
+                handle.set_length(total);
+            }
+            handle.set_position(done);
+        }
+        Progress::Done { label } => {
+            handle.set_style(spinner_style());
+            handle.finish_with_message(label);
+        }
+    });
+    (f, pb)
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg}").expect("valid template")
+}
+
+fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes}")
+        .expect("valid template")
+        .progress_chars("=> ")
+}

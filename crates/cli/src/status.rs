@@ -1,0 +1,167 @@
+//! `flotilla status`: the cluster as the head's API reports it.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use flotilla_head::{ClusterSnapshot, HeadInfo};
+use flotilla_host::Dirs;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the snapshot as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The head's API [default: the head running on this machine, else http://127.0.0.1:7471].
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+}
+
+/// The API of the head to talk to: explicit, else the one this machine runs, else the default.
+pub fn api_url(explicit: Option<String>, dirs: &Dirs) -> String {
+    explicit
+        .or_else(|| HeadInfo::read(dirs).map(|i| i.api_url))
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", flotilla_head::DEFAULT_API_PORT))
+}
+
+pub async fn fetch(api: &str) -> anyhow::Result<ClusterSnapshot> {
+    let url = format!("{}/api/v1/cluster", api.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(15))
+        .build()?;
+    let resp = client.get(&url).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Flotilla head answers at {api} ({e}).\n  Start one with `flotilla up`, or point \
+             to another with --api URL"
+        )
+    })?;
+    let status = resp.status();
+    let body = resp.text().await.context("reading the head's answer")?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(String::from))
+            .unwrap_or(body);
+        anyhow::bail!("the head at {api} answered {status}: {msg}");
+    }
+    serde_json::from_str(&body)
+        .with_context(|| format!("the head at {api} sent an unreadable snapshot"))
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let api = api_url(args.api, &Dirs::from_env());
+    let snap = fetch(&api).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snap)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&snap));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(s: &ClusterSnapshot) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let t = &s.totals;
+    let _ = writeln!(
+        out,
+        "Ray {} at {}: {} node{} alive, {} of {} CPUs in use",
+        s.ray_version,
+        s.ray_address,
+        t.nodes_alive,
+        if t.nodes_alive == 1 { "" } else { "s" },
+        fmt_cpu(t.cpus_used),
+        fmt_cpu(t.cpus_total)
+    );
+    let _ = writeln!(
+        out,
+        "Tasks: {} running, {} pending, {} finished, {} failed",
+        s.tasks.running, s.tasks.pending, s.tasks.finished, s.tasks.failed
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<20} {:<6} {:<7} {:<9} {:<16}",
+        "NODE", "STATE", "ROLE", "CPUS", "ADDRESS"
+    );
+    for n in &s.nodes {
+        let role = if n.is_head { "head" } else { "worker" };
+        let cpus = format!("{}/{}", fmt_cpu(n.cpus_used), fmt_cpu(n.cpus_total));
+        let _ = writeln!(
+            out,
+            "{:<20} {:<6} {:<7} {:<9} {:<16}",
+            n.name, n.state, role, cpus, n.ip
+        );
+    }
+    if !s.jobs.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{:<28} {:<10} ENTRYPOINT", "JOB", "STATUS");
+        for j in s.jobs.iter().take(10) {
+            let entry: String = j.entrypoint.chars().take(60).collect();
+            let _ = writeln!(out, "{:<28} {:<10} {entry}", j.id, j.status);
+        }
+    }
+    out
+}
+
+fn fmt_cpu(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_head::{NodeView, Totals};
+
+    #[test]
+    fn renders_nodes_and_totals() {
+        let s = ClusterSnapshot {
+            ray_version: "2.60.0".into(),
+            ray_address: "10.0.0.1:6379".into(),
+            nodes: vec![
+                NodeView {
+                    name: "head".into(),
+                    state: "ALIVE".into(),
+                    is_head: true,
+                    ..Default::default()
+                },
+                NodeView {
+                    name: "laptop".into(),
+                    state: "ALIVE".into(),
+                    cpus_total: 8.0,
+                    cpus_used: 2.5,
+                    ..Default::default()
+                },
+            ],
+            totals: Totals {
+                nodes_alive: 2,
+                nodes_dead: 0,
+                cpus_total: 8.0,
+                cpus_used: 2.5,
+            },
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("2 nodes alive, 2.5 of 8 CPUs in use"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("laptop") && l.contains("2.5/8")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_head_says_how_to_start_one() {
+        let err = fetch("http://127.0.0.1:9").await.unwrap_err().to_string();
+        assert!(err.contains("flotilla up"), "{err}");
+    }
+}

@@ -1,0 +1,340 @@
+//! `flotilla up`: a one-machine cluster (Ray head + local worker + cluster API).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use flotilla_agent::{Agent, AgentConfig, Deps};
+use flotilla_head::{Head, HeadConfig};
+use flotilla_host::Dirs;
+use flotilla_ray::ports::{
+    DEFAULT_CLIENT_SERVER_PORT, DEFAULT_GCS_PORT, DEFAULT_HEAD_NODE_BASE,
+    DEFAULT_RAY_DASHBOARD_PORT, DEFAULT_WORKER_NODE_BASE,
+};
+use flotilla_ray::{NodePorts, RuntimeManager, RuntimeSpec};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Port of the cluster API (`/api/v1/cluster`, `/healthz`).
+    #[arg(long, default_value_t = flotilla_head::DEFAULT_API_PORT)]
+    api_port: u16,
+    /// Address the cluster API listens on. Loopback keeps it private to this machine.
+    #[arg(long, default_value = "127.0.0.1")]
+    api_host: IpAddr,
+    /// Port of the Ray GCS, the address Ray programs and other nodes connect to.
+    #[arg(long, default_value_t = DEFAULT_GCS_PORT)]
+    ray_port: u16,
+    /// Port of Ray's own dashboard (loopback only).
+    #[arg(long, default_value_t = DEFAULT_RAY_DASHBOARD_PORT)]
+    ray_dashboard_port: u16,
+    /// Port of the Ray client server (`ray://` addresses).
+    #[arg(long, default_value_t = DEFAULT_CLIENT_SERVER_PORT)]
+    ray_client_port: u16,
+    /// First of the head node's own ports (it uses BASE..BASE+5 and BASE+20..BASE+49).
+    #[arg(long, value_name = "BASE", default_value_t = DEFAULT_HEAD_NODE_BASE)]
+    head_node_ports: u16,
+    /// First of the local worker node's ports (BASE..BASE+5 and BASE+20..BASE+275).
+    #[arg(long, value_name = "BASE", default_value_t = DEFAULT_WORKER_NODE_BASE)]
+    node_ports: u16,
+    /// CPUs the local worker offers [default: all logical cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    cpus: Option<u32>,
+    /// Object store size of each node, in MiB [default: 10% of memory for the head, 20% for the
+    /// worker, between 256 MiB and 4 GiB].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(80..))]
+    object_store_mb: Option<u64>,
+    /// Run only the head (no local worker node).
+    #[arg(long)]
+    no_worker: bool,
+    /// Name of the local worker node [default: this machine's host name].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn object_store(fraction: f64, explicit: Option<u64>) -> u64 {
+    if let Some(mb) = explicit {
+        return mb * MIB;
+    }
+    let total = total_memory().unwrap_or(8 * 1024 * MIB);
+    ((total as f64 * fraction) as u64).clamp(256 * MIB, 4096 * MIB)
+}
+
+#[cfg(target_os = "linux")]
+fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn total_memory() -> Option<u64> {
+    None
+}
+
+fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
+    let head = NodePorts::from_base(args.head_node_ports, 30);
+    let worker = NodePorts::from_base(args.node_ports, 256);
+    let ranges = [
+        ("--head-node-ports", args.head_node_ports, head.max_worker),
+        ("--node-ports", args.node_ports, worker.max_worker),
+    ];
+    for (name, lo, hi) in ranges {
+        if hi < lo || hi == u16::MAX {
+            anyhow::bail!("{name} {lo} leaves no room for the node's ports: choose a lower base");
+        }
+    }
+    let singles = [
+        ("--api-port", args.api_port),
+        ("--ray-port", args.ray_port),
+        ("--ray-dashboard-port", args.ray_dashboard_port),
+        ("--ray-client-port", args.ray_client_port),
+    ];
+    for (name, p) in singles {
+        for (range, lo, hi) in ranges {
+            if (lo..=hi).contains(&p) && !(args.no_worker && range == "--node-ports") {
+                anyhow::bail!(
+                    "{name} {p} falls inside the ports of {range} ({lo}-{hi}): choose another"
+                );
+            }
+        }
+    }
+    if !args.no_worker
+        && head.max_worker >= args.node_ports
+        && worker.max_worker >= args.head_node_ports
+    {
+        anyhow::bail!("--head-node-ports and --node-ports overlap: keep them at least 300 apart");
+    }
+    Ok(())
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    check_ports(&args)?;
+    let dirs = Dirs::from_env();
+    dirs.create_all()
+        .context("cannot create Flotilla's directories")?;
+
+    let spec = RuntimeSpec::default();
+    let (progress, bar) = crate::progress::bar();
+    let runtime = RuntimeManager::new(&dirs.data)
+        .ensure(&spec, progress)
+        .await;
+    bar.finish_and_clear();
+    let runtime = runtime?;
+
+    let shutdown = shutdown_signal();
+    eprintln!("Starting the Ray head...");
+    let head = Head::start(HeadConfig {
+        dirs: dirs.clone(),
+        runtime: runtime.clone(),
+        api_addr: SocketAddr::new(args.api_host, args.api_port),
+        gcs_port: args.ray_port,
+        ray_dashboard_port: args.ray_dashboard_port,
+        client_server_port: args.ray_client_port,
+        node_ports: NodePorts::from_base(args.head_node_ports, 30),
+        object_store_bytes: object_store(0.10, args.object_store_mb),
+        node_name: "head".into(),
+        env: vec![],
+    })
+    .await?;
+    let info = head.info().clone();
+
+    let worker = if args.no_worker {
+        None
+    } else {
+        let name = args.name.clone().unwrap_or_else(flotilla_host::hostname);
+        let cpus = args
+            .cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        eprintln!(
+            "Starting the local worker node {name} ({})...",
+            cpus_text(cpus)
+        );
+        let head_addr: SocketAddr = info.ray_address.parse().with_context(|| {
+            format!("the head reported an unusable address {}", info.ray_address)
+        })?;
+        let agent = Agent::start(
+            AgentConfig {
+                node_name: name.clone(),
+                head: head_addr,
+                node_ip: Some(head_addr.ip()),
+                num_cpus: Some(cpus),
+                object_store_bytes: object_store(0.20, args.object_store_mb),
+                ports: NodePorts::from_base(args.node_ports, 256),
+                token: head.token().clone(),
+                run_dir: dirs.run.clone(),
+                log_dir: dirs.logs.clone(),
+                env: vec![],
+            },
+            Deps {
+                runtime: runtime.clone(),
+            },
+        )
+        .await;
+        match agent {
+            Ok(a) => Some((name, cpus, a)),
+            Err(e) => {
+                head.stop(&dirs).await;
+                return Err(e.into());
+            }
+        }
+    };
+
+    let token_file = dirs.state.join("ray-token");
+    println!();
+    println!(
+        "Flotilla is up: a one-machine Ray cluster (Ray {}, Python {}).",
+        info.ray_version, info.python_version
+    );
+    println!("  Cluster API   {}/api/v1/cluster", info.api_url);
+    println!("  Ray address   {}", info.ray_address);
+    match &worker {
+        Some((name, cpus, _)) => println!(
+            "  Nodes         head (coordinator, 0 CPUs) + {name} ({})",
+            cpus_text(*cpus)
+        ),
+        None => println!("  Nodes         head (coordinator, 0 CPUs), no worker"),
+    }
+    println!("  Logs          {}", dirs.logs.display());
+    println!();
+    println!("Run Ray programs on it (ray.init() reads these):");
+    println!(
+        "  export RAY_ADDRESS={} RAY_AUTH_MODE=token",
+        info.ray_address
+    );
+    println!("  export RAY_AUTH_TOKEN_PATH={}", token_file.display());
+    println!("  python your_program.py");
+    println!();
+    println!(
+        "Try `flotilla demo` and `flotilla status` in another terminal. Ctrl-C stops the cluster."
+    );
+
+    let mut worker_status = worker.as_ref().map(|(_, _, a)| a.supervisor().subscribe());
+    let mut head_status = head.ray_supervisor().map(|s| s.subscribe());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(s) = changed(&mut worker_status) => report("worker", &s),
+            Some(s) = changed(&mut head_status) => report("head", &s),
+        }
+    }
+
+    eprintln!("Stopping...");
+    if let Some((_, _, agent)) = worker {
+        agent.stop().await;
+    }
+    head.stop(&dirs).await;
+    eprintln!("Stopped. No Ray process of this cluster is left running.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cpus_text(n: u32) -> String {
+    if n == 1 {
+        "1 CPU".into()
+    } else {
+        format!("{n} CPUs")
+    }
+}
+
+async fn changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<flotilla_ray::NodeStatus>>,
+) -> Option<flotilla_ray::NodeStatus> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(r.borrow_and_update().clone()),
+            Err(_) => {
+                *rx = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn report(role: &str, s: &flotilla_ray::NodeStatus) {
+    use flotilla_ray::NodePhase as P;
+    match &s.phase {
+        P::Restarting { in_secs, last_exit } => {
+            eprintln!("The {role} node exited ({last_exit}); restarting in {in_secs:.1} s.")
+        }
+        P::Ready if s.restarts > 0 => {
+            eprintln!("The {role} node is back (restart {}).", s.restarts)
+        }
+        P::Failed { error } => eprintln!("The {role} node failed: {error}"),
+        _ => {}
+    }
+}
+
+/// Cancelled on Ctrl-C, or on SIGTERM (a service manager stopping us).
+fn shutdown_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    fn parse(args: &[&str]) -> UpArgs {
+        T::parse_from(std::iter::once("t").chain(args.iter().copied())).up
+    }
+
+    #[test]
+    fn default_ports_are_consistent() {
+        check_ports(&parse(&[])).unwrap();
+    }
+
+    #[test]
+    fn a_port_inside_a_node_range_is_refused_with_its_option() {
+        let err = check_ports(&parse(&["--api-port", "7500"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--api-port") && err.contains("--node-ports"),
+            "{err}"
+        );
+        let err = check_ports(&parse(&["--node-ports", "6400"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overlap"), "{err}");
+    }
+
+    #[test]
+    fn object_store_defaults_are_bounded() {
+        assert_eq!(object_store(0.2, Some(100)), 100 * MIB);
+        let d = object_store(0.2, None);
+        assert!((256 * MIB..=4096 * MIB).contains(&d));
+    }
+}

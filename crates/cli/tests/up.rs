@@ -1,0 +1,277 @@
+//! `flotilla up`, `status` and `demo` as a user runs them: the real binary, a real Ray from
+//! Flotilla's runtime manager, a private `FLOTILLA_HOME` per test, one cluster at a time.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
+fn flotilla(home: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("FLOTILLA_HOME", home).stdin(Stdio::null());
+    // Share the provisioned runtime between tests (and with the test command's cache).
+    c.env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data);
+    c
+}
+
+/// Ports of one test's cluster, from a base, so tests never collide.
+fn up_args(base: u16) -> Vec<String> {
+    [
+        ("--api-port", base),
+        ("--ray-port", base + 1),
+        ("--ray-dashboard-port", base + 2),
+        ("--ray-client-port", base + 3),
+        ("--head-node-ports", base + 100),
+        ("--node-ports", base + 500),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .chain(["--cpus", "1", "--object-store-mb", "100", "--name", "w1"].map(String::from))
+    .collect()
+}
+
+struct Up {
+    child: Child,
+    home: tempfile::TempDir,
+}
+
+impl Up {
+    fn start(base: u16) -> Up {
+        Up::start_in(
+            tempfile::Builder::new()
+                .prefix("fl")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            base,
+        )
+    }
+
+    fn start_in(home: tempfile::TempDir, base: u16) -> Up {
+        let child = flotilla(home.path())
+            .arg("up")
+            .args(up_args(base))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Up { child, home }
+    }
+
+    fn wait_status(&mut self, alive: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let out = self.child.wait_with_output_ref();
+                panic!("flotilla up exited early ({status}): {out}");
+            }
+            let out = flotilla(self.home.path())
+                .args(["status", "--json"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if v["totals"]["nodes_alive"] == alive {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster not up in time");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+trait OutputRef {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl OutputRef for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(e) = self.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Processes whose environment carries this FLOTILLA_HOME: the cluster's whole tree.
+fn processes_of(home: &Path) -> Vec<u32> {
+    let needle = format!("FLOTILLA_HOME={}", home.display()).into_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn wait_none_left(home: &Path, within: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = processes_of(home);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut up = Up::start(31000);
+    let status = up.wait_status(2);
+    let nodes = status["nodes"].as_array().unwrap();
+    assert!(nodes.iter().all(|n| n["state"] == "ALIVE"));
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["is_head"] == true && n["cpus_total"] == 0.0)
+    );
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["name"] == "w1" && n["cpus_total"] == 1.0 && n["flotilla"] == true)
+    );
+
+    let human = flotilla(up.home.path()).arg("status").output().unwrap();
+    assert!(human.status.success());
+    assert!(text(&human).contains("2 nodes alive"), "{}", text(&human));
+
+    let demo = flotilla(up.home.path())
+        .args(["demo", "--verify", "--json"])
+        .output()
+        .unwrap();
+    assert!(demo.status.success(), "{}", text(&demo));
+    let d: serde_json::Value = serde_json::from_slice(&demo.stdout).unwrap();
+    assert_eq!(d["evaluations"], 80);
+    assert_eq!(d["candles"], 297_000);
+    assert_eq!(d["identical_to_local"], true);
+    assert_eq!(
+        d["nodes"]["w1"], 80,
+        "every task ran on the worker: {}",
+        d["nodes"]
+    );
+
+    // A second `flotilla up` on the same machine says where the first one is.
+    let second = flotilla(up.home.path())
+        .arg("up")
+        .args(up_args(32000))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let msg = text(&second);
+    assert!(
+        msg.contains("already running") && msg.contains(&up.pid().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("http://127.0.0.1:31000"), "{msg}");
+
+    // Ctrl-C: a clean stop that leaves no Ray process behind.
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(up.pid(), libc::SIGINT) };
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        wait_none_left(up.home.path(), Duration::from_secs(5)),
+        Vec::<u32>::new()
+    );
+    assert!(!up.home.path().join("state/head.json").exists());
+}
+
+#[test]
+fn kill_9_of_flotilla_leaves_no_ray_process_within_5_s() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut up = Up::start(33000);
+    up.wait_status(2);
+    assert!(processes_of(up.home.path()).len() > 5, "the Ray trees run");
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(up.pid(), libc::SIGKILL) };
+    let _ = up.child.wait();
+    assert_eq!(
+        wait_none_left(up.home.path(), Duration::from_secs(5)),
+        Vec::<u32>::new()
+    );
+
+    // The dead instance's files (head.json, the lock file) do not block the next one.
+    assert!(up.home.path().join("state/head.json").exists());
+    let home = std::mem::replace(&mut up.home, tempfile::tempdir().unwrap());
+    drop(up);
+    let mut again = Up::start_in(home, 33000);
+    again.wait_status(2);
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(again.pid(), libc::SIGINT) };
+    assert!(again.child.wait().unwrap().success());
+    assert_eq!(
+        wait_none_left(again.home.path(), Duration::from_secs(5)),
+        Vec::<u32>::new()
+    );
+}
+
+#[test]
+fn a_port_in_use_names_the_port_and_the_option() {
+    let home = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = flotilla(home.path())
+        .args(["up", "--api-port", &port.to_string(), "--no-worker"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains(&format!("port {port}")) && msg.contains("--api-port"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn status_without_a_head_says_how_to_start_one() {
+    let home = tempfile::tempdir().unwrap();
+    let out = flotilla(home.path())
+        .args(["status", "--api", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("flotilla up"), "{}", text(&out));
+    let out = flotilla(home.path()).arg("demo").output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("flotilla up"), "{}", text(&out));
+}
+
+#[test]
+fn help_teaches_the_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = text(&out);
+    for word in ["up", "status", "demo", "runtime"] {
+        assert!(help.contains(word), "{help}");
+    }
+}

@@ -1,0 +1,54 @@
+//! Flotilla's head: the Ray head node plus the cluster API.
+//!
+//! [`Head::start`] takes the machine's head lock (one head per machine and state dir), binds the
+//! API port, starts the Ray head through [`flotilla_ray::Supervisor`] and serves the merged
+//! [`ClusterSnapshot`] over HTTP. What it deliberately does not do yet: authenticate agents or
+//! accept their reports (the control plane), or serve the dashboard UI.
+//!
+//! Its key decision is that the API reads Ray's state on demand through the Ray dashboard on the
+//! head's loopback, so the snapshot is never staler than one request.
+
+mod api;
+mod instance;
+mod snapshot;
+
+pub use api::serve;
+pub use instance::{Head, HeadConfig, HeadInfo, load_or_create_token, read_token};
+pub use snapshot::{ClusterSnapshot, JobView, NodeView, TaskTotals, Totals, snapshot};
+
+/// The cluster API's default port.
+pub const DEFAULT_API_PORT: u16 = 7471;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "Flotilla is already running on this machine (pid {pid}): API at {api_url}, Ray at \
+         {ray_address}\n  Use that one (`flotilla status`), or stop it first (Ctrl-C in its \
+         terminal, or `kill {pid}`)"
+    )]
+    AlreadyRunning {
+        pid: u32,
+        api_url: String,
+        ray_address: String,
+    },
+    #[error(
+        "port {port} (Flotilla API) is already in use on this machine\n  Stop the program \
+         that uses it, or choose another port with --api-port"
+    )]
+    ApiPortInUse { port: u16 },
+    #[error(transparent)]
+    Ray(#[from] flotilla_ray::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}

@@ -1,0 +1,123 @@
+//! Linux: a guard leader per tree, `PR_SET_PDEATHSIG`, and a `/proc` scan for marked members.
+//!
+//! The tree's leader is a small `/bin/sh` guard in a process group of its own. It runs the real
+//! program as its child and
+//! - on SIGTERM (a normal stop) passes the signal on and waits for the program to exit, so Ray
+//!   drains and exits as it should;
+//! - on SIGHUP, which the kernel sends it when the agent dies (`PR_SET_PDEATHSIG`), kills its
+//!   whole process group at once. Ray's processes stay in that group, including the agents the
+//!   raylet starts, which a parent-death signal on the launcher alone would leave running.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+pub const CAN_SCAN_MARKED: bool = true;
+
+#[derive(Debug)]
+pub struct Tree;
+
+type Request = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// The parent-death signal fires when the *thread* that forked the child exits, so every tree is
+/// forked from one thread that lives until the process ends.
+fn spawner() -> &'static Mutex<mpsc::Sender<Request>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("tree-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("cannot start the process spawner thread");
+        Mutex::new(tx)
+    })
+}
+
+/// `"$@"` is the real program; traps are set before it starts so no signal is missed.
+const GUARD: &str = "trap 'kill -KILL 0' HUP; \
+trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT; \
+\"$@\" & child=$!; \
+while :; do wait \"$child\"; rc=$?; kill -0 \"$child\" 2>/dev/null || exit \"$rc\"; done";
+
+/// The guard's command line around `program args...`.
+pub fn leader(program: &Path, args: &[OsString]) -> (PathBuf, Vec<OsString>) {
+    let mut all: Vec<OsString> = vec!["-c".into(), GUARD.into(), "flotilla-guard".into()];
+    all.push(program.as_os_str().to_owned());
+    all.extend(args.iter().cloned());
+    (PathBuf::from("/bin/sh"), all)
+}
+
+pub fn spawn(mut cmd: Command) -> io::Result<(Child, Tree)> {
+    // SAFETY: getpid is async-signal-safe and has no preconditions.
+    let agent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
+    // (setpgid, prctl, getppid, kill) without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The agent may have died between fork and prctl: then nobody will signal us.
+            if libc::getppid() != agent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner()
+        .lock()
+        .map_err(|_| io::Error::other("process spawner poisoned"))?
+        .send((cmd, tx))
+        .map_err(|_| io::Error::other("process spawner stopped"))?;
+    let child = rx
+        .recv()
+        .map_err(|_| io::Error::other("process spawner stopped"))??;
+    Ok((child, Tree))
+}
+
+pub fn terminate(pid: u32, _tree: &Tree) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+}
+
+pub fn kill_tree(pid: u32, _tree: &Tree) {
+    // The leader made itself the group leader, so its pid is the group id.
+    // SAFETY: as above.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+}
+
+pub fn kill_pid(pid: u32) {
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+pub fn marked_processes(marker: &str) -> Vec<u32> {
+    let needle = format!("{}={marker}", super::MARKER_ENV).into_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            // Zombies keep no environment; processes of other users are unreadable: both skipped.
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))
+                .unwrap_or(false)
+        })
+        .collect()
+}

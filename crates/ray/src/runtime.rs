@@ -1,0 +1,561 @@
+//! Python + Ray runtimes, provisioned with uv.
+//!
+//! A runtime is a virtual environment at `<data>/runtimes/ray-<ray>-py<python>/` holding exactly
+//! one Ray version (plus [`EXTRA_PACKAGES`](crate::versions::EXTRA_PACKAGES)) on one Python minor
+//! version. It is valid when its marker file `flotilla-runtime.json` exists and `ray --version`
+//! prints the expected version; the marker is written last, so an interrupted install is found
+//! half-installed and rebuilt on the next [`RuntimeManager::ensure`]. A lock file per runtime
+//! lets several processes ensure the same runtime at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::versions::{EXTRA_PACKAGES, RuntimeSpec};
+use crate::{Error, Result};
+
+const MARKER: &str = "flotilla-runtime.json";
+/// About what a Ray runtime weighs on disk; only used to show progress.
+pub const APPROX_RUNTIME_BYTES: u64 = 360 * 1024 * 1024;
+
+/// A progress event while a runtime is provisioned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A new step starts.
+    Step { label: String },
+    /// Bytes downloaded or installed in the current step; `total` when it is known.
+    Bytes { done: u64, total: Option<u64> },
+    /// The runtime is ready.
+    Done { label: String },
+}
+
+/// Receives [`Progress`] events; must be cheap (it is called from the installing task).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A [`ProgressFn`] that ignores every event.
+pub fn no_progress() -> ProgressFn {
+    Arc::new(|_| {})
+}
+
+/// What the marker file records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Marker {
+    pub ray: String,
+    pub python: String,
+    /// The interpreter's full version, e.g. `3.11.7`.
+    pub python_full: String,
+    pub created_unix: u64,
+}
+
+/// An installed, verified runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub spec: RuntimeSpec,
+    pub dir: PathBuf,
+    pub python_full: String,
+}
+
+impl Runtime {
+    fn bin_dir(dir: &Path) -> PathBuf {
+        if cfg!(windows) {
+            dir.join("Scripts")
+        } else {
+            dir.join("bin")
+        }
+    }
+
+    /// The `ray` executable.
+    pub fn ray_bin(&self) -> PathBuf {
+        Self::bin_dir(&self.dir).join(if cfg!(windows) { "ray.exe" } else { "ray" })
+    }
+
+    /// The runtime's Python interpreter.
+    pub fn python(&self) -> PathBuf {
+        python_in(&self.dir)
+    }
+}
+
+fn python_in(dir: &Path) -> PathBuf {
+    Runtime::bin_dir(dir).join(if cfg!(windows) {
+        "python.exe"
+    } else {
+        "python"
+    })
+}
+
+/// One runtime directory as found on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeEntry {
+    pub spec: RuntimeSpec,
+    pub dir: PathBuf,
+    /// Whether the marker is present (the install completed).
+    pub complete: bool,
+    pub python_full: Option<String>,
+}
+
+/// Provisions and manages the runtimes under one data dir.
+#[derive(Debug, Clone)]
+pub struct RuntimeManager {
+    data_dir: PathBuf,
+}
+
+impl RuntimeManager {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RuntimeManager {
+            data_dir: data_dir.into(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.data_dir.join("runtimes")
+    }
+
+    pub fn path_of(&self, spec: &RuntimeSpec) -> PathBuf {
+        self.root().join(spec.dir_name())
+    }
+
+    /// Returns the runtime for `spec`, installing or repairing it first if needed.
+    pub async fn ensure(&self, spec: &RuntimeSpec, progress: ProgressFn) -> Result<Runtime> {
+        spec.validate()?;
+        let root = self.root();
+        std::fs::create_dir_all(&root)
+            .map_err(Error::io(format!("cannot create {}", root.display())))?;
+        let _lock = lock(&root.join(format!(".{}.lock", spec.dir_name()))).await?;
+        let dir = self.path_of(spec);
+        if dir.exists() {
+            progress(Progress::Step {
+                label: format!("Checking {spec}"),
+            });
+            match self.verify(spec, &dir).await {
+                Ok(rt) => {
+                    progress(Progress::Done {
+                        label: format!("{spec} is ready"),
+                    });
+                    return Ok(rt);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "repairing runtime: {e}");
+                    progress(Progress::Step {
+                        label: format!("Repairing {spec} (it was incomplete)"),
+                    });
+                    remove_dir(&dir)?;
+                }
+            }
+        }
+        let rt = self.install(spec, &dir, &progress).await?;
+        progress(Progress::Done {
+            label: format!("{spec} is ready"),
+        });
+        Ok(rt)
+    }
+
+    /// Returns the runtime for `spec` if it is installed and complete, without checking it
+    /// further or installing anything.
+    pub fn installed(&self, spec: &RuntimeSpec) -> Result<Runtime> {
+        let dir = self.path_of(spec);
+        let marker = read_marker(&dir).ok_or_else(|| Error::RuntimeMissing {
+            spec: spec.to_string(),
+        })?;
+        Ok(Runtime {
+            spec: spec.clone(),
+            dir,
+            python_full: marker.python_full,
+        })
+    }
+
+    /// Every runtime directory, complete or not.
+    pub fn list(&self) -> Result<Vec<RuntimeEntry>> {
+        let root = self.root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("cannot read {}", root.display()))(e)),
+        };
+        let mut out: Vec<RuntimeEntry> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let spec = RuntimeSpec::from_dir_name(&name)?;
+                let dir = e.path();
+                let marker = read_marker(&dir);
+                Some(RuntimeEntry {
+                    spec,
+                    complete: marker.is_some(),
+                    python_full: marker.map(|m| m.python_full),
+                    dir,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.dir.cmp(&b.dir));
+        Ok(out)
+    }
+
+    /// Removes the runtime for `spec`; returns whether it existed.
+    pub async fn remove(&self, spec: &RuntimeSpec) -> Result<bool> {
+        spec.validate()?;
+        let root = self.root();
+        if !root.exists() {
+            return Ok(false);
+        }
+        let _lock = lock(&root.join(format!(".{}.lock", spec.dir_name()))).await?;
+        let dir = self.path_of(spec);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        remove_dir(&dir)?;
+        Ok(true)
+    }
+
+    async fn verify(&self, spec: &RuntimeSpec, dir: &Path) -> Result<Runtime> {
+        let bad = |detail: String| Error::Verify {
+            path: dir.to_path_buf(),
+            detail,
+        };
+        let marker = read_marker(dir).ok_or_else(|| bad("the install did not finish".into()))?;
+        if marker.ray != spec.ray || marker.python != spec.python {
+            return Err(bad(format!(
+                "it holds Ray {} on Python {}",
+                marker.ray, marker.python
+            )));
+        }
+        let rt = Runtime {
+            spec: spec.clone(),
+            dir: dir.to_path_buf(),
+            python_full: marker.python_full,
+        };
+        let out = run_capture(Command::new(rt.ray_bin()).arg("--version"))
+            .await
+            .map_err(|e| bad(format!("`ray --version` failed: {e}")))?;
+        if !out.contains(&spec.ray) {
+            return Err(bad(format!("`ray --version` printed {:?}", out.trim())));
+        }
+        Ok(rt)
+    }
+
+    async fn install(
+        &self,
+        spec: &RuntimeSpec,
+        dir: &Path,
+        progress: &ProgressFn,
+    ) -> Result<Runtime> {
+        let uv = crate::uv::ensure_uv(&self.data_dir, progress).await?;
+        progress(Progress::Step {
+            label: format!("Creating a Python {} environment", spec.python),
+        });
+        let mut venv = Command::new(&uv);
+        venv.args(["venv", "--no-project", "--no-config", "--quiet", "--python"])
+            .arg(&spec.python)
+            .arg(dir);
+        uv_run(&mut venv).await.map_err(|detail| {
+            classify(&detail, spec, dir).unwrap_or(Error::NoPython {
+                python: spec.python.clone(),
+                detail,
+            })
+        })?;
+
+        progress(Progress::Step {
+            label: format!("Installing Ray {} (about 360 MB)", spec.ray),
+        });
+        let mut pip = Command::new(&uv);
+        pip.args(["pip", "install", "--no-config", "--quiet", "--python"])
+            .arg(python_in(dir))
+            .arg(format!("ray[default]=={}", spec.ray))
+            .args(EXTRA_PACKAGES);
+        let watcher = watch_size(dir.to_path_buf(), progress.clone());
+        let result = uv_run(&mut pip).await;
+        watcher.abort();
+        result.map_err(|detail| {
+            classify(&detail, spec, dir).unwrap_or(Error::Install {
+                spec: spec.to_string(),
+                detail,
+            })
+        })?;
+
+        progress(Progress::Step {
+            label: "Verifying the runtime".into(),
+        });
+        let python_full = run_capture(
+            Command::new(python_in(dir))
+                .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]),
+        )
+        .await
+        .map_err(|detail| Error::Verify {
+            path: dir.to_path_buf(),
+            detail,
+        })?
+        .trim()
+        .to_string();
+        let marker = Marker {
+            ray: spec.ray.clone(),
+            python: spec.python.clone(),
+            python_full,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let marker_tmp = dir.join(format!("{MARKER}.tmp"));
+        std::fs::write(
+            &marker_tmp,
+            serde_json::to_vec_pretty(&marker).expect("plain struct"),
+        )
+        .map_err(|e| io_or_disk_full(e, dir))?;
+        // Written without the marker's name first: a verify that fails leaves no marker behind.
+        let staged = self.verify_staged(spec, dir, &marker_tmp).await;
+        if let Err(e) = staged {
+            let _ = std::fs::remove_file(&marker_tmp);
+            return Err(e);
+        }
+        std::fs::rename(&marker_tmp, dir.join(MARKER)).map_err(|e| io_or_disk_full(e, dir))?;
+        Ok(Runtime {
+            spec: spec.clone(),
+            dir: dir.to_path_buf(),
+            python_full: marker.python_full,
+        })
+    }
+
+    async fn verify_staged(&self, spec: &RuntimeSpec, dir: &Path, _marker: &Path) -> Result<()> {
+        let ray = Runtime::bin_dir(dir).join(if cfg!(windows) { "ray.exe" } else { "ray" });
+        let out = run_capture(Command::new(ray).arg("--version"))
+            .await
+            .map_err(|detail| Error::Verify {
+                path: dir.to_path_buf(),
+                detail: format!("`ray --version` failed: {detail}"),
+            })?;
+        if out.contains(&spec.ray) {
+            Ok(())
+        } else {
+            Err(Error::Verify {
+                path: dir.to_path_buf(),
+                detail: format!("`ray --version` printed {:?}", out.trim()),
+            })
+        }
+    }
+}
+
+fn read_marker(dir: &Path) -> Option<Marker> {
+    let bytes = std::fs::read(dir.join(MARKER)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", dir.display()))(e)),
+    }
+}
+
+fn io_or_disk_full(e: std::io::Error, dir: &Path) -> Error {
+    if e.raw_os_error() == Some(28) {
+        Error::DiskFull {
+            path: dir.to_path_buf(),
+            detail: e.to_string(),
+        }
+    } else {
+        Error::io(format!("cannot write in {}", dir.display()))(e)
+    }
+}
+
+/// Maps uv's error text to an error that says what to do, where it is recognisable.
+fn classify(detail: &str, spec: &RuntimeSpec, dir: &Path) -> Option<Error> {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("no space left on device") || d.contains("os error 28") {
+        return Some(Error::DiskFull {
+            path: dir.to_path_buf(),
+            detail: detail.into(),
+        });
+    }
+    if d.contains("no interpreter found") || d.contains("no download found") {
+        return Some(Error::NoPython {
+            python: spec.python.clone(),
+            detail: detail.into(),
+        });
+    }
+    let offline = [
+        "failed to fetch",
+        "dns error",
+        "error sending request",
+        "connection refused",
+        "network is unreachable",
+        "timed out",
+        "failed to download",
+    ];
+    if offline.iter().any(|s| d.contains(s)) {
+        return Some(Error::Offline {
+            spec: spec.to_string(),
+            detail: detail.into(),
+        });
+    }
+    None
+}
+
+/// Runs a uv command; on failure returns the tail of what it printed.
+async fn uv_run(cmd: &mut Command) -> std::result::Result<(), String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("UV_NO_PROGRESS", "1")
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot run uv: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = text.lines().rev().take(12).collect();
+    Err(tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+}
+
+async fn run_capture(cmd: &mut Command) -> std::result::Result<String, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .map_err(|_| "timed out after 60 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Reports the environment's growing size while uv installs into it: uv prints no byte counts
+/// when it is not on a terminal, and this is what the user is waiting for.
+fn watch_size(dir: PathBuf, progress: ProgressFn) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let d = dir.clone();
+            let done = tokio::task::spawn_blocking(move || dir_size(&d))
+                .await
+                .unwrap_or(0);
+            progress(Progress::Bytes {
+                done,
+                total: Some(APPROX_RUNTIME_BYTES.max(done)),
+            });
+        }
+    })
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Holds an exclusive lock on `path` until dropped.
+async fn lock(path: &Path) -> Result<std::fs::File> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(Error::io(format!("cannot open {}", p.display())))?;
+        file.lock()
+            .map_err(Error::io(format!("cannot lock {}", p.display())))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| Error::io("lock task failed")(std::io::Error::other(e)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uv_errors_become_advice() {
+        let spec = RuntimeSpec::default();
+        let dir = Path::new("/x");
+        let kind = |s: &str| classify(s, &spec, dir).map(|e| e.to_string());
+        assert!(
+            kind("error: No interpreter found for Python 3.11 in managed installations")
+                .unwrap()
+                .contains("Install Python 3.11")
+        );
+        assert!(
+            kind("Caused by: No space left on device (os error 28)")
+                .unwrap()
+                .contains("disk is full")
+        );
+        assert!(
+            kind("error: Failed to fetch: `https://pypi.org/simple/ray/`\n dns error")
+                .unwrap()
+                .contains("network")
+        );
+        assert_eq!(kind("error: something else"), None);
+    }
+
+    #[test]
+    fn list_reports_complete_and_half_installed_runtimes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = RuntimeManager::new(tmp.path());
+        let done = RuntimeSpec::default();
+        let half = RuntimeSpec {
+            ray: "2.59.0".into(),
+            python: "3.12".into(),
+        };
+        std::fs::create_dir_all(m.path_of(&done)).unwrap();
+        std::fs::create_dir_all(m.path_of(&half)).unwrap();
+        std::fs::create_dir_all(m.root().join("not-a-runtime")).unwrap();
+        let marker = Marker {
+            ray: done.ray.clone(),
+            python: done.python.clone(),
+            python_full: "3.11.7".into(),
+            created_unix: 1,
+        };
+        std::fs::write(
+            m.path_of(&done).join(MARKER),
+            serde_json::to_vec(&marker).unwrap(),
+        )
+        .unwrap();
+        let list = m.list().unwrap();
+        assert_eq!(list.len(), 2);
+        let get = |s: &RuntimeSpec| list.iter().find(|e| &e.spec == s).unwrap();
+        assert!(get(&done).complete);
+        assert_eq!(get(&done).python_full.as_deref(), Some("3.11.7"));
+        assert!(!get(&half).complete);
+        assert!(m.installed(&done).is_ok());
+        assert!(matches!(
+            m.installed(&half),
+            Err(Error::RuntimeMissing { .. })
+        ));
+    }
+
+    #[test]
+    fn dir_size_counts_nested_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        std::fs::write(tmp.path().join("a/b/f"), [0u8; 1000]).unwrap();
+        std::fs::write(tmp.path().join("g"), [0u8; 24]).unwrap();
+        assert_eq!(dir_size(tmp.path()), 1024);
+    }
+}

@@ -1,0 +1,355 @@
+//! Typed reads of Ray's own view of the cluster, through the dashboard's HTTP API.
+//!
+//! Only the fields Flotilla uses are parsed, each with a default, so a newer Ray that adds or
+//! drops a field degrades to a missing value instead of an error. The token goes in an
+//! `Authorization: Bearer` header (Ray answers 401 without it and 403 with a wrong one).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, RayToken, Result};
+
+/// A node as Ray reports it (`/api/v0/nodes?detail=1`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RayNode {
+    pub node_id: String,
+    pub node_ip: String,
+    pub is_head_node: bool,
+    /// `ALIVE` or `DEAD`.
+    pub state: String,
+    pub state_message: Option<String>,
+    pub node_name: String,
+    pub resources_total: BTreeMap<String, f64>,
+    pub labels: BTreeMap<String, String>,
+    pub start_time_ms: u64,
+    pub end_time_ms: u64,
+}
+
+impl RayNode {
+    pub fn is_alive(&self) -> bool {
+        self.state == "ALIVE"
+    }
+
+    pub fn cpus_total(&self) -> f64 {
+        self.resources_total.get("CPU").copied().unwrap_or(0.0)
+    }
+}
+
+/// Resource use per node and in total (`/api/cluster_status`): resource -> (used, total).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ResourceUsage {
+    pub total: BTreeMap<String, (f64, f64)>,
+    pub by_node: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+}
+
+impl ResourceUsage {
+    /// CPUs in use on `node_id` (0 when Ray does not report the node).
+    pub fn cpus_used(&self, node_id: &str) -> f64 {
+        self.by_node
+            .get(node_id)
+            .and_then(|r| r.get("CPU"))
+            .map_or(0.0, |(used, _)| *used)
+    }
+}
+
+/// A Ray job (`/api/jobs/`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RayJob {
+    pub job_id: Option<String>,
+    pub submission_id: Option<String>,
+    /// `SUBMISSION` or `DRIVER`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `PENDING`, `RUNNING`, `STOPPED`, `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    pub entrypoint: String,
+    pub message: Option<String>,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+}
+
+/// Task counts by state over the cluster (`/api/v0/tasks/summarize`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub by_state: BTreeMap<String, u64>,
+}
+
+impl TaskCounts {
+    pub fn get(&self, state: &str) -> u64 {
+        self.by_state.get(state).copied().unwrap_or(0)
+    }
+
+    /// Tasks waiting for or holding a worker.
+    pub fn running(&self) -> u64 {
+        self.get("RUNNING")
+    }
+
+    pub fn finished(&self) -> u64 {
+        self.get("FINISHED")
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.get("FAILED")
+    }
+
+    /// Tasks not yet running: waiting for arguments, resources or a worker.
+    pub fn pending(&self) -> u64 {
+        self.by_state
+            .iter()
+            .filter(|(k, _)| k.starts_with("PENDING"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Client for one Ray dashboard.
+#[derive(Debug, Clone)]
+pub struct StateClient {
+    base: String,
+    token: Option<RayToken>,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    #[serde(default)]
+    result: bool,
+    #[serde(default)]
+    msg: String,
+    data: Option<T>,
+}
+
+#[derive(Deserialize)]
+struct ListData<T> {
+    result: ListResult<T>,
+}
+
+#[derive(Deserialize)]
+struct ListResult<T> {
+    result: T,
+}
+
+impl StateClient {
+    /// `base` is the dashboard's URL, e.g. `http://127.0.0.1:8265`.
+    pub fn new(base: impl Into<String>, token: Option<RayToken>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client always builds");
+        StateClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = req.send().await.map_err(|e| Error::Unreachable {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let detail = match status.as_u16() {
+                401 => "no token was sent, and this cluster requires one".to_string(),
+                403 => "the token is wrong for this cluster".to_string(),
+                _ => resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect(),
+            };
+            return Err(Error::Http {
+                url,
+                status: status.as_u16(),
+                detail,
+            });
+        }
+        resp.json().await.map_err(|e| Error::Http {
+            url,
+            status: status.as_u16(),
+            detail: format!("not JSON: {e}"),
+        })
+    }
+
+    async fn get_data<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
+        let v = self.get_json(path).await?;
+        parse_envelope(v).map_err(|detail| Error::Http {
+            url: format!("{}{path}", self.base),
+            status: 200,
+            detail,
+        })
+    }
+
+    /// Whether the GCS answers (`/api/gcs_healthz`).
+    pub async fn gcs_healthy(&self) -> bool {
+        let url = format!("{}/api/gcs_healthz", self.base);
+        let mut req = self.http.get(&url).timeout(Duration::from_secs(3));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// The Ray version the dashboard runs.
+    pub async fn ray_version(&self) -> Result<String> {
+        let v = self.get_json("/api/version").await?;
+        Ok(v["ray_version"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Every node Ray knows, alive or dead.
+    pub async fn nodes(&self) -> Result<Vec<RayNode>> {
+        let d: ListData<Vec<RayNode>> = self.get_data("/api/v0/nodes?detail=1&limit=10000").await?;
+        Ok(d.result.result)
+    }
+
+    pub async fn resource_usage(&self) -> Result<ResourceUsage> {
+        let v = self.get_json("/api/cluster_status").await?;
+        parse_usage(&v).map_err(|detail| Error::Http {
+            url: format!("{}/api/cluster_status", self.base),
+            status: 200,
+            detail,
+        })
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<RayJob>> {
+        let v = self.get_json("/api/jobs/").await?;
+        serde_json::from_value(v).map_err(|e| Error::Http {
+            url: format!("{}/api/jobs/", self.base),
+            status: 200,
+            detail: e.to_string(),
+        })
+    }
+
+    pub async fn task_counts(&self) -> Result<TaskCounts> {
+        let v = self.get_json("/api/v0/tasks/summarize").await?;
+        parse_task_counts(&v).map_err(|detail| Error::Http {
+            url: format!("{}/api/v0/tasks/summarize", self.base),
+            status: 200,
+            detail,
+        })
+    }
+}
+
+fn parse_envelope<T: for<'de> Deserialize<'de>>(
+    v: serde_json::Value,
+) -> std::result::Result<T, String> {
+    let env: Envelope<T> = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    match env.data {
+        Some(d) if env.result => Ok(d),
+        _ => Err(format!("Ray reported an error: {}", env.msg)),
+    }
+}
+
+fn pairs(v: &serde_json::Value) -> BTreeMap<String, (f64, f64)> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| {
+                    let a = v.as_array()?;
+                    Some((k.clone(), (a.first()?.as_f64()?, a.get(1)?.as_f64()?)))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_usage(v: &serde_json::Value) -> std::result::Result<ResourceUsage, String> {
+    let report = &v["data"]["clusterStatus"]["loadMetricsReport"];
+    if report.is_null() {
+        return Err("no loadMetricsReport in the cluster status".into());
+    }
+    let by_node = report["usageByNode"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), pairs(v))).collect())
+        .unwrap_or_default();
+    Ok(ResourceUsage {
+        total: pairs(&report["usage"]),
+        by_node,
+    })
+}
+
+fn parse_task_counts(v: &serde_json::Value) -> std::result::Result<TaskCounts, String> {
+    let summary = &v["data"]["result"]["result"]["node_id_to_summary"]["cluster"]["summary"];
+    let Some(funcs) = summary.as_object() else {
+        return Err("no cluster summary in the task summary".into());
+    };
+    let mut by_state = BTreeMap::new();
+    for f in funcs.values() {
+        if let Some(counts) = f["state_counts"].as_object() {
+            for (state, n) in counts {
+                *by_state.entry(state.clone()).or_insert(0) += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok(TaskCounts { by_state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> serde_json::Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn parses_nodes_as_ray_2_60_reports_them() {
+        let d: ListData<Vec<RayNode>> = parse_envelope(fixture("nodes.json")).unwrap();
+        let nodes = d.result.result;
+        assert_eq!(nodes.len(), 2);
+        let head = nodes.iter().find(|n| n.is_head_node).unwrap();
+        assert!(head.is_alive());
+        assert_eq!(head.cpus_total(), 0.0);
+        assert_eq!(
+            head.labels.get("flotilla.node").map(String::as_str),
+            Some("head")
+        );
+        let worker = nodes.iter().find(|n| !n.is_head_node).unwrap();
+        assert_eq!(worker.cpus_total(), 1.0);
+    }
+
+    #[test]
+    fn parses_usage_by_node() {
+        let u = parse_usage(&fixture("cluster_status.json")).unwrap();
+        assert_eq!(u.total.get("CPU"), Some(&(1.0, 1.0)));
+        assert_eq!(
+            u.cpus_used("0f63e534fccfe0588357851f8418df1f1f2b89ab6e4648ba14a992f1"),
+            1.0
+        );
+        assert_eq!(u.cpus_used("unknown"), 0.0);
+    }
+
+    #[test]
+    fn sums_task_states_over_functions() {
+        let t = parse_task_counts(&fixture("tasks_summarize.json")).unwrap();
+        assert_eq!(t.finished(), 5);
+        assert_eq!(t.running(), 1);
+        assert_eq!(t.pending(), 2);
+    }
+
+    #[test]
+    fn an_error_envelope_is_an_error() {
+        let v = serde_json::json!({"result": false, "msg": "GCS down", "data": null});
+        let e = parse_envelope::<serde_json::Value>(v).unwrap_err();
+        assert!(e.contains("GCS down"));
+    }
+}

@@ -1,0 +1,618 @@
+//! Supervising one Ray node: start, readiness, restart with backoff, stop.
+//!
+//! Each node is one `ray start --block` process tree ([`flotilla_host::ProcessTree`]): `--block`
+//! makes Ray's own launcher stay in the foreground and exit as soon as any of its processes dies
+//! (a raylet killed with `kill -9`, say), which the supervisor sees as the tree's exit and answers
+//! with a restart after a capped, jittered exponential backoff. Stopping a node is a SIGTERM to
+//! its own launcher, which drains the node and ends its processes; whatever is left after the
+//! grace period is killed by group and by marker. `ray stop` is never used: it would kill every
+//! Ray process on the machine, other nodes included.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flotilla_host::{ProcessTree, TreeSpec};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ports::{self, NodePorts};
+use crate::{Error, RayToken, Result, Runtime, StateClient};
+
+/// Label every Flotilla node carries, with the node's name as value.
+pub const NODE_LABEL: &str = "flotilla.node";
+
+/// What kind of node to run.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// The Ray head: GCS, dashboard (loopback only), 0 CPUs.
+    Head {
+        gcs_port: u16,
+        dashboard_port: u16,
+        client_server_port: u16,
+    },
+    /// A worker node joining the GCS at `head`.
+    Worker { head: SocketAddr },
+}
+
+impl Role {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Head { .. } => "head",
+            Role::Worker { .. } => "worker",
+        }
+    }
+}
+
+/// Everything needed to run one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub runtime: Runtime,
+    pub node_name: String,
+    /// The address other nodes reach this one at; Ray picks one when `None`.
+    pub node_ip: Option<IpAddr>,
+    /// CPUs to advertise; the head always advertises 0.
+    pub num_cpus: Option<u32>,
+    pub object_store_bytes: u64,
+    pub ports: NodePorts,
+    /// Ray's `--temp-dir`: sessions, sockets and logs of this node.
+    pub temp_dir: PathBuf,
+    /// File for the launcher's own output.
+    pub log: PathBuf,
+    pub token: Option<RayToken>,
+    pub labels: BTreeMap<String, String>,
+    /// Extra environment for the node (tests shorten Ray's health checks through it).
+    pub env: Vec<(String, String)>,
+    pub backoff: Backoff,
+    /// How long to wait for the node to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// The `ray start` arguments for this node. The token is not among them: it goes through
+    /// the environment only.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec!["start".to_string(), "--block".into()];
+        match &self.role {
+            Role::Head {
+                gcs_port,
+                dashboard_port,
+                client_server_port,
+            } => {
+                a.push("--head".into());
+                a.push(format!("--port={gcs_port}"));
+                a.push("--num-cpus=0".into());
+                a.push("--dashboard-host=127.0.0.1".into());
+                a.push(format!("--dashboard-port={dashboard_port}"));
+                a.push(format!("--ray-client-server-port={client_server_port}"));
+            }
+            Role::Worker { head } => {
+                a.push(format!("--address={head}"));
+                if let Some(n) = self.num_cpus {
+                    a.push(format!("--num-cpus={n}"));
+                }
+                a.push("--include-log-monitor=false".into());
+            }
+        }
+        if let Some(ip) = self.node_ip {
+            a.push(format!("--node-ip-address={ip}"));
+        }
+        a.push(format!("--node-name={}", self.node_name));
+        let mut labels = self.labels.clone();
+        labels.insert(NODE_LABEL.into(), self.node_name.clone());
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        a.push(format!("--labels={}", labels.join(",")));
+        a.push(format!("--temp-dir={}", self.temp_dir.display()));
+        a.push(format!("--object-store-memory={}", self.object_store_bytes));
+        let p = &self.ports;
+        a.push(format!("--node-manager-port={}", p.node_manager));
+        a.push(format!("--object-manager-port={}", p.object_manager));
+        a.push(format!(
+            "--dashboard-agent-listen-port={}",
+            p.dashboard_agent_http
+        ));
+        a.push(format!(
+            "--dashboard-agent-grpc-port={}",
+            p.dashboard_agent_grpc
+        ));
+        a.push(format!("--metrics-export-port={}", p.metrics_export));
+        a.push(format!("--runtime-env-agent-port={}", p.runtime_env_agent));
+        a.push(format!("--min-worker-port={}", p.min_worker));
+        a.push(format!("--max-worker-port={}", p.max_worker));
+        a.push("--disable-usage-stats".into());
+        a
+    }
+
+    fn env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("RAY_USAGE_STATS_ENABLED".into(), "0".into()),
+            // macOS and Windows nodes refuse multi-node clusters without it.
+            ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER".into(), "1".into()),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ];
+        if let Some(t) = &self.token {
+            env.extend(t.env().map(|(k, v)| (k.into(), v.into())));
+        }
+        env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
+        env
+    }
+
+    /// Checks, before starting, what would otherwise fail slowly or obscurely inside Ray.
+    pub async fn preflight(&self) -> Result<()> {
+        if let Role::Head {
+            gcs_port,
+            dashboard_port,
+            client_server_port,
+        } = &self.role
+        {
+            ports::ensure_free(*gcs_port, "Ray GCS", "--ray-port")?;
+            ports::ensure_free(*dashboard_port, "Ray dashboard", "--ray-dashboard-port")?;
+            ports::ensure_free(
+                *client_server_port,
+                "Ray client server",
+                "--ray-client-port",
+            )?;
+        }
+        let option = match self.role {
+            Role::Head { .. } => "--head-node-ports",
+            Role::Worker { .. } => "--node-ports",
+        };
+        for (port, what) in self.ports.services() {
+            ports::ensure_free(port, what, option)?;
+        }
+        if let Role::Worker { head } = &self.role {
+            check_reachable(*head, Duration::from_secs(5)).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn spec(&self, marker: &str) -> TreeSpec {
+        TreeSpec {
+            program: self.runtime.ray_bin(),
+            args: self.args().into_iter().map(OsString::from).collect(),
+            env: self.env(),
+            env_remove: vec!["RAY_ADDRESS".into()],
+            cwd: Some(self.temp_dir.clone()),
+            log: Some(self.log.clone()),
+            marker: marker.into(),
+        }
+    }
+
+    /// The head's dashboard, for readiness checks (head only).
+    pub fn dashboard(&self) -> Option<StateClient> {
+        match self.role {
+            Role::Head { dashboard_port, .. } => Some(StateClient::new(
+                format!("http://127.0.0.1:{dashboard_port}"),
+                self.token.clone(),
+            )),
+            Role::Worker { .. } => None,
+        }
+    }
+}
+
+/// Fails with [`Error::HeadUnreachable`] unless a TCP connection to `addr` opens in `timeout`.
+pub async fn check_reachable(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::HeadUnreachable {
+            addr,
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(Error::HeadUnreachable {
+            addr,
+            detail: format!("no answer in {} s", timeout.as_secs()),
+        }),
+    }
+}
+
+/// Capped exponential backoff with jitter for restarts.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// A node that stayed up this long starts again from `initial` after its next crash.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `attempt` (1-based), with ±20% jitter so that nodes that
+    /// crashed together do not restart in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.max);
+        let jitter: f64 = rand::random_range(0.8..1.2);
+        exp.mul_f64(jitter).min(self.max)
+    }
+}
+
+/// Where a supervised node is in its life.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum NodePhase {
+    Starting,
+    Ready,
+    /// The node exited on its own; it starts again in `in_secs`.
+    Restarting {
+        in_secs: f64,
+        last_exit: String,
+    },
+    Stopping,
+    Stopped,
+    /// Starting failed for a reason a restart cannot fix (a port in use, say).
+    Failed {
+        error: String,
+    },
+}
+
+/// What the supervisor reports about its node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStatus {
+    pub phase: NodePhase,
+    /// The launcher's pid while it runs.
+    pub pid: Option<u32>,
+    pub restarts: u32,
+}
+
+/// Runs one node until cancelled, restarting it when it dies.
+#[derive(Debug)]
+pub struct Supervisor {
+    status: watch::Receiver<NodeStatus>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    cancel: CancellationToken,
+    marker: String,
+}
+
+impl Supervisor {
+    /// Runs preflight checks, then starts the node and supervises it in a background task.
+    pub async fn start(config: NodeConfig) -> Result<Supervisor> {
+        config.preflight().await?;
+        flotilla_host::dirs::create_private_dir(&config.temp_dir).map_err(Error::io(format!(
+            "cannot create {}",
+            config.temp_dir.display()
+        )))?;
+        let marker = format!(
+            "{}-{}-{}",
+            config.node_name,
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let (tx, status) = watch::channel(NodeStatus {
+            phase: NodePhase::Starting,
+            pid: None,
+            restarts: 0,
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise(config, marker.clone(), tx, cancel.clone()));
+        Ok(Supervisor {
+            status,
+            task: Some(task),
+            cancel,
+            marker,
+        })
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// The marker every process of this node's tree carries (see [`flotilla_host::process`]).
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    /// Waits until the node is ready; fails if it fails to start for good or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let mut rx = self.status.clone();
+        let wait = async {
+            loop {
+                match &rx.borrow_and_update().phase {
+                    NodePhase::Ready => return Ok(()),
+                    NodePhase::Failed { error } => {
+                        return Err(Error::io("the Ray node failed to start")(
+                            std::io::Error::other(error.clone()),
+                        ));
+                    }
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Error::io("the supervisor ended")(std::io::Error::other(
+                        "supervisor task ended",
+                    )));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::io("waiting for the Ray node")(
+                    std::io::Error::other(format!("not ready after {} s", timeout.as_secs())),
+                ))
+            })
+    }
+
+    /// Stops the node (drain, then kill what is left) and waits for the supervisor to end.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // The task owns the tree; cancelling lets it stop the tree, and if the runtime is gone
+        // the tree's own drop kills it.
+        self.cancel.cancel();
+    }
+}
+
+/// How long a stopping node may drain before it is killed. Ray drains for up to 30 s on SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(35);
+
+async fn supervise(
+    config: NodeConfig,
+    marker: String,
+    tx: watch::Sender<NodeStatus>,
+    cancel: CancellationToken,
+) {
+    let mut restarts = 0u32;
+    let mut attempt = 0u32;
+    loop {
+        let set = |phase: NodePhase, pid: Option<u32>, restarts: u32| {
+            let _ = tx.send(NodeStatus {
+                phase,
+                pid,
+                restarts,
+            });
+        };
+        set(NodePhase::Starting, None, restarts);
+        let mut tree = match ProcessTree::spawn(config.spec(&marker)) {
+            Ok(t) => t,
+            Err(e) => {
+                set(
+                    NodePhase::Failed {
+                        error: format!("cannot start {}: {e}", config.runtime.ray_bin().display()),
+                    },
+                    None,
+                    restarts,
+                );
+                return;
+            }
+        };
+        let pid = tree.pid();
+        set(NodePhase::Starting, Some(pid), restarts);
+        tracing::info!(node = %config.node_name, pid, role = config.role.name(), "Ray node starting");
+        let started = Instant::now();
+
+        // Readiness, the tree's exit and cancellation race; whichever comes first decides.
+        let exit = tokio::select! {
+            _ = cancel.cancelled() => None,
+            ready = wait_ready(&config, &tree) => {
+                match ready {
+                    Ok(()) => {
+                        tracing::info!(node = %config.node_name, secs = started.elapsed().as_secs_f32(), "Ray node ready");
+                        set(NodePhase::Ready, Some(pid), restarts);
+                        tokio::select! {
+                            _ = cancel.cancelled() => None,
+                            status = tree.wait() => Some(status.to_string()),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %config.node_name, "{e}");
+                        tree.kill();
+                        Some(e.to_string())
+                    }
+                }
+            }
+        };
+        let Some(last_exit) = exit else {
+            set(NodePhase::Stopping, Some(pid), restarts);
+            tree.stop(STOP_GRACE).await;
+            set(NodePhase::Stopped, None, restarts);
+            return;
+        };
+        // The launcher is gone; make sure nothing of its tree is left before starting anew.
+        tree.kill();
+        if started.elapsed() >= config.backoff.reset_after {
+            attempt = 0;
+        }
+        attempt += 1;
+        restarts += 1;
+        let delay = config.backoff.delay(attempt);
+        tracing::warn!(node = %config.node_name, %last_exit, ?delay, "Ray node exited; restarting");
+        set(
+            NodePhase::Restarting {
+                in_secs: delay.as_secs_f64(),
+                last_exit,
+            },
+            None,
+            restarts,
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                set(NodePhase::Stopped, None, restarts);
+                return;
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Ready means: the head's GCS answers and the node is ALIVE in Ray's node table; a worker's
+/// node manager accepts connections. Fails if the launcher exits first or time runs out.
+async fn wait_ready(config: &NodeConfig, tree: &ProcessTree) -> Result<()> {
+    let deadline = Instant::now() + config.ready_timeout;
+    let dashboard = config.dashboard();
+    loop {
+        if let Some(status) = tree.try_status() {
+            return Err(Error::io(format!(
+                "the Ray {} node exited during start ({status}); its log is {}",
+                config.role.name(),
+                config.log.display()
+            ))(std::io::Error::other("exited")));
+        }
+        let ready = match &dashboard {
+            Some(d) => {
+                d.gcs_healthy().await
+                    && d.nodes().await.is_ok_and(|nodes| {
+                        nodes
+                            .iter()
+                            .any(|n| n.is_alive() && n.node_name == config.node_name)
+                    })
+            }
+            None => {
+                let ip = config
+                    .node_ip
+                    .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+                let addr = SocketAddr::new(ip, config.ports.node_manager);
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            }
+        };
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotReady {
+                role: config.role.name(),
+                secs: config.ready_timeout.as_secs(),
+                log: config.log.clone(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(role: Role) -> NodeConfig {
+        NodeConfig {
+            role,
+            runtime: Runtime {
+                spec: Default::default(),
+                dir: "/rt".into(),
+                python_full: "3.11.7".into(),
+            },
+            node_name: "laptop".into(),
+            node_ip: Some("100.64.0.7".parse().unwrap()),
+            num_cpus: Some(4),
+            object_store_bytes: 100_000_000,
+            ports: NodePorts::worker_default(),
+            temp_dir: "/tmp/flotilla-0/laptop".into(),
+            log: "/l/laptop.log".into(),
+            token: Some(RayToken::new("s3cret-token").unwrap()),
+            labels: BTreeMap::new(),
+            env: vec![],
+            backoff: Backoff::default(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn worker_command_line_pins_everything_and_hides_the_token() {
+        let c = config(Role::Worker {
+            head: "100.64.0.1:6379".parse().unwrap(),
+        });
+        let args = c.args();
+        for want in [
+            "--block",
+            "--address=100.64.0.1:6379",
+            "--num-cpus=4",
+            "--include-log-monitor=false",
+            "--node-ip-address=100.64.0.7",
+            "--node-name=laptop",
+            "--labels=flotilla.node=laptop",
+            "--node-manager-port=7480",
+            "--dashboard-agent-listen-port=7482",
+            "--min-worker-port=7500",
+            "--max-worker-port=7755",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        assert!(!args.iter().any(|a| a.contains("s3cret")));
+        let env = c.env();
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "RAY_AUTH_TOKEN" && v == "s3cret-token")
+        );
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "RAY_AUTH_MODE" && v == "token")
+        );
+    }
+
+    #[test]
+    fn head_advertises_no_cpus_and_keeps_its_dashboard_on_loopback() {
+        let mut c = config(Role::Head {
+            gcs_port: 6379,
+            dashboard_port: 8265,
+            client_server_port: 10001,
+        });
+        c.num_cpus = Some(8);
+        let args = c.args();
+        assert!(args.contains(&"--head".to_string()));
+        assert!(args.contains(&"--num-cpus=0".to_string()));
+        assert!(!args.contains(&"--num-cpus=8".to_string()));
+        assert!(args.contains(&"--dashboard-host=127.0.0.1".to_string()));
+        assert!(!args.iter().any(|a| a.starts_with("--include-log-monitor")));
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = Backoff::default();
+        for attempt in 1..=20 {
+            let d = b.delay(attempt);
+            assert!(d <= b.max, "{attempt}: {d:?}");
+            let base = b
+                .initial
+                .saturating_mul(2u32.saturating_pow(attempt - 1))
+                .min(b.max);
+            assert!(
+                d >= base.mul_f64(0.8).min(b.max.mul_f64(0.8)),
+                "{attempt}: {d:?}"
+            );
+        }
+        assert!(b.delay(1) < Duration::from_millis(1300));
+        assert!(b.delay(10) >= Duration::from_secs(24));
+        let spread: std::collections::BTreeSet<_> = (0..20).map(|_| b.delay(3)).collect();
+        assert!(spread.len() > 1, "no jitter");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_head_is_named() {
+        // Nothing listens on port 9 of loopback: refused at once.
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let err = check_reachable(addr, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("127.0.0.1:9"), "{err}");
+    }
+}
