@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub log_dir: PathBuf,
     /// Extra environment for the node.
     pub env: Vec<(String, String)>,
+    /// Ray's node table, when this machine can read it (the head's own machine): the node then
+    /// counts as ready only once Ray lists it ALIVE.
+    pub cluster_state: Option<flotilla_ray::StateClient>,
 }
 
 /// What the agent is given rather than finds itself.
@@ -88,6 +91,7 @@ impl Agent {
             env: config.env,
             backoff: Backoff::default(),
             ready_timeout: Duration::from_secs(90),
+            cluster_state: config.cluster_state,
         };
         let node = Supervisor::start(node).await?;
         node.wait_ready(Duration::from_secs(120)).await?;

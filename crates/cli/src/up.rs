@@ -173,6 +173,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 run_dir: dirs.run.clone(),
                 log_dir: dirs.logs.clone(),
                 env: vec![],
+                cluster_state: Some(head.ray_state().clone()),
             },
             Deps {
                 runtime: runtime.clone(),

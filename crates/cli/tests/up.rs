@@ -1,5 +1,8 @@
 //! `flotilla up`, `status` and `demo` as a user runs them: the real binary, a real Ray from
 //! Flotilla's runtime manager, a private `FLOTILLA_HOME` per test, one cluster at a time.
+//!
+//! Linux only: the tests read `/proc` to prove that no process of a cluster is left.
+#![cfg(target_os = "linux")]
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -136,6 +139,25 @@ fn wait_none_left(home: &Path, within: Duration) -> Vec<u32> {
     }
 }
 
+/// A plain HTTP/1.0 GET on loopback; returns the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -161,6 +183,15 @@ fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() 
             .iter()
             .any(|n| n["name"] == "w1" && n["cpus_total"] == 1.0 && n["flotilla"] == true)
     );
+
+    let (code, body) = http_get(31000, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http_get(31000, "/api/v1/cluster");
+    assert_eq!(code, 200);
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["totals"]["nodes_alive"], 2);
+    let (code, _) = http_get(31000, "/api/v1/nope");
+    assert_eq!(code, 404);
 
     let human = flotilla(up.home.path()).arg("status").output().unwrap();
     assert!(human.status.success());

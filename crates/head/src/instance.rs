@@ -149,6 +149,7 @@ impl Head {
             env: config.env.clone(),
             backoff: Backoff::default(),
             ready_timeout: Duration::from_secs(90),
+            cluster_state: None,
         };
         let dashboard = node.dashboard().expect("a head node has a dashboard");
         let ray = Supervisor::start(node).await?;

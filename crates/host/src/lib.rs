@@ -11,6 +11,7 @@
 
 pub mod dirs;
 pub mod process;
+pub mod sensors;
 
 pub use dirs::Dirs;
 pub use process::{ProcessTree, TreeSpec};

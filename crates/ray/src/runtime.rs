@@ -70,13 +70,17 @@ impl Runtime {
 
     /// The `ray` executable.
     pub fn ray_bin(&self) -> PathBuf {
-        Self::bin_dir(&self.dir).join(if cfg!(windows) { "ray.exe" } else { "ray" })
+        ray_in(&self.dir)
     }
 
     /// The runtime's Python interpreter.
     pub fn python(&self) -> PathBuf {
         python_in(&self.dir)
     }
+}
+
+fn ray_in(dir: &Path) -> PathBuf {
+    Runtime::bin_dir(dir).join(if cfg!(windows) { "ray.exe" } else { "ray" })
 }
 
 fn python_in(dir: &Path) -> PathBuf {
@@ -222,18 +226,12 @@ impl RuntimeManager {
                 marker.ray, marker.python
             )));
         }
-        let rt = Runtime {
+        check_ray_version(spec, dir).await?;
+        Ok(Runtime {
             spec: spec.clone(),
             dir: dir.to_path_buf(),
             python_full: marker.python_full,
-        };
-        let out = run_capture(Command::new(rt.ray_bin()).arg("--version"))
-            .await
-            .map_err(|e| bad(format!("`ray --version` failed: {e}")))?;
-        if !out.contains(&spec.ray) {
-            return Err(bad(format!("`ray --version` printed {:?}", out.trim())));
-        }
-        Ok(rt)
+        })
     }
 
     async fn install(
@@ -304,9 +302,8 @@ impl RuntimeManager {
             serde_json::to_vec_pretty(&marker).expect("plain struct"),
         )
         .map_err(|e| io_or_disk_full(e, dir))?;
-        // Written without the marker's name first: a verify that fails leaves no marker behind.
-        let staged = self.verify_staged(spec, dir, &marker_tmp).await;
-        if let Err(e) = staged {
+        // Written under another name first: a failed check leaves no marker behind.
+        if let Err(e) = check_ray_version(spec, dir).await {
             let _ = std::fs::remove_file(&marker_tmp);
             return Err(e);
         }
@@ -317,23 +314,22 @@ impl RuntimeManager {
             python_full: marker.python_full,
         })
     }
+}
 
-    async fn verify_staged(&self, spec: &RuntimeSpec, dir: &Path, _marker: &Path) -> Result<()> {
-        let ray = Runtime::bin_dir(dir).join(if cfg!(windows) { "ray.exe" } else { "ray" });
-        let out = run_capture(Command::new(ray).arg("--version"))
-            .await
-            .map_err(|detail| Error::Verify {
-                path: dir.to_path_buf(),
-                detail: format!("`ray --version` failed: {detail}"),
-            })?;
-        if out.contains(&spec.ray) {
-            Ok(())
-        } else {
-            Err(Error::Verify {
-                path: dir.to_path_buf(),
-                detail: format!("`ray --version` printed {:?}", out.trim()),
-            })
-        }
+/// `ray --version` in the runtime at `dir` must print the expected version.
+async fn check_ray_version(spec: &RuntimeSpec, dir: &Path) -> Result<()> {
+    let ray = ray_in(dir);
+    let bad = |detail: String| Error::Verify {
+        path: dir.to_path_buf(),
+        detail,
+    };
+    let out = run_capture(Command::new(ray).arg("--version"))
+        .await
+        .map_err(|e| bad(format!("`ray --version` failed: {e}")))?;
+    if out.contains(&spec.ray) {
+        Ok(())
+    } else {
+        Err(bad(format!("`ray --version` printed {:?}", out.trim())))
     }
 }
 

@@ -332,7 +332,7 @@ mod tests {
         let u = parse_usage(&fixture("cluster_status.json")).unwrap();
         assert_eq!(u.total.get("CPU"), Some(&(1.0, 1.0)));
         assert_eq!(
-            u.cpus_used("0f63e534fccfe0588357851f8418df1f1f2b89ab6e4648ba14a992f1"),
+            u.cpus_used("028db802e178b41676ab148447dfa80e2407f67e7f753d9e6d7fc94f"),
             1.0
         );
         assert_eq!(u.cpus_used("unknown"), 0.0);
@@ -344,6 +344,16 @@ mod tests {
         assert_eq!(t.finished(), 5);
         assert_eq!(t.running(), 1);
         assert_eq!(t.pending(), 2);
+    }
+
+    #[test]
+    fn parses_jobs() {
+        let jobs: Vec<RayJob> = serde_json::from_value(fixture("jobs.json")).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].kind, "DRIVER");
+        assert_eq!(jobs[0].status, "RUNNING");
+        assert_eq!(jobs[0].job_id.as_deref(), Some("01000000"));
+        assert_eq!(jobs[0].end_time, Some(0));
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub backoff: Backoff,
     /// How long to wait for the node to become ready.
     pub ready_timeout: Duration,
+    /// Ray's view of the cluster, where this machine can read it (a worker on the head's
+    /// machine): then a worker is ready only once Ray lists it ALIVE.
+    pub cluster_state: Option<StateClient>,
 }
 
 impl NodeConfig {
@@ -191,6 +194,11 @@ impl NodeConfig {
             )),
             Role::Worker { .. } => None,
         }
+    }
+
+    /// Where readiness can be read from Ray's node table, if anywhere.
+    fn node_table(&self) -> Option<StateClient> {
+        self.dashboard().or_else(|| self.cluster_state.clone())
     }
 }
 
@@ -462,11 +470,12 @@ async fn supervise(
     }
 }
 
-/// Ready means: the head's GCS answers and the node is ALIVE in Ray's node table; a worker's
-/// node manager accepts connections. Fails if the launcher exits first or time runs out.
+/// Ready means: the GCS answers and the node is ALIVE in Ray's node table, where this machine
+/// can read it (the head, or a worker beside it); elsewhere, a worker's node manager accepts
+/// connections. Fails if the launcher exits first or time runs out.
 async fn wait_ready(config: &NodeConfig, tree: &ProcessTree) -> Result<()> {
     let deadline = Instant::now() + config.ready_timeout;
-    let dashboard = config.dashboard();
+    let dashboard = config.node_table();
     loop {
         if let Some(status) = tree.try_status() {
             return Err(Error::io(format!(
@@ -532,6 +541,7 @@ mod tests {
             env: vec![],
             backoff: Backoff::default(),
             ready_timeout: Duration::from_secs(60),
+            cluster_state: None,
         }
     }
 

@@ -2,6 +2,9 @@
 //! Flotilla's own runtime manager. The tests share one runtime (`FLOTILLA_DATA_DIR`, or the
 //! platform data dir); only one test here starts a cluster, and `cargo test` runs test binaries
 //! one after another, so one cluster runs at a time.
+//!
+//! Linux only: the tests read `/proc` to prove that no process of a cluster is left.
+#![cfg(target_os = "linux")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -54,6 +57,7 @@ fn node(
             ..Backoff::default()
         },
         ready_timeout: Duration::from_secs(90),
+        cluster_state: None,
     }
 }
 
@@ -154,6 +158,7 @@ async fn head_and_worker_run_tasks_survive_a_killed_raylet_and_stop_clean() {
         &token,
     );
     wcfg.node_ip = Some(head_ip.parse().unwrap());
+    wcfg.cluster_state = Some(state.clone());
     let worker = Supervisor::start(wcfg).await.unwrap();
     worker.wait_ready(Duration::from_secs(120)).await.unwrap();
 

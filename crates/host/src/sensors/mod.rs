@@ -1,0 +1,328 @@
+//! Machine readings for the throttle: power source, memory, CPU load and running programs.
+//!
+//! The throttle decides how hard Flotilla may work from what the owner's machine is doing, so
+//! every reading says where it came from (`from`), and a reading the OS cannot give is a value
+//! ([`PowerSource::Unknown`], `None`), never a panic or an error: the policy decides what to do
+//! with "unknown", not this crate.
+//!
+//! [`Sensors`] is the facade. [`Sensors::new`] reads the real system; [`Sensors::with_root`]
+//! reads a directory laid out like `/` (`<root>/proc`, `<root>/sys/class/power_supply`), which
+//! is how tests point it at recorded fixture trees.
+//!
+//! CPU figures are in clock ticks (`USER_HZ`), the unit of both `/proc/stat` and
+//! `/proc/<pid>/stat`, so the machine's load and Flotilla's own share compare directly:
+//! [`owner_busy_fraction`] is "machine load minus Flotilla's own tree".
+//!
+//! # Platform behavior
+//!
+//! - Linux: power from `/sys/class/power_supply` (see [`kernel::power_from_dir`] for how
+//!   mains, batteries, peripherals and UPSes are told apart), memory from `/proc/meminfo`, CPU
+//!   from `/proc/stat` and `/proc/<pid>/stat`, running programs from `/proc/*/comm`. UPower over
+//!   D-Bus is a later addition; sysfs is what UPower itself reads.
+//! - macOS: every reading is unknown, `from` = [`UNSUPPORTED`]. IOPS power sources
+//!   (`IOPSCopyPowerSourcesInfo`), `host_statistics64` and `proc_pidinfo` are later additions.
+//! - Windows: every reading is unknown, `from` = [`UNSUPPORTED`]. `GetSystemPowerStatus`,
+//!   `GlobalMemoryStatusEx` and `GetSystemTimes` are later additions.
+//! - Elsewhere: every reading is unknown, `from` = [`UNSUPPORTED`].
+//!
+//! [`IS_SUPPORTED`] says at compile time whether the readings can be anything but unknown, as
+//! `sysinfo::IS_SUPPORTED_SYSTEM` does.
+
+use std::path::{Path, PathBuf};
+
+pub mod kernel;
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod imp;
+// macOS and Windows get their own modules with their first real backend; until then they share
+// the unsupported one, so that the crate builds there and callers see "unknown".
+#[cfg(not(target_os = "linux"))]
+#[path = "unsupported.rs"]
+mod imp;
+
+#[cfg(test)]
+mod tests;
+
+/// Whether this OS gives real readings; where it is `false`, every reading is unknown.
+pub const IS_SUPPORTED: bool = imp::IS_SUPPORTED;
+
+/// The `from` of every reading on an OS that has no sensors yet.
+pub const UNSUPPORTED: &str = "unsupported on this OS";
+
+/// Where the machine's power comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerSource {
+    /// Mains power (a desktop, a laptop on its charger, a desktop whose UPS is on line).
+    Ac,
+    /// A battery the machine itself runs on: a laptop's, or a UPS that is discharging.
+    Battery,
+    Unknown,
+}
+
+/// A power reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerReading {
+    pub source: PowerSource,
+    /// Charge of the machine's own battery (or of the discharging UPS), 0 to 100, when known.
+    pub battery_percent: Option<u8>,
+    /// What the reading was made from, e.g. `"sysfs:/sys/class/power_supply/BAT0"`.
+    pub from: String,
+}
+
+impl PowerReading {
+    pub fn unknown(from: impl Into<String>) -> PowerReading {
+        PowerReading {
+            source: PowerSource::Unknown,
+            battery_percent: None,
+            from: from.into(),
+        }
+    }
+}
+
+/// A memory reading, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryReading {
+    pub total_bytes: Option<u64>,
+    /// Memory that can be given to new work without swapping (`MemAvailable` on Linux).
+    pub available_bytes: Option<u64>,
+    pub from: String,
+}
+
+impl MemoryReading {
+    pub fn unknown(from: impl Into<String>) -> MemoryReading {
+        MemoryReading {
+            total_bytes: None,
+            available_bytes: None,
+            from: from.into(),
+        }
+    }
+
+    /// `available / total`, from 0 to 1; `None` when either is unknown or the total is 0.
+    pub fn available_fraction(&self) -> Option<f64> {
+        let total = self.total_bytes.filter(|&t| t > 0)?;
+        let available = self.available_bytes?.min(total);
+        Some(available as f64 / total as f64)
+    }
+}
+
+/// The machine's cumulative CPU times since boot, summed over all CPUs, in clock ticks.
+///
+/// `guest` and `guest_nice` are left out: the kernel already counts them in `user` and `nice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTimes {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    /// Every tick, busy or not.
+    pub fn total(&self) -> u64 {
+        self.busy() + self.idle + self.iowait
+    }
+
+    /// Ticks spent running something. `iowait` counts as idle (the CPU was free to run other
+    /// work); `steal` counts as busy (the CPU was not ours to use).
+    pub fn busy(&self) -> u64 {
+        self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+    }
+}
+
+/// The fraction of all CPUs that was busy between two samples, from 0 to 1.
+///
+/// `None` when no time passed or the counters went backwards (the samples are from different
+/// boots, or in the wrong order).
+pub fn busy_fraction(earlier: &CpuTimes, later: &CpuTimes) -> Option<f64> {
+    let total = later.total().checked_sub(earlier.total())?;
+    let busy = later.busy().checked_sub(earlier.busy())?;
+    if total == 0 {
+        return None;
+    }
+    Some((busy as f64 / total as f64).min(1.0))
+}
+
+/// The fraction of all CPUs that was busy with work other than Flotilla's between two samples:
+/// the machine's busy ticks minus `own_earlier..own_later`, the ticks of Flotilla's own tree
+/// (see [`Sensors::processes_cpu`]), over all ticks. From 0 to 1.
+///
+/// A process of the tree that exits between the samples takes its ticks with it, so the tree's
+/// delta can come out smaller than it was, or negative: a negative delta counts as 0 (which
+/// overstates the owner's load for one sample rather than understating it).
+pub fn owner_busy_fraction(
+    earlier: &CpuTimes,
+    later: &CpuTimes,
+    own_earlier: u64,
+    own_later: u64,
+) -> Option<f64> {
+    let total = later.total().checked_sub(earlier.total())?;
+    let busy = later.busy().checked_sub(earlier.busy())?;
+    if total == 0 {
+        return None;
+    }
+    let own = own_later.saturating_sub(own_earlier);
+    Some((busy.saturating_sub(own) as f64 / total as f64).min(1.0))
+}
+
+/// A sample of the machine's CPU times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuReading {
+    pub times: Option<CpuTimes>,
+    pub from: String,
+}
+
+impl CpuReading {
+    pub fn unknown(from: impl Into<String>) -> CpuReading {
+        CpuReading {
+            times: None,
+            from: from.into(),
+        }
+    }
+}
+
+/// The CPU time one process (all its threads) has used, user plus system, in clock ticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessCpuReading {
+    pub pid: u32,
+    /// `None` when the process does not exist (any more) or the OS cannot tell.
+    pub ticks: Option<u64>,
+    pub from: String,
+}
+
+impl ProcessCpuReading {
+    pub fn unknown(pid: u32, from: impl Into<String>) -> ProcessCpuReading {
+        ProcessCpuReading {
+            pid,
+            ticks: None,
+            from: from.into(),
+        }
+    }
+}
+
+/// The CPU time a set of processes has used, summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessesCpuReading {
+    /// Sum over the processes that could be read; `None` when none could (on an unsupported OS,
+    /// or when every process is gone).
+    pub ticks: Option<u64>,
+    /// How many of the processes were read.
+    pub counted: usize,
+    /// How many were asked for (duplicates counted once).
+    pub asked: usize,
+    pub from: String,
+}
+
+/// The names of the programs running on the machine, for "exclusive apps" (a game, a video
+/// call) that make Flotilla step aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppsReading {
+    /// Sorted, without duplicates. `None` when the OS cannot tell, which is not the same as
+    /// "nothing is running".
+    pub names: Option<Vec<String>>,
+    pub from: String,
+}
+
+impl AppsReading {
+    pub fn unknown(from: impl Into<String>) -> AppsReading {
+        AppsReading {
+            names: None,
+            from: from.into(),
+        }
+    }
+
+    /// Whether a program called `name` is running; `None` when unknown.
+    ///
+    /// Linux keeps only the first [`kernel::COMM_MAX_BYTES`] bytes of a program's name, so a
+    /// longer `name` matches its cut-down form.
+    pub fn contains(&self, name: &str) -> Option<bool> {
+        let names = self.names.as_ref()?;
+        let short = kernel::comm_of(name);
+        Some(names.iter().any(|n| n == name || n == short))
+    }
+}
+
+/// The facade over the machine's readings. Cheap to create and to keep: it holds only paths,
+/// and every method reads afresh.
+#[derive(Debug, Clone)]
+pub struct Sensors {
+    paths: Paths,
+}
+
+/// Where the readings come from: the real system, or a tree laid out like it.
+#[derive(Debug, Clone)]
+struct Paths {
+    proc: PathBuf,
+    power_supply: PathBuf,
+}
+
+impl Default for Sensors {
+    fn default() -> Self {
+        Sensors::new()
+    }
+}
+
+impl Sensors {
+    /// Reads the real system.
+    pub fn new() -> Sensors {
+        Sensors::with_root("/")
+    }
+
+    /// Reads `<root>/proc` and `<root>/sys/class/power_supply` instead of the real ones (only
+    /// where [`IS_SUPPORTED`]; elsewhere every reading stays unknown).
+    pub fn with_root(root: impl AsRef<Path>) -> Sensors {
+        let root = root.as_ref();
+        Sensors {
+            paths: Paths {
+                proc: root.join("proc"),
+                power_supply: root.join("sys/class/power_supply"),
+            },
+        }
+    }
+
+    pub fn power(&self) -> PowerReading {
+        imp::power(&self.paths.power_supply)
+    }
+
+    pub fn memory(&self) -> MemoryReading {
+        imp::memory(&self.paths.proc)
+    }
+
+    pub fn cpu_times(&self) -> CpuReading {
+        imp::cpu_times(&self.paths.proc)
+    }
+
+    pub fn process_cpu(&self, pid: u32) -> ProcessCpuReading {
+        imp::process_cpu(&self.paths.proc, pid)
+    }
+
+    /// The CPU time of `pids` summed, e.g. Flotilla's own tree. Processes that are gone are left
+    /// out of the sum (see [`ProcessesCpuReading::counted`]).
+    pub fn processes_cpu(&self, pids: impl IntoIterator<Item = u32>) -> ProcessesCpuReading {
+        let mut pids: Vec<u32> = pids.into_iter().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let mut sum = 0u64;
+        let mut counted = 0;
+        for &pid in &pids {
+            if let Some(ticks) = self.process_cpu(pid).ticks {
+                sum = sum.saturating_add(ticks);
+                counted += 1;
+            }
+        }
+        ProcessesCpuReading {
+            ticks: (counted > 0).then_some(sum),
+            counted,
+            asked: pids.len(),
+            from: imp::processes_from(&self.paths.proc),
+        }
+    }
+
+    pub fn running_apps(&self) -> AppsReading {
+        imp::running_apps(&self.paths.proc)
+    }
+}

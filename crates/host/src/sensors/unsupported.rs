@@ -1,0 +1,31 @@
+//! Other platforms: no sensors; every reading is unknown.
+
+use std::path::Path;
+
+use super::{AppsReading, CpuReading, MemoryReading, PowerReading, ProcessCpuReading, UNSUPPORTED};
+
+pub const IS_SUPPORTED: bool = false;
+
+pub fn power(_power_supply: &Path) -> PowerReading {
+    PowerReading::unknown(UNSUPPORTED)
+}
+
+pub fn memory(_proc: &Path) -> MemoryReading {
+    MemoryReading::unknown(UNSUPPORTED)
+}
+
+pub fn cpu_times(_proc: &Path) -> CpuReading {
+    CpuReading::unknown(UNSUPPORTED)
+}
+
+pub fn process_cpu(_proc: &Path, pid: u32) -> ProcessCpuReading {
+    ProcessCpuReading::unknown(pid, UNSUPPORTED)
+}
+
+pub fn processes_from(_proc: &Path) -> String {
+    UNSUPPORTED.to_owned()
+}
+
+pub fn running_apps(_proc: &Path) -> AppsReading {
+    AppsReading::unknown(UNSUPPORTED)
+}
