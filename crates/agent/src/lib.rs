@@ -6,9 +6,16 @@
 //! cancelled. [`Agent::start`] does the same for callers that want to keep a handle (the
 //! one-machine cluster of `flotilla up`).
 //!
-//! Not here yet: the sensing -> policy -> enforcement loop and the control-plane session. The key
-//! design decision already holds: the agent owns its node's process tree, so the node can never
-//! outlive it.
+//! Beside the node it runs the sensing -> policy loop ([`politeness`]) and the local control
+//! channel ([`control`]) through which the desktop session feeds the owner's idle time. Not here
+//! yet: enforcing the decision and the control-plane session. The key design decision already
+//! holds: the agent owns its node's process tree, so the node can never outlive it.
+
+pub mod config;
+pub mod control;
+pub mod enforce;
+pub mod politeness;
+pub mod sampler;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -38,6 +45,8 @@ pub struct AgentConfig {
     /// Ray's node table, when this machine can read it (the head's own machine): the node then
     /// counts as ready only once Ray lists it ALIVE.
     pub cluster_state: Option<flotilla_ray::StateClient>,
+    /// The `[policy]` settings of `flotilla.toml`.
+    pub policy: flotilla_policy::Settings,
 }
 
 /// What the agent is given rather than finds itself.
@@ -55,6 +64,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the agent's control channel at {}: {source}", path.display())]
+    Control {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ray(#[from] flotilla_ray::Error),
 }
@@ -64,14 +79,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
-    node: Supervisor,
+    node: std::sync::Arc<Supervisor>,
     node_ip: IpAddr,
+    decision: tokio::sync::watch::Receiver<serde_json::Value>,
+    background: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
     /// Starts the worker node (after checking that the head is reachable) and waits until it is
     /// ready.
     pub async fn start(config: AgentConfig, deps: Deps) -> Result<Agent> {
+        let background = CancellationToken::new();
+        let feeds = control::Feeds::default();
+        let (tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
+        let control = control::serve(
+            &config.run_dir,
+            feeds.clone(),
+            decision.clone(),
+            background.clone(),
+        )
+        .await
+        .map_err(|e| Error::Control {
+            path: control::socket_path(&config.run_dir),
+            source: e,
+        })?;
+        // Until the agent is up, an early return stops the control channel again.
+        let guard = background.clone().drop_guard();
+        let settings = config.policy.clone();
         let node_ip = match config.node_ip {
             Some(ip) => ip,
             None => route_to(config.head)?,
@@ -92,10 +127,46 @@ impl Agent {
             backoff: Backoff::default(),
             ready_timeout: Duration::from_secs(90),
             cluster_state: config.cluster_state,
+            background: true,
+            throttle: Some(Default::default()),
         };
-        let node = Supervisor::start(node).await?;
+        let raylet = SocketAddr::new(node_ip, node.ports.node_manager);
+        let total = node
+            .num_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        let token = node.token.clone().expect("workers always carry the token");
+        let node = std::sync::Arc::new(Supervisor::start(node).await?);
         node.wait_ready(Duration::from_secs(120)).await?;
-        Ok(Agent { node, node_ip })
+        let marker = node.marker().to_string();
+        let loop_task = tokio::spawn(politeness::run(
+            settings,
+            politeness::Inputs {
+                sensors: flotilla_host::sensors::Sensors::new(),
+                idle: feeds.idle,
+                manual: feeds.manual,
+            },
+            move || flotilla_host::process::marked_processes(&marker),
+            Some(politeness::Driven {
+                node: node.clone(),
+                enforcer: enforce::Enforcer::new(raylet, config.head, token, total),
+            }),
+            tx,
+            background.clone(),
+        ));
+        guard.disarm();
+        Ok(Agent {
+            node,
+            node_ip,
+            decision,
+            background,
+            tasks: vec![control, loop_task],
+        })
+    }
+
+    /// The latest politeness decision with the readings behind it (JSON of
+    /// [`politeness::Published`]; null before the first tick).
+    pub fn decision(&self) -> serde_json::Value {
+        self.decision.borrow().clone()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -110,8 +181,12 @@ impl Agent {
         &self.node
     }
 
-    /// Drains and stops the worker node.
+    /// Stops the loop and the control channel, then drains and stops the worker node.
     pub async fn stop(self) {
+        self.background.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
         self.node.stop().await;
     }
 }

@@ -35,8 +35,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::from_env();
     let info = HeadInfo::read(&dirs)
         .context("no Flotilla cluster is running on this machine: start one with `flotilla up`")?;
-    let token = flotilla_head::read_token(&dirs)?
-        .context("the cluster's Ray token is missing: restart `flotilla up`")?;
+    let token = tokio::task::spawn_blocking(|| {
+        let (_, _, store) = crate::secret_cmd::load_store()?;
+        anyhow::Ok(flotilla_head::read_cluster_token(&store)?)
+    })
+    .await??
+    .context("the cluster's Ray token is missing from the secret store: restart `flotilla up`")?;
     let python = flotilla_ray::Runtime {
         spec: Default::default(),
         dir: info.runtime_dir.clone(),

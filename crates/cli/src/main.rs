@@ -6,10 +6,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod pause;
 mod progress;
 mod runtime_cmd;
+mod secret_cmd;
+mod sense;
 mod status;
+mod submit;
 mod up;
+mod worker;
 
 /// Turn your team's machines into one Ray cluster that nobody notices on their own machine.
 ///
@@ -37,6 +42,9 @@ enum Command {
     /// Run a one-machine cluster: the Ray head (a coordinator with 0 CPUs), a local worker node
     /// and the cluster API. Ctrl-C stops everything.
     Up(up::UpArgs),
+    /// Run this machine as a worker of a head whose Ray token it holds (`flotilla up` runs one
+    /// already; this adds more, e.g. a second node on the head's machine).
+    Worker(worker::WorkerArgs),
     /// Show the cluster: nodes, CPUs, tasks and jobs.
     Status(status::StatusArgs),
     /// Run the strategy-sweep demo (80 backtests over 297,000 hourly candles) on the cluster.
@@ -44,6 +52,23 @@ enum Command {
     /// Manage the Python + Ray runtimes Flotilla provisions with uv.
     #[command(subcommand)]
     Runtime(runtime_cmd::RuntimeCommand),
+    /// Pause this machine's contribution: now and until resumed, --for a while, --until a time,
+    /// or --finish the running tasks first.
+    Pause(pause::PauseArgs),
+    /// Resume this machine's contribution after a pause.
+    Resume,
+    /// Run a command as a Ray job on the cluster, optionally with stored secrets as its
+    /// environment variables, and follow its logs.
+    Submit(submit::SubmitArgs),
+    /// Manage secrets (API keys, tokens) in the OS keyring.
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
+    /// Show what this machine senses: idle time, power, battery, memory, load, each with its
+    /// source.
+    Sensors(sense::SensorsArgs),
+    /// Understand the politeness policy (settings in `flotilla.toml`, section `[policy]`).
+    #[command(subcommand)]
+    Policy(sense::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,9 +88,16 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Runtime(cmd) => runtime_cmd::run(cmd).await,
+            Command::Sensors(args) => sense::sensors(args).await,
+            Command::Submit(args) => submit::run(args).await,
+            Command::Pause(args) => pause::pause(args).await,
+            Command::Resume => pause::resume().await,
+            Command::Secret(cmd) => secret_cmd::run(cmd).await,
+            Command::Policy(cmd) => sense::policy(cmd).await,
         }
     });
     match result {
@@ -90,4 +122,13 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

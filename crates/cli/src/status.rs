@@ -53,11 +53,18 @@ pub async fn fetch(api: &str) -> anyhow::Result<ClusterSnapshot> {
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let api = api_url(args.api, &Dirs::from_env());
     let snap = fetch(&api).await?;
+    let local = crate::pause::local_decision().await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&snap)?);
+        let mut v = serde_json::to_value(&snap)?;
+        v["this_machine"] = local.unwrap_or(serde_json::Value::Null);
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render(&snap));
+    if let Some(d) = local {
+        println!();
+        println!("{}", this_machine(&d));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -104,6 +111,27 @@ fn render(s: &ClusterSnapshot) -> String {
         }
     }
     out
+}
+
+/// "This machine: capped at 2 CPUs (Ray advertises 2): You're using this computer".
+fn this_machine(d: &serde_json::Value) -> String {
+    let reason = d["reason_en"].as_str().unwrap_or("");
+    let e = &d["enforcement"];
+    let state = match e["state"].as_str().unwrap_or("") {
+        "full" => "contributing every CPU".to_string(),
+        "cap" => format!(
+            "capped at {} CPUs",
+            fmt_cpu(e["cap_cpus"].as_f64().unwrap_or(0.0))
+        ),
+        "draining" => "finishing its tasks, then pausing".into(),
+        "paused" => "paused".into(),
+        _ => format!("{} CPUs decided", d["decision"]["target_cpus"]),
+    };
+    let advertised = e["advertised_cpus"]
+        .as_f64()
+        .map(|c| format!(" (Ray advertises {})", fmt_cpu(c)))
+        .unwrap_or_default();
+    format!("This machine: {state}{advertised}: {reason}")
 }
 
 fn fmt_cpu(v: f64) -> String {

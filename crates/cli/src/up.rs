@@ -121,6 +121,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
+    let (config, token) = tokio::task::spawn_blocking(|| {
+        let (_, config, store) = crate::secret_cmd::load_store()?;
+        crate::secret_cmd::notice_fallback(&config, &store);
+        let token = flotilla_head::cluster_token(&store)?;
+        anyhow::Ok((config, token))
+    })
+    .await??;
 
     let spec = RuntimeSpec::default();
     let (progress, bar) = crate::progress::bar();
@@ -143,6 +150,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         object_store_bytes: object_store(0.10, args.object_store_mb),
         node_name: "head".into(),
         env: vec![],
+        token,
     })
     .await?;
     let info = head.info().clone();
@@ -174,6 +182,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 log_dir: dirs.logs.clone(),
                 env: vec![],
                 cluster_state: Some(head.ray_state().clone()),
+                policy: config.policy.clone(),
             },
             Deps {
                 runtime: runtime.clone(),
@@ -189,7 +198,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let token_file = dirs.state.join("ray-token");
     println!();
     println!(
         "Flotilla is up: a one-machine Ray cluster (Ray {}, Python {}).",
@@ -206,13 +214,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  Logs          {}", dirs.logs.display());
     println!();
-    println!("Run Ray programs on it (ray.init() reads these):");
+    println!("Run Ray programs on it as jobs (add --secret NAME to pass an API key):");
+    println!("  flotilla submit -- python your_program.py");
+    println!("or connect a driver directly (ray.init() reads these):");
     println!(
         "  export RAY_ADDRESS={} RAY_AUTH_MODE=token",
         info.ray_address
     );
-    println!("  export RAY_AUTH_TOKEN_PATH={}", token_file.display());
-    println!("  python your_program.py");
+    println!(
+        "  export RAY_AUTH_TOKEN=\"$(flotilla secret get {} --reveal)\"",
+        flotilla_head::RAY_TOKEN_SECRET
+    );
     println!();
     println!(
         "Try `flotilla demo` and `flotilla status` in another terminal. Ctrl-C stops the cluster."
@@ -275,7 +287,7 @@ fn report(role: &str, s: &flotilla_ray::NodeStatus) {
 }
 
 /// Cancelled on Ctrl-C, or on SIGTERM (a service manager stopping us).
-fn shutdown_signal() -> tokio_util::sync::CancellationToken {
+pub fn shutdown_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {

@@ -158,6 +158,38 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The value is in no process's argv, and in no file under the logs, config and run dirs (Ray's
+/// own session logs included).
+fn assert_no_leak(home: &Path, value: &str) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(value),
+                "the secret is in the argv of process {:?}",
+                e.file_name()
+            );
+        }
+    }
+    let mut stack = vec![home.join("logs"), home.join("config"), home.join("run")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(value),
+                    "the secret is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -211,6 +243,49 @@ fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() 
         "every task ran on the worker: {}",
         d["nodes"]
     );
+
+    // A stored secret reaches a submitted job as an environment variable, and its value
+    // appears in no process's argv, no log and no config file.
+    let value = "sk-live-7f3a9c1e-never-in-argv";
+    let mut set = flotilla(up.home.path())
+        .args(["secret", "set", "exchange-key", "--from-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        set.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{value}\n").as_bytes())
+            .unwrap();
+    }
+    assert!(set.wait().unwrap().success());
+    let job = flotilla(up.home.path())
+        .args(["submit", "--secret", "exchange-key=EXCHANGE_KEY", "--"])
+        .args(["python", "-c", "import os,hashlib; print('digest', hashlib.sha256(os.environ['EXCHANGE_KEY'].encode()).hexdigest())"])
+        .output()
+        .unwrap();
+    assert!(job.status.success(), "{}", text(&job));
+    let digest = {
+        use std::fmt::Write;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                &format!("import hashlib; print(hashlib.sha256({value:?}.encode()).hexdigest())"),
+            ])
+            .output()
+            .unwrap();
+        let mut s = String::new();
+        write!(s, "{}", String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        s
+    };
+    assert!(
+        text(&job).contains(&format!("digest {digest}")),
+        "{}",
+        text(&job)
+    );
+    assert_no_leak(up.home.path(), value);
 
     // A second `flotilla up` on the same machine says where the first one is.
     let second = flotilla(up.home.path())

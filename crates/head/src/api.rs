@@ -16,6 +16,7 @@ use crate::snapshot::snapshot;
 struct ApiState {
     ray: StateClient,
     ray_address: String,
+    gcs: Option<(std::net::SocketAddr, flotilla_ray::RayToken)>,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -23,9 +24,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ray: StateClient,
     ray_address: String,
+    gcs: Option<(std::net::SocketAddr, flotilla_ray::RayToken)>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ApiState { ray, ray_address });
+    let state = Arc::new(ApiState {
+        ray,
+        ray_address,
+        gcs,
+    });
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/cluster", get(cluster))
@@ -48,7 +54,7 @@ async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
-    match snapshot(&s.ray, &s.ray_address).await {
+    match snapshot(&s.ray, &s.ray_address, s.gcs.as_ref()).await {
         Ok(snap) => Json(snap).into_response(),
         Err(e) => to_response(&e),
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use flotilla_host::Dirs;
 use flotilla_ray::supervisor::{Backoff, NodeConfig, Role};
 use flotilla_ray::{NodePorts, RayToken, Runtime, StateClient, Supervisor};
+use flotilla_secrets::{Secret, SecretStore};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,8 @@ pub struct HeadInfo {
     pub api_url: String,
     /// `ip:port` of the Ray GCS, what `ray.init(address=...)` takes.
     pub ray_address: String,
+    /// Ray's own dashboard and job API, on the head's loopback.
+    pub ray_dashboard: String,
     pub ray_version: String,
     pub python_version: String,
     pub runtime_dir: PathBuf,
@@ -52,6 +55,8 @@ pub struct HeadConfig {
     pub node_name: String,
     /// Extra environment for the Ray head (tests shorten health checks through it).
     pub env: Vec<(String, String)>,
+    /// The cluster's Ray token (see [`cluster_token`]).
+    pub token: RayToken,
 }
 
 /// A running head.
@@ -66,31 +71,26 @@ pub struct Head {
     _lock: std::fs::File,
 }
 
-/// Reads the cluster's Ray token, or makes one. It is kept in a file only its owner can read,
-/// beside the head's state.
-pub fn load_or_create_token(dirs: &Dirs) -> Result<RayToken> {
-    if let Some(t) = read_token(dirs)? {
+/// The name the cluster's Ray token is stored under in the secret store.
+pub const RAY_TOKEN_SECRET: &str = "flotilla.ray-token";
+
+/// Reads the cluster's Ray token from the secret store, or makes and stores one.
+pub fn cluster_token(store: &SecretStore) -> Result<RayToken> {
+    if let Some(t) = read_cluster_token(store)? {
         return Ok(t);
     }
     let token = RayToken::generate();
-    let path = token_path(dirs);
-    write_private(&path, token.expose().as_bytes())
-        .map_err(io(format!("cannot write {}", path.display())))?;
+    store.set(RAY_TOKEN_SECRET, &Secret::from(token.expose()))?;
     Ok(token)
 }
 
 /// Reads the cluster's Ray token if the head has made one.
-pub fn read_token(dirs: &Dirs) -> Result<Option<RayToken>> {
-    let path = token_path(dirs);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(RayToken::new(&s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(format!("cannot read {}", path.display()))(e)),
+pub fn read_cluster_token(store: &SecretStore) -> Result<Option<RayToken>> {
+    match store.get(RAY_TOKEN_SECRET) {
+        Ok(s) => Ok(s.expose_str().and_then(RayToken::new)),
+        Err(flotilla_secrets::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-}
-
-fn token_path(dirs: &Dirs) -> PathBuf {
-    dirs.state.join("ray-token")
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -128,7 +128,7 @@ impl Head {
         let api_addr = listener
             .local_addr()
             .map_err(io("cannot read the API address"))?;
-        let token = load_or_create_token(&config.dirs)?;
+        let token = config.token.clone();
         let temp_dir = config.dirs.run.join("head");
         let node = NodeConfig {
             role: Role::Head {
@@ -150,6 +150,8 @@ impl Head {
             backoff: Backoff::default(),
             ready_timeout: Duration::from_secs(90),
             cluster_state: None,
+            background: false,
+            throttle: None,
         };
         let dashboard = node.dashboard().expect("a head node has a dashboard");
         let ray = Supervisor::start(node).await?;
@@ -163,10 +165,12 @@ impl Head {
             .unwrap_or_else(|| "127.0.0.1".into());
         let ray_address = format!("{head_ip}:{}", config.gcs_port);
         let api_cancel = CancellationToken::new();
+        let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
         let api = tokio::spawn(crate::api::serve(
             listener,
             dashboard.clone(),
             ray_address.clone(),
+            gcs,
             api_cancel.clone(),
         ));
         let info = HeadInfo {
@@ -177,6 +181,7 @@ impl Head {
                 .unwrap_or(0),
             api_url: format!("http://{api_addr}"),
             ray_address,
+            ray_dashboard: dashboard.base().to_string(),
             ray_version: config.runtime.spec.ray.clone(),
             python_version: config.runtime.python_full.clone(),
             runtime_dir: config.runtime.dir.clone(),
@@ -259,23 +264,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_token_is_private_and_stable() {
+    fn the_token_is_made_once_and_kept_in_the_store() {
         let tmp = tempfile::tempdir().unwrap();
-        let dirs = Dirs::under(tmp.path());
-        dirs.create_all().unwrap();
-        assert!(read_token(&dirs).unwrap().is_none());
-        let a = load_or_create_token(&dirs).unwrap();
-        let b = load_or_create_token(&dirs).unwrap();
+        let mut cfg = flotilla_secrets::StoreConfig::new(tmp.path());
+        cfg.backend = flotilla_secrets::Backend::File;
+        let store = SecretStore::open(&cfg).unwrap();
+        assert!(read_cluster_token(&store).unwrap().is_none());
+        let a = cluster_token(&store).unwrap();
+        let b = cluster_token(&store).unwrap();
         assert_eq!(a, b);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(token_path(&dirs))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert_eq!(read_cluster_token(&store).unwrap(), Some(a));
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, [RAY_TOKEN_SECRET]);
     }
 
     #[test]
@@ -289,6 +289,7 @@ mod tests {
             started_unix: 0,
             api_url: "http://127.0.0.1:7471".into(),
             ray_address: "10.1.2.3:6379".into(),
+            ray_dashboard: "http://127.0.0.1:8265".into(),
             ray_version: "2.60.0".into(),
             python_version: "3.11.7".into(),
             runtime_dir: "/rt".into(),

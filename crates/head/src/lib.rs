@@ -13,7 +13,9 @@ mod instance;
 mod snapshot;
 
 pub use api::serve;
-pub use instance::{Head, HeadConfig, HeadInfo, load_or_create_token, read_token};
+pub use instance::{
+    Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, cluster_token, read_cluster_token,
+};
 pub use snapshot::{ClusterSnapshot, JobView, NodeView, TaskTotals, Totals, snapshot};
 
 /// The cluster API's default port.
@@ -38,6 +40,8 @@ pub enum Error {
     ApiPortInUse { port: u16 },
     #[error(transparent)]
     Ray(#[from] flotilla_ray::Error),
+    #[error(transparent)]
+    Secrets(#[from] flotilla_secrets::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -1,5 +1,7 @@
 //! The cluster snapshot: Ray's nodes, resources, tasks and jobs merged into one document.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use flotilla_ray::StateClient;
@@ -29,8 +31,12 @@ pub struct NodeView {
     pub is_head: bool,
     /// Whether a Flotilla agent runs the node (it carries the `flotilla.node` label).
     pub flotilla: bool,
+    /// The CPUs the node advertises now (Flotilla resizes them live).
     pub cpus_total: f64,
     pub cpus_used: f64,
+    /// Ray is draining the node: its tasks finish, no new ones arrive.
+    #[serde(default)]
+    pub draining: bool,
     pub started_at_ms: u64,
 }
 
@@ -60,28 +66,80 @@ pub struct JobView {
     pub end_time_ms: Option<u64>,
 }
 
-/// Reads Ray's state and builds the snapshot.
+/// A node's resources and state as the GCS knows them right now. The dashboard's node table
+/// keeps the totals a node registered with, and its usage refreshes every few seconds; the GCS
+/// follows live resizes and knows when a node is draining.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Live {
+    pub cpus_total: f64,
+    pub cpus_available: f64,
+    pub draining: bool,
+}
+
+async fn live(
+    gcs: Option<&(std::net::SocketAddr, flotilla_ray::RayToken)>,
+) -> BTreeMap<String, Live> {
+    let Some((addr, token)) = gcs else {
+        return BTreeMap::new();
+    };
+    let states = async {
+        let mut c = flotilla_ray::grpc::GcsClient::connect(*addr, Some(token.clone())).await?;
+        c.node_states().await
+    };
+    match states.await {
+        Ok(states) => states
+            .into_iter()
+            .map(|n| {
+                let live = Live {
+                    cpus_total: n.cpus_total(),
+                    cpus_available: n.available_resources.get("CPU").copied().unwrap_or(0.0),
+                    draining: n.state == flotilla_ray::grpc::NodeLifecycle::Draining,
+                };
+                (n.node_id_hex, live)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!("live node states unavailable: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Reads Ray's state and builds the snapshot; `gcs` (address and token) adds live resources.
 pub async fn snapshot(
     ray: &StateClient,
     ray_address: &str,
+    gcs: Option<&(std::net::SocketAddr, flotilla_ray::RayToken)>,
 ) -> flotilla_ray::Result<ClusterSnapshot> {
-    let (version, nodes, usage, tasks, jobs) = tokio::join!(
+    let (version, nodes, usage, tasks, jobs, live) = tokio::join!(
         ray.ray_version(),
         ray.nodes(),
         ray.resource_usage(),
         ray.task_counts(),
         ray.jobs(),
+        live(gcs),
     );
     // Nodes are essential; the rest degrade to empty while Ray is still starting up.
-    Ok(merge(
-        version.unwrap_or_default(),
-        ray_address,
-        nodes?,
-        &usage.unwrap_or_default(),
-        &tasks.unwrap_or_default(),
-        jobs.unwrap_or_default(),
-        now_ms(),
-    ))
+    let read = RayRead {
+        version: version.unwrap_or_default(),
+        nodes: nodes?,
+        usage: usage.unwrap_or_default(),
+        tasks: tasks.unwrap_or_default(),
+        jobs: jobs.unwrap_or_default(),
+        live,
+    };
+    Ok(merge(ray_address, read, now_ms()))
+}
+
+/// Everything read from Ray for one snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct RayRead {
+    pub version: String,
+    pub nodes: Vec<RayNode>,
+    pub usage: ResourceUsage,
+    pub tasks: TaskCounts,
+    pub jobs: Vec<RayJob>,
+    pub live: BTreeMap<String, Live>,
 }
 
 fn now_ms() -> u64 {
@@ -93,15 +151,15 @@ fn now_ms() -> u64 {
 
 /// Builds the snapshot from Ray's answers. A node that restarted appears in Ray's table once
 /// per incarnation; the dead incarnations of a name that has a live one are left out.
-pub(crate) fn merge(
-    ray_version: String,
-    ray_address: &str,
-    nodes: Vec<RayNode>,
-    usage: &ResourceUsage,
-    tasks: &TaskCounts,
-    jobs: Vec<RayJob>,
-    generated_at_ms: u64,
-) -> ClusterSnapshot {
+pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> ClusterSnapshot {
+    let RayRead {
+        version: ray_version,
+        nodes,
+        usage,
+        tasks,
+        jobs,
+        live,
+    } = read;
     let alive_names: std::collections::BTreeSet<String> = nodes
         .iter()
         .filter(|n| n.is_alive())
@@ -118,13 +176,15 @@ pub(crate) fn merge(
         {
             continue;
         }
+        let l = live.get(&n.node_id).filter(|_| n.is_alive());
         views.push(NodeView {
-            cpus_used: if n.is_alive() {
-                usage.cpus_used(&n.node_id)
-            } else {
-                0.0
+            cpus_used: match l {
+                Some(l) => (l.cpus_total - l.cpus_available).max(0.0),
+                None if n.is_alive() => usage.cpus_used(&n.node_id),
+                None => 0.0,
             },
-            cpus_total: n.cpus_total(),
+            cpus_total: l.map_or_else(|| n.cpus_total(), |l| l.cpus_total),
+            draining: l.is_some_and(|l| l.draining),
             flotilla: n.labels.contains_key(NODE_LABEL),
             node_id: n.node_id,
             name: n.node_name,
@@ -204,15 +264,13 @@ mod tests {
             "w1b".into(),
             BTreeMap::from([("CPU".to_string(), (3.0, 4.0))]),
         );
-        let s = merge(
-            "2.60.0".into(),
-            "10.0.0.1:6379",
+        let read = RayRead {
+            version: "2.60.0".into(),
             nodes,
-            &usage,
-            &TaskCounts::default(),
-            vec![],
-            9,
-        );
+            usage,
+            ..Default::default()
+        };
+        let s = merge("10.0.0.1:6379", read, 9);
         let ids: Vec<&str> = s.nodes.iter().map(|n| n.node_id.as_str()).collect();
         assert_eq!(ids, ["h", "w2b", "w1b"]);
         assert_eq!(s.totals.nodes_alive, 2);
@@ -220,6 +278,31 @@ mod tests {
         assert_eq!(s.totals.cpus_total, 4.0);
         assert_eq!(s.totals.cpus_used, 3.0);
         assert!(s.nodes.iter().all(|n| n.flotilla));
+    }
+
+    #[test]
+    fn live_gcs_state_overrides_registered_totals() {
+        let nodes = vec![
+            node("h", "head", "ALIVE", 0.0, 1),
+            node("w", "laptop", "ALIVE", 8.0, 2),
+        ];
+        let live = BTreeMap::from([(
+            "w".to_string(),
+            Live {
+                cpus_total: 2.0,
+                cpus_available: 0.5,
+                draining: true,
+            },
+        )]);
+        let read = RayRead {
+            nodes,
+            live,
+            ..Default::default()
+        };
+        let s = merge("", read, 0);
+        let w = s.nodes.iter().find(|n| n.node_id == "w").unwrap();
+        assert_eq!((w.cpus_total, w.cpus_used, w.draining), (2.0, 1.5, true));
+        assert_eq!(s.totals.cpus_total, 2.0);
     }
 
     #[test]
@@ -239,15 +322,11 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let s = merge(
-            String::new(),
-            "",
-            vec![],
-            &ResourceUsage::default(),
-            &TaskCounts::default(),
+        let read = RayRead {
             jobs,
-            0,
-        );
+            ..Default::default()
+        };
+        let s = merge("", read, 0);
         assert_eq!(s.jobs[0].id, "raysubmit_x");
         assert_eq!(s.jobs[1].id, "01");
         assert_eq!(s.jobs[1].end_time_ms, None);

@@ -9,9 +9,11 @@
 //! `macos`, `windows`, `unsupported`), chosen at compile time, so that callers never write
 //! `cfg` themselves.
 
+pub mod clock;
 pub mod dirs;
 pub mod process;
 pub mod sensors;
+pub mod throttle;
 
 pub use dirs::Dirs;
 pub use process::{ProcessTree, TreeSpec};

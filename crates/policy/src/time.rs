@@ -136,6 +136,20 @@ impl fmt::Display for ClockTime {
     }
 }
 
+impl FromStr for ClockTime {
+    type Err = String;
+
+    /// `"HH:MM"`, `00:00` to `23:59`.
+    fn from_str(text: &str) -> Result<ClockTime, String> {
+        match parse_minutes(text.trim()) {
+            Some(m) if m < MINUTES_PER_DAY => Ok(ClockTime::from_minutes(m)),
+            _ => Err(format!(
+                "{text:?} is not a time of day: expected \"HH:MM\" from 00:00 to 23:59"
+            )),
+        }
+    }
+}
+
 impl Serialize for ClockTime {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -555,5 +569,20 @@ mod tests {
         assert!(serde_json::from_str::<Schedule>(r#"{"funday": []}"#).is_err());
         let error = serde_json::from_str::<Schedule>(r#"{"monday": ["9-5"]}"#).unwrap_err();
         assert!(error.to_string().contains("HH:MM-HH:MM"), "{error}");
+    }
+
+    #[test]
+    fn clock_times_parse_from_text() {
+        assert_eq!(
+            "08:00".parse::<ClockTime>(),
+            Ok(ClockTime::new(8, 0).unwrap())
+        );
+        assert_eq!(
+            " 23:59".parse::<ClockTime>(),
+            Ok(ClockTime::new(23, 59).unwrap())
+        );
+        for bad in ["24:00", "25:00", "8", "08:60", "ab:cd"] {
+            assert!(bad.parse::<ClockTime>().is_err(), "{bad}");
+        }
     }
 }

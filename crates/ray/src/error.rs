@@ -85,6 +85,56 @@ pub enum Error {
     #[error("cannot talk to the Ray dashboard at {url}: {detail}")]
     Unreachable { url: String, detail: String },
 
+    #[error(
+        "Ray's {service} at {addr} refused the call: {problem} ({detail})\n  \
+         Use the cluster's current Ray token (the head hands it to enrolled machines), or \
+         re-enroll this machine"
+    )]
+    RpcAuth {
+        service: &'static str,
+        addr: SocketAddr,
+        /// "the token is wrong for this cluster" or "no token was sent, ...".
+        problem: &'static str,
+        detail: String,
+    },
+
+    #[error(
+        "cannot reach Ray's {service} at {addr}: {detail}\n  \
+         Check that the Ray node is running and that this machine can reach {addr}"
+    )]
+    RpcUnreachable {
+        service: &'static str,
+        addr: SocketAddr,
+        detail: String,
+    },
+
+    #[error(
+        "Ray's {service} at {addr} does not offer {call}: the Ray version there lacks {what}\n  \
+         Run a Ray version Flotilla supports (2.60 or newer)"
+    )]
+    RpcUnsupported {
+        service: &'static str,
+        addr: SocketAddr,
+        call: &'static str,
+        what: &'static str,
+    },
+
+    #[error("{call} on Ray's {service} at {addr} failed ({code}): {detail}")]
+    Rpc {
+        service: &'static str,
+        addr: SocketAddr,
+        call: &'static str,
+        code: String,
+        detail: String,
+    },
+
+    #[error("{what} {value:?} is not valid: {expected}")]
+    InvalidArgument {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

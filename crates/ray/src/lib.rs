@@ -12,6 +12,7 @@
 //! `ray stop` (which kills every Ray process on the machine).
 
 pub mod error;
+pub mod grpc;
 pub mod ports;
 pub mod runtime;
 pub mod state;

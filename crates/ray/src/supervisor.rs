@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use flotilla_host::throttle::{Guarantees, Limit, Throttle, ThrottleConfig};
 use flotilla_host::{ProcessTree, TreeSpec};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -73,6 +74,12 @@ pub struct NodeConfig {
     /// Ray's view of the cluster, where this machine can read it (a worker on the head's
     /// machine): then a worker is ready only once Ray lists it ALIVE.
     pub cluster_state: Option<StateClient>,
+    /// Run the node at the lowest OS priority (nice 19, `SCHED_IDLE`): workers on people's
+    /// machines do; the head, which only coordinates, does not.
+    pub background: bool,
+    /// Put every incarnation of the node in a throttle ([`Supervisor::set_limit`]) from before
+    /// its first process starts; `None` runs it unthrottled.
+    pub throttle: Option<ThrottleConfig>,
 }
 
 impl NodeConfig {
@@ -136,6 +143,9 @@ impl NodeConfig {
             // macOS and Windows nodes refuse multi-node clusters without it.
             ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER".into(), "1".into()),
             ("PYTHONUNBUFFERED".into(), "1".into()),
+            // Ray's Python components log a job's whole runtime env, environment variables
+            // included, at INFO: job secrets would land in every node's log files.
+            ("RAY_LOGGER_LEVEL".into(), "warning".into()),
         ];
         if let Some(t) = &self.token {
             env.extend(t.env().map(|(k, v)| (k.into(), v.into())));
@@ -182,6 +192,8 @@ impl NodeConfig {
             cwd: Some(self.temp_dir.clone()),
             log: Some(self.log.clone()),
             marker: marker.into(),
+            background: self.background,
+            cgroup_procs: Vec::new(),
         }
     }
 
@@ -260,6 +272,9 @@ pub enum NodePhase {
         in_secs: f64,
         last_exit: String,
     },
+    /// Held by [`Supervisor::hold`]: the node is not running and is not restarted until
+    /// released.
+    Held,
     Stopping,
     Stopped,
     /// Starting failed for a reason a restart cannot fix (a port in use, say).
@@ -281,9 +296,26 @@ pub struct NodeStatus {
 #[derive(Debug)]
 pub struct Supervisor {
     status: watch::Receiver<NodeStatus>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     cancel: CancellationToken,
     marker: String,
+    control: std::sync::Arc<Control>,
+}
+
+/// What the handle and the supervising task share.
+#[derive(Debug)]
+struct Control {
+    /// The current incarnation's throttle, if it has one.
+    throttle: std::sync::Mutex<Option<Throttle>>,
+    /// The last limit asked for, applied again to every new incarnation.
+    limit: std::sync::Mutex<Limit>,
+    held: watch::Sender<bool>,
+}
+
+impl Control {
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Option<Throttle>> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Supervisor {
@@ -309,13 +341,82 @@ impl Supervisor {
             restarts: 0,
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(supervise(config, marker.clone(), tx, cancel.clone()));
+        let control = std::sync::Arc::new(Control {
+            throttle: std::sync::Mutex::new(None),
+            limit: std::sync::Mutex::new(Limit::Full),
+            held: watch::channel(false).0,
+        });
+        let task = tokio::spawn(supervise(
+            config,
+            marker.clone(),
+            tx,
+            cancel.clone(),
+            control.clone(),
+        ));
         Ok(Supervisor {
             status,
-            task: Some(task),
+            task: std::sync::Mutex::new(Some(task)),
             cancel,
             marker,
+            control,
         })
+    }
+
+    /// Limits the node's CPU through its throttle, now and for every later incarnation.
+    /// Returns `Ok(false)` when the node has no throttle (none configured, or none available on
+    /// this machine).
+    pub fn set_limit(
+        &self,
+        limit: Limit,
+    ) -> std::result::Result<bool, flotilla_host::throttle::ThrottleError> {
+        if !matches!(limit, Limit::Thaw) {
+            *self.control.limit.lock().unwrap_or_else(|e| e.into_inner()) = limit;
+        } else {
+            let mut last = self.control.limit.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == Limit::Freeze {
+                *last = Limit::Full;
+            }
+        }
+        match self.control.throttle().as_mut() {
+            Some(t) => t.set(limit).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// What the current throttle guarantees, if the node has one.
+    pub fn throttle_guarantees(&self) -> Option<Guarantees> {
+        self.control.throttle().as_ref().map(|t| t.guarantees())
+    }
+
+    /// The node's total CPU time as its throttle measures it.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.control.throttle().as_ref().and_then(|t| t.cpu_time())
+    }
+
+    /// Holds the node: once it exits (drained, say) it is not restarted until released.
+    /// Releasing a held node that is not running starts it at once.
+    pub fn hold(&self, held: bool) {
+        self.control.held.send_replace(held);
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.control.held.borrow()
+    }
+
+    /// The Ray node id (hex) of the current incarnation, read from its raylet's command line;
+    /// `None` while no raylet runs or where the OS cannot tell.
+    pub fn ray_node_id(&self) -> Option<String> {
+        if !flotilla_host::process::CAN_SCAN_MARKED {
+            return None;
+        }
+        flotilla_host::process::marked_processes(&self.marker)
+            .into_iter()
+            .filter_map(flotilla_host::process::cmdline)
+            .filter(|args| args.first().is_some_and(|a| a.ends_with("raylet")))
+            .find_map(|args| {
+                args.iter()
+                    .find_map(|a| a.strip_prefix("--node_id=").map(str::to_string))
+            })
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -362,9 +463,10 @@ impl Supervisor {
     }
 
     /// Stops the node (drain, then kill what is left) and waits for the supervisor to end.
-    pub async fn stop(mut self) {
+    pub async fn stop(&self) {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
@@ -386,9 +488,11 @@ async fn supervise(
     marker: String,
     tx: watch::Sender<NodeStatus>,
     cancel: CancellationToken,
+    control: std::sync::Arc<Control>,
 ) {
     let mut restarts = 0u32;
     let mut attempt = 0u32;
+    let mut held = control.held.subscribe();
     loop {
         let set = |phase: NodePhase, pid: Option<u32>, restarts: u32| {
             let _ = tx.send(NodeStatus {
@@ -397,8 +501,37 @@ async fn supervise(
                 restarts,
             });
         };
+        if *held.borrow_and_update() {
+            set(NodePhase::Held, None, restarts);
+            tracing::info!(node = %config.node_name, "Ray node held");
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        set(NodePhase::Stopped, None, restarts);
+                        return;
+                    }
+                    changed = held.changed() => {
+                        if changed.is_err() || !*held.borrow_and_update() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         set(NodePhase::Starting, None, restarts);
-        let mut tree = match ProcessTree::spawn(config.spec(&marker)) {
+        // The throttle exists before the tree, so that its first process is born inside.
+        let prepared = config.throttle.as_ref().and_then(|tc| {
+            Throttle::prepare_with(tc, &config.node_name)
+                .inspect_err(
+                    |e| tracing::warn!(node = %config.node_name, "running without a throttle: {e}"),
+                )
+                .ok()
+        });
+        let mut spec = config.spec(&marker);
+        if let Some(p) = &prepared {
+            spec.cgroup_procs = p.procs_files().to_vec();
+        }
+        let mut tree = match ProcessTree::spawn(spec) {
             Ok(t) => t,
             Err(e) => {
                 set(
@@ -412,6 +545,20 @@ async fn supervise(
             }
         };
         let pid = tree.pid();
+        if let Some(p) = prepared {
+            match p.attach(pid, &marker) {
+                Ok(mut t) => {
+                    let limit = *control.limit.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = t.set(limit) {
+                        tracing::warn!(node = %config.node_name, "cannot apply {limit:?}: {e}");
+                    }
+                    *control.throttle() = Some(t);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %config.node_name, "running without a throttle: {e}")
+                }
+            }
+        }
         set(NodePhase::Starting, Some(pid), restarts);
         tracing::info!(node = %config.node_name, pid, role = config.role.name(), "Ray node starting");
         let started = Instant::now();
@@ -427,6 +574,13 @@ async fn supervise(
                         tokio::select! {
                             _ = cancel.cancelled() => None,
                             status = tree.wait() => Some(status.to_string()),
+                            () = drained(&marker, held.clone()) => {
+                                // A drained raylet exits on its own, but `ray start --block`
+                                // treats that as graceful and keeps waiting; with the raylet
+                                // gone there is nothing left to drain, so end the rest at once.
+                                tree.kill();
+                                Some("drained".to_string())
+                            }
                         }
                     }
                     Err(e) => {
@@ -439,12 +593,24 @@ async fn supervise(
         };
         let Some(last_exit) = exit else {
             set(NodePhase::Stopping, Some(pid), restarts);
+            // A frozen tree cannot drain: let it run to stop.
+            if let Some(t) = control.throttle().as_mut() {
+                let _ = t.set(Limit::Full);
+            }
             tree.stop(STOP_GRACE).await;
+            *control.throttle() = None;
             set(NodePhase::Stopped, None, restarts);
             return;
         };
         // The launcher is gone; make sure nothing of its tree is left before starting anew.
         tree.kill();
+        *control.throttle() = None;
+        if *held.borrow() {
+            // Drained on purpose: wait to be released, then start again without backoff.
+            tracing::info!(node = %config.node_name, %last_exit, "Ray node left while held");
+            attempt = 0;
+            continue;
+        }
         if started.elapsed() >= config.backoff.reset_after {
             attempt = 0;
         }
@@ -468,6 +634,30 @@ async fn supervise(
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// Returns once the node is held and its raylet has exited (a drain completed). Where the OS
+/// cannot list the tree's processes, never: the node then runs on until stopped.
+async fn drained(marker: &str, mut held: watch::Receiver<bool>) {
+    if !flotilla_host::process::CAN_SCAN_MARKED {
+        return std::future::pending().await;
+    }
+    loop {
+        if *held.borrow_and_update() && !has_raylet(marker) {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = held.changed() => {}
+        }
+    }
+}
+
+fn has_raylet(marker: &str) -> bool {
+    flotilla_host::process::marked_processes(marker)
+        .into_iter()
+        .filter_map(flotilla_host::process::cmdline)
+        .any(|args| args.first().is_some_and(|a| a.ends_with("raylet")))
 }
 
 /// Ready means: the GCS answers and the node is ALIVE in Ray's node table, where this machine
@@ -542,6 +732,8 @@ mod tests {
             backoff: Backoff::default(),
             ready_timeout: Duration::from_secs(60),
             cluster_state: None,
+            background: false,
+            throttle: None,
         }
     }
 

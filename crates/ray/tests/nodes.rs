@@ -58,6 +58,8 @@ fn node(
         },
         ready_timeout: Duration::from_secs(90),
         cluster_state: None,
+        background: false,
+        throttle: None,
     }
 }
 

@@ -55,15 +55,50 @@ pub fn leader(program: &Path, args: &[OsString]) -> (PathBuf, Vec<OsString>) {
     (PathBuf::from("/bin/sh"), all)
 }
 
-pub fn spawn(mut cmd: Command) -> io::Result<(Child, Tree)> {
+pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child, Tree)> {
     // SAFETY: getpid is async-signal-safe and has no preconditions.
     let agent = unsafe { libc::getpid() };
+    // Paths are turned into C strings here: the child may not allocate between fork and exec.
+    let cgroups: Vec<std::ffi::CString> = opts
+        .cgroup_procs
+        .iter()
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a cgroup path holds a NUL byte",
+            )
+        })?;
+    let background = opts.background;
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
-    // (setpgid, prctl, getppid, kill) without allocating.
+    // (setpgid, open, write, close, setpriority, sched_setscheduler, prctl, getppid, _exit)
+    // without allocating.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // Enter the throttle's cgroups before exec, so nothing of the tree ever runs outside
+            // them; writing "0" moves the writer itself.
+            for path in &cgroups {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if !ok {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if background {
+                // Lowest priority, then the idle scheduling class: the tree only gets CPU time
+                // nobody else wants. Both are inherited by every descendant, and an unprivileged
+                // process cannot undo them.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) != 0 {
                 return Err(io::Error::last_os_error());

@@ -12,8 +12,18 @@ pub struct Tree {
     watchdog: Option<Child>,
 }
 
-pub fn spawn(mut cmd: Command) -> io::Result<(Child, Tree)> {
+pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child, Tree)> {
     cmd.process_group(0);
+    if opts.background {
+        // Lowest CPU priority, inherited by the tree; background QoS comes with the throttle.
+        // SAFETY: the closure calls only setpriority, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                Ok(())
+            });
+        }
+    }
     let child = cmd.spawn()?;
     let agent = std::process::id();
     let group = child.id();

@@ -59,6 +59,19 @@ pub struct TreeSpec {
     pub log: Option<PathBuf>,
     /// A string unique to this tree, exported as [`MARKER_ENV`].
     pub marker: String,
+    /// Run the tree at the lowest priority the OS offers (Linux: nice 19 and `SCHED_IDLE`;
+    /// macOS: nice 19; Windows: `IDLE_PRIORITY_CLASS`), set before exec.
+    pub background: bool,
+    /// `cgroup.procs` files the leader writes itself into before exec (Linux), so that the whole
+    /// tree is born inside a throttle's cgroups (see `throttle::Prepared::procs_files`).
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// What the per-OS spawners need beyond the command itself.
+pub(crate) struct SpawnOptions {
+    pub background: bool,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// A running (or finished) process tree. Dropping it kills the whole tree.
@@ -100,7 +113,11 @@ impl ProcessTree {
                     .stderr(std::process::Stdio::null());
             }
         }
-        let (mut child, inner) = imp::spawn(cmd)?;
+        let opts = SpawnOptions {
+            background: spec.background,
+            cgroup_procs: spec.cgroup_procs.clone(),
+        };
+        let (mut child, inner) = imp::spawn(cmd, &opts)?;
         let pid = child.id();
         let (tx, exit) = watch::channel(None);
         // std's Child::wait blocks; a thread per tree is cheap (a machine runs one or two).
@@ -190,6 +207,20 @@ pub fn marked_processes(marker: &str) -> Vec<u32> {
     imp::marked_processes(marker)
 }
 
+/// The command line of process `pid`, where the OS lets Flotilla read it (Linux).
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    if !CAN_SCAN_MARKED {
+        return None;
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
 /// Kills every live process that carries `marker`; returns how many were signalled.
 pub fn kill_marked(marker: &str) -> usize {
     let pids = marked_processes(marker);
@@ -269,6 +300,31 @@ mod tests {
         assert!(marked_processes(&marker).len() >= 2);
         drop(tree);
         assert_eq!(settle(&marker).await, Vec::<u32>::new());
+    }
+
+    #[tokio::test]
+    async fn a_background_tree_runs_at_nice_19_in_the_idle_class() {
+        let mut spec = sh("sleep 300 & wait", &unique("bg"));
+        spec.background = true;
+        let mut tree = ProcessTree::spawn(spec).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pids = marked_processes(tree.marker());
+        assert!(pids.len() >= 2, "the guard and sleep: {pids:?}");
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // Fields after the command name: nice is the 19th field, policy the 41st.
+            let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            assert_eq!(rest[19 - 3], "19", "nice of {pid}");
+            assert_eq!(rest[41 - 3], "5", "SCHED_IDLE is policy 5, pid {pid}");
+        }
+        tree.stop(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_cgroup_stops_the_spawn_rather_than_run_outside_it() {
+        let mut spec = sh("exit 0", &unique("cg"));
+        spec.cgroup_procs = vec!["/nonexistent/cgroup.procs".into()];
+        assert!(ProcessTree::spawn(spec).is_err());
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ pub const CAN_SCAN_MARKED: bool = false;
 #[derive(Debug)]
 pub struct Tree;
 
-pub fn spawn(mut cmd: Command) -> io::Result<(Child, Tree)> {
+pub fn spawn(mut cmd: Command, _opts: &super::SpawnOptions) -> io::Result<(Child, Tree)> {
     Ok((cmd.spawn()?, Tree))
 }
 

@@ -14,7 +14,8 @@ use windows_sys::Win32::System::JobObjects::{
     SetInformationJobObject, TerminateJobObject,
 };
 use windows_sys::Win32::System::Threading::{
-    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, OpenProcess, PROCESS_TERMINATE, TerminateProcess,
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, IDLE_PRIORITY_CLASS, OpenProcess,
+    PROCESS_TERMINATE, TerminateProcess,
 };
 
 pub const CAN_SCAN_MARKED: bool = false;
@@ -39,7 +40,7 @@ impl Drop for Job {
     }
 }
 
-pub fn spawn(mut cmd: Command) -> io::Result<(Child, Tree)> {
+pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child, Tree)> {
     // SAFETY: null attributes and name are allowed and create an anonymous job.
     let handle = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
     if handle.is_null() {
@@ -61,7 +62,12 @@ pub fn spawn(mut cmd: Command) -> io::Result<(Child, Tree)> {
     if ok == 0 {
         return Err(io::Error::last_os_error());
     }
-    cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    let priority = if opts.background {
+        IDLE_PRIORITY_CLASS
+    } else {
+        0
+    };
+    cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW | priority);
     let mut child = cmd.spawn()?;
     // The leader is a Python program that takes far longer to start a child than this call
     // takes, so assigning right after the spawn covers the whole tree.

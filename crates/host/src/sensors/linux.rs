@@ -1,9 +1,11 @@
-//! Linux: every reading comes from `/proc` and `/sys` text, read by [`super::kernel`].
+//! Linux: every reading but idle time comes from `/proc` and `/sys` text, read by
+//! [`super::kernel`]; idle time comes from [`super::idle`].
 
 use std::path::Path;
 
+pub use super::idle::IdleSource;
 use super::kernel;
-use super::{AppsReading, CpuReading, MemoryReading, PowerReading, ProcessCpuReading};
+use super::{AppsReading, CpuReading, IdleReading, MemoryReading, PowerReading, ProcessCpuReading};
 
 pub const IS_SUPPORTED: bool = true;
 
@@ -29,4 +31,8 @@ pub fn processes_from(proc: &Path) -> String {
 
 pub fn running_apps(proc: &Path) -> AppsReading {
     kernel::read_running_apps(proc)
+}
+
+pub fn idle(dev: &Path, source: &IdleSource) -> IdleReading {
+    source.read(dev)
 }

@@ -1,4 +1,5 @@
-//! Machine readings for the throttle: power source, memory, CPU load and running programs.
+//! Machine readings for the throttle: power source, memory, CPU load, running programs and how
+//! long the owner has been away (idle time).
 //!
 //! The throttle decides how hard Flotilla may work from what the owner's machine is doing, so
 //! every reading says where it came from (`from`), and a reading the OS cannot give is a value
@@ -7,7 +8,8 @@
 //!
 //! [`Sensors`] is the facade. [`Sensors::new`] reads the real system; [`Sensors::with_root`]
 //! reads a directory laid out like `/` (`<root>/proc`, `<root>/sys/class/power_supply`), which
-//! is how tests point it at recorded fixture trees.
+//! is how tests point it at recorded fixture trees. [`Sensors::with_display`] reads the real
+//! system with an explicit X display instead of `DISPLAY`.
 //!
 //! CPU figures are in clock ticks (`USER_HZ`), the unit of both `/proc/stat` and
 //! `/proc/<pid>/stat`, so the machine's load and Flotilla's own share compare directly:
@@ -18,19 +20,38 @@
 //! - Linux: power from `/sys/class/power_supply` (see [`kernel::power_from_dir`] for how
 //!   mains, batteries, peripherals and UPSes are told apart), memory from `/proc/meminfo`, CPU
 //!   from `/proc/stat` and `/proc/<pid>/stat`, running programs from `/proc/*/comm`. UPower over
-//!   D-Bus is a later addition; sysfs is what UPower itself reads.
+//!   D-Bus is a later addition; sysfs is what UPower itself reads. Idle time from the X
+//!   display's screen saver extension (libX11 and libXss loaded at run time, the connection kept
+//!   open), else from terminal access times under `/dev` as BOINC does on headless machines,
+//!   else unknown ([`NO_IDLE_SOURCE`]). Wayland (`ext-idle-notify-v1`, Mutter's `IdleMonitor`)
+//!   and logind's `IdleSinceHint` are later additions: they need D-Bus or a Wayland client.
 //! - macOS: every reading is unknown, `from` = [`UNSUPPORTED`]. IOPS power sources
-//!   (`IOPSCopyPowerSourcesInfo`), `host_statistics64` and `proc_pidinfo` are later additions.
+//!   (`IOPSCopyPowerSourcesInfo`), `host_statistics64` and `proc_pidinfo` are later additions,
+//!   as is idle time from IOKit's `HIDIdleTime`, which (unlike `CGEventSource`) a daemon can read.
 //! - Windows: every reading is unknown, `from` = [`UNSUPPORTED`]. `GetSystemPowerStatus`,
-//!   `GlobalMemoryStatusEx` and `GetSystemTimes` are later additions.
+//!   `GlobalMemoryStatusEx` and `GetSystemTimes` are later additions, as is idle time from
+//!   `GetLastInputInfo` (`GetTickCount() - dwTime` in wrapping u32 arithmetic: both wrap every
+//!   49.7 days). A service in session 0 cannot see the desktop's input; the desktop app must.
 //! - Elsewhere: every reading is unknown, `from` = [`UNSUPPORTED`].
 //!
 //! [`IS_SUPPORTED`] says at compile time whether the readings can be anything but unknown, as
 //! `sysinfo::IS_SUPPORTED_SYSTEM` does.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+#[cfg(target_os = "linux")]
+mod idle;
 pub mod kernel;
+#[cfg(target_os = "linux")]
+mod x11;
+
+/// The `from` of an idle reading with neither a display nor a terminal to read.
+#[cfg(target_os = "linux")]
+pub use idle::NO_IDLE_SOURCE;
+/// The `from` of an idle reading with neither a display nor a terminal to read.
+#[cfg(not(target_os = "linux"))]
+pub const NO_IDLE_SOURCE: &str = "no display and no terminals";
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -246,11 +267,32 @@ impl AppsReading {
     }
 }
 
-/// The facade over the machine's readings. Cheap to create and to keep: it holds only paths,
-/// and every method reads afresh.
+/// How long since the owner last used the machine (keyboard, mouse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleReading {
+    /// `None` when no source could tell.
+    pub idle: Option<Duration>,
+    /// What the reading was made from, e.g. `"x11-screensaver::0"` or
+    /// `"tty-atime:/dev/pts/3"`.
+    pub from: String,
+}
+
+impl IdleReading {
+    pub fn unknown(from: impl Into<String>) -> IdleReading {
+        IdleReading {
+            idle: None,
+            from: from.into(),
+        }
+    }
+}
+
+/// The facade over the machine's readings. Cheap to create and to keep: it holds paths and, once
+/// idle time was read from an X display, that display's connection (shared by clones). Every
+/// method reads afresh.
 #[derive(Debug, Clone)]
 pub struct Sensors {
     paths: Paths,
+    idle: imp::IdleSource,
 }
 
 /// Where the readings come from: the real system, or a tree laid out like it.
@@ -258,6 +300,7 @@ pub struct Sensors {
 struct Paths {
     proc: PathBuf,
     power_supply: PathBuf,
+    dev: PathBuf,
 }
 
 impl Default for Sensors {
@@ -267,20 +310,33 @@ impl Default for Sensors {
 }
 
 impl Sensors {
-    /// Reads the real system.
+    /// Reads the real system, and idle time from the X display named by `DISPLAY` (read now),
+    /// if any.
     pub fn new() -> Sensors {
-        Sensors::with_root("/")
+        Sensors::at(Path::new("/"), std::env::var("DISPLAY").ok())
     }
 
-    /// Reads `<root>/proc` and `<root>/sys/class/power_supply` instead of the real ones (only
-    /// where [`IS_SUPPORTED`]; elsewhere every reading stays unknown).
+    /// Reads the real system, and idle time from the X display `display` (e.g. `":0"`)
+    /// whatever `DISPLAY` says.
+    pub fn with_display(display: impl Into<String>) -> Sensors {
+        Sensors::at(Path::new("/"), Some(display.into()))
+    }
+
+    /// Reads `<root>/proc`, `<root>/sys/class/power_supply` and `<root>/dev` instead of the real
+    /// ones (only where [`IS_SUPPORTED`]; elsewhere every reading stays unknown), and no X
+    /// display, so that a test reads the same on a desktop as on a server.
     pub fn with_root(root: impl AsRef<Path>) -> Sensors {
-        let root = root.as_ref();
+        Sensors::at(root.as_ref(), None)
+    }
+
+    fn at(root: &Path, display: Option<String>) -> Sensors {
         Sensors {
             paths: Paths {
                 proc: root.join("proc"),
                 power_supply: root.join("sys/class/power_supply"),
+                dev: root.join("dev"),
             },
+            idle: imp::IdleSource::new(display),
         }
     }
 
@@ -324,5 +380,11 @@ impl Sensors {
 
     pub fn running_apps(&self) -> AppsReading {
         imp::running_apps(&self.paths.proc)
+    }
+
+    /// The time since the owner's last input: from the X display, else from terminal access
+    /// times, else unknown (see the module documentation for each OS).
+    pub fn idle(&self) -> IdleReading {
+        imp::idle(&self.paths.dev, &self.idle)
     }
 }

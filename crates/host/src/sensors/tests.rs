@@ -446,3 +446,128 @@ fn the_test_process_is_among_the_running_apps() {
     let own = std::fs::read_to_string("/proc/self/comm").unwrap();
     assert!(apps.names.unwrap().contains(&own.trim_end().to_owned()));
 }
+
+// Idle time.
+
+/// Creates `<root>/dev/<rel>` and sets its access time to `secs_ago` seconds before `now`.
+#[cfg(target_os = "linux")]
+fn terminal(root: &Path, rel: &str, now: std::time::SystemTime, secs_ago: u64) {
+    let path = root.join("dev").join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    let atime = now - Duration::from_secs(secs_ago);
+    file.set_times(std::fs::FileTimes::new().set_accessed(atime))
+        .unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_is_the_time_since_the_most_recently_used_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    terminal(tmp.path(), "tty1", now, 3_600);
+    terminal(tmp.path(), "tty12", now, 900);
+    terminal(tmp.path(), "pts/0", now, 7_200);
+    terminal(tmp.path(), "pts/3", now, 120);
+    // Not terminals a person types on: recently touched, and ignored.
+    terminal(tmp.path(), "tty", now, 0);
+    terminal(tmp.path(), "ttyS0", now, 0);
+    terminal(tmp.path(), "pts/ptmx", now, 0);
+    terminal(tmp.path(), "null", now, 0);
+
+    let reading = idle::terminals_idle(&tmp.path().join("dev"), now).unwrap();
+    assert_eq!(reading.idle, Some(Duration::from_secs(120)));
+    let pts3 = tmp.path().join("dev").join("pts").join("3");
+    assert_eq!(reading.from, format!("tty-atime:{}", pts3.display()));
+
+    // Through the facade, against the real clock: the same terminal, at least as long ago.
+    let reading = Sensors::with_root(tmp.path()).idle();
+    assert_eq!(reading.from, format!("tty-atime:{}", pts3.display()));
+    let idle = reading.idle.unwrap();
+    assert!(
+        idle >= Duration::from_secs(120) && idle < Duration::from_secs(180),
+        "{idle:?}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_console_used_after_every_pseudo_terminal_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    terminal(tmp.path(), "pts/1", now, 600);
+    terminal(tmp.path(), "tty2", now, 5);
+    let reading = idle::terminals_idle(&tmp.path().join("dev"), now).unwrap();
+    assert_eq!(reading.idle, Some(Duration::from_secs(5)));
+    assert!(reading.from.ends_with("tty2"), "{}", reading.from);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_access_time_in_the_future_counts_as_just_now() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    terminal(tmp.path(), "pts/0", now + Duration::from_secs(60), 0);
+    let reading = idle::terminals_idle(&tmp.path().join("dev"), now).unwrap();
+    assert_eq!(reading.idle, Some(Duration::ZERO));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn no_display_and_no_terminals_is_unknown() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A /dev with only things that are not terminals.
+    let now = std::time::SystemTime::now();
+    terminal(tmp.path(), "pts/ptmx", now, 0);
+    terminal(tmp.path(), "console", now, 0);
+    assert_eq!(
+        Sensors::with_root(tmp.path()).idle(),
+        IdleReading::unknown(NO_IDLE_SOURCE)
+    );
+    // And without any /dev at all.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        Sensors::with_root(empty.path()).idle(),
+        IdleReading::unknown("no display and no terminals")
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_display_that_cannot_be_opened_falls_through_and_says_why() {
+    // No X server listens on this display (its socket would be /tmp/.X11-unix/X9999, absent
+    // unless someone runs one).
+    let display = ":9999";
+    assert!(!Path::new("/tmp/.X11-unix/X9999").exists());
+    let mut sensors = Sensors::with_display(display);
+    let tmp = tempfile::tempdir().unwrap();
+    sensors.paths.dev = tmp.path().join("dev");
+    let reading = sensors.idle();
+    assert_eq!(reading.idle, None);
+    assert!(
+        reading.from.starts_with("x11 :9999: ") && reading.from.ends_with("; no terminals"),
+        "{}",
+        reading.from
+    );
+
+    terminal(tmp.path(), "pts/0", std::time::SystemTime::now(), 30);
+    let reading = sensors.idle();
+    assert!(reading.idle.unwrap() >= Duration::from_secs(30));
+    assert!(
+        reading.from.starts_with("tty-atime:") && reading.from.contains("(x11 :9999: "),
+        "{}",
+        reading.from
+    );
+}
+
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn idle_is_unknown_where_unsupported() {
+    assert_eq!(Sensors::new().idle(), IdleReading::unknown(UNSUPPORTED));
+}
+
+#[test]
+fn sensors_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<Sensors>();
+}

@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use super::{AppsReading, CpuReading, MemoryReading, PowerReading, ProcessCpuReading, UNSUPPORTED};
+use super::{
+    AppsReading, CpuReading, IdleReading, MemoryReading, PowerReading, ProcessCpuReading,
+    UNSUPPORTED,
+};
 
 pub const IS_SUPPORTED: bool = false;
 
@@ -28,4 +31,18 @@ pub fn processes_from(_proc: &Path) -> String {
 
 pub fn running_apps(_proc: &Path) -> AppsReading {
     AppsReading::unknown(UNSUPPORTED)
+}
+
+/// Nothing to keep: idle time is unknown here.
+#[derive(Debug, Clone, Default)]
+pub struct IdleSource;
+
+impl IdleSource {
+    pub fn new(_display: Option<String>) -> IdleSource {
+        IdleSource
+    }
+}
+
+pub fn idle(_dev: &Path, _source: &IdleSource) -> IdleReading {
+    IdleReading::unknown(UNSUPPORTED)
 }

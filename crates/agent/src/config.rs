@@ -1,0 +1,360 @@
+//! `flotilla.toml`: the agent's settings, validated with the file, line and field of every
+//! problem and what would be accepted.
+//!
+//! ```toml
+//! [policy]
+//! active_cpus = 2
+//! exclusive_apps = ["zoom"]
+//!
+//! [policy.schedule]
+//! monday = ["18:00-08:00"]
+//! ```
+//!
+//! A missing file means every default. Unknown keys are errors, so a typo never silently does
+//! nothing.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use flotilla_policy::Settings;
+use serde::Deserialize;
+
+/// The file name in Flotilla's config dir.
+pub const FILE_NAME: &str = "flotilla.toml";
+
+/// Everything `flotilla.toml` holds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// When and how much this machine lends to the cluster.
+    pub policy: Settings,
+    /// Where secrets (the cluster's Ray token, your API keys) are kept.
+    pub secrets: SecretsSettings,
+}
+
+/// `[secrets]`: which store holds Flotilla's secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// `"auto"` (the OS keyring when one is reachable), `"keyring"` (only the OS keyring) or
+    /// `"file"` (a file in the state dir readable only by you). Default `"auto"`.
+    pub backend: SecretsBackend,
+    /// With `"auto"` and no reachable keyring (a server with no desktop session), keep secrets
+    /// in the private file, as ssh and tailscaled do. Default `true`; `false` refuses instead.
+    pub file_fallback: bool,
+}
+
+impl Default for SecretsSettings {
+    fn default() -> Self {
+        SecretsSettings {
+            backend: SecretsBackend::Auto,
+            file_fallback: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretsBackend {
+    Auto,
+    Keyring,
+    File,
+}
+
+impl SecretsSettings {
+    /// The store configuration for these settings, with files in `state_dir`. A non-default
+    /// `FLOTILLA_HOME` gets a keyring service of its own, so that separate homes on one desktop
+    /// never share secrets.
+    pub fn store_config(&self, state_dir: &Path) -> flotilla_secrets::StoreConfig {
+        let mut c = flotilla_secrets::StoreConfig::new(state_dir);
+        c.backend = match self.backend {
+            SecretsBackend::Auto => flotilla_secrets::Backend::Auto,
+            SecretsBackend::Keyring => flotilla_secrets::Backend::Keyring,
+            SecretsBackend::File => flotilla_secrets::Backend::File,
+        };
+        c.allow_file_fallback = self.file_fallback;
+        if let Some(home) = std::env::var_os("FLOTILLA_HOME").filter(|h| !h.is_empty()) {
+            c.service = format!(
+                "{}:{}",
+                flotilla_secrets::DEFAULT_SERVICE,
+                Path::new(&home).display()
+            );
+        }
+        c
+    }
+}
+
+/// One problem in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, where it can be told.
+    pub line: Option<usize>,
+    /// The setting, as written (`policy.active_cpus`), where it can be told.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// Why a config file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.path.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            write!(f, ": ")?;
+            if let Some(field) = &p.field {
+                write!(f, "{field}: ")?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates `path`; a missing file gives the defaults.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line: None,
+                field: None,
+                message: format!("cannot read it: {e}"),
+            }],
+        }),
+    }
+}
+
+/// Parses and validates config text; `path` only names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    let config: FileConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of_offset(text, s.start));
+        ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line,
+                field: line.and_then(|l| key_at_line(text, l)),
+                message: plain(e.message().trim()),
+            }],
+        }
+    })?;
+    if let Err(errors) = config.policy.validate() {
+        return Err(ConfigError {
+            path: path.to_path_buf(),
+            problems: errors
+                .into_iter()
+                .map(|e| {
+                    let key = e
+                        .field
+                        .split(['[', '.'])
+                        .next()
+                        .unwrap_or(&e.field)
+                        .to_string();
+                    Problem {
+                        line: line_of_key(text, "policy", &key),
+                        field: Some(format!("policy.{}", e.field)),
+                        message: e.message,
+                    }
+                })
+                .collect(),
+        });
+    }
+    Ok(config)
+}
+
+/// Serde's type names, in words.
+fn plain(message: &str) -> String {
+    message
+        .replace("expected u32", "expected a whole number, 0 or more")
+        .replace("expected u64", "expected a whole number, 0 or more")
+        .replace("expected u8", "expected a whole number from 0 to 255")
+        .replace("expected f64", "expected a number")
+}
+
+/// The full name (`policy.active_cpus`) of the key set on 1-based `line`.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if let Some(header) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = header.trim().to_string();
+        } else if i + 1 == line {
+            let (lhs, _) = l.split_once('=')?;
+            let key = lhs.trim().trim_matches('"');
+            return Some(if current.is_empty() {
+                key.to_string()
+            } else {
+                format!("{current}.{key}")
+            });
+        }
+        if i + 1 == line {
+            return None;
+        }
+    }
+    None
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `key` is set inside `[table]` (or as `table.key` / in `[table.key]`).
+fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = header.trim().to_string();
+            if current == format!("{table}.{key}") {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let Some((lhs, _)) = line.split_once('=') else {
+            continue;
+        };
+        let lhs = lhs.trim().trim_matches('"');
+        let full = if current.is_empty() {
+            lhs.to_string()
+        } else {
+            format!("{current}.{lhs}")
+        };
+        if full == format!("{table}.{key}") || full.starts_with(&format!("{table}.{key}.")) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("/etc/flotilla.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn an_empty_or_missing_file_is_all_defaults() {
+        assert_eq!(parse("", Path::new("x")).unwrap(), FileConfig::default());
+        assert_eq!(
+            load(Path::new("/nonexistent/flotilla.toml")).unwrap(),
+            FileConfig::default()
+        );
+    }
+
+    #[test]
+    fn settings_are_read() {
+        let c = parse(
+            "[policy]\nactive_cpus = 3\nexclusive_apps = [\"zoom\"]\n\n[policy.schedule]\nmon = [\"18:00-08:00\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.policy.active_cpus, 3);
+        assert_eq!(c.policy.exclusive_apps, ["zoom"]);
+    }
+
+    #[test]
+    fn a_negative_cpu_count_names_file_line_and_what_is_accepted() {
+        let e = err("# mine\n[policy]\nactive_cpus = -1\n");
+        assert!(
+            e.starts_with("/etc/flotilla.toml:3: policy.active_cpus: "),
+            "{e}"
+        );
+        assert!(
+            e.contains("-1") && e.contains("whole number, 0 or more"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line() {
+        let e = err("[policy]\nactive_cpus = 2\nactve_cpus = 3\n");
+        assert!(
+            e.starts_with("/etc/flotilla.toml:3: policy.actve_cpus: "),
+            "{e}"
+        );
+        assert!(
+            e.contains("actve_cpus") && e.contains("expected one of"),
+            "{e}"
+        );
+        let e = err("[polcy]\n");
+        assert!(e.contains("polcy"), "{e}");
+    }
+
+    #[test]
+    fn an_impossible_schedule_names_its_line() {
+        let e = err("[policy]\nactive_cpus = 2\n\n[policy.schedule]\nmonday = [\"25:00-08:00\"]\n");
+        assert!(
+            e.starts_with("/etc/flotilla.toml:5: policy.schedule.monday: "),
+            "{e}"
+        );
+        assert!(e.contains("25:00"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_carry_file_line_and_field() {
+        let e = err("[policy]\nowner_load_threshold = 1.5\nexclusive_apps = [\"zoom\", \" \"]\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(
+            lines[0].starts_with("/etc/flotilla.toml:2: policy.owner_load_threshold: "),
+            "{e}"
+        );
+        assert!(lines[0].contains("at most 1"), "{e}");
+        assert!(
+            lines[1].starts_with("/etc/flotilla.toml:3: policy.exclusive_apps[1]: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_settings_are_read_and_checked() {
+        let c = parse(
+            "[secrets]\nbackend = \"file\"\nfile_fallback = false\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.secrets.backend, SecretsBackend::File);
+        assert!(!c.secrets.file_fallback);
+        assert!(FileConfig::default().secrets.file_fallback);
+        let e = err("[secrets]\nbackend = \"vault\"\n");
+        assert!(
+            e.starts_with("/etc/flotilla.toml:2: secrets.backend: "),
+            "{e}"
+        );
+        assert!(e.contains("auto") && e.contains("keyring"), "{e}");
+    }
+
+    #[test]
+    fn dotted_keys_and_subtables_are_found() {
+        assert_eq!(
+            line_of_key("policy.active_cpus = 2\n", "policy", "active_cpus"),
+            Some(1)
+        );
+        assert_eq!(
+            line_of_key("[policy]\n\n[policy.schedule]\n", "policy", "schedule"),
+            Some(3)
+        );
+        assert_eq!(
+            line_of_key("[other]\nactive_cpus = 1\n", "policy", "active_cpus"),
+            None
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! The agent's local control channel: how the desktop app (in the owner's session) feeds the
+//! owner's idle time to the agent, which may run as a service that cannot see the session's
+//! input, and reads the agent's current decision.
+//!
+//! Protocol: newline-delimited JSON over a local socket, one request per line, one reply per
+//! line:
+//!
+//! ```text
+//! -> {"idle_ms": 1234, "source": "desktop"}      <- {"ok": true}
+//! -> {"get": "decision"}                         <- {"ok": true, "decision": {...}}
+//! -> {"pause": "finish" | "now" | "for", "secs": N | "until", "at": "08:00"}  <- {"ok": true}
+//! -> {"resume": true}                            <- {"ok": true}
+//! -> anything else                               <- {"ok": false, "error": "..."}
+//! ```
+//!
+//! # Platform behavior
+//!
+//! - Unix: a Unix socket `agent.sock` in Flotilla's run dir. The dir is `0700` and the socket
+//!   `0600`, and every connection's peer credentials must name the agent's own user: other
+//!   users are refused even if the permissions were loosened.
+//! - Windows (a named pipe limited to the same user) and other systems: not available yet;
+//!   [`serve`] returns an error saying so.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::sampler::{FedIdle, IdleFeed, ManualFeed, ManualRequest};
+
+/// The socket's file name in the run dir.
+pub const SOCKET_NAME: &str = "agent.sock";
+/// Longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+/// Longest idle time a feed may claim (a week): more is a bug, not a reading.
+const MAX_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET_NAME)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum Request {
+    Idle {
+        idle_ms: u64,
+        source: Option<String>,
+    },
+    Get {
+        get: String,
+    },
+    Pause {
+        pause: String,
+        secs: Option<u64>,
+        at: Option<String>,
+    },
+    Resume {
+        resume: bool,
+    },
+}
+
+/// The channel's shared state.
+#[derive(Debug, Clone, Default)]
+pub struct Feeds {
+    pub idle: IdleFeed,
+    pub manual: ManualFeed,
+}
+
+fn pause_request(
+    pause: &str,
+    secs: Option<u64>,
+    at: Option<&str>,
+) -> Result<ManualRequest, String> {
+    match (pause, secs, at) {
+        ("finish", None, None) => Ok(ManualRequest::Finish),
+        ("now", None, None) => Ok(ManualRequest::Indefinite),
+        ("for", Some(s), None) if (60..=7 * 24 * 3600).contains(&s) => {
+            Ok(ManualRequest::For(Duration::from_secs(s)))
+        }
+        ("for", Some(s), None) => Err(format!(
+            "secs {s} is outside 60..604800 (a minute to a week)"
+        )),
+        ("until", None, Some(at)) => {
+            let clock: flotilla_policy::ClockTime =
+                at.parse().map_err(|e| format!("at {at:?}: {e}"))?;
+            Ok(ManualRequest::UntilNext {
+                hour: clock.hour(),
+                minute: clock.minute(),
+            })
+        }
+        _ => Err("pause takes \"finish\", \"now\", \"for\" with secs, or \"until\" with at".into()),
+    }
+}
+
+/// Handles one request line; returns the reply line (without the newline).
+pub(crate) fn handle(
+    line: &str,
+    feeds: &Feeds,
+    decision: &watch::Receiver<serde_json::Value>,
+    now: Instant,
+) -> String {
+    let feed = &feeds.idle;
+    let reply = match serde_json::from_str::<Request>(line) {
+        Ok(Request::Idle { idle_ms, source }) => {
+            let idle = Duration::from_millis(idle_ms);
+            if idle > MAX_IDLE {
+                serde_json::json!({"ok": false, "error": format!("idle_ms {idle_ms} is more than a week")})
+            } else {
+                let source: String = source
+                    .unwrap_or_else(|| "session".into())
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(40)
+                    .collect();
+                *feed.lock().unwrap_or_else(|e| e.into_inner()) = Some(FedIdle {
+                    idle,
+                    at: now,
+                    source,
+                });
+                serde_json::json!({"ok": true})
+            }
+        }
+        Ok(Request::Get { get }) if get == "decision" => {
+            serde_json::json!({"ok": true, "decision": decision.borrow().clone()})
+        }
+        Ok(Request::Get { get }) => {
+            serde_json::json!({"ok": false, "error": format!("unknown item {get:?}; try \"decision\"")})
+        }
+        Ok(Request::Pause { pause, secs, at }) => {
+            match pause_request(&pause, secs, at.as_deref()) {
+                Ok(r) => {
+                    *feeds.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    serde_json::json!({"ok": true})
+                }
+                Err(e) => serde_json::json!({"ok": false, "error": e}),
+            }
+        }
+        Ok(Request::Resume { resume: true }) => {
+            *feeds.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(ManualRequest::Resume);
+            serde_json::json!({"ok": true})
+        }
+        Ok(Request::Resume { resume: false }) => {
+            serde_json::json!({"ok": false, "error": "resume takes true"})
+        }
+        Err(e) => serde_json::json!({
+            "ok": false,
+            "error": format!("not a request ({e}); send {{\"idle_ms\": N}} or {{\"get\": \"decision\"}}")
+        }),
+    };
+    reply.to_string()
+}
+
+/// Serves the control channel until `shutdown`; binds before returning.
+#[cfg(unix)]
+pub async fn serve(
+    run_dir: &Path,
+    feeds: Feeds,
+    decision: watch::Receiver<serde_json::Value>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    flotilla_host::dirs::create_private_dir(run_dir)?;
+    let path = socket_path(run_dir);
+    // A socket left by an agent that died is in the way; a live agent is refused by the
+    // caller's instance lock before this point.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // SAFETY: getuid cannot fail and has no preconditions.
+    let me = unsafe { libc::getuid() };
+    Ok(tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("control channel: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let uid = stream.peer_cred().map(|c| c.uid()).ok();
+            if uid != Some(me) {
+                tracing::warn!(
+                    ?uid,
+                    "control channel: refused a connection from another user"
+                );
+                continue;
+            }
+            let (feeds, decision, shutdown) = (feeds.clone(), decision.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut reader = BufReader::new(r);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    // At most one line plus one byte: a longer one is refused, not buffered.
+                    let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+                    let read = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        n = limited.read_until(b'\n', &mut buf) => n,
+                    };
+                    match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let too_long = buf.last() != Some(&b'\n') && buf.len() > MAX_LINE;
+                    let reply = if too_long {
+                        serde_json::json!({"ok": false, "error": "request too long"}).to_string()
+                    } else {
+                        let line = String::from_utf8_lossy(&buf);
+                        handle(line.trim_end(), &feeds, &decision, Instant::now())
+                    };
+                    if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() || too_long {
+                        break;
+                    }
+                }
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    }))
+}
+
+/// Sends one request to the agent running with `run_dir` and returns its reply.
+#[cfg(unix)]
+pub async fn request(
+    run_dir: &Path,
+    req: &serde_json::Value,
+) -> std::io::Result<serde_json::Value> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let path = socket_path(run_dir);
+    let stream = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::UnixStream::connect(&path),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer"))??;
+    let (r, mut w) = stream.into_split();
+    w.write_all(format!("{req}\n").as_bytes()).await?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        BufReader::new(r).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer"))??;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}
+
+#[cfg(not(unix))]
+pub async fn request(
+    _run_dir: &Path,
+    _req: &serde_json::Value,
+) -> std::io::Result<serde_json::Value> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "the local control channel is not available on this system yet",
+    ))
+}
+
+#[cfg(not(unix))]
+pub async fn serve(
+    _run_dir: &Path,
+    _feeds: Feeds,
+    _decision: watch::Receiver<serde_json::Value>,
+    _shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "the local control channel is not available on this system yet",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Feeds, watch::Receiver<serde_json::Value>) {
+        let (_tx, rx) = watch::channel(serde_json::json!({"target_cpus": 2}));
+        (Feeds::default(), rx)
+    }
+
+    #[test]
+    fn idle_readings_are_stored_and_bad_ones_refused() {
+        let (feed, dec) = setup();
+        let now = Instant::now();
+        let r = handle(
+            r#"{"idle_ms": 1500, "source": "desktop"}"#,
+            &feed,
+            &dec,
+            now,
+        );
+        assert_eq!(r, r#"{"ok":true}"#);
+        let fed = feed.idle.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            (fed.idle, fed.source.as_str()),
+            (Duration::from_millis(1500), "desktop")
+        );
+        for bad in [
+            r#"{"idle_ms": -1}"#,
+            "garbage",
+            r#"{"idle_ms": 999999999999}"#,
+            r#"{"idle_ms": 1, "x": 2}"#,
+        ] {
+            let r: serde_json::Value =
+                serde_json::from_str(&handle(bad, &feed, &dec, now)).unwrap();
+            assert_eq!(r["ok"], false, "{bad}");
+            assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+    }
+
+    #[test]
+    fn pauses_and_resumes_are_queued_for_the_loop() {
+        let (feeds, dec) = setup();
+        let now = Instant::now();
+        let ask = |line: &str| -> serde_json::Value {
+            serde_json::from_str(&handle(line, &feeds, &dec, now)).unwrap()
+        };
+        let last = || *feeds.manual.lock().unwrap();
+        assert_eq!(ask(r#"{"pause": "finish"}"#)["ok"], true);
+        assert_eq!(last(), Some(ManualRequest::Finish));
+        assert_eq!(ask(r#"{"pause": "for", "secs": 3600}"#)["ok"], true);
+        assert_eq!(last(), Some(ManualRequest::For(Duration::from_secs(3600))));
+        assert_eq!(ask(r#"{"pause": "until", "at": "08:00"}"#)["ok"], true);
+        assert_eq!(
+            last(),
+            Some(ManualRequest::UntilNext { hour: 8, minute: 0 })
+        );
+        assert_eq!(ask(r#"{"resume": true}"#)["ok"], true);
+        assert_eq!(last(), Some(ManualRequest::Resume));
+        for bad in [
+            r#"{"pause": "for", "secs": 5}"#,
+            r#"{"pause": "until", "at": "25:00"}"#,
+            r#"{"pause": "later"}"#,
+        ] {
+            assert_eq!(ask(bad)["ok"], false, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_decision_can_be_read() {
+        let (feed, dec) = setup();
+        let r: serde_json::Value = serde_json::from_str(&handle(
+            r#"{"get": "decision"}"#,
+            &feed,
+            &dec,
+            Instant::now(),
+        ))
+        .unwrap();
+        assert_eq!(r["decision"]["target_cpus"], 2);
+        let r: serde_json::Value = serde_json::from_str(&handle(
+            r#"{"get": "secrets"}"#,
+            &feed,
+            &dec,
+            Instant::now(),
+        ))
+        .unwrap();
+        assert_eq!(r["ok"], false);
+    }
+}

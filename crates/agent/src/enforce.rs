@@ -1,0 +1,236 @@
+//! Making the politeness decision real: the OS cap on the node's process tree, the CPUs Ray
+//! advertises for the node, and pause (drain) and resume.
+//!
+//! - A cap takes effect at once: the throttle writes the cgroup (or starts its duty cycle) in
+//!   the same tick as the decision.
+//! - Ray's advertised CPUs follow through the raylet's live resize call, so Ray stops
+//!   scheduling onto a busy machine. Ray only takes back CPUs that are free, so running tasks
+//!   are never killed; the call is repeated (at most once a second) until the total has shrunk.
+//! - "Finish" drains the node with reason PREEMPTION and holds it: running tasks finish, no new
+//!   ones arrive, the node leaves, and it is not restarted until the pause ends.
+//! - "Now" caps the tree to almost nothing at once, then drains with a short deadline, so that
+//!   Ray reruns its tasks elsewhere. The raylet keeps a sliver of CPU: a frozen raylet would be
+//!   declared dead.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use flotilla_host::throttle::Limit;
+use flotilla_policy::{Decision, Pause};
+use flotilla_ray::grpc::{DrainReason, GcsClient, RayletClient};
+use flotilla_ray::supervisor::NodePhase;
+use flotilla_ray::{RayToken, Supervisor};
+use serde::Serialize;
+
+/// What "pause now" leaves the tree while Ray reschedules its tasks: enough for the raylet to
+/// answer health checks, too little for the owner to notice.
+pub const PAUSE_NOW_CAP: f64 = 0.05;
+/// How long Ray gets to move a node's tasks elsewhere on "pause now".
+pub const PAUSE_NOW_DEADLINE: Duration = Duration::from_secs(5);
+const RESIZE_RETRY: Duration = Duration::from_secs(1);
+
+/// What the enforcer last did, as shown in status and logs.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Enforcement {
+    /// `full`, `cap`, `paused` (held after a drain) or `draining`.
+    pub state: String,
+    /// The OS cap in cores, when capped.
+    pub cap_cpus: Option<f64>,
+    /// What Ray advertises for the node, as the raylet last reported it.
+    pub advertised_cpus: Option<f64>,
+    /// The throttle's backend (`cgroup-v1`, `cgroup-v2`, `signals`), or none.
+    pub throttle: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Applies decisions to one node.
+#[derive(Debug)]
+pub struct Enforcer {
+    raylet_addr: SocketAddr,
+    gcs_addr: SocketAddr,
+    token: RayToken,
+    /// CPUs the node was started with: the most it can advertise.
+    total: u32,
+    raylet: Option<RayletClient>,
+    limit: Option<Limit>,
+    advertised: Option<f64>,
+    asked: Option<f64>,
+    last_resize: Option<Instant>,
+    drained: Option<Pause>,
+    status: Enforcement,
+}
+
+impl Enforcer {
+    pub fn new(raylet_addr: SocketAddr, gcs_addr: SocketAddr, token: RayToken, total: u32) -> Self {
+        Enforcer {
+            raylet_addr,
+            gcs_addr,
+            token,
+            total,
+            raylet: None,
+            limit: None,
+            advertised: None,
+            asked: None,
+            last_resize: None,
+            drained: None,
+            status: Enforcement::default(),
+        }
+    }
+
+    pub fn status(&self) -> &Enforcement {
+        &self.status
+    }
+
+    /// Applies `d` to `node`. Cheap when nothing changed: no call leaves the machine then.
+    pub async fn apply(&mut self, d: &Decision, node: &Supervisor) -> &Enforcement {
+        self.status.throttle = node.throttle_guarantees().map(|g| g.backend.to_string());
+        match d.pause {
+            Pause::None => self.contribute(d.target_cpus, node).await,
+            Pause::Finish | Pause::Now => self.pause(d.pause, node).await,
+        }
+        &self.status
+    }
+
+    async fn contribute(&mut self, target: u32, node: &Supervisor) {
+        if self.drained.take().is_some() || node.is_held() {
+            tracing::info!("resuming: the node starts again");
+            node.hold(false);
+            self.advertised = None;
+            self.asked = None;
+            self.raylet = None;
+        }
+        let cpus = target.min(self.total);
+        let limit = if cpus >= self.total {
+            Limit::Full
+        } else {
+            // Zero CPUs offered (low memory, too hot) still leaves the raylet a sliver.
+            Limit::Cap {
+                cpus: f64::from(cpus).max(PAUSE_NOW_CAP),
+            }
+        };
+        self.set_limit(limit, node);
+        self.status.state = if cpus >= self.total { "full" } else { "cap" }.into();
+        self.status.cap_cpus = match limit {
+            Limit::Cap { cpus } => Some(cpus),
+            _ => None,
+        };
+        self.resize(f64::from(cpus), node).await;
+    }
+
+    async fn pause(&mut self, pause: Pause, node: &Supervisor) {
+        if pause == Pause::Now {
+            self.set_limit(
+                Limit::Cap {
+                    cpus: PAUSE_NOW_CAP,
+                },
+                node,
+            );
+            self.status.cap_cpus = Some(PAUSE_NOW_CAP);
+        }
+        // A "finish" that turns into "now" drains again, with the short deadline.
+        let again = self.drained == Some(Pause::Finish) && pause == Pause::Now;
+        if self.drained.is_none() || again {
+            node.hold(true);
+            match self.drain(pause, node).await {
+                Ok(()) => {
+                    self.drained = Some(pause);
+                    self.status.last_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot drain the node: {e}");
+                    self.status.last_error = Some(e);
+                }
+            }
+        }
+        let running = matches!(node.status().phase, NodePhase::Ready | NodePhase::Starting);
+        self.status.state = if running { "draining" } else { "paused" }.into();
+        if !running {
+            self.advertised = None;
+            self.status.advertised_cpus = None;
+        }
+    }
+
+    async fn drain(&mut self, pause: Pause, node: &Supervisor) -> Result<(), String> {
+        if !matches!(node.status().phase, NodePhase::Ready) {
+            // Nothing runs: holding it is the whole pause.
+            return Ok(());
+        }
+        let id = node
+            .ray_node_id()
+            .ok_or("the node's Ray id is not known yet")?;
+        let deadline = (pause == Pause::Now).then(|| SystemTime::now() + PAUSE_NOW_DEADLINE);
+        let mut gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = gcs
+            .drain_node(&id, DrainReason::Preemption, "paused by Flotilla", deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.accepted {
+            tracing::info!(node_id = %id, ?pause, "node draining");
+            Ok(())
+        } else {
+            Err(format!(
+                "Ray refused to drain the node: {}",
+                reply.rejection
+            ))
+        }
+    }
+
+    fn set_limit(&mut self, limit: Limit, node: &Supervisor) {
+        if self.limit == Some(limit) {
+            return;
+        }
+        match node.set_limit(limit) {
+            Ok(_) => self.limit = Some(limit),
+            Err(e) => {
+                tracing::warn!("cannot apply {limit:?}: {e}");
+                self.status.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Asks the raylet to advertise `cpus`, until it does.
+    async fn resize(&mut self, cpus: f64, node: &Supervisor) {
+        if !matches!(node.status().phase, NodePhase::Ready) {
+            self.raylet = None;
+            self.advertised = None;
+            return;
+        }
+        if self.advertised == Some(cpus) {
+            return;
+        }
+        // A new target goes out at once; the same one is repeated at most once a second while
+        // Ray still holds CPUs that running tasks use.
+        let recent = self.last_resize.is_some_and(|t| t.elapsed() < RESIZE_RETRY);
+        if self.asked == Some(cpus) && recent {
+            return;
+        }
+        self.asked = Some(cpus);
+        self.last_resize = Some(Instant::now());
+        if self.raylet.is_none() {
+            match RayletClient::connect(self.raylet_addr, Some(self.token.clone())).await {
+                Ok(c) => self.raylet = Some(c),
+                Err(e) => {
+                    self.status.last_error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let client = self.raylet.as_mut().expect("just connected");
+        match client.resize_cpus(cpus).await {
+            Ok(total) => {
+                if self.advertised != Some(total) {
+                    tracing::info!(asked = cpus, advertised = total, "Ray CPUs resized");
+                }
+                self.advertised = Some(total);
+                self.status.advertised_cpus = Some(total);
+                self.status.last_error = None;
+            }
+            Err(e) => {
+                self.raylet = None;
+                self.status.last_error = Some(e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The sensing -> policy -> enforcement loop: every tick, read the machine, decide what it lends
+//! to the cluster and why, apply that to the node ([`crate::enforce`]), and publish it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_host::sensors::Sensors;
+use flotilla_policy::{ClockTime, Decision, Lang, Manual, Policy, Settings};
+use flotilla_ray::Supervisor;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::enforce::{Enforcement, Enforcer};
+use crate::sampler::{IdleFeed, ManualFeed, ManualRequest, Sampler, SensorReport};
+
+/// How often the loop senses, decides and enforces.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How often the list of Flotilla's own processes is refreshed (it walks the process table).
+const OWN_EVERY: Duration = Duration::from_secs(5);
+
+/// What the loop publishes each tick.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub decision: Decision,
+    /// The reason in English and Spanish.
+    pub reason_en: String,
+    pub reason_es: String,
+    /// What was done about it, when the loop drives a node.
+    pub enforcement: Option<Enforcement>,
+    pub sensors: SensorReport,
+}
+
+impl Published {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("plain data")
+    }
+}
+
+/// The node the loop drives, with what drives it.
+#[derive(Debug)]
+pub struct Driven {
+    pub node: Arc<Supervisor>,
+    pub enforcer: Enforcer,
+}
+
+/// Where the loop's inputs come from.
+#[derive(Debug)]
+pub struct Inputs {
+    pub sensors: Sensors,
+    pub idle: IdleFeed,
+    pub manual: ManualFeed,
+}
+
+/// Runs the loop until `shutdown`. `own` returns the pids of Flotilla's own processes.
+pub async fn run(
+    settings: Settings,
+    inputs: Inputs,
+    own: impl Fn() -> Vec<u32> + Send + 'static,
+    mut driven: Option<Driven>,
+    tx: watch::Sender<serde_json::Value>,
+    shutdown: CancellationToken,
+) {
+    let mut policy = Policy::new(settings);
+    let mut sampler = Sampler::new(inputs.sensors, inputs.idle);
+    let epoch = Instant::now();
+    let mut manual = Manual::None;
+    let mut own_pids = Vec::new();
+    let mut own_at: Option<Instant> = None;
+    let mut last_line = String::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        if own_at.is_none_or(|t| now.duration_since(t) >= OWN_EVERY) {
+            own_pids = own();
+            own_at = Some(now);
+        }
+        let (readings, report) = sampler.sample(now, &own_pids);
+        let mono = now.duration_since(epoch);
+        let request = inputs
+            .manual
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = request {
+            manual = to_manual(r, mono, readings.local_time);
+            tracing::info!(?manual, "manual pause changed");
+        }
+        if !manual.is_active(mono) {
+            manual = Manual::None;
+        }
+        let decision = policy.decide(&readings, &manual, mono);
+        let enforcement = match driven.as_mut() {
+            Some(d) => Some(d.enforcer.apply(&decision, &d.node).await.clone()),
+            None => None,
+        };
+        let published = Published {
+            reason_en: decision.reason.text(Lang::En),
+            reason_es: decision.reason.text(Lang::Es),
+            decision,
+            enforcement,
+            sensors: report,
+        };
+        let line = format!(
+            "{} CPUs: {}",
+            published.decision.target_cpus, published.reason_en
+        );
+        if line != last_line {
+            tracing::info!(target_cpus = published.decision.target_cpus, pause = ?published.decision.pause, "politeness: {}", published.reason_en);
+            last_line = line;
+        }
+        let _ = tx.send(published.to_json());
+    }
+}
+
+fn to_manual(r: ManualRequest, now: Duration, local: flotilla_policy::LocalTime) -> Manual {
+    match r {
+        ManualRequest::Finish => Manual::finish_then_pause(),
+        ManualRequest::Indefinite => Manual::indefinite(),
+        ManualRequest::For(d) => Manual::for_duration(now, local, d),
+        ManualRequest::UntilNext { hour, minute } => match ClockTime::new(hour, minute) {
+            Some(at) => Manual::until_next(now, local, at),
+            None => Manual::indefinite(),
+        },
+        ManualRequest::Resume => Manual::None,
+    }
+}

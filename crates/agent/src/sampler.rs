@@ -1,0 +1,283 @@
+//! Turning sensor readings into the policy's [`Readings`], with their sources.
+//!
+//! Two readings need memory across ticks: the owner's CPU load is the machine's load minus
+//! Flotilla's own tree over a 10 s window, and the list of running programs is rescanned only
+//! every few seconds (it walks the whole process table). The owner's idle time comes from the
+//! desktop session when it feeds one ([`IdleFeed`]): a background service cannot see the
+//! session's input.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_host::sensors::{CpuTimes, PowerSource, Sensors, owner_busy_fraction};
+use flotilla_policy::{LocalTime, Power, Readings, Weekday};
+use serde::Serialize;
+
+/// How far back the owner's CPU load looks.
+pub const LOAD_WINDOW: Duration = Duration::from_secs(10);
+/// How often the running programs are rescanned.
+pub const APPS_EVERY: Duration = Duration::from_secs(5);
+/// How long a fed idle reading stays valid without a new one.
+pub const FEED_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// The last idle reading the desktop session sent.
+#[derive(Debug, Clone)]
+pub struct FedIdle {
+    pub idle: Duration,
+    pub at: Instant,
+    pub source: String,
+}
+
+/// Shared slot for the session's idle readings (written by the control channel).
+pub type IdleFeed = Arc<Mutex<Option<FedIdle>>>;
+
+/// A pause or resume asked for by the owner (tray, CLI), waiting for the next tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualRequest {
+    /// Finish the running tasks, then pause until resumed.
+    Finish,
+    /// Pause at once until resumed.
+    Indefinite,
+    /// Pause at once for this long.
+    For(Duration),
+    /// Pause at once until the next time the clock shows hour:minute.
+    UntilNext {
+        hour: u8,
+        minute: u8,
+    },
+    Resume,
+}
+
+/// Shared slot for the owner's latest pause or resume request.
+pub type ManualFeed = Arc<Mutex<Option<ManualRequest>>>;
+
+/// One reading as shown to people: a value (or null when unknown) and where it came from.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Shown<T> {
+    pub value: Option<T>,
+    pub from: String,
+}
+
+/// What `flotilla sensors` prints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SensorReport {
+    pub idle_secs: Shown<f64>,
+    /// `ac`, `battery` or `unknown`.
+    pub power: Shown<String>,
+    pub battery_percent: Shown<u8>,
+    pub available_memory_fraction: Shown<f64>,
+    /// The whole machine's CPU load over the window, 0..1.
+    pub machine_load: Shown<f64>,
+    /// The machine's load minus Flotilla's own processes, 0..1.
+    pub owner_load: Shown<f64>,
+    pub load_window_secs: f64,
+    pub temperature_c: Shown<f64>,
+    pub running_programs: Shown<usize>,
+    pub total_cpus: u32,
+    pub local_time: String,
+}
+
+/// Keeps what sampling needs between ticks.
+#[derive(Debug)]
+pub struct Sampler {
+    sensors: Sensors,
+    feed: IdleFeed,
+    cpu: VecDeque<(Instant, CpuTimes, u64)>,
+    apps: Option<(Instant, Option<Vec<String>>, String)>,
+    total_cpus: u32,
+}
+
+impl Sampler {
+    pub fn new(sensors: Sensors, feed: IdleFeed) -> Sampler {
+        Sampler {
+            sensors,
+            feed,
+            cpu: VecDeque::new(),
+            apps: None,
+            total_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        }
+    }
+
+    /// Takes one set of readings. `own` are the pids of Flotilla's own processes (the Ray tree),
+    /// whose CPU time is not the owner's.
+    pub fn sample(&mut self, now: Instant, own: &[u32]) -> (Readings, SensorReport) {
+        let s = &self.sensors;
+        let idle = self.idle(now);
+        let power = s.power();
+        let memory = s.memory();
+        let cpu = s.cpu_times();
+        let own_ticks = s.processes_cpu(own.iter().copied()).ticks.unwrap_or(0);
+
+        // The load over the window: against the oldest sample still inside it.
+        let (mut machine, mut owner) = (None, None);
+        if let Some(times) = cpu.times {
+            while self
+                .cpu
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > LOAD_WINDOW)
+            {
+                self.cpu.pop_front();
+            }
+            if let Some((_, first, first_own)) = self.cpu.front() {
+                machine = flotilla_host::sensors::busy_fraction(first, &times);
+                owner = owner_busy_fraction(first, &times, *first_own, own_ticks);
+            }
+            self.cpu.push_back((now, times, own_ticks));
+        }
+        let window = self
+            .cpu
+            .front()
+            .map_or(0.0, |(t, _, _)| now.duration_since(*t).as_secs_f64());
+
+        if self
+            .apps
+            .as_ref()
+            .is_none_or(|(t, _, _)| now.duration_since(*t) >= APPS_EVERY)
+        {
+            let a = s.running_apps();
+            self.apps = Some((now, a.names, a.from));
+        }
+        let (_, apps, apps_from) = self.apps.clone().expect("just filled");
+
+        let clock = flotilla_host::clock::local_now();
+        let local_time = LocalTime::new(
+            Weekday::from_index(u32::from(clock.weekday)),
+            clock.hour,
+            clock.minute,
+            clock.second,
+        )
+        .expect("the clock is in range");
+
+        let readings = Readings {
+            total_cpus: self.total_cpus,
+            idle: idle.value.map(Duration::from_secs_f64),
+            power: match power.source {
+                PowerSource::Ac => Power::Ac,
+                PowerSource::Battery => Power::Battery {
+                    percent: power.battery_percent,
+                },
+                PowerSource::Unknown => Power::Unknown,
+            },
+            owner_cpu_load: owner,
+            available_memory_fraction: memory.available_fraction(),
+            temperature_c: None,
+            running_apps: apps.clone().unwrap_or_default(),
+            local_time,
+        };
+        let report = SensorReport {
+            idle_secs: idle,
+            power: Shown {
+                value: match power.source {
+                    PowerSource::Ac => Some("ac".into()),
+                    PowerSource::Battery => Some("battery".into()),
+                    PowerSource::Unknown => None,
+                },
+                from: power.from.clone(),
+            },
+            battery_percent: Shown {
+                value: power.battery_percent,
+                from: power.from,
+            },
+            available_memory_fraction: Shown {
+                value: memory.available_fraction(),
+                from: memory.from,
+            },
+            machine_load: Shown {
+                value: machine,
+                from: cpu.from.clone(),
+            },
+            owner_load: Shown {
+                value: owner,
+                from: format!("{} minus {} Flotilla processes", cpu.from, own.len()),
+            },
+            load_window_secs: window,
+            temperature_c: Shown {
+                value: None,
+                from: "not measured yet".into(),
+            },
+            running_programs: Shown {
+                value: apps.map(|a| a.len()),
+                from: apps_from,
+            },
+            total_cpus: self.total_cpus,
+            local_time: format!(
+                "{:?} {:02}:{:02}:{:02}",
+                local_time.weekday(),
+                clock.hour,
+                clock.minute,
+                clock.second
+            ),
+        };
+        (readings, report)
+    }
+
+    fn idle(&self, now: Instant) -> Shown<f64> {
+        let fed = self.feed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(f) = fed
+            && now.saturating_duration_since(f.at) <= FEED_FRESH_FOR
+        {
+            return Shown {
+                value: Some((f.idle + now.saturating_duration_since(f.at)).as_secs_f64()),
+                from: format!("desktop session ({})", f.source),
+            };
+        }
+        let r = self.sensors.idle();
+        Shown {
+            value: r.idle.map(|d| d.as_secs_f64()),
+            from: r.from,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_fed_idle_reading_wins_and_ages_with_time() {
+        let feed: IdleFeed = Arc::default();
+        let mut s = Sampler::new(Sensors::new(), feed.clone());
+        let t0 = Instant::now();
+        *feed.lock().unwrap() = Some(FedIdle {
+            idle: Duration::from_secs(7),
+            at: t0,
+            source: "test".into(),
+        });
+        let (r, rep) = s.sample(t0 + Duration::from_secs(2), &[]);
+        assert_eq!(r.idle, Some(Duration::from_secs(9)));
+        assert_eq!(rep.idle_secs.from, "desktop session (test)");
+        // A stale reading is ignored in favour of the machine's own sensor.
+        let (_, rep) = s.sample(t0 + FEED_FRESH_FOR + Duration::from_secs(1), &[]);
+        assert!(
+            !rep.idle_secs.from.starts_with("desktop session"),
+            "{rep:?}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn load_needs_two_samples_and_then_is_a_fraction() {
+        let mut s = Sampler::new(Sensors::new(), Arc::default());
+        let t0 = Instant::now();
+        let (r, _) = s.sample(t0, &[]);
+        assert_eq!(r.owner_cpu_load, None);
+        // Burn some CPU so the machine's counters move.
+        let end = Instant::now() + Duration::from_millis(300);
+        let mut x = 0u64;
+        while Instant::now() < end {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let (r, rep) = s.sample(Instant::now(), &[std::process::id()]);
+        let owner = r.owner_cpu_load.expect("a load after two samples");
+        let machine = rep.machine_load.value.unwrap();
+        assert!(
+            (0.0..=1.0).contains(&owner) && owner <= machine,
+            "{owner} {machine}"
+        );
+        assert!(rep.load_window_secs > 0.2);
+        assert!(r.available_memory_fraction.is_some());
+        assert!(!r.running_apps.is_empty());
+    }
+}

@@ -1,0 +1,106 @@
+//! `flotilla pause` and `flotilla resume`: the tray's pause menu, from a terminal.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use flotilla_host::Dirs;
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Let the running tasks finish first (Ray moves nothing; no new task starts here).
+    #[arg(long, conflicts_with_all = ["for", "until"])]
+    finish: bool,
+    /// Pause for this long, e.g. `1h`, `30m`, `90s` (a minute to a week).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "until")]
+    r#for: Option<u64>,
+    /// Pause until the clock next shows this time, e.g. `08:00`.
+    #[arg(long, value_name = "HH:MM")]
+    until: Option<String>,
+}
+
+/// `90s`, `30m`, `1h`, `2d` -> seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, like 1h or 30m"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" | "" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(n * mult)
+}
+
+async fn send(req: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let dirs = Dirs::from_env();
+    let reply = flotilla_agent::control::request(&dirs.run, &req)
+        .await
+        .context("no Flotilla agent is running on this machine (start one with `flotilla up`)")?;
+    if reply["ok"] == true {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!(
+            "the agent refused: {}",
+            reply["error"].as_str().unwrap_or("no reason given")
+        )
+    }
+}
+
+pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
+    let req = if args.finish {
+        serde_json::json!({"pause": "finish"})
+    } else if let Some(secs) = args.r#for {
+        serde_json::json!({"pause": "for", "secs": secs})
+    } else if let Some(at) = &args.until {
+        serde_json::json!({"pause": "until", "at": at})
+    } else {
+        serde_json::json!({"pause": "now"})
+    };
+    let code = send(req).await?;
+    eprintln!(
+        "{}",
+        if args.finish {
+            "Pausing once the running tasks finish; `flotilla resume` to undo."
+        } else {
+            "Paused; `flotilla resume` to undo."
+        }
+    );
+    Ok(code)
+}
+
+pub async fn resume() -> anyhow::Result<ExitCode> {
+    let code = send(serde_json::json!({"resume": true})).await?;
+    eprintln!("Resumed.");
+    Ok(code)
+}
+
+/// The local agent's latest decision, if one runs.
+pub async fn local_decision() -> Option<serde_json::Value> {
+    let dirs = Dirs::from_env();
+    let reply =
+        flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "decision"}))
+            .await
+            .ok()?;
+    (reply["ok"] == true && !reply["decision"].is_null()).then(|| reply["decision"].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert_eq!(parse_duration("5"), Ok(300));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

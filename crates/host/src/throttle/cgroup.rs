@@ -1,0 +1,612 @@
+//! Linux cgroups, v2 and v1: finding the agent's own cgroup, creating `flotilla-<name>` under
+//! it, and the files that cap, freeze and account the tree.
+//!
+//! Every value is written with a fresh `open` + one `write`, as the kernel wants (a `cgroup.procs`
+//! write takes one pid). Files are opened without `O_CREAT`, so a missing file is an error, as it
+//! is on a real cgroup file system; this is also what lets tests lay out a fake tree of plain
+//! files and read back exactly what was written.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{BackendKind, Guarantees, MIN_QUOTA_US, PERIOD_US, Result, ThrottleError, duty};
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The path inside the file system that is mounted (field 4).
+    pub root: String,
+    pub point: PathBuf,
+    pub fstype: String,
+    pub super_options: Vec<String>,
+}
+
+/// The mounts in the text of `/proc/self/mountinfo`; malformed lines are skipped.
+///
+/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`: the
+/// optional fields before `-` vary in number, so the line is split there.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let mut right = right.split(' ');
+            let fstype = right.next()?;
+            let _source = right.next()?;
+            let super_options = right.next().unwrap_or("");
+            Some(Mount {
+                root: unescape(left.get(3)?),
+                point: PathBuf::from(unescape(left.get(4)?)),
+                fstype: fstype.into(),
+                super_options: super_options.split(',').map(String::from).collect(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as octal escapes (`\040`).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One line of `/proc/self/cgroup`: `hierarchy-id:controllers:path` (v2: `0::/path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub hierarchy: u32,
+    pub controllers: Vec<String>,
+    pub path: String,
+}
+
+pub fn parse_proc_cgroup(text: &str) -> Vec<Membership> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let hierarchy = parts.next()?.parse().ok()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            Some(Membership {
+                hierarchy,
+                controllers: controllers
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+                path: path.into(),
+            })
+        })
+        .collect()
+}
+
+/// The directory of the process's own cgroup in the cgroup2 hierarchy, if one is mounted.
+pub fn own_v2_dir(mountinfo: &str, proc_cgroup: &str) -> Option<PathBuf> {
+    let mounts = parse_mountinfo(mountinfo);
+    let mount = mounts.iter().find(|m| m.fstype == "cgroup2")?;
+    let member = parse_proc_cgroup(proc_cgroup)
+        .into_iter()
+        .find(|m| m.hierarchy == 0 && m.controllers.is_empty())?;
+    Some(under_mount(mount, &member.path))
+}
+
+/// The directory of the process's own cgroup in the v1 hierarchy that has `controller`
+/// (which may be mounted together with others, as `cpu,cpuacct`).
+pub fn own_v1_dir(mountinfo: &str, proc_cgroup: &str, controller: &str) -> Option<PathBuf> {
+    let mounts = parse_mountinfo(mountinfo);
+    let mount = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup" && m.super_options.iter().any(|o| o == controller))?;
+    let member = parse_proc_cgroup(proc_cgroup)
+        .into_iter()
+        .find(|m| m.controllers.iter().any(|c| c == controller))?;
+    Some(under_mount(mount, &member.path))
+}
+
+/// `path` is relative to the hierarchy's root; the mount may show only a subtree of it
+/// (containers), whose own path is the mount's `root`.
+fn under_mount(mount: &Mount, path: &str) -> PathBuf {
+    let rel = if mount.root == "/" {
+        path
+    } else if path == mount.root {
+        ""
+    } else {
+        path.strip_prefix(&mount.root)
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(path)
+    };
+    mount.point.join(rel.trim_start_matches('/'))
+}
+
+/// The quota for `cpus` cores per [`PERIOD_US`], at least the kernel's minimum.
+pub fn quota_us(cpus: f64) -> u64 {
+    // `as` saturates, so an absurdly large cap is just "all of it".
+    ((cpus * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US)
+}
+
+/// `cpu.max` for a cap (`None`: no cap).
+pub fn cpu_max(cap: Option<f64>) -> String {
+    match cap {
+        Some(cpus) => format!("{} {PERIOD_US}", quota_us(cpus)),
+        None => format!("max {PERIOD_US}"),
+    }
+}
+
+/// `usage_usec` from the text of a cgroup2 `cpu.stat`.
+pub fn parse_usage_usec(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("usage_usec"))
+            .then(|| words.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    write_raw(path, value).map_err(|source| ThrottleError::Io {
+        op: "write",
+        path: path.into(),
+        source,
+    })
+}
+
+fn write_raw(path: &Path, value: &str) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| ThrottleError::Io {
+        op: "read",
+        path: path.into(),
+        source,
+    })
+}
+
+fn read_pids(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Writes `pid` into `dir/cgroup.procs`; a process that has exited meanwhile is not an error.
+fn move_pid(dir: &Path, pid: u32) -> Result<()> {
+    let path = dir.join("cgroup.procs");
+    match write_raw(&path, &pid.to_string()) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other.map_err(|source| ThrottleError::Io {
+            op: "move a process into",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Creates `dir`, or takes it over if a previous agent that crashed left it (the name is the
+/// node's own, so nobody else uses it).
+fn make_dir(dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(ThrottleError::Io {
+            op: "create the cgroup",
+            path: dir.into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a cgroup directory. The kernel refuses (`EBUSY`) while processes are still leaving;
+/// it never says "not empty" for its own files, so a directory that is not empty is a plain
+/// one laid out like a cgroup (a test's fake tree): its cgroup-named files are removed first.
+fn remove_dir(dir: &Path) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && tries == 0 => {
+                tries += 1;
+                for entry in std::fs::read_dir(dir)?.flatten() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    let ours = ["cgroup.", "cpu.", "cpuacct.", "freezer."]
+                        .iter()
+                        .any(|p| name.starts_with(p))
+                        || name == "tasks"
+                        || name == "notify_on_release";
+                    if ours && entry.file_type()?.is_file() {
+                        std::fs::remove_file(entry.path())?;
+                    }
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `flotilla-<name>` in one cgroup hierarchy (v2) or several (v1: cpu, cpuacct, freezer).
+/// Dropping it thaws it, moves any process left to the parent and removes the directories.
+#[derive(Debug)]
+pub struct Group {
+    kind: BackendKind,
+    /// Every directory this group owns; the first holds the cpu files.
+    dirs: Vec<PathBuf>,
+    /// The directory with `cgroup.freeze` (v2) or `freezer.state` (v1).
+    freezer: Option<PathBuf>,
+    /// The directory with `cpu.stat` (v2) or `cpuacct.usage` (v1).
+    usage: Option<PathBuf>,
+}
+
+impl Group {
+    /// `<parent>/flotilla-<name>` in a cgroup2 hierarchy, with no cap.
+    pub fn create_v2(parent: &Path, name: &str, idle: bool) -> Result<Group> {
+        let unavailable = |reason: String| ThrottleError::Unavailable {
+            backend: BackendKind::CgroupV2.name(),
+            reason,
+        };
+        let controllers = read(&parent.join("cgroup.controllers"))?;
+        if !controllers.split_whitespace().any(|c| c == "cpu") {
+            return Err(unavailable(format!(
+                "the cpu controller is not available in {} (it lists {:?}); enable it in the \
+                 parent's cgroup.subtree_control, or delegate a cgroup with it to the agent",
+                parent.display(),
+                controllers.trim()
+            )));
+        }
+        let subtree = parent.join("cgroup.subtree_control");
+        if !read(&subtree)?.split_whitespace().any(|c| c == "cpu") {
+            write(&subtree, "+cpu").map_err(|e| {
+                unavailable(format!(
+                    "{e}; a cgroup that holds processes itself cannot enable controllers for \
+                     its children: run the agent in a delegated cgroup of its own (systemd \
+                     Delegate=yes) or set cgroup_v2_root"
+                ))
+            })?;
+        }
+        let dir = parent.join(format!("flotilla-{name}"));
+        make_dir(&dir)?;
+        // From here on, an error drops the group, which removes the directory.
+        let group = Group {
+            kind: BackendKind::CgroupV2,
+            dirs: vec![dir.clone()],
+            freezer: dir.join("cgroup.freeze").exists().then(|| dir.clone()),
+            usage: Some(dir.clone()),
+        };
+        write(&dir.join("cpu.max"), &cpu_max(None))?;
+        if idle && dir.join("cpu.idle").exists() {
+            write(&dir.join("cpu.idle"), "1")?;
+        }
+        Ok(group)
+    }
+
+    /// `flotilla-<name>` under each v1 parent given, with no cap. Without `cpuacct` (and not
+    /// mounted with `cpu`) the CPU time is summed from `/proc`; without `freezer`, a freeze is
+    /// `SIGSTOP` to each process.
+    pub fn create_v1(
+        cpu_parent: &Path,
+        cpuacct_parent: Option<&Path>,
+        freezer_parent: Option<&Path>,
+        name: &str,
+        idle: bool,
+    ) -> Result<Group> {
+        let dir_name = format!("flotilla-{name}");
+        let cpu = cpu_parent.join(&dir_name);
+        make_dir(&cpu)?;
+        let mut group = Group {
+            kind: BackendKind::CgroupV1,
+            dirs: vec![cpu.clone()],
+            freezer: None,
+            usage: None,
+        };
+        write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+        write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
+        if idle && cpu.join("cpu.idle").exists() {
+            write(&cpu.join("cpu.idle"), "1")?;
+        }
+        if cpu.join("cpuacct.usage").exists() {
+            group.usage = Some(cpu.clone());
+        } else if let Some(parent) = cpuacct_parent {
+            let dir = parent.join(&dir_name);
+            match make_dir(&dir) {
+                Ok(()) => {
+                    group.dirs.push(dir.clone());
+                    group.usage = Some(dir);
+                }
+                Err(e) => tracing::warn!("no cpuacct cgroup, CPU time from /proc: {e}"),
+            }
+        }
+        if let Some(parent) = freezer_parent {
+            let dir = parent.join(&dir_name);
+            match make_dir(&dir) {
+                Ok(()) => {
+                    group.dirs.push(dir.clone());
+                    // A directory left frozen by a crashed agent must not freeze the new tree.
+                    write(&dir.join("freezer.state"), "THAWED")?;
+                    group.freezer = Some(dir);
+                }
+                Err(e) => tracing::warn!("no freezer cgroup, freezing with SIGSTOP: {e}"),
+            }
+        }
+        Ok(group)
+    }
+
+    /// The `cgroup.procs` of every directory, for a process to enter all of them.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Moves `leader` and every process carrying `marker` in, again until a pass finds
+    /// nobody new: a process forked while its parent was being moved may have been born
+    /// outside.
+    pub fn move_tree(&self, leader: u32, marker: &str) -> Result<()> {
+        for _ in 0..3 {
+            let inside = read_pids(&self.dirs[0]);
+            let missing: Vec<u32> = duty::tree_pids(leader, marker)
+                .into_iter()
+                .filter(|p| !inside.contains(p))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            for pid in missing {
+                for dir in &self.dirs {
+                    move_pid(dir, pid)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_cap(&self, cap: Option<f64>) -> Result<()> {
+        let cpu = &self.dirs[0];
+        match self.kind {
+            BackendKind::CgroupV2 => write(&cpu.join("cpu.max"), &cpu_max(cap)),
+            _ => {
+                let quota = cap.map_or_else(|| "-1".to_string(), |c| quota_us(c).to_string());
+                write(&cpu.join("cpu.cfs_quota_us"), &quota)
+            }
+        }
+    }
+
+    pub fn freeze(&self, on: bool) -> Result<()> {
+        match (&self.freezer, self.kind) {
+            (Some(dir), BackendKind::CgroupV2) => {
+                write(&dir.join("cgroup.freeze"), if on { "1" } else { "0" })
+            }
+            (Some(dir), _) => write(
+                &dir.join("freezer.state"),
+                if on { "FROZEN" } else { "THAWED" },
+            ),
+            (None, _) => {
+                let signal = if on { libc::SIGSTOP } else { libc::SIGCONT };
+                duty::signal(&read_pids(&self.dirs[0]), signal);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn cpu_time(&self) -> Option<Duration> {
+        match (&self.usage, self.kind) {
+            (Some(dir), BackendKind::CgroupV2) => {
+                let text = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+                parse_usage_usec(&text).map(Duration::from_micros)
+            }
+            (Some(dir), _) => {
+                let text = std::fs::read_to_string(dir.join("cpuacct.usage")).ok()?;
+                text.trim().parse().ok().map(Duration::from_nanos)
+            }
+            (None, _) => duty::cpu_time_of(&read_pids(&self.dirs[0])),
+        }
+    }
+
+    pub fn guarantees(&self) -> Guarantees {
+        Guarantees {
+            backend: self.kind.name(),
+            hard_cap: true,
+            atomic_freeze: self.freezer.is_some(),
+        }
+    }
+
+    pub fn kill(&self) {
+        let dir = &self.dirs[0];
+        if self.kind == BackendKind::CgroupV2 && dir.join("cgroup.kill").exists() {
+            match write(&dir.join("cgroup.kill"), "1") {
+                Ok(()) => return,
+                Err(e) => tracing::warn!("{e}; killing each process instead"),
+            }
+        }
+        let mut pids = Vec::new();
+        for dir in &self.dirs {
+            pids.extend(read_pids(dir));
+        }
+        duty::signal(&pids, libc::SIGKILL);
+        // A task frozen by the v1 freezer acts on SIGKILL only once thawed.
+        if self.freezer.is_some()
+            && let Err(e) = self.freeze(false)
+        {
+            tracing::warn!("cannot thaw the killed tree: {e}");
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.freezer.is_some()
+            && let Err(e) = self.freeze(false)
+        {
+            tracing::warn!("cannot thaw the throttled tree: {e}");
+        }
+        for dir in self.dirs.iter().rev() {
+            let Some(parent) = dir.parent() else { continue };
+            for pid in read_pids(dir) {
+                if let Err(e) = move_pid(parent, pid) {
+                    tracing::warn!("cannot move pid {pid} out of the throttle: {e}");
+                }
+            }
+            if let Err(e) = remove_dir(dir) {
+                tracing::warn!("cannot remove {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This build machine's (a v1 hybrid), trimmed.
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const HYBRID_SELF: &str = "\
+6:freezer:/
+4:memory:/process_api/8fb5
+2:cpuacct:/
+1:cpu:/agents
+0::/
+";
+
+    #[test]
+    fn mountinfo_lines_are_split_at_the_separator_and_unescaped() {
+        let text = "36 35 98:0 /mnt1 /mnt\\040two rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue\nbroken line\n";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(
+            mounts,
+            vec![Mount {
+                root: "/mnt1".into(),
+                point: "/mnt two".into(),
+                fstype: "ext3".into(),
+                super_options: vec!["rw".into(), "errors=continue".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn own_cgroups_are_found_in_a_hybrid_layout() {
+        assert_eq!(
+            own_v1_dir(HYBRID, HYBRID_SELF, "cpu"),
+            Some("/sys/fs/cgroup/cpu/agents".into())
+        );
+        assert_eq!(
+            own_v1_dir(HYBRID, HYBRID_SELF, "cpuacct"),
+            Some("/sys/fs/cgroup/cpuacct".into())
+        );
+        assert_eq!(
+            own_v1_dir(HYBRID, HYBRID_SELF, "freezer"),
+            Some("/sys/fs/cgroup/freezer".into())
+        );
+        assert_eq!(
+            own_v2_dir(HYBRID, HYBRID_SELF),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        assert_eq!(
+            own_v1_dir(HYBRID, HYBRID_SELF, "memory"),
+            None,
+            "not mounted"
+        );
+    }
+
+    #[test]
+    fn comounted_controllers_and_pure_v2_are_found() {
+        let mounts = "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let own = "3:cpu,cpuacct:/user.slice\n";
+        assert_eq!(
+            own_v1_dir(mounts, own, "cpuacct"),
+            Some("/sys/fs/cgroup/cpu,cpuacct/user.slice".into())
+        );
+        let v2 = "35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let own = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/flotilla.service\n";
+        assert_eq!(
+            own_v2_dir(v2, own),
+            Some(
+                "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/flotilla.service"
+                    .into()
+            )
+        );
+        assert_eq!(own_v1_dir(v2, own, "cpu"), None);
+    }
+
+    #[test]
+    fn a_mount_of_a_subtree_is_joined_without_its_root() {
+        let mounts = "40 30 0:30 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            own_v2_dir(mounts, "0::/docker/abc/inner\n"),
+            Some("/sys/fs/cgroup/inner".into())
+        );
+        assert_eq!(
+            own_v2_dir(mounts, "0::/docker/abc\n"),
+            Some("/sys/fs/cgroup".into())
+        );
+        // A sibling whose name merely starts with the root is not under it.
+        assert_eq!(
+            own_v2_dir(mounts, "0::/docker/abcd\n"),
+            Some("/sys/fs/cgroup/docker/abcd".into())
+        );
+    }
+
+    #[test]
+    fn quotas_are_cores_times_the_period_with_the_kernel_minimum() {
+        assert_eq!(quota_us(1.0), 100_000);
+        assert_eq!(quota_us(1.5), 150_000);
+        assert_eq!(quota_us(0.25), 25_000);
+        assert_eq!(quota_us(0.001), MIN_QUOTA_US);
+        assert_eq!(cpu_max(Some(0.5)), "50000 100000");
+        assert_eq!(cpu_max(None), "max 100000");
+    }
+
+    #[test]
+    fn usage_is_read_from_cpu_stat() {
+        let text = "usage_usec 1808419232\nuser_usec 1517405892\nsystem_usec 291013340\n";
+        assert_eq!(parse_usage_usec(text), Some(1_808_419_232));
+        assert_eq!(parse_usage_usec("nr_periods 0\n"), None);
+    }
+
+    #[test]
+    fn a_plain_directory_laid_out_like_a_cgroup_is_removed_but_foreign_files_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("flotilla-x");
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["cgroup.procs", "cpu.max", "tasks"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        remove_dir(&dir).unwrap();
+        assert!(!dir.exists());
+
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("cpu.max"), "").unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        assert!(remove_dir(&dir).is_err());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine"
+        );
+    }
+}

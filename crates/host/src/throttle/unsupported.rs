@@ -1,0 +1,57 @@
+//! Other platforms: no backend yet, so [`prepare`] fails with
+//! [`ThrottleError::Unsupported`] and the other types cannot be built.
+//!
+//! macOS (background QoS plus a `SIGSTOP`/`SIGCONT` duty cycle) and Windows (a Job Object with
+//! `JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP`) are later additions; until then they share this
+//! module.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Guarantees, Result, ThrottleConfig, ThrottleError};
+
+#[derive(Debug)]
+pub enum Prepared {}
+
+#[derive(Debug)]
+pub enum Backend {}
+
+pub fn prepare(_config: &ThrottleConfig, _name: &str) -> Result<Prepared> {
+    Err(ThrottleError::Unsupported)
+}
+
+impl Prepared {
+    pub fn procs_files(&self) -> &[PathBuf] {
+        match *self {}
+    }
+
+    pub fn guarantees(&self) -> Guarantees {
+        match *self {}
+    }
+
+    pub fn attach(self, _leader: u32, _marker: &str) -> Result<Backend> {
+        match self {}
+    }
+}
+
+impl Backend {
+    pub fn set_cap(&self, _cap: Option<f64>) -> Result<()> {
+        match *self {}
+    }
+
+    pub fn freeze(&self, _on: bool) -> Result<()> {
+        match *self {}
+    }
+
+    pub fn cpu_time(&self) -> Option<Duration> {
+        match *self {}
+    }
+
+    pub fn guarantees(&self) -> Guarantees {
+        match *self {}
+    }
+
+    pub fn kill(&self) {
+        match *self {}
+    }
+}

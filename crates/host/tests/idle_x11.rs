@@ -1,0 +1,126 @@
+//! Idle time from a real X server: Xvfb, with input injected by xdotool (Debian packages `xvfb`,
+//! `xdotool`, `libxss1`, `libx11-6`; `tests/run` installs them).
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flotilla_host::sensors::Sensors;
+
+/// A running Xvfb, killed when dropped (also when the test panics).
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn socket_of(n: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/.X11-unix/X{n}"))
+}
+
+/// Starts Xvfb on the first free display from :90, and waits for its socket.
+fn start_xvfb(log: &Path) -> Xvfb {
+    let mut tried = Vec::new();
+    for n in 90..130 {
+        if socket_of(n).exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+            continue;
+        }
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start Xvfb ({e}): install the xvfb package (tests/run does)")
+            });
+        let mut xvfb = Xvfb { child, display };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if socket_of(n).exists() {
+                return xvfb;
+            }
+            if let Some(status) = xvfb.child.try_wait().unwrap() {
+                // Most likely another server took the display meanwhile: try the next one.
+                let err = std::fs::read_to_string(log).unwrap_or_default();
+                tried.push(format!("{}: exited {status}: {}", xvfb.display, err.trim()));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Xvfb {} did not create {} in 15 s",
+                xvfb.display,
+                socket_of(n).display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("could not start Xvfb on any display :90..:129: {tried:#?}");
+}
+
+fn move_pointer(display: &str, x: u32, y: u32) {
+    let status = Command::new("xdotool")
+        .args(["mousemove", &x.to_string(), &y.to_string()])
+        .env("DISPLAY", display)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run xdotool ({e}): install the xdotool package"));
+    assert!(status.success(), "xdotool mousemove: {status}");
+}
+
+#[test]
+fn x11_idle_time_follows_input_and_survives_the_server_going_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xvfb = start_xvfb(&tmp.path().join("xvfb.log"));
+    let sensors = Sensors::with_display(xvfb.display.clone());
+    let from = format!("x11-screensaver:{}", xvfb.display);
+
+    move_pointer(&xvfb.display, 100, 200);
+    let reading = sensors.idle();
+    assert_eq!(reading.from, from, "libXss.so.1 and libX11.so.6 are needed");
+    let idle = reading.idle.unwrap();
+    assert!(idle < Duration::from_secs(1), "right after input: {idle:?}");
+
+    std::thread::sleep(Duration::from_millis(5_500));
+    let reading = sensors.idle();
+    assert_eq!(reading.from, from);
+    let idle = reading.idle.unwrap();
+    assert!(
+        idle >= Duration::from_secs(5),
+        "after 5.5 s without input: {idle:?}"
+    );
+    assert!(idle < Duration::from_secs(60), "{idle:?}");
+
+    // Input again, read through a clone (which shares the connection).
+    move_pointer(&xvfb.display, 640, 400);
+    let idle = sensors.clone().idle().idle.unwrap();
+    assert!(idle < Duration::from_secs(1), "after new input: {idle:?}");
+
+    // The X server goes away (the owner logged out): Xlib would exit the process by default;
+    // the sensor must instead fall through to the next source.
+    let display = xvfb.display.clone();
+    drop(xvfb);
+    let reading = sensors.idle();
+    assert!(
+        !reading.from.starts_with("x11-screensaver"),
+        "read from a dead server: {reading:?}"
+    );
+    assert!(
+        reading.from.contains(&format!("x11 {display}: ")),
+        "{reading:?}"
+    );
+}

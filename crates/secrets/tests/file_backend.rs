@@ -1,0 +1,287 @@
+#![cfg(unix)]
+
+//! The fallback file backend, and `auto` with no reachable keyring.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use flotilla_secrets::{Backend, BackendKind, Error, Secret, SecretStore, StoreConfig};
+
+fn file_config(state: &Path) -> StoreConfig {
+    StoreConfig {
+        backend: Backend::File,
+        ..StoreConfig::new(state)
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_file_is_created_0600_and_round_trips() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let store = SecretStore::open(&file_config(&state)).unwrap();
+    assert_eq!(store.backend(), BackendKind::File);
+    let path = state.join(flotilla_secrets::FILE_NAME);
+    assert_eq!(store.file_path(), Some(path.as_path()));
+    assert_eq!(store.backend_name(), format!("file ({})", path.display()));
+    assert_eq!(mode(&state), 0o700, "a new state dir is private");
+
+    store.set("ray-token", &Secret::from("tok-1111")).unwrap();
+    store
+        .set("clé-API-交易所", &Secret::from("é".repeat(32 * 1024)))
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        store.get("ray-token").unwrap().expose_str(),
+        Some("tok-1111")
+    );
+    assert_eq!(
+        store.get("clé-API-交易所").unwrap().expose().len(),
+        64 * 1024
+    );
+    let listed = store.list().unwrap();
+    let names: Vec<_> = listed.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["clé-API-交易所", "ray-token"]);
+    assert!(listed.iter().all(|i| i.backend == BackendKind::File));
+    assert!(!format!("{listed:?}").contains("tok-1111"));
+
+    assert!(store.remove("ray-token").unwrap());
+    assert!(!store.remove("ray-token").unwrap());
+    assert_eq!(mode(&path), 0o600, "a rewrite keeps the file private");
+
+    // Atomic replacement leaves no temporary files behind.
+    let mut entries: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["secrets.json", "secrets.json.lock"]);
+
+    let reopened = SecretStore::open(&file_config(&state)).unwrap();
+    assert_eq!(reopened.list().unwrap().len(), 1);
+}
+
+#[test]
+fn a_world_readable_file_is_refused_with_the_chmod_hint() {
+    let state = tempfile::tempdir().unwrap();
+    let store = SecretStore::open(&file_config(state.path())).unwrap();
+    store.set("k", &Secret::from("v")).unwrap();
+    let path = state.path().join(flotilla_secrets::FILE_NAME);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let err = SecretStore::open(&file_config(state.path())).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::InsecurePermissions { mode: 0o644, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("chmod 600 {}", path.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("644"), "{msg}");
+    // A store opened before the change refuses too, and does not widen or rewrite the file.
+    assert!(matches!(
+        store.get("k"),
+        Err(Error::InsecurePermissions { .. })
+    ));
+    assert!(matches!(
+        store.set("k2", &Secret::from("v2")),
+        Err(Error::InsecurePermissions { .. })
+    ));
+    assert_eq!(mode(&path), 0o644);
+
+    // Group access alone is refused as well; the hint's fix works.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(SecretStore::open(&file_config(state.path())).is_err());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store = SecretStore::open(&file_config(state.path())).unwrap();
+    assert_eq!(store.get("k").unwrap().expose_str(), Some("v"));
+}
+
+#[test]
+fn a_missing_secret_is_named_in_the_error() {
+    let state = tempfile::tempdir().unwrap();
+    let store = SecretStore::open(&file_config(state.path())).unwrap();
+    let msg = store.get("absent-clé").unwrap_err().to_string();
+    assert!(msg.contains("no secret named \"absent-clé\""), "{msg}");
+    assert!(msg.contains("secrets.json"), "{msg}");
+}
+
+#[test]
+fn invalid_names_are_refused_before_any_write() {
+    let state = tempfile::tempdir().unwrap();
+    let store = SecretStore::open(&file_config(state.path())).unwrap();
+    for bad in ["", "line\nbreak", &"n".repeat(129)] {
+        let err = store.set(bad, &Secret::from("v")).unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err}");
+        assert!(store.get(bad).is_err());
+        assert!(store.remove(bad).is_err());
+    }
+    assert!(!state.path().join(flotilla_secrets::FILE_NAME).exists());
+    let bad_service = StoreConfig {
+        service: String::new(),
+        ..file_config(state.path())
+    };
+    let err = SecretStore::open(&bad_service).unwrap_err().to_string();
+    assert!(err.contains("service name"), "{err}");
+}
+
+#[test]
+fn errors_and_debug_output_never_show_values() {
+    let state = tempfile::tempdir().unwrap();
+    let store = SecretStore::open(&file_config(state.path())).unwrap();
+    let secret = Secret::from("s3cr3t-value-xyz");
+    store.set("k", &secret).unwrap();
+    let got = store.get("k").unwrap();
+    let shown = format!(
+        "{secret:?} {secret} {got:?} {got} {store:?} {:?} {}",
+        store.list().unwrap(),
+        store.get("other").unwrap_err()
+    );
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let dir = state.path();
+            s.spawn(move || {
+                let store = SecretStore::open(&file_config(dir)).unwrap();
+                for i in 0..10 {
+                    store
+                        .set(&format!("t{t}-{i}"), &Secret::from(format!("v{t}-{i}")))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let store = SecretStore::open(&file_config(state.path())).unwrap();
+    assert_eq!(store.list().unwrap().len(), 40);
+    assert_eq!(store.get("t3-9").unwrap().expose_str(), Some("v3-9"));
+}
+
+const NO_BUS_CHILD: &str = "FLOTILLA_SECRETS_NO_BUS_CHILD";
+
+/// `auto` in a process whose session bus address points at nothing: the keyring crate connects
+/// once per process, so this runs in a child process of this test binary.
+#[test]
+fn auto_without_a_session_bus_needs_the_fallback_allowed() {
+    if std::env::var_os(NO_BUS_CHILD).is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new(exe)
+            .args([
+                "--exact",
+                "auto_without_a_session_bus_needs_the_fallback_allowed",
+                "--nocapture",
+            ])
+            .env(NO_BUS_CHILD, "1")
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                "unix:path=/nonexistent/flotilla-test/bus",
+            )
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the no-bus child failed: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+
+    let state = tempfile::tempdir().unwrap();
+    let auto = StoreConfig::new(state.path());
+    assert_eq!(auto.backend, Backend::Auto);
+    assert!(!auto.allow_file_fallback);
+    let err = SecretStore::open(&auto).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::NoKeyring { .. }), "{msg}");
+    eprintln!("no-keyring message: {msg}");
+    assert!(msg.contains("no usable OS keyring"), "{msg}");
+    assert!(msg.contains("D-Bus session bus"), "{msg}");
+    assert!(msg.contains("allow_file_fallback"), "{msg}");
+    assert!(!state.path().join(flotilla_secrets::FILE_NAME).exists());
+
+    let keyring_only = StoreConfig {
+        backend: Backend::Keyring,
+        allow_file_fallback: true,
+        ..StoreConfig::new(state.path())
+    };
+    assert!(matches!(
+        SecretStore::open(&keyring_only),
+        Err(Error::NoKeyring { .. })
+    ));
+
+    let fallback = StoreConfig {
+        allow_file_fallback: true,
+        ..StoreConfig::new(state.path())
+    };
+    let store = SecretStore::open(&fallback).unwrap();
+    assert_eq!(store.backend(), BackendKind::File);
+    store.set("k", &Secret::from("v")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose_str(), Some("v"));
+    assert_eq!(store.list().unwrap()[0].backend, BackendKind::File);
+    assert_eq!(mode(&state.path().join(flotilla_secrets::FILE_NAME)), 0o600);
+}
+
+const LOCKED_CHILD: &str = "FLOTILLA_SECRETS_LOCKED_CHILD";
+
+/// `auto` on a session bus where the Secret Service is there but its keyring is locked
+/// (gnome-keyring activated on demand, never unlocked: a headless login). Without gnome-keyring
+/// installed there is no Secret Service at all; either way no keyring is usable.
+#[cfg(target_os = "linux")]
+#[test]
+fn auto_with_a_locked_keyring_needs_the_fallback_allowed() {
+    if std::env::var_os(LOCKED_CHILD).is_none() {
+        let home = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new("dbus-run-session")
+            .arg("--")
+            .arg(exe)
+            .args([
+                "--exact",
+                "auto_with_a_locked_keyring_needs_the_fallback_allowed",
+                "--nocapture",
+            ])
+            .env(LOCKED_CHILD, "1")
+            .env("HOME", home.path())
+            .env("XDG_RUNTIME_DIR", home.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .output()
+            .expect("dbus-run-session is not installed: apt-get install dbus");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the locked-keyring child failed: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+
+    let state = tempfile::tempdir().unwrap();
+    let err = SecretStore::open(&StoreConfig::new(state.path())).unwrap_err();
+    let msg = err.to_string();
+    eprintln!("locked-keyring message: {msg}");
+    assert!(matches!(err, Error::NoKeyring { .. }), "{msg}");
+    assert!(msg.contains("allow_file_fallback"), "{msg}");
+
+    let fallback = StoreConfig {
+        allow_file_fallback: true,
+        ..StoreConfig::new(state.path())
+    };
+    let store = SecretStore::open(&fallback).unwrap();
+    assert_eq!(store.backend(), BackendKind::File);
+    store.set("k", &Secret::from("v")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose_str(), Some("v"));
+}
