@@ -25,13 +25,17 @@
 //!   open), else from terminal access times under `/dev` as BOINC does on headless machines,
 //!   else unknown ([`NO_IDLE_SOURCE`]). Wayland (`ext-idle-notify-v1`, Mutter's `IdleMonitor`)
 //!   and logind's `IdleSinceHint` are later additions: they need D-Bus or a Wayland client.
-//! - macOS: every reading is unknown, `from` = [`UNSUPPORTED`]. IOPS power sources
-//!   (`IOPSCopyPowerSourcesInfo`), `host_statistics64` and `proc_pidinfo` are later additions,
-//!   as is idle time from IOKit's `HIDIdleTime`, which (unlike `CGEventSource`) a daemon can read.
-//! - Windows: every reading is unknown, `from` = [`UNSUPPORTED`]. `GetSystemPowerStatus`,
-//!   `GlobalMemoryStatusEx` and `GetSystemTimes` are later additions, as is idle time from
-//!   `GetLastInputInfo` (`GetTickCount() - dwTime` in wrapping u32 arithmetic: both wrap every
-//!   49.7 days). A service in session 0 cannot see the desktop's input; the desktop app must.
+//! - macOS: power from `pmset -g batt` (cached 5 s) and idle time from IOKit's `HIDIdleTime`
+//!   through `ioreg` (cached 1 s, aged), which unlike `CGEventSource` a daemon can read. Memory,
+//!   CPU and the process list (`host_statistics64`, `proc_pidinfo`) are later additions and read
+//!   as unknown.
+//! - Windows: power from `GetSystemPowerStatus`, memory from `GlobalMemoryStatusEx`, idle time
+//!   from `GetLastInputInfo` (`GetTickCount() - dwTime` in wrapping u32 arithmetic: both wrap
+//!   every 49.7 days). A service in session 0 cannot see the desktop's input; the desktop app
+//!   feeds it. CPU times and the process list are later additions.
+//!
+//! The macOS and Windows formats are parsed in [`foreign`], which builds everywhere so that
+//! recorded values are tested on any machine.
 //! - Elsewhere: every reading is unknown, `from` = [`UNSUPPORTED`].
 //!
 //! [`IS_SUPPORTED`] says at compile time whether the readings can be anything but unknown, as
@@ -53,12 +57,18 @@ pub use idle::NO_IDLE_SOURCE;
 #[cfg(not(target_os = "linux"))]
 pub const NO_IDLE_SOURCE: &str = "no display and no terminals";
 
+pub mod foreign;
+
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod imp;
-// macOS and Windows get their own modules with their first real backend; until then they share
-// the unsupported one, so that the crate builds there and callers see "unknown".
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+#[path = "macos.rs"]
+mod imp;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod imp;
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 #[path = "unsupported.rs"]
 mod imp;
 

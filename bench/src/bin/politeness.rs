@@ -1,0 +1,1340 @@
+//! What a Ray worker node costs the machine's owner, and what it still gets done: owner
+//! interference (a fixed foreground job, idle vs under plain Ray vs under Flotilla with the owner
+//! active), reaction (how fast a saturated node drops to its cap when the owner comes back), and
+//! harvest (the strategy sweep's throughput, Flotilla vs plain Ray, owner away).
+//!
+//! Everything is measured in one run on this machine, side by side, because the machine is
+//! shared and its load drifts. Prints one JSON object to stdout, writes it to
+//! `bench/results/politeness-<date>.json` and prints a short summary to stderr. See
+//! `bench/README.md`.
+#[cfg(target_os = "linux")]
+fn main() {
+    let args = match linux::parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("politeness: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = linux::run(&args) {
+        eprintln!("politeness: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    // cgroups, /proc and the agent's Unix socket: Linux only for now.
+    eprintln!("politeness: only implemented on Linux");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, bail};
+    use serde_json::{Value, json};
+
+    /// Flotilla's node name (also its cgroup, `flotilla-<name>`, and its tree marker).
+    const NODE: &str = "pbench";
+    /// Flotilla's ports: API at the base, Ray's from base + 1.
+    const FLOTILLA_BASE: u16 = 47000;
+    /// The plain Ray cluster's ports.
+    const PLAIN_BASE: u16 = 48000;
+    /// CPUs of the Ray worker node in both clusters.
+    const CPUS: u32 = 2;
+    const OBJECT_STORE_MB: u64 = 100;
+    /// The politeness settings (see `crates/cli/tests/enforce.rs`): active = input in the last 2 s,
+    /// one CPU then, full again 2 s after the owner leaves; owner load and memory rules off.
+    const POLICY: &str = "[policy]\nactive_after_input_secs = 2\nramp_up_after_secs = 2\n\
+                      active_cpus = 1\nowner_load_threshold = 1.0\nmin_free_memory_fraction = 0\n";
+    /// The cap while the owner is active (`active_cpus`), and the tolerance over it.
+    const CAP_CORES: f64 = 1.0;
+    const CAP_TOLERANCE: f64 = 1.10;
+    /// A node counts as saturated above this many cores.
+    const SATURATED_CORES: f64 = 1.5;
+    /// How often the node's CPU time is sampled during a reaction trial.
+    const SAMPLE: Duration = Duration::from_millis(20);
+    /// The environment variable that marks the plain Ray cluster's processes.
+    const PLAIN_MARKER: &str = "POLITENESS_PLAIN";
+    /// Idle time fed while the owner is away.
+    const AWAY_MS: u64 = 600_000;
+
+    const GOAL_INTERFERENCE_RATIO: f64 = 1.05;
+    const GOAL_REACTION_P95_MS: f64 = 500.0;
+    const GOAL_HARVEST_RATIO: f64 = 0.95;
+
+    pub struct Args {
+        trials: u32,
+        quick: bool,
+        flotilla: Option<PathBuf>,
+        sweep: PathBuf,
+        no_write: bool,
+    }
+
+    const USAGE: &str = "usage: politeness [--trials N (20)] [--quick] [--flotilla PATH] \
+                     [--sweep PATH] [--no-write]\n       politeness --burn N";
+
+    pub fn parse_args() -> std::result::Result<Args, String> {
+        let mut args = Args {
+            trials: 20,
+            quick: false,
+            flotilla: None,
+            sweep: Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sweep/sweep.py"),
+            no_write: false,
+        };
+        let mut trials = None;
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+            match arg.as_str() {
+                "--burn" => {
+                    let v = value("--burn")?;
+                    let n: u64 = v
+                        .parse()
+                        .map_err(|_| format!("--burn: not a number: {v}"))?;
+                    burn(n);
+                    std::process::exit(0);
+                }
+                "--trials" => {
+                    let v = value("--trials")?;
+                    trials = Some(
+                        v.parse()
+                            .map_err(|_| format!("--trials: not a number: {v}"))?,
+                    );
+                }
+                "--quick" => args.quick = true,
+                "--flotilla" => args.flotilla = Some(value("--flotilla")?.into()),
+                "--sweep" => args.sweep = value("--sweep")?.into(),
+                "--no-write" => args.no_write = true,
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other}; see --help")),
+            }
+        }
+        args.trials = trials.unwrap_or(if args.quick { 5 } else { 20 });
+        if args.trials == 0 {
+            return Err("--trials must be positive".into());
+        }
+        Ok(args)
+    }
+
+    /// The foreground job's unit of work: `n` dependent multiply-adds, on one core.
+    fn burn(n: u64) {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..n {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+        }
+        std::hint::black_box(x);
+    }
+
+    fn round(x: f64, digits: i32) -> f64 {
+        let k = 10f64.powi(digits);
+        (x * k).round() / k
+    }
+
+    fn median(xs: &[f64]) -> f64 {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// Nearest-rank percentile.
+    fn percentile(xs: &[f64], p: f64) -> f64 {
+        if xs.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+
+    fn log(msg: impl AsRef<str>) {
+        eprintln!("politeness: {}", msg.as_ref());
+    }
+
+    fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<Duration> {
+        let t = Instant::now();
+        while !f() {
+            if t.elapsed() > limit {
+                bail!("{what}: not within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(t.elapsed())
+    }
+
+    /// Waits for `child` up to `limit`; false if it is still running.
+    fn wait_child(child: &mut Child, limit: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn signal(child: &Child, sig: i32) {
+        // SAFETY: a plain kill(2) of our own child's pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Processes and CPU time
+    // ---------------------------------------------------------------------------------------------
+
+    fn pids() -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Processes whose environment has a variable starting with `marker` (`NAME=value-prefix`).
+    fn marked(marker: &str) -> Vec<u32> {
+        pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                    env.split(|&b| b == 0)
+                        .any(|kv| kv.starts_with(marker.as_bytes()))
+                })
+            })
+            .collect()
+    }
+
+    /// User + system CPU time of `pid`, in clock ticks (1/100 s).
+    fn proc_ticks(pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+    }
+
+    /// SIGTERM, then SIGKILL, every process carrying `marker`, until none is left.
+    fn kill_marked(marker: &str) -> usize {
+        let mut killed = 0;
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            let left = marked(marker);
+            if left.is_empty() {
+                break;
+            }
+            killed = left.len();
+            for pid in &left {
+                // SAFETY: plain kill(2) of a process we started (it carries our marker).
+                unsafe { libc::kill(*pid as i32, sig) };
+            }
+            let t = Instant::now();
+            while !marked(marker).is_empty() && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        killed
+    }
+
+    /// Where a tree's CPU time is read from.
+    #[derive(Debug, Clone)]
+    enum CpuMeter {
+        /// cgroup v1 `cpuacct.usage` (ns).
+        CpuacctUsage(PathBuf),
+        /// cgroup v2 `cpu.stat` `usage_usec`.
+        CpuStat(PathBuf),
+        /// Sum of `/proc/<pid>/stat` ticks of the processes carrying the marker.
+        Proc(String),
+    }
+
+    impl CpuMeter {
+        /// CPU time so far, in nanoseconds.
+        fn read_ns(&self) -> u64 {
+            match self {
+                CpuMeter::CpuacctUsage(p) => std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0),
+                CpuMeter::CpuStat(p) => std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                    })
+                    .map_or(0, |us| us * 1_000),
+                CpuMeter::Proc(marker) => {
+                    marked(marker)
+                        .into_iter()
+                        .filter_map(proc_ticks)
+                        .sum::<u64>()
+                        * 10_000_000
+                }
+            }
+        }
+
+        fn describe(&self) -> String {
+            match self {
+                CpuMeter::CpuacctUsage(p) | CpuMeter::CpuStat(p) => p.display().to_string(),
+                CpuMeter::Proc(m) => format!("/proc ticks of processes with {m}"),
+            }
+        }
+
+        /// The shortest window over which a rate is meaningful: one CFS period for the cgroup
+        /// counters, 20 clock ticks for `/proc`.
+        fn window(&self) -> Duration {
+            match self {
+                CpuMeter::Proc(_) => Duration::from_millis(200),
+                _ => Duration::from_millis(100),
+            }
+        }
+
+        /// Cores used over `over`.
+        fn cores(&self, over: Duration) -> f64 {
+            let (a, t) = (self.read_ns(), Instant::now());
+            std::thread::sleep(over);
+            let b = self.read_ns();
+            b.saturating_sub(a) as f64 / 1e9 / t.elapsed().as_secs_f64()
+        }
+    }
+
+    /// The directories `flotilla-<NODE>` in every cgroup hierarchy, under this process's own
+    /// cgroups (the agent, our child, sits in the same ones).
+    fn cgroup_dirs() -> Vec<PathBuf> {
+        let own: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| Some(l.splitn(3, ':').nth(2)?.to_string()))
+            .collect();
+        let mut mounts = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(d) = std::fs::read_dir("/sys/fs/cgroup") {
+            mounts.extend(d.flatten().map(|e| e.path()));
+        }
+        let mut dirs = Vec::new();
+        for m in &mounts {
+            for o in &own {
+                let dir = m
+                    .join(o.trim_start_matches('/'))
+                    .join(format!("flotilla-{NODE}"));
+                if dir.is_dir() && !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+        dirs
+    }
+
+    /// The Flotilla node's CPU meter (the cgroup's counter if there is one) and its quota file.
+    fn flotilla_meter() -> (CpuMeter, Option<PathBuf>) {
+        let dirs = cgroup_dirs();
+        let find = |f: &str| dirs.iter().map(|d| d.join(f)).find(|p| p.is_file());
+        let meter = if let Some(p) = find("cpuacct.usage") {
+            CpuMeter::CpuacctUsage(p)
+        } else if let Some(p) = find("cpu.stat") {
+            CpuMeter::CpuStat(p)
+        } else {
+            CpuMeter::Proc(format!("FLOTILLA_TREE={NODE}-"))
+        };
+        let quota = find("cpu.cfs_quota_us").or_else(|| find("cpu.max"));
+        (meter, quota)
+    }
+
+    /// The cap in the quota file, in cores; `None` when unlimited (or unreadable).
+    fn quota_cores(path: &Path) -> Option<f64> {
+        let s = std::fs::read_to_string(path).ok()?;
+        let mut f = s.split_whitespace();
+        let quota = f.next()?;
+        if quota == "-1" || quota == "max" {
+            return None;
+        }
+        let quota: f64 = quota.parse().ok()?;
+        let period: f64 = match f.next() {
+            Some(p) => p.parse().ok()?,
+            None => std::fs::read_to_string(path.with_file_name("cpu.cfs_period_us"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?,
+        };
+        Some(quota / period)
+    }
+
+    /// The node's CPU time sampled every [`SAMPLE`]; the rate over the meter's window.
+    struct Sampler<'a> {
+        meter: &'a CpuMeter,
+        samples: Vec<(Instant, u64)>,
+    }
+
+    impl<'a> Sampler<'a> {
+        fn new(meter: &'a CpuMeter) -> Self {
+            Sampler {
+                meter,
+                samples: vec![(Instant::now(), meter.read_ns())],
+            }
+        }
+
+        /// Sleeps to the next sample and returns the rate (cores) over the last window, once the
+        /// samples span one.
+        fn next(&mut self) -> Option<f64> {
+            let due = self
+                .samples
+                .last()
+                .map_or_else(Instant::now, |s| s.0 + SAMPLE);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let now = (Instant::now(), self.meter.read_ns());
+            self.samples.push(now);
+            let window = self.meter.window();
+            let from = self
+                .samples
+                .iter()
+                .rev()
+                .find(|s| now.0.duration_since(s.0) >= window)?;
+            let secs = now.0.duration_since(from.0).as_secs_f64();
+            Some(now.1.saturating_sub(from.1) as f64 / 1e9 / secs)
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The foreground job
+    // ---------------------------------------------------------------------------------------------
+
+    /// Wall seconds of `procs` foreground processes, each burning `iterations`, run at once.
+    fn foreground(iterations: u64, procs: u32) -> Result<f64> {
+        let exe = std::env::current_exe()?;
+        let t = Instant::now();
+        let children: Vec<Child> = (0..procs)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--burn", &iterations.to_string()])
+                    .stdin(Stdio::null())
+                    .spawn()
+            })
+            .collect::<std::io::Result<_>>()?;
+        for mut c in children {
+            let status = c.wait()?;
+            if !status.success() {
+                bail!("a foreground burner failed: {status}");
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// `reps` runs of each variant (single-thread, then all-threads, alternating), with the Ray
+    /// node's cores over each run when a meter is given.
+    fn interference(iterations: u64, reps: u32, meter: Option<&CpuMeter>) -> Result<Value> {
+        let (mut single, mut all) = (Vec::new(), Vec::new());
+        let (mut ray_single, mut ray_all) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            for (procs, times, ray) in [
+                (1, &mut single, &mut ray_single),
+                (2, &mut all, &mut ray_all),
+            ] {
+                let before = meter.map(|m| m.read_ns());
+                let secs = foreground(iterations, procs)?;
+                if let (Some(m), Some(b)) = (meter, before) {
+                    ray.push(round(m.read_ns().saturating_sub(b) as f64 / 1e9 / secs, 3));
+                }
+                times.push(round(secs, 4));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        let variant = |times: &[f64], ray: &[f64]| {
+            let mut v = json!({ "samples_s": times, "median_s": round(median(times), 4) });
+            if meter.is_some() {
+                v["ray_node_cores_during"] = json!(ray);
+            }
+            v
+        };
+        Ok(json!({
+            "single_thread": variant(&single, &ray_single),
+            "all_threads": variant(&all, &ray_all),
+        }))
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Drivers
+    // ---------------------------------------------------------------------------------------------
+
+    /// A Ray driver's connection: the runtime's python, the address and the token.
+    #[derive(Clone)]
+    struct Connection {
+        python: PathBuf,
+        address: String,
+        token: String,
+    }
+
+    impl Connection {
+        fn command(&self) -> Command {
+            let mut c = Command::new(&self.python);
+            c.env("RAY_ADDRESS", &self.address)
+                .env("RAY_AUTH_MODE", "token")
+                .env("RAY_AUTH_TOKEN", &self.token)
+                .env("RAY_USAGE_STATS_ENABLED", "0")
+                .stdin(Stdio::null());
+            c
+        }
+    }
+
+    /// Connects and waits until the cluster has `cpus` CPUs.
+    const READY_PY: &str = "import sys, time, ray\n\
+ray.init(log_to_driver=False)\n\
+want, t0 = float(sys.argv[1]), time.time()\n\
+while ray.cluster_resources().get('CPU', 0) < want:\n\
+    if time.time() - t0 > 120: sys.exit('not enough CPUs: %s' % ray.cluster_resources())\n\
+    time.sleep(0.2)\n";
+
+    /// `n` busy tasks of `secs` each, one CPU each; runs until killed or done.
+    const WORKLOAD_PY: &str = "import sys, time, ray\n\
+ray.init(log_to_driver=False)\n\
+n, secs = int(sys.argv[1]), float(sys.argv[2])\n\
+@ray.remote(num_cpus=1, max_retries=0)\n\
+def busy(secs):\n\
+    t0 = time.time(); x = 0\n\
+    while time.time() - t0 < secs:\n\
+        x += 1\n\
+    return x\n\
+ray.get([busy.remote(secs) for _ in range(n)])\n";
+
+    fn run_script(
+        conn: &Connection,
+        dir: &Path,
+        name: &str,
+        body: &str,
+        args: &[&str],
+    ) -> Result<()> {
+        let script = dir.join(name);
+        std::fs::write(&script, body)?;
+        let out = conn
+            .command()
+            .arg(&script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{name} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            );
+        }
+        Ok(())
+    }
+
+    /// A saturating workload: a driver with `CPUS` busy tasks; stopped on drop.
+    struct Workload {
+        driver: Child,
+    }
+
+    impl Workload {
+        fn start(conn: &Connection, dir: &Path) -> Result<Workload> {
+            let script = dir.join("workload.py");
+            std::fs::write(&script, WORKLOAD_PY)?;
+            let driver = conn
+                .command()
+                .arg(&script)
+                .args([&CPUS.to_string(), "3600"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            Ok(Workload { driver })
+        }
+
+        fn stop(mut self) {
+            self.end();
+        }
+
+        fn end(&mut self) {
+            if let Ok(None) = self.driver.try_wait() {
+                signal(&self.driver, libc::SIGINT);
+                if !wait_child(&mut self.driver, Duration::from_secs(15)) {
+                    let _ = self.driver.kill();
+                    let _ = self.driver.wait();
+                }
+            }
+        }
+    }
+
+    impl Drop for Workload {
+        fn drop(&mut self) {
+            self.end();
+        }
+    }
+
+    /// Runs the sweep once; its own wall seconds (from connection to the last result) and the
+    /// process's.
+    fn sweep(
+        conn: &Connection,
+        script: &Path,
+        dir: &Path,
+        evals: u32,
+        candles: u32,
+    ) -> Result<Value> {
+        let out_path = dir.join("sweep.json");
+        let _ = std::fs::remove_file(&out_path);
+        let t = Instant::now();
+        let out = conn
+            .command()
+            .arg(script)
+            .args([
+                "--evals",
+                &evals.to_string(),
+                "--candles",
+                &candles.to_string(),
+            ])
+            .args(["--address", &conn.address, "--quiet", "--json"])
+            .arg(&out_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()?;
+        let process_s = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "the sweep failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let report: Value = serde_json::from_slice(&std::fs::read(&out_path)?)?;
+        let wall = report["wall_seconds"]
+            .as_f64()
+            .context("the sweep's JSON has no wall_seconds")?;
+        Ok(json!({
+            "wall_s": round(wall, 3),
+            "process_s": round(process_s, 3),
+            "evals_done": report["results"].as_array().map(Vec::len),
+            "nodes": report["nodes"],
+        }))
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The Flotilla cluster
+    // ---------------------------------------------------------------------------------------------
+
+    struct Flotilla {
+        bin: PathBuf,
+        home: tempfile::TempDir,
+        up: Child,
+        idle_ms: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Flotilla {
+        fn command(&self) -> Command {
+            flotilla_command(&self.bin, self.home.path())
+        }
+
+        fn status(&self) -> Result<Value> {
+            let out = self.command().args(["status", "--json"]).output()?;
+            if !out.status.success() {
+                bail!("status: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(serde_json::from_slice(&out.stdout)?)
+        }
+
+        fn node_alive(&self) -> bool {
+            self.status().is_ok_and(|s| {
+                s["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n["name"] == NODE && n["state"] == "ALIVE"))
+            })
+        }
+
+        fn start(bin: &Path) -> Result<Flotilla> {
+            let home = tempfile::Builder::new().prefix("pbf").tempdir_in("/tmp")?;
+            std::fs::create_dir_all(home.path().join("config"))?;
+            std::fs::write(home.path().join("config/flotilla.toml"), POLICY)?;
+            let mut up = flotilla_command(bin, home.path());
+            up.args(["up", "--cpus", &CPUS.to_string(), "--name", NODE])
+                .args(["--object-store-mb", &OBJECT_STORE_MB.to_string()]);
+            for (k, v) in [
+                ("--api-port", FLOTILLA_BASE),
+                ("--ray-port", FLOTILLA_BASE + 1),
+                ("--ray-dashboard-port", FLOTILLA_BASE + 2),
+                ("--ray-client-port", FLOTILLA_BASE + 3),
+                ("--head-node-ports", FLOTILLA_BASE + 100),
+                ("--node-ports", FLOTILLA_BASE + 500),
+            ] {
+                up.arg(k).arg(v.to_string());
+            }
+            let log = std::fs::File::create(home.path().join("up.log"))?;
+            let up = up.stdout(Stdio::null()).stderr(log).spawn()?;
+            let f = Flotilla {
+                bin: bin.to_path_buf(),
+                home,
+                up,
+                idle_ms: Arc::new(AtomicU64::new(AWAY_MS)),
+                stop: Arc::new(AtomicBool::new(false)),
+            };
+            let sock = f.home.path().join("run/agent.sock");
+            wait_for("the Flotilla cluster", Duration::from_secs(240), || {
+                sock.exists() && f.node_alive()
+            })
+            .with_context(|| {
+                let log = std::fs::read_to_string(f.home.path().join("up.log")).unwrap_or_default();
+                format!(
+                    "flotilla up: {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+                )
+            })?;
+            // The desktop session's feed: the owner's idle time, twice a second.
+            let (idle_ms, stop) = (f.idle_ms.clone(), f.stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = feed(&sock, idle_ms.load(Ordering::SeqCst));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            Ok(f)
+        }
+
+        /// Feeds `ms` now and from now on.
+        fn owner(&self, ms: u64) {
+            self.idle_ms.store(ms, Ordering::SeqCst);
+            let _ = feed(&self.home.path().join("run/agent.sock"), ms);
+        }
+
+        fn connection(&self) -> Result<Connection> {
+            let info: Value =
+                serde_json::from_slice(&std::fs::read(self.home.path().join("state/head.json"))?)?;
+            let out = self
+                .command()
+                .args(["secret", "get", "flotilla.ray-token", "--reveal"])
+                .output()?;
+            if !out.status.success() {
+                bail!("secret get: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(Connection {
+                python: PathBuf::from(info["runtime_dir"].as_str().context("runtime_dir")?)
+                    .join("bin/python"),
+                address: info["ray_address"]
+                    .as_str()
+                    .context("ray_address")?
+                    .to_string(),
+                token: String::from_utf8(out.stdout)?.trim().to_string(),
+            })
+        }
+
+        fn marker(&self) -> String {
+            format!("FLOTILLA_HOME={}", self.home.path().display())
+        }
+    }
+
+    impl Drop for Flotilla {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            signal(&self.up, libc::SIGINT);
+            if !wait_child(&mut self.up, Duration::from_secs(60)) {
+                let _ = self.up.kill();
+                let _ = self.up.wait();
+            }
+            let left = kill_marked(&self.marker());
+            if left > 0 {
+                log(format!(
+                    "killed {left} Flotilla process(es) left after stop"
+                ));
+            }
+        }
+    }
+
+    fn flotilla_command(bin: &Path, home: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.env("FLOTILLA_HOME", home)
+            .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// One `{"idle_ms": N}` line to the agent's control socket.
+    fn feed(sock: &Path, ms: u64) -> Result<()> {
+        let mut s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(format!("{{\"idle_ms\": {ms}, \"source\": \"bench\"}}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        if !line.contains("\"ok\":true") && !line.contains("\"ok\": true") {
+            bail!("the agent answered {line}");
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The plain Ray cluster
+    // ---------------------------------------------------------------------------------------------
+
+    /// A head (0 CPUs) and a worker (`CPUS`) started with `ray start --block`, nice 0, no cap.
+    struct PlainRay {
+        temp: tempfile::TempDir,
+        nodes: Vec<Child>,
+        marker: String,
+        conn: Connection,
+    }
+
+    impl PlainRay {
+        fn start(runtime: &Path) -> Result<PlainRay> {
+            let temp = tempfile::Builder::new().prefix("pbp").tempdir_in("/tmp")?;
+            let mut token = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut token))?;
+            let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+            let address = format!("127.0.0.1:{}", PLAIN_BASE + 1);
+            let marker = format!("{PLAIN_MARKER}={}-", std::process::id());
+            let mut p = PlainRay {
+                temp,
+                nodes: Vec::new(),
+                marker,
+                conn: Connection {
+                    python: runtime.join("bin/python"),
+                    address: address.clone(),
+                    token,
+                },
+            };
+            let (temp, token) = (p.temp.path().to_path_buf(), p.conn.token.clone());
+            let node = |role: &str, base: u16, workers: u16, extra: Vec<String>| -> Result<Child> {
+                let dir = temp.join(role);
+                std::fs::create_dir_all(&dir)?;
+                let log = std::fs::File::create(temp.join(format!("{role}.log")))?;
+                let mut c = Command::new(runtime.join("bin/ray"));
+                c.args(["start", "--block", "--node-ip-address=127.0.0.1"])
+                    .args(extra)
+                    .arg(format!("--node-name=plain-{role}"))
+                    .arg(format!("--temp-dir={}", dir.display()))
+                    .arg(format!("--object-store-memory={}", OBJECT_STORE_MB << 20))
+                    .arg(format!("--node-manager-port={base}"))
+                    .arg(format!("--object-manager-port={}", base + 1))
+                    .arg(format!("--dashboard-agent-listen-port={}", base + 2))
+                    .arg(format!("--dashboard-agent-grpc-port={}", base + 3))
+                    .arg(format!("--metrics-export-port={}", base + 4))
+                    .arg(format!("--runtime-env-agent-port={}", base + 5))
+                    .arg(format!("--min-worker-port={}", base + 20))
+                    .arg(format!("--max-worker-port={}", base + 20 + workers - 1))
+                    .arg("--disable-usage-stats")
+                    .env("RAY_AUTH_MODE", "token")
+                    .env("RAY_AUTH_TOKEN", &token)
+                    .env("RAY_USAGE_STATS_ENABLED", "0")
+                    .env("RAY_LOGGER_LEVEL", "warning")
+                    .env(PLAIN_MARKER, format!("{}-{role}", std::process::id()))
+                    .env_remove("RAY_ADDRESS")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log);
+                Ok(c.spawn()?)
+            };
+            let head = node(
+                "head",
+                PLAIN_BASE + 100,
+                30,
+                vec![
+                    "--head".into(),
+                    format!("--port={}", PLAIN_BASE + 1),
+                    "--num-cpus=0".into(),
+                    "--dashboard-host=127.0.0.1".into(),
+                    format!("--dashboard-port={}", PLAIN_BASE + 2),
+                    format!("--ray-client-server-port={}", PLAIN_BASE + 3),
+                ],
+            )?;
+            p.nodes.push(head);
+            // The worker needs the GCS up; `ray start` retries for a while, but give it a head
+            // start.
+            let gcs = PLAIN_BASE + 1;
+            wait_for("the plain Ray head's GCS", Duration::from_secs(120), || {
+                std::net::TcpStream::connect(("127.0.0.1", gcs)).is_ok()
+            })?;
+            std::thread::sleep(Duration::from_secs(3));
+            let worker = node(
+                "worker",
+                PLAIN_BASE + 500,
+                256,
+                vec![
+                    format!("--address={address}"),
+                    format!("--num-cpus={CPUS}"),
+                    "--include-log-monitor=false".into(),
+                ],
+            )?;
+            p.nodes.push(worker);
+            run_script(
+                &p.conn,
+                p.temp.path(),
+                "ready.py",
+                READY_PY,
+                &[&CPUS.to_string()],
+            )
+            .with_context(|| {
+                let log =
+                    std::fs::read_to_string(p.temp.path().join("worker.log")).unwrap_or_default();
+                format!(
+                    "the plain Ray cluster: {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+                )
+            })?;
+            Ok(p)
+        }
+
+        fn worker_meter(&self) -> CpuMeter {
+            CpuMeter::Proc(format!("{}worker", self.marker))
+        }
+    }
+
+    impl Drop for PlainRay {
+        fn drop(&mut self) {
+            // Worker first, then the head; each `ray start --block` stops its own processes.
+            for c in self.nodes.iter_mut().rev() {
+                signal(c, libc::SIGINT);
+                if !wait_child(c, Duration::from_secs(30)) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            let left = kill_marked(&self.marker);
+            if left > 0 {
+                log(format!(
+                    "killed {left} plain Ray process(es) left after SIGINT"
+                ));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Reaction
+    // ---------------------------------------------------------------------------------------------
+
+    /// Waits until the node uses at least [`SATURATED_CORES`]; the rate seen.
+    fn wait_saturated(meter: &CpuMeter, limit: Duration) -> Result<f64> {
+        let t = Instant::now();
+        let mut last = 0.0;
+        while t.elapsed() < limit {
+            last = meter.cores(Duration::from_millis(300));
+            if last >= SATURATED_CORES {
+                return Ok(last);
+            }
+        }
+        bail!("the node did not saturate within {limit:?} (last {last:.2} cores)")
+    }
+
+    struct Trial {
+        /// Before the owner came back.
+        cores_before: f64,
+        /// From the owner's input to the node's CPU rate at or under the cap.
+        to_cap_ms: Option<f64>,
+        /// From the owner's input to the cgroup's quota being set.
+        quota_ms: Option<f64>,
+        /// From the owner leaving to the node saturated again.
+        recovery_ms: Option<f64>,
+    }
+
+    fn reaction_trial(f: &Flotilla, meter: &CpuMeter, quota: Option<&Path>) -> Result<Trial> {
+        let cores_before = wait_saturated(meter, Duration::from_secs(30))?;
+        let limit = Duration::from_secs(5);
+        let mut s = Sampler::new(meter);
+        let t0 = Instant::now();
+        f.owner(0);
+        let (mut to_cap, mut quota_ms) = (None, None);
+        while t0.elapsed() < limit && (to_cap.is_none() || (quota.is_some() && quota_ms.is_none()))
+        {
+            let rate = s.next();
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            if quota_ms.is_none() && quota.and_then(quota_cores).is_some() {
+                quota_ms = Some(ms);
+            }
+            if to_cap.is_none() && rate.is_some_and(|r| r <= CAP_CORES * CAP_TOLERANCE) {
+                to_cap = Some(ms);
+            }
+        }
+        // Stay active a moment, then leave; wait for the node to take both cores again.
+        std::thread::sleep(Duration::from_millis(300));
+        let t1 = Instant::now();
+        f.owner(AWAY_MS);
+        let mut recovery = None;
+        let mut s = Sampler::new(meter);
+        while t1.elapsed() < Duration::from_secs(20) {
+            if s.next().is_some_and(|r| r >= SATURATED_CORES) {
+                recovery = Some(t1.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+        }
+        Ok(Trial {
+            cores_before,
+            to_cap_ms: to_cap,
+            quota_ms,
+            recovery_ms: recovery,
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Machine info, date
+    // ---------------------------------------------------------------------------------------------
+
+    fn loadavg() -> Value {
+        let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let v: Vec<f64> = s
+            .split_whitespace()
+            .take(3)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        json!(v)
+    }
+
+    fn machine() -> Value {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo.lines().find_map(|l| {
+            Some(
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)?
+                    .trim()
+                    .to_string(),
+            )
+        });
+        let mem_kb = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            });
+        json!({
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpu_model": model,
+            "memory_mb": mem_kb.map(|k| k / 1024),
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
+            "load_average_start": loadavg(),
+        })
+    }
+
+    /// Today's UTC date, `YYYY-MM-DD` (civil-from-days).
+    fn today() -> String {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let z = (secs / 86_400) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The run
+    // ---------------------------------------------------------------------------------------------
+
+    pub fn run(args: &Args) -> Result<()> {
+        let bin = match &args.flotilla {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?.with_file_name("flotilla"),
+        };
+        if !bin.is_file() {
+            bail!(
+                "no flotilla binary at {}; build it (cargo build --release -p flotilla) or pass \
+             --flotilla PATH",
+                bin.display()
+            );
+        }
+        let sweep_script = args
+            .sweep
+            .canonicalize()
+            .with_context(|| format!("the sweep script {}", args.sweep.display()))?;
+        let machine = machine();
+        let reps: u32 = if args.quick { 1 } else { 3 };
+        let harvest_runs: u32 = if args.quick { 1 } else { 2 };
+        let (evals, candles) = if args.quick {
+            (8, 20_000)
+        } else {
+            (40, 100_000)
+        };
+        let work = tempfile::Builder::new().prefix("pbw").tempdir_in("/tmp")?;
+
+        // Size the foreground job: about 2 s of one core on this machine right now.
+        let probe = 100_000_000u64;
+        let probe_s = foreground(probe, 1)?;
+        let target_s = if args.quick { 0.8 } else { 2.0 };
+        let iterations = ((probe as f64) * target_s / probe_s) as u64;
+        log(format!(
+            "foreground job: {iterations} iterations (~{target_s} s of one core); {reps} runs per variant"
+        ));
+
+        log("(a) idle machine");
+        let idle_before = interference(iterations, reps, None)?;
+
+        // ------------------------------ Flotilla ------------------------------
+        log("starting the Flotilla cluster");
+        let f = Flotilla::start(&bin)?;
+        let conn = f.connection()?;
+        let runtime = conn
+            .python
+            .parent()
+            .and_then(Path::parent)
+            .context("runtime dir")?
+            .to_path_buf();
+        let (meter, quota) = flotilla_meter();
+        log(format!(
+            "Flotilla node CPU from {}; quota file {}",
+            meter.describe(),
+            quota
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string())
+        ));
+
+        log("(c) harvest on Flotilla, owner away");
+        f.owner(AWAY_MS);
+        std::thread::sleep(Duration::from_secs(3));
+        let mut flotilla_harvest = Vec::new();
+        for _ in 0..harvest_runs {
+            flotilla_harvest.push(sweep(&conn, &sweep_script, work.path(), evals, candles)?);
+        }
+
+        log(format!("(b) reaction, {} trials", args.trials));
+        let workload = Workload::start(&conn, work.path())?;
+        wait_saturated(&meter, Duration::from_secs(60))?;
+        let mut trials = Vec::new();
+        let mut skipped = Vec::new();
+        for i in 0..args.trials {
+            match reaction_trial(&f, &meter, quota.as_deref()) {
+                Ok(t) => {
+                    log(format!(
+                        "  trial {}: {} ms to the cap (quota set at {} ms), back in {} ms",
+                        i + 1,
+                        t.to_cap_ms.map_or("-".into(), |m| format!("{m:.0}")),
+                        t.quota_ms.map_or("-".into(), |m| format!("{m:.0}")),
+                        t.recovery_ms.map_or("-".into(), |m| format!("{m:.0}")),
+                    ));
+                    trials.push(t);
+                }
+                Err(e) => {
+                    log(format!("  trial {} skipped: {e:#}", i + 1));
+                    skipped.push(format!("{e:#}"));
+                }
+            }
+        }
+
+        log("(a) Flotilla, owner active, node saturated");
+        wait_saturated(&meter, Duration::from_secs(30))?;
+        f.owner(0);
+        std::thread::sleep(Duration::from_millis(500));
+        let mut s = Sampler::new(&meter);
+        let capped_in = Instant::now();
+        while s.next().is_none_or(|r| r > CAP_CORES * CAP_TOLERANCE) {
+            if capped_in.elapsed() > Duration::from_secs(10) {
+                bail!("the node was not capped within 10 s of the owner's input");
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let flotilla_active = interference(iterations, reps, Some(&meter))?;
+        workload.stop();
+        f.owner(AWAY_MS);
+        drop(f);
+        log("Flotilla cluster stopped");
+
+        // ------------------------------ plain Ray ------------------------------
+        log("starting the plain Ray cluster (nice 0, no cap)");
+        let plain = PlainRay::start(&runtime)?;
+        let plain_meter = plain.worker_meter();
+
+        log("(c) harvest on plain Ray");
+        let mut plain_harvest = Vec::new();
+        for _ in 0..harvest_runs {
+            plain_harvest.push(sweep(
+                &plain.conn,
+                &sweep_script,
+                work.path(),
+                evals,
+                candles,
+            )?);
+        }
+
+        log("(a) plain Ray, node saturated");
+        let workload = Workload::start(&plain.conn, work.path())?;
+        wait_saturated(&plain_meter, Duration::from_secs(60))?;
+        let plain_busy = interference(iterations, reps, Some(&plain_meter))?;
+        workload.stop();
+        drop(plain);
+        log("plain Ray cluster stopped");
+
+        log("(a) idle machine again");
+        let idle_after = interference(iterations, reps, None)?;
+
+        // ------------------------------ results ------------------------------
+        let samples = |v: &Value, variant: &str| -> Vec<f64> {
+            v[variant]["samples_s"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        let mut ratios = serde_json::Map::new();
+        let mut interference_ok = true;
+        let mut idle_ref = serde_json::Map::new();
+        for variant in ["single_thread", "all_threads"] {
+            let idle: Vec<f64> = [
+                samples(&idle_before, variant),
+                samples(&idle_after, variant),
+            ]
+            .concat();
+            let idle_m = median(&idle);
+            idle_ref.insert(variant.into(), json!(round(idle_m, 4)));
+            let plain_r = median(&samples(&plain_busy, variant)) / idle_m;
+            let flot_r = median(&samples(&flotilla_active, variant)) / idle_m;
+            interference_ok &= flot_r <= GOAL_INTERFERENCE_RATIO;
+            ratios.insert(
+            variant.into(),
+            json!({ "plain_ray": round(plain_r, 3), "flotilla_owner_active": round(flot_r, 3) }),
+        );
+        }
+
+        let to_cap: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t.to_cap_ms)
+            .map(|m| round(m, 1))
+            .collect();
+        let missed = trials.iter().filter(|t| t.to_cap_ms.is_none()).count();
+        let quota_ms: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t.quota_ms)
+            .map(|m| round(m, 1))
+            .collect();
+        let recovery: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t.recovery_ms)
+            .map(|m| round(m, 1))
+            .collect();
+        let p95 = percentile(&to_cap, 95.0);
+        let reaction_ok = missed == 0 && !to_cap.is_empty() && p95 <= GOAL_REACTION_P95_MS;
+
+        let walls = |runs: &[Value]| -> Vec<f64> {
+            runs.iter().filter_map(|r| r["wall_s"].as_f64()).collect()
+        };
+        let (pw, fw) = (
+            median(&walls(&plain_harvest)),
+            median(&walls(&flotilla_harvest)),
+        );
+        let harvest_ratio = pw / fw;
+        let harvest_ok = harvest_ratio >= GOAL_HARVEST_RATIO;
+
+        let out = json!({
+            "benchmark": "politeness",
+            "date": today(),
+            "quick": args.quick,
+            "machine": machine,
+            "load_average_end": loadavg(),
+            "setup": {
+                "ray_worker_cpus": CPUS,
+                "object_store_mb": OBJECT_STORE_MB,
+                "flotilla_policy": POLICY,
+                "flotilla_cpu_meter": meter.describe(),
+                "flotilla_quota_file": quota.as_ref().map(|p| p.display().to_string()),
+                "plain_ray": "ray start --head --num-cpus=0 + ray start --num-cpus=2 --block, token auth, nice 0, no cap",
+                "saturating_workload": format!("{CPUS} busy Python tasks, num_cpus=1 each"),
+            },
+            "goals": {
+                "interference_ratio_max": GOAL_INTERFERENCE_RATIO,
+                "reaction_p95_ms_max": GOAL_REACTION_P95_MS,
+                "harvest_ratio_min": GOAL_HARVEST_RATIO,
+            },
+            "interference": {
+                "what": "wall seconds of a fixed CPU job (single_thread: 1 process; all_threads: 2 at once), median of the runs; ratios vs the idle machine (median of the runs before and after)",
+                "iterations_per_process": iterations,
+                "runs_per_variant": reps,
+                "idle_before": idle_before,
+                "idle_after": idle_after,
+                "idle_reference_s": idle_ref,
+                "plain_ray_saturated": plain_busy,
+                "flotilla_saturated_owner_active": flotilla_active,
+                "ratios_vs_idle": ratios,
+                "meets_goal": interference_ok,
+            },
+            "reaction": {
+                "what": "ms from feeding idle_ms 0 to the node's CPU rate (over a sliding window) at or under the cap",
+                "cap_cores": CAP_CORES,
+                "threshold_cores": CAP_CORES * CAP_TOLERANCE,
+                "sample_ms": SAMPLE.as_millis() as u64,
+                "window_ms": meter.window().as_millis() as u64,
+                "trials": args.trials,
+                "measured": to_cap.len(),
+                "not_capped_within_5s": missed,
+                "skipped": skipped,
+                "cores_before": trials.iter().map(|t| round(t.cores_before, 2)).collect::<Vec<_>>(),
+                "to_cap_ms": to_cap,
+                "p50_ms": round(percentile(&to_cap, 50.0), 1),
+                "p95_ms": round(p95, 1),
+                "max_ms": round(to_cap.iter().copied().fold(f64::NAN, f64::max), 1),
+                "quota_set_ms": quota_ms,
+                "quota_set_p95_ms": round(percentile(&quota_ms, 95.0), 1),
+                "recovery_ms": recovery,
+                "recovery_p50_ms": round(percentile(&recovery, 50.0), 1),
+                "meets_goal": reaction_ok,
+            },
+            "harvest": {
+                "what": "examples/sweep/sweep.py wall seconds (its own clock, connection excluded), owner away; median of the runs",
+                "evals": evals,
+                "candles": candles,
+                "flotilla_runs": flotilla_harvest,
+                "plain_ray_runs": plain_harvest,
+                "flotilla_wall_s": round(fw, 3),
+                "plain_ray_wall_s": round(pw, 3),
+                "ratio_plain_over_flotilla": round(harvest_ratio, 3),
+                "meets_goal": harvest_ok,
+            },
+            "meets_goal": interference_ok && reaction_ok && harvest_ok,
+        });
+        println!("{out}");
+        if !args.no_write {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("politeness-{}.json", today()));
+            std::fs::write(&path, format!("{}\n", serde_json::to_string_pretty(&out)?))?;
+            log(format!("written to {}", path.display()));
+        }
+
+        let r = |variant: &str, k: &str| {
+            out["interference"]["ratios_vs_idle"][variant][k]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
+        let verdict = |ok: bool| if ok { "meets" } else { "MISSES" };
+        eprintln!(
+            "politeness: owner's job vs idle: plain Ray {:.2}x / {:.2}x, Flotilla (owner active) \
+         {:.2}x / {:.2}x (single / all threads) — {} the {GOAL_INTERFERENCE_RATIO}x goal",
+            r("single_thread", "plain_ray"),
+            r("all_threads", "plain_ray"),
+            r("single_thread", "flotilla_owner_active"),
+            r("all_threads", "flotilla_owner_active"),
+            verdict(interference_ok),
+        );
+        eprintln!(
+            "politeness: reaction to the owner: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms over {} \
+         trials ({missed} not capped) — {} the {GOAL_REACTION_P95_MS} ms p95 goal",
+            percentile(&to_cap, 50.0),
+            p95,
+            to_cap.iter().copied().fold(f64::NAN, f64::max),
+            to_cap.len(),
+            verdict(reaction_ok),
+        );
+        eprintln!(
+            "politeness: harvest: sweep {evals} evals in {fw:.1} s on Flotilla, {pw:.1} s on plain \
+         Ray: plain/Flotilla {harvest_ratio:.2} — {} the {GOAL_HARVEST_RATIO} goal",
+            verdict(harvest_ok),
+        );
+        Ok(())
+    }
+}
