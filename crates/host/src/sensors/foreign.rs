@@ -9,10 +9,10 @@ use super::{IdleReading, PowerReading, PowerSource};
 ///
 /// ```text
 /// Now drawing from 'Battery Power'
-///  -InternalBattery-0 (id=4653155)	42%; discharging; 3:12 remaining present: true
+///  -InternalBattery-0 (id=4653155)<TAB>42%; discharging; 3:12 remaining present: true
 /// ```
 ///
-/// A desktop Mac says `'AC Power'` and lists no battery. A UPS shows up as a second entry and is
+/// (`<TAB>` is a tab character.) A desktop Mac says `'AC Power'` and lists no battery. A UPS shows up as a second entry and is
 /// not mistaken for the machine's own battery.
 pub fn power_from_pmset(text: &str) -> PowerReading {
     let from = "pmset -g batt";
