@@ -486,24 +486,30 @@ mod linux {
     }
 
     /// Connects and waits until the cluster has `cpus` CPUs.
-    const READY_PY: &str = "import sys, time, ray\n\
-ray.init(log_to_driver=False)\n\
-want, t0 = float(sys.argv[1]), time.time()\n\
-while ray.cluster_resources().get('CPU', 0) < want:\n\
-    if time.time() - t0 > 120: sys.exit('not enough CPUs: %s' % ray.cluster_resources())\n\
-    time.sleep(0.2)\n";
+    const READY_PY: &str = r#"import sys, time, ray
+ray.init(log_to_driver=False)
+want, t0 = float(sys.argv[1]), time.time()
+while ray.cluster_resources().get("CPU", 0) < want:
+    if time.time() - t0 > 120:
+        sys.exit("not enough CPUs: %s" % ray.cluster_resources())
+    time.sleep(0.2)
+"#;
 
     /// `n` busy tasks of `secs` each, one CPU each; runs until killed or done.
-    const WORKLOAD_PY: &str = "import sys, time, ray\n\
-ray.init(log_to_driver=False)\n\
-n, secs = int(sys.argv[1]), float(sys.argv[2])\n\
-@ray.remote(num_cpus=1, max_retries=0)\n\
-def busy(secs):\n\
-    t0 = time.time(); x = 0\n\
-    while time.time() - t0 < secs:\n\
-        x += 1\n\
-    return x\n\
-ray.get([busy.remote(secs) for _ in range(n)])\n";
+    const WORKLOAD_PY: &str = r#"import sys, time, ray
+ray.init(log_to_driver=False)
+n, secs = int(sys.argv[1]), float(sys.argv[2])
+
+@ray.remote(num_cpus=1, max_retries=0)
+def busy(secs):
+    t0 = time.time()
+    x = 0
+    while time.time() - t0 < secs:
+        x += 1
+    return x
+
+ray.get([busy.remote(secs) for _ in range(n)])
+"#;
 
     fn run_script(
         conn: &Connection,
@@ -539,20 +545,29 @@ ray.get([busy.remote(secs) for _ in range(n)])\n";
     /// A saturating workload: a driver with `CPUS` busy tasks; stopped on drop.
     struct Workload {
         driver: Child,
+        log: PathBuf,
     }
 
     impl Workload {
         fn start(conn: &Connection, dir: &Path) -> Result<Workload> {
             let script = dir.join("workload.py");
             std::fs::write(&script, WORKLOAD_PY)?;
+            let log = dir.join("workload.log");
             let driver = conn
                 .command()
                 .arg(&script)
                 .args([&CPUS.to_string(), "3600"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
                 .spawn()?;
-            Ok(Workload { driver })
+            Ok(Workload { driver, log })
+        }
+
+        /// The driver's last lines of output, for an error message.
+        fn log_tail(&self) -> String {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!("the workload driver: {}", tail.join(" / "))
         }
 
         fn stop(mut self) {
@@ -1107,7 +1122,7 @@ ray.get([busy.remote(secs) for _ in range(n)])\n";
 
         log(format!("(b) reaction, {} trials", args.trials));
         let workload = Workload::start(&conn, work.path())?;
-        wait_saturated(&meter, Duration::from_secs(60))?;
+        wait_saturated(&meter, Duration::from_secs(60)).with_context(|| workload.log_tail())?;
         let mut trials = Vec::new();
         let mut skipped = Vec::new();
         for i in 0..args.trials {
@@ -1166,7 +1181,8 @@ ray.get([busy.remote(secs) for _ in range(n)])\n";
 
         log("(a) plain Ray, node saturated");
         let workload = Workload::start(&plain.conn, work.path())?;
-        wait_saturated(&plain_meter, Duration::from_secs(60))?;
+        wait_saturated(&plain_meter, Duration::from_secs(60))
+            .with_context(|| workload.log_tail())?;
         let plain_busy = interference(iterations, reps, Some(&plain_meter))?;
         workload.stop();
         drop(plain);
