@@ -41,12 +41,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
     .await??
     .context("the cluster's Ray token is missing from the secret store: restart `flotilla up`")?;
-    let python = flotilla_ray::Runtime {
-        spec: Default::default(),
-        dir: info.runtime_dir.clone(),
-        python_full: info.python_version.clone(),
-    }
-    .python();
+    let python = info.runtime().python();
     let work = dirs.run.join("demo");
     flotilla_host::dirs::create_private_dir(&work)?;
     let script = work.join("sweep.py");

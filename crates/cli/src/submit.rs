@@ -123,12 +123,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         "wait": !args.no_wait,
     });
 
-    let python = flotilla_ray::Runtime {
-        spec: Default::default(),
-        dir: info.runtime_dir.clone(),
-        python_full: info.python_version.clone(),
-    }
-    .python();
+    let python = info.runtime().python();
     let script = dirs.run.join("submit.py");
     std::fs::write(&script, SUBMIT_PY)
         .with_context(|| format!("cannot write {}", script.display()))?;

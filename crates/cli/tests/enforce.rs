@@ -5,6 +5,9 @@
 //! channel as the desktop app feeds it.
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::flotilla;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,16 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 const BASE: u16 = 41000;
-
-fn flotilla(home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("FLOTILLA_HOME", home)
-        .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
-        .stdin(Stdio::null());
-    c
-}
 
 struct Cluster {
     home: tempfile::TempDir,

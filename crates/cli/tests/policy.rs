@@ -1,15 +1,9 @@
 //! `flotilla sensors` and `flotilla policy explain` as a user runs them.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+use common::flotilla;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
-
-fn flotilla(home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("FLOTILLA_HOME", home).stdin(Stdio::null());
-    c
-}
+use std::process::Output;
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -4,22 +4,15 @@
 //! Linux only: the tests read `/proc` to prove that no process of a cluster is left.
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::{BIN, flotilla};
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
-
-const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
-
-fn flotilla(home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("FLOTILLA_HOME", home).stdin(Stdio::null());
-    // Share the provisioned runtime between tests (and with the test command's cache).
-    c.env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data);
-    c
-}
 
 /// Ports of one test's cluster, from a base, so tests never collide.
 fn up_args(base: u16) -> Vec<String> {

@@ -34,6 +34,23 @@ impl HeadInfo {
         dirs.state.join("head.json")
     }
 
+    /// The runtime the cluster runs (its Python runs drivers and job clients).
+    pub fn runtime(&self) -> Runtime {
+        Runtime {
+            spec: flotilla_ray::RuntimeSpec {
+                ray: self.ray_version.clone(),
+                python: self
+                    .python_version
+                    .split('.')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("."),
+            },
+            dir: self.runtime_dir.clone(),
+            python_full: self.python_version.clone(),
+        }
+    }
+
     /// The published info of the head running with these dirs, if one runs.
     pub fn read(dirs: &Dirs) -> Option<HeadInfo> {
         let bytes = std::fs::read(Self::path(dirs)).ok()?;

@@ -10,7 +10,9 @@
 
 mod api;
 mod instance;
+pub mod registry;
 mod snapshot;
+pub mod tls;
 
 pub use api::serve;
 pub use instance::{

@@ -8,72 +8,20 @@
 //! Linux only, like tests/nodes.rs.
 #![cfg(target_os = "linux")]
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{alive_named, node, raylet_of, runtime};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flotilla_ray::grpc::{DrainReason, GcsClient, NodeLifecycle, NodeState, RayletClient};
-use flotilla_ray::supervisor::{Backoff, NodeConfig, Role};
-use flotilla_ray::{
-    NodePorts, RayToken, Runtime, RuntimeManager, RuntimeSpec, StateClient, Supervisor,
-};
+use flotilla_ray::supervisor::Role;
+use flotilla_ray::{RayToken, Runtime, StateClient, Supervisor};
 
 const GCS_PORT: u16 = 36379;
 const WORKER_BASE: u16 = 37480;
-
-async fn runtime() -> Runtime {
-    RuntimeManager::new(flotilla_host::Dirs::from_env().data)
-        .ensure(
-            &RuntimeSpec::default(),
-            flotilla_ray::runtime::no_progress(),
-        )
-        .await
-        .expect("the runtime installs")
-}
-
-fn node(
-    role: Role,
-    rt: &Runtime,
-    name: &str,
-    base: u16,
-    tmp: &Path,
-    token: &RayToken,
-) -> NodeConfig {
-    NodeConfig {
-        role,
-        runtime: rt.clone(),
-        node_name: name.into(),
-        node_ip: None,
-        num_cpus: Some(2),
-        object_store_bytes: 100 * 1024 * 1024,
-        ports: NodePorts::from_base(base, 20),
-        temp_dir: tmp.join(name),
-        log: tmp.join(format!("{name}.log")),
-        token: Some(token.clone()),
-        labels: BTreeMap::new(),
-        env: vec![],
-        backoff: Backoff {
-            initial: Duration::from_millis(500),
-            ..Backoff::default()
-        },
-        ready_timeout: Duration::from_secs(90),
-        cluster_state: None,
-        background: false,
-        throttle: None,
-    }
-}
-
-async fn alive_named(state: &StateClient, name: &str) -> Vec<String> {
-    state
-        .nodes()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.is_alive() && n.node_name == name)
-        .map(|n| n.node_id)
-        .collect()
-}
 
 /// Waits up to `limit` for `check` to hold; returns how long it took, or `None`.
 async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
@@ -242,6 +190,7 @@ async fn a_real_worker_is_resized_live_and_drained() {
         tmp.path(),
         &token,
     );
+    wcfg.num_cpus = Some(2);
     wcfg.node_ip = Some(head_ip.parse().unwrap());
     wcfg.cluster_state = Some(state.clone());
     let worker = Supervisor::start(wcfg.clone()).await.unwrap();
@@ -404,23 +353,6 @@ async fn a_real_worker_is_resized_live_and_drained() {
 
     worker.stop().await;
     head.stop().await;
-}
-
-/// The worker's raylet, by its tree's marker.
-fn raylet_of(marker: &str) -> Option<u32> {
-    flotilla_host::process::marked_processes(marker)
-        .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .split('\0')
-                        .next()
-                        .unwrap_or("")
-                        .ends_with("/raylet")
-                })
-                .unwrap_or(false)
-        })
 }
 
 /// Waits up to 60 s for a drained node to leave: DEAD (or gone) in GetClusterStatus, DEAD on

@@ -6,73 +6,17 @@
 //! Linux only: the tests read `/proc` to prove that no process of a cluster is left.
 #![cfg(target_os = "linux")]
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{alive_named, data_dir, node, raylet_of, runtime};
+
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use flotilla_host::process::marked_processes;
-use flotilla_ray::supervisor::{Backoff, NodeConfig, NodePhase, Role};
-use flotilla_ray::{
-    NodePorts, RayToken, Runtime, RuntimeManager, RuntimeSpec, StateClient, Supervisor,
-};
-
-fn data_dir() -> std::path::PathBuf {
-    flotilla_host::Dirs::from_env().data
-}
-
-async fn runtime() -> Runtime {
-    RuntimeManager::new(data_dir())
-        .ensure(
-            &RuntimeSpec::default(),
-            flotilla_ray::runtime::no_progress(),
-        )
-        .await
-        .expect("the runtime installs")
-}
-
-fn node(
-    role: Role,
-    rt: &Runtime,
-    name: &str,
-    base: u16,
-    tmp: &std::path::Path,
-    token: &RayToken,
-) -> NodeConfig {
-    NodeConfig {
-        role,
-        runtime: rt.clone(),
-        node_name: name.into(),
-        node_ip: None,
-        num_cpus: Some(1),
-        object_store_bytes: 100 * 1024 * 1024,
-        ports: NodePorts::from_base(base, 20),
-        temp_dir: tmp.join(name),
-        log: tmp.join(format!("{name}.log")),
-        token: Some(token.clone()),
-        labels: BTreeMap::new(),
-        env: vec![],
-        backoff: Backoff {
-            initial: Duration::from_millis(500),
-            ..Backoff::default()
-        },
-        ready_timeout: Duration::from_secs(90),
-        cluster_state: None,
-        background: false,
-        throttle: None,
-    }
-}
-
-async fn alive_named(state: &StateClient, name: &str) -> Vec<String> {
-    state
-        .nodes()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.is_alive() && n.node_name == name)
-        .map(|n| n.node_id)
-        .collect()
-}
+use flotilla_ray::supervisor::{NodePhase, Role};
+use flotilla_ray::{RayToken, Runtime, RuntimeManager, RuntimeSpec, Supervisor};
 
 /// Runs a Ray driver on the cluster that squares 8 numbers as tasks.
 async fn run_tasks(rt: &Runtime, address: &str, token: &RayToken) -> String {
@@ -101,20 +45,6 @@ async fn wait_gone(marker: &str) -> Vec<u32> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     marked_processes(marker)
-}
-
-fn raylet_of(marker: &str) -> Option<u32> {
-    marked_processes(marker).into_iter().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .split('\0')
-                    .next()
-                    .unwrap_or("")
-                    .ends_with("/raylet")
-            })
-            .unwrap_or(false)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
