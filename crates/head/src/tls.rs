@@ -7,33 +7,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla_host::Dirs;
+pub use flotilla_proto::Fingerprint;
 use flotilla_secrets::{Secret, SecretStore};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::Digest;
 
 use crate::{Result, io};
 
 /// The secret-store name of the head's TLS private key.
 pub const TLS_KEY_SECRET: &str = "flotilla.head-tls-key";
-
-/// A certificate's SHA-256 fingerprint (of its DER encoding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl Fingerprint {
-    pub fn of(der: &[u8]) -> Fingerprint {
-        Fingerprint(sha2::Sha256::digest(der).into())
-    }
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hex: Vec<String> = self.0.iter().map(|b| format!("{b:02X}")).collect();
-        f.write_str(&hex.join(":"))
-    }
-}
 
 /// The head's certificate and key.
 #[derive(Debug)]
@@ -61,7 +44,7 @@ impl Identity {
         };
         if let (Some(key_der), Ok(cert)) = (key, std::fs::read(&path)) {
             return Ok(Identity {
-                fingerprint: Fingerprint::of(&cert),
+                fingerprint: Fingerprint::of_der(&cert),
                 cert_der: CertificateDer::from(cert),
                 key_der,
             });
@@ -75,7 +58,7 @@ impl Identity {
         store.set(TLS_KEY_SECRET, &key_der)?;
         std::fs::write(&path, &cert).map_err(io(format!("cannot write {}", path.display())))?;
         Ok(Identity {
-            fingerprint: Fingerprint::of(&cert),
+            fingerprint: Fingerprint::of_der(&cert),
             cert_der: CertificateDer::from(cert),
             key_der,
         })
@@ -130,7 +113,7 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let seen = Fingerprint::of(end_entity);
+        let seen = Fingerprint::of_der(end_entity);
         if seen == self.fingerprint {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -190,7 +173,7 @@ mod tests {
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_eq!(a.fingerprint.to_string().len(), 32 * 3 - 1);
         let cert = std::fs::read(tmp.path().join("state/head-cert.der")).unwrap();
-        assert_eq!(Fingerprint::of(&cert), a.fingerprint);
+        assert_eq!(Fingerprint::of_der(&cert), a.fingerprint);
         // The key is in the store, not beside the certificate.
         let names: Vec<_> = std::fs::read_dir(tmp.path().join("state"))
             .unwrap()
