@@ -58,8 +58,9 @@ mod linux {
     /// The cap while the owner is active (`active_cpus`), and the tolerance over it.
     const CAP_CORES: f64 = 1.0;
     const CAP_TOLERANCE: f64 = 1.10;
-    /// A node counts as saturated above this many cores.
-    const SATURATED_CORES: f64 = 1.5;
+    /// A node counts as saturated above this many cores: clearly over the cap, and reachable by
+    /// a `SCHED_IDLE` node on a machine that other work keeps partly busy.
+    const SATURATED_CORES: f64 = 1.3;
     /// How often the node's CPU time is sampled during a reaction trial.
     const SAMPLE: Duration = Duration::from_millis(20);
     /// The environment variable that marks the plain Ray cluster's processes.
@@ -948,7 +949,8 @@ ray.get([busy.remote(secs) for _ in range(n)])
         to_cap_ms: Option<f64>,
         /// From the owner's input to the cgroup's quota being set.
         quota_ms: Option<f64>,
-        /// From the owner leaving to the node saturated again.
+        /// From the owner leaving to the cap lifted (the quota unlimited again; without a quota
+        /// file, the node saturated again).
         recovery_ms: Option<f64>,
     }
 
@@ -975,12 +977,16 @@ ray.get([busy.remote(secs) for _ in range(n)])
         let t1 = Instant::now();
         f.owner(AWAY_MS);
         let mut recovery = None;
-        let mut s = Sampler::new(meter);
         while t1.elapsed() < Duration::from_secs(20) {
-            if s.next().is_some_and(|r| r >= SATURATED_CORES) {
+            let lifted = match quota {
+                Some(q) => quota_cores(q).is_none(),
+                None => meter.cores(SAMPLE * 5) >= SATURATED_CORES,
+            };
+            if lifted {
                 recovery = Some(t1.elapsed().as_secs_f64() * 1e3);
                 break;
             }
+            std::thread::sleep(SAMPLE);
         }
         Ok(Trial {
             cores_before,
