@@ -1080,10 +1080,11 @@ ray.get([busy.remote(secs) for _ in range(n)])
         let machine = machine();
         let reps: u32 = if args.quick { 1 } else { 3 };
         let harvest_runs: u32 = if args.quick { 1 } else { 2 };
+        // The first users' sweep at full size, so that start-up costs do not dominate.
         let (evals, candles) = if args.quick {
             (8, 20_000)
         } else {
-            (40, 100_000)
+            (80, 297_000)
         };
         let work = tempfile::Builder::new().prefix("pbw").tempdir_in("/tmp")?;
 
