@@ -85,14 +85,6 @@ fn start() -> Cluster {
          owner_load_threshold = 1.0\nmin_free_memory_fraction = 0\n",
     )
     .unwrap();
-    let ports = [
-        ("--api-port", BASE),
-        ("--ray-port", BASE + 1),
-        ("--ray-dashboard-port", BASE + 2),
-        ("--ray-client-port", BASE + 3),
-        ("--head-node-ports", BASE + 100),
-        ("--node-ports", BASE + 500),
-    ];
     let mut up = flotilla(home.path());
     up.args([
         "up",
@@ -103,9 +95,7 @@ fn start() -> Cluster {
         "--name",
         "w1",
     ]);
-    for (k, v) in ports {
-        up.arg(k).arg(v.to_string());
-    }
+    up.args(common::port_args(BASE));
     let up = up
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -14,20 +14,12 @@ use std::time::{Duration, Instant};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-/// Ports of one test's cluster, from a base, so tests never collide.
+/// A small one-machine cluster on ports from `base`.
 fn up_args(base: u16) -> Vec<String> {
-    [
-        ("--api-port", base),
-        ("--ray-port", base + 1),
-        ("--ray-dashboard-port", base + 2),
-        ("--ray-client-port", base + 3),
-        ("--head-node-ports", base + 100),
-        ("--node-ports", base + 500),
-    ]
-    .iter()
-    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
-    .chain(["--cpus", "1", "--object-store-mb", "100", "--name", "w1"].map(String::from))
-    .collect()
+    common::port_args(base)
+        .into_iter()
+        .chain(["--cpus", "1", "--object-store-mb", "100", "--name", "w1"].map(String::from))
+        .collect()
 }
 
 struct Up {

@@ -156,29 +156,11 @@ async fn a_real_worker_is_resized_live_and_drained() {
         .tempdir_in("/tmp")
         .unwrap();
     let token = RayToken::generate();
-    let head_cfg = node(
-        Role::Head {
-            gcs_port: GCS_PORT,
-            dashboard_port: 38265,
-            client_server_port: 36001,
-        },
-        &rt,
-        "head",
-        36380,
-        tmp.path(),
-        &token,
-    );
-    let state = head_cfg.dashboard().unwrap();
-    let head = Supervisor::start(head_cfg).await.unwrap();
-    head.wait_ready(Duration::from_secs(120)).await.unwrap();
-    let head_ip = state
-        .nodes()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|n| n.is_head_node)
-        .unwrap()
-        .node_ip;
+    let common::TestHead {
+        head,
+        state,
+        ip: head_ip,
+    } = common::start_head(&rt, tmp.path(), &token, GCS_PORT).await;
     let address = format!("{head_ip}:{GCS_PORT}");
     let gcs_addr: SocketAddr = address.parse().unwrap();
     let raylet_addr: SocketAddr = format!("{head_ip}:{WORKER_BASE}").parse().unwrap();

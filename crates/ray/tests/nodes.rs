@@ -55,29 +55,11 @@ async fn head_and_worker_run_tasks_survive_a_killed_raylet_and_stop_clean() {
         .tempdir_in("/tmp")
         .unwrap();
     let token = RayToken::generate();
-    let head_cfg = node(
-        Role::Head {
-            gcs_port: 26379,
-            dashboard_port: 28265,
-            client_server_port: 26001,
-        },
-        &rt,
-        "head",
-        26380,
-        tmp.path(),
-        &token,
-    );
-    let state = head_cfg.dashboard().unwrap();
-    let head = Supervisor::start(head_cfg).await.unwrap();
-    head.wait_ready(Duration::from_secs(120)).await.unwrap();
-    let head_ip = state
-        .nodes()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|n| n.is_head_node)
-        .unwrap()
-        .node_ip;
+    let common::TestHead {
+        head,
+        state,
+        ip: head_ip,
+    } = common::start_head(&rt, tmp.path(), &token, 26379).await;
     let address = format!("{head_ip}:26379");
     let mut wcfg = node(
         Role::Worker {

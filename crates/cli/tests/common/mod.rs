@@ -15,3 +15,18 @@ pub fn flotilla(home: &Path) -> Command {
         .stdin(Stdio::null());
     c
 }
+
+/// The port options of one test's cluster, from a base, so tests never collide.
+pub fn port_args(base: u16) -> Vec<String> {
+    [
+        ("--api-port", base),
+        ("--ray-port", base + 1),
+        ("--ray-dashboard-port", base + 2),
+        ("--ray-client-port", base + 3),
+        ("--head-node-ports", base + 100),
+        ("--node-ports", base + 500),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect()
+}

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use flotilla_ray::supervisor::{Backoff, NodeConfig, Role};
-use flotilla_ray::{NodePorts, RayToken, Runtime, RuntimeManager, RuntimeSpec, StateClient};
+use flotilla_ray::{
+    NodePorts, RayToken, Runtime, RuntimeManager, RuntimeSpec, StateClient, Supervisor,
+};
 
 pub fn data_dir() -> std::path::PathBuf {
     flotilla_host::Dirs::from_env().data
@@ -78,4 +80,40 @@ pub fn raylet_of(marker: &str) -> Option<u32> {
                 .and_then(|args| args.first().map(|a| a.ends_with("/raylet")))
                 .unwrap_or(false)
         })
+}
+
+/// A running test head: its supervisor, its dashboard, and its node address.
+pub struct TestHead {
+    pub head: Supervisor,
+    pub state: StateClient,
+    pub ip: String,
+}
+
+/// Starts a head with GCS port `gcs`, dashboard port `gcs + 1886`, client port `gcs - 378`
+/// and node ports from `gcs + 1`, and waits until it is ready.
+pub async fn start_head(rt: &Runtime, tmp: &Path, token: &RayToken, gcs: u16) -> TestHead {
+    let cfg = node(
+        Role::Head {
+            gcs_port: gcs,
+            dashboard_port: gcs + 1886,
+            client_server_port: gcs - 378,
+        },
+        rt,
+        "head",
+        gcs + 1,
+        tmp,
+        token,
+    );
+    let state = cfg.dashboard().unwrap();
+    let head = Supervisor::start(cfg).await.unwrap();
+    head.wait_ready(Duration::from_secs(120)).await.unwrap();
+    let ip = state
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.is_head_node)
+        .unwrap()
+        .node_ip;
+    TestHead { head, state, ip }
 }
