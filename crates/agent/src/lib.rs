@@ -14,8 +14,11 @@
 pub mod config;
 pub mod control;
 pub mod enforce;
+pub mod enrollment;
+pub mod outbox;
 pub mod politeness;
 pub mod sampler;
+pub mod session;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -47,6 +50,16 @@ pub struct AgentConfig {
     pub cluster_state: Option<flotilla_ray::StateClient>,
     /// The `[policy]` settings of `flotilla.toml`.
     pub policy: flotilla_policy::Settings,
+    /// The control-plane session, for an enrolled node; `None` runs the node without one.
+    pub session: Option<SessionSetup>,
+}
+
+/// How an enrolled agent keeps its session with the head.
+#[derive(Debug, Clone)]
+pub struct SessionSetup {
+    pub config: session::SessionConfig,
+    /// The outbox file (`outbox.sqlite` in the state directory).
+    pub outbox: PathBuf,
 }
 
 /// What the agent is given rather than finds itself.
@@ -70,6 +83,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the outbox {}: {source}", path.display())]
+    Outbox {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error(transparent)]
     Ray(#[from] flotilla_ray::Error),
 }
@@ -82,6 +101,8 @@ pub struct Agent {
     node: std::sync::Arc<Supervisor>,
     node_ip: IpAddr,
     decision: tokio::sync::watch::Receiver<serde_json::Value>,
+    link: Option<tokio::sync::watch::Receiver<session::Link>>,
+    ended: Option<tokio::sync::oneshot::Receiver<session::Ended>>,
     background: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -92,7 +113,8 @@ impl Agent {
     pub async fn start(config: AgentConfig, deps: Deps) -> Result<Agent> {
         let background = CancellationToken::new();
         let feeds = control::Feeds::default();
-        let (tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
+        let (json_tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
+        let (tx, published) = tokio::sync::watch::channel(None);
         let control = control::serve(
             &config.run_dir,
             feeds.clone(),
@@ -138,6 +160,36 @@ impl Agent {
         let node = std::sync::Arc::new(Supervisor::start(node).await?);
         node.wait_ready(Duration::from_secs(120)).await?;
         let marker = node.marker().to_string();
+        let mut tasks = vec![control];
+        let (link, ended) = match config.session {
+            Some(setup) => {
+                let (link, ended, more) = start_session(
+                    setup,
+                    session::Sources {
+                        published: published.clone(),
+                        manual: feeds.manual.clone(),
+                        ray_node_id: {
+                            let node = node.clone();
+                            std::sync::Arc::new(move || node.ray_node_id())
+                        },
+                        cpu_time: {
+                            let node = node.clone();
+                            std::sync::Arc::new(move || node.cpu_time())
+                        },
+                    },
+                    background.clone(),
+                )?;
+                tasks.extend(more);
+                (Some(link), Some(ended))
+            }
+            None => (None, None),
+        };
+        tasks.push(tokio::spawn(publish_json(
+            published,
+            link.clone(),
+            json_tx,
+            background.clone(),
+        )));
         let loop_task = tokio::spawn(politeness::run(
             settings,
             politeness::Inputs {
@@ -154,13 +206,30 @@ impl Agent {
             background.clone(),
         ));
         guard.disarm();
+        tasks.push(loop_task);
         Ok(Agent {
             node,
             node_ip,
             decision,
+            link,
+            ended,
             background,
-            tasks: vec![control, loop_task],
+            tasks,
         })
+    }
+
+    /// The control-plane link, for an enrolled agent.
+    pub fn link(&self) -> Option<session::Link> {
+        self.link.as_ref().map(|l| l.borrow().clone())
+    }
+
+    /// Resolves when the session ends for good (the head removed or refused this node); never
+    /// for an agent without a session.
+    pub async fn ended(&mut self) -> session::Ended {
+        match self.ended.as_mut() {
+            Some(rx) => rx.await.unwrap_or(session::Ended::Shutdown),
+            None => std::future::pending().await,
+        }
     }
 
     /// The latest politeness decision with the readings behind it (JSON of
@@ -191,13 +260,83 @@ impl Agent {
     }
 }
 
+/// Starts the ledger and session tasks of an enrolled agent.
+#[allow(clippy::type_complexity)]
+pub fn start_session(
+    setup: SessionSetup,
+    sources: session::Sources,
+    background: CancellationToken,
+) -> Result<(
+    tokio::sync::watch::Receiver<session::Link>,
+    tokio::sync::oneshot::Receiver<session::Ended>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
+    let outbox = outbox::Outbox::open(&setup.outbox).map_err(|source| Error::Outbox {
+        path: setup.outbox.clone(),
+        source,
+    })?;
+    let outbox = std::sync::Arc::new(std::sync::Mutex::new(outbox));
+    let (link_tx, link) = tokio::sync::watch::channel(session::Link::Connecting { attempt: 0 });
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    let ledger = tokio::spawn(session::run_ledger(
+        outbox.clone(),
+        sources.cpu_time.clone(),
+        setup.config.record_every,
+        background.clone(),
+    ));
+    let run = tokio::spawn(async move {
+        let end = session::run(setup.config, sources, outbox, link_tx, background).await;
+        let _ = ended_tx.send(end);
+    });
+    Ok((link, ended, vec![ledger, run]))
+}
+
+/// Keeps the JSON the control socket serves (the decision, plus the session's link) current.
+async fn publish_json(
+    mut published: tokio::sync::watch::Receiver<Option<std::sync::Arc<politeness::Published>>>,
+    mut link: Option<tokio::sync::watch::Receiver<session::Link>>,
+    tx: tokio::sync::watch::Sender<serde_json::Value>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut value = match published.borrow_and_update().as_deref() {
+            Some(p) => p.to_json(),
+            None => serde_json::Value::Null,
+        };
+        if let (Some(l), serde_json::Value::Object(map)) = (link.as_mut(), &mut value) {
+            let current = l.borrow_and_update().clone();
+            map.insert("session_text".into(), session::describe(&current).into());
+            map.insert(
+                "session".into(),
+                serde_json::to_value(current).expect("plain data"),
+            );
+        }
+        let _ = tx.send(value);
+        let link_changed = async {
+            match link.as_mut() {
+                Some(l) => l.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = published.changed() => if r.is_err() { return },
+            _ = link_changed => {}
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, deps: Deps, shutdown: CancellationToken) -> Result<()> {
-    let agent = Agent::start(config, deps).await?;
+    let mut agent = Agent::start(config, deps).await?;
     let mut status = agent.node.subscribe();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            end = agent.ended() => {
+                tracing::warn!(?end, "the control session ended");
+                break;
+            }
             changed = status.changed() => {
                 if changed.is_err() {
                     break;

@@ -58,7 +58,7 @@ pub async fn run(
     inputs: Inputs,
     own: impl Fn() -> Vec<u32> + Send + 'static,
     mut driven: Option<Driven>,
-    tx: watch::Sender<serde_json::Value>,
+    tx: watch::Sender<Option<Arc<Published>>>,
     shutdown: CancellationToken,
 ) {
     let mut policy = Policy::new(settings);
@@ -114,7 +114,7 @@ pub async fn run(
             tracing::info!(target_cpus = published.decision.target_cpus, pause = ?published.decision.pause, "politeness: {}", published.reason_en);
             last_line = line;
         }
-        let _ = tx.send(published.to_json());
+        let _ = tx.send(Some(Arc::new(published)));
     }
 }
 

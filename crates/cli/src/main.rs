@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod demo;
+mod join;
 mod pause;
 mod progress;
 mod runtime_cmd;
@@ -42,9 +44,17 @@ enum Command {
     /// Run a one-machine cluster: the Ray head (a coordinator with 0 CPUs), a local worker node
     /// and the cluster API. Ctrl-C stops everything.
     Up(up::UpArgs),
-    /// Run this machine as a worker of a head whose Ray token it holds (`flotilla up` runs one
-    /// already; this adds more, e.g. a second node on the head's machine).
+    /// Join a fleet with a join code from its head, then run this machine's worker.
+    Join(join::JoinArgs),
+    /// Run this machine's worker: in the fleet it joined, or (--address) against a head whose
+    /// Ray token it holds.
     Worker(worker::WorkerArgs),
+    /// On the head: make a join code (and its QR code) for new machines.
+    Invite(admin::InviteArgs),
+    /// On the head: every node of the fleet with its state and reason.
+    Nodes(admin::NodesArgs),
+    /// On the head: remove a node from the fleet; its credential stops working at once.
+    Revoke(admin::RevokeArgs),
     /// Show the cluster: nodes, CPUs, tasks and jobs.
     Status(status::StatusArgs),
     /// Run the strategy-sweep demo (80 backtests over 297,000 hourly candles) on the cluster.
@@ -52,11 +62,11 @@ enum Command {
     /// Manage the Python + Ray runtimes Flotilla provisions with uv.
     #[command(subcommand)]
     Runtime(runtime_cmd::RuntimeCommand),
-    /// Pause this machine's contribution: now and until resumed, --for a while, --until a time,
-    /// or --finish the running tasks first.
+    /// Pause this machine's contribution (or another node's, with --node on the head): now
+    /// and until resumed, --for a while, --until a time, or --finish the running tasks first.
     Pause(pause::PauseArgs),
-    /// Resume this machine's contribution after a pause.
-    Resume,
+    /// Resume this machine's contribution (or another node's, with --node) after a pause.
+    Resume(pause::ResumeArgs),
     /// Run a command as a Ray job on the cluster, optionally with stored secrets as its
     /// environment variables, and follow its logs.
     Submit(submit::SubmitArgs),
@@ -88,14 +98,18 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Join(args) => join::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Invite(args) => admin::invite(args).await,
+            Command::Nodes(args) => admin::nodes(args).await,
+            Command::Revoke(args) => admin::revoke(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Runtime(cmd) => runtime_cmd::run(cmd).await,
             Command::Sensors(args) => sense::sensors(args).await,
             Command::Submit(args) => submit::run(args).await,
             Command::Pause(args) => pause::pause(args).await,
-            Command::Resume => pause::resume().await,
+            Command::Resume(args) => pause::resume(args).await,
             Command::Secret(cmd) => secret_cmd::run(cmd).await,
             Command::Policy(cmd) => sense::policy(cmd).await,
         }

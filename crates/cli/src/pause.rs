@@ -15,12 +15,23 @@ pub struct PauseArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "until")]
     r#for: Option<u64>,
     /// Pause until the clock next shows this time, e.g. `08:00`.
-    #[arg(long, value_name = "HH:MM")]
+    #[arg(long, value_name = "HH:MM", conflicts_with = "node")]
     until: Option<String>,
+    /// Pause another node of the fleet, by name or id (on the head's machine; see
+    /// `flotilla nodes`).
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Resume another node of the fleet, by name or id (on the head's machine).
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
 }
 
 /// `90s`, `30m`, `1h`, `2d` -> seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub fn parse_duration(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let n: u64 = num
@@ -52,6 +63,21 @@ async fn send(req: serde_json::Value) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
+    if let Some(node) = args.node {
+        use flotilla_proto::v1::PauseMode;
+        let mode = if args.finish {
+            PauseMode::Finish
+        } else {
+            PauseMode::Now
+        };
+        let until = args.r#for.map_or(0, |secs| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            now + secs * 1000
+        });
+        return crate::admin::command(node, Some((mode, until))).await;
+    }
     let req = if args.finish {
         serde_json::json!({"pause": "finish"})
     } else if let Some(secs) = args.r#for {
@@ -73,7 +99,10 @@ pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-pub async fn resume() -> anyhow::Result<ExitCode> {
+pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(node) = args.node {
+        return crate::admin::command(node, None).await;
+    }
     let code = send(serde_json::json!({"resume": true})).await?;
     eprintln!("Resumed.");
     Ok(code)

@@ -22,6 +22,9 @@ pub struct UpArgs {
     /// Address the cluster API listens on. Loopback keeps it private to this machine.
     #[arg(long, default_value = "127.0.0.1")]
     api_host: IpAddr,
+    /// Port of the control plane (gRPC with TLS), where other machines join and report.
+    #[arg(long, default_value_t = flotilla_head::fleet::DEFAULT_CONTROL_PORT)]
+    control_port: u16,
     /// Port of the Ray GCS, the address Ray programs and other nodes connect to.
     #[arg(long, default_value_t = DEFAULT_GCS_PORT)]
     ray_port: u16,
@@ -94,6 +97,7 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
     }
     let singles = [
         ("--api-port", args.api_port),
+        ("--control-port", args.control_port),
         ("--ray-port", args.ray_port),
         ("--ray-dashboard-port", args.ray_dashboard_port),
         ("--ray-client-port", args.ray_client_port),
@@ -121,11 +125,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
-    let (config, token) = tokio::task::spawn_blocking(|| {
-        let (_, config, store) = crate::secret_cmd::load_store()?;
+    let (config, token, identity, admin_token) = tokio::task::spawn_blocking(|| {
+        let (dirs, config, store) = crate::secret_cmd::load_store()?;
         crate::secret_cmd::notice_fallback(&config, &store);
         let token = flotilla_head::cluster_token(&store)?;
-        anyhow::Ok((config, token))
+        let identity = flotilla_head::tls::Identity::load_or_create(
+            &dirs,
+            &store,
+            &[flotilla_host::hostname()],
+        )?;
+        let admin = flotilla_head::admin_token(&store)?;
+        anyhow::Ok((config, token, identity, admin))
     })
     .await??;
 
@@ -151,6 +161,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         node_name: "head".into(),
         env: vec![],
         token,
+        control_port: args.control_port,
+        identity,
+        admin_token,
     })
     .await?;
     let info = head.info().clone();
@@ -169,6 +182,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let head_addr: SocketAddr = info.ray_address.parse().with_context(|| {
             format!("the head reported an unusable address {}", info.ray_address)
         })?;
+        // The local worker reports to the head like any other node, enrolled directly.
+        let (node_id, credential) = head
+            .fleet()
+            .enroll_local(&name, cpus)
+            .await
+            .map_err(|s| anyhow::anyhow!("cannot enroll the local worker: {}", s.message()))?;
+        let session = flotilla_agent::SessionSetup {
+            config: flotilla_agent::session::SessionConfig::new(
+                info.control_addresses
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .collect(),
+                info.fingerprint
+                    .parse()
+                    .context("the head's fingerprint is unreadable")?,
+                node_id.to_string(),
+                credential,
+            ),
+            outbox: dirs.state.join(format!("outbox-{name}.sqlite")),
+        };
         let agent = Agent::start(
             AgentConfig {
                 node_name: name.clone(),
@@ -183,6 +216,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 env: vec![],
                 cluster_state: Some(head.ray_state().clone()),
                 policy: config.policy.clone(),
+                session: Some(session),
             },
             Deps {
                 runtime: runtime.clone(),
@@ -205,6 +239,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  Cluster API   {}/api/v1/cluster", info.api_url);
     println!("  Ray address   {}", info.ray_address);
+    println!(
+        "  Control plane {} (TLS; add machines with `flotilla invite`)",
+        info.control_addresses.join(", ")
+    );
     match &worker {
         Some((name, cpus, _)) => println!(
             "  Nodes         head (coordinator, 0 CPUs) + {name} ({})",

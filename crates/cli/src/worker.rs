@@ -1,76 +1,237 @@
-//! `flotilla worker`: run this machine's agent against a head whose Ray token this machine
-//! already holds (the head's own machine, or one where the token was stored with `flotilla
-//! secret set flotilla.ray-token`). Joining with a join code comes with the control plane.
+//! `flotilla worker`: run this machine's agent. An enrolled machine (after `flotilla join`)
+//! runs against its fleet with a control session; `--address` runs a node against a head whose
+//! Ray token this machine already holds (the head's own machine), without one.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use flotilla_agent::{Agent, AgentConfig, Deps};
-use flotilla_ray::{NodePorts, RuntimeManager, RuntimeSpec};
+use flotilla_agent::enrollment::{self, Enrollment};
+use flotilla_agent::session::{SessionConfig, describe};
+use flotilla_agent::{Agent, AgentConfig, Deps, SessionSetup};
+use flotilla_ray::{NodePorts, RayToken, RuntimeManager, RuntimeSpec};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The head's Ray address (`ip:port`), as `flotilla up` prints it.
+    /// Run against this Ray address (`ip:port`, as `flotilla up` prints it) with the Ray token
+    /// stored on this machine, without joining [default: the fleet this machine joined].
     #[arg(long, value_name = "IP:PORT")]
-    address: SocketAddr,
+    address: Option<SocketAddr>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// How this machine's node runs.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
     /// Name of this worker node [default: this machine's host name].
     #[arg(long)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// CPUs this node offers at most [default: all logical cores].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    cpus: Option<u32>,
+    pub cpus: Option<u32>,
     /// Object store size in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(80..))]
-    object_store_mb: u64,
+    pub object_store_mb: u64,
     /// First of this node's ports (BASE..BASE+5 and BASE+20..BASE+275).
     #[arg(long, value_name = "BASE", default_value_t = flotilla_ray::ports::DEFAULT_WORKER_NODE_BASE)]
-    node_ports: u16,
+    pub node_ports: u16,
+    /// Seconds between reports to the head.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = positive_secs)]
+    pub report_every: f64,
+    /// Seconds a contribution record stays open before it is queued for the head.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = positive_secs)]
+    pub record_every: f64,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: expected seconds between 0.1 and 86400")),
+    }
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    match args.address {
+        Some(address) => run_unenrolled(address, args.node).await,
+        None => {
+            let (dirs, _, _) = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await??;
+            let enrolled = Enrollment::load(&dirs)?.context(
+                "this machine has not joined a fleet: run `flotilla join CODE` with a code from \
+                 the head's admin (`flotilla invite`), or give --address to run against a head \
+                 whose Ray token this machine holds",
+            )?;
+            run_enrolled(enrolled, args.node).await
+        }
+    }
+}
+
+/// Runs the agent of an enrolled machine until Ctrl-C, or until the head removes it.
+pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Result<ExitCode> {
+    let (dirs, config, credential, token) = tokio::task::spawn_blocking(|| {
+        let (dirs, config, store) = crate::secret_cmd::load_store()?;
+        let credential = store.get(enrollment::CREDENTIAL_SECRET).context(
+            "this machine's node credential is missing from the secret store: join again",
+        )?;
+        let token = flotilla_head::read_cluster_token(&store)?
+            .context("the cluster's Ray token is missing from the secret store: join again")?;
+        anyhow::Ok((dirs, config, credential, token))
+    })
+    .await??;
+    let head: SocketAddr = enrolled
+        .gcs_addresses
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .with_context(|| {
+            format!(
+                "the fleet's Ray address {:?} is unusable: join again",
+                enrolled.gcs_addresses
+            )
+        })?;
+    let spec = RuntimeSpec {
+        ray: enrolled.ray_version.clone(),
+        python: enrolled
+            .python_version
+            .split('.')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("."),
+    };
+    let fingerprint = enrolled
+        .fingerprint()
+        .context("the head's fingerprint in enrollment.json is unreadable: join again")?;
+    let mut session = SessionConfig::new(
+        enrolled.addresses(),
+        fingerprint,
+        enrolled.node_id.clone(),
+        credential,
+    );
+    session.report_every = std::time::Duration::from_secs_f64(node.report_every);
+    session.record_every = std::time::Duration::from_secs_f64(node.record_every);
+    let setup = SessionSetup {
+        config: session,
+        outbox: dirs.state.join("outbox.sqlite"),
+    };
+    let name = node.name.clone().unwrap_or(enrolled.node_name.clone());
+    let mut agent = start(
+        &dirs,
+        config.policy,
+        spec,
+        head,
+        name.clone(),
+        token,
+        node,
+        Some(setup),
+    )
+    .await?;
+    eprintln!(
+        "Worker {name} runs in the fleet at {}. Ctrl-C stops it.",
+        enrolled.head.join(", ")
+    );
+    let shutdown = crate::up::shutdown_signal();
+    let mut shown = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let code = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break ExitCode::SUCCESS,
+            end = agent.ended() => {
+                let store = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await??.2;
+                let code = match end {
+                    flotilla_agent::session::Ended::Left(why) => {
+                        eprintln!("The head removed this machine from the fleet: {why}");
+                        Enrollment::forget(&dirs, &store);
+                        ExitCode::SUCCESS
+                    }
+                    flotilla_agent::session::Ended::Refused(why) => {
+                        eprintln!("error: the head refuses this machine: {why}");
+                        ExitCode::FAILURE
+                    }
+                    flotilla_agent::session::Ended::Shutdown => ExitCode::SUCCESS,
+                };
+                break code;
+            }
+            _ = tick.tick() => {
+                // Each change of kind is shown once (not every retry countdown).
+                if let Some(link) = agent.link() {
+                    let kind = std::mem::discriminant(&link);
+                    if shown != Some(kind) {
+                        eprintln!("Control plane: {}", describe(&link));
+                        shown = Some(kind);
+                    }
+                }
+            }
+        }
+    };
+    eprintln!("Stopping...");
+    agent.stop().await;
+    Ok(code)
+}
+
+async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<ExitCode> {
     let (dirs, config, token) = tokio::task::spawn_blocking(|| {
         let (dirs, config, store) = crate::secret_cmd::load_store()?;
         let token = flotilla_head::read_cluster_token(&store)?.context(
-            "this machine holds no cluster token: run this on the head's machine, or store the \
-             head's token with `flotilla secret set flotilla.ray-token`",
+            "this machine holds no cluster token: join the fleet with `flotilla join CODE`, or \
+             run this on the head's machine",
         )?;
         anyhow::Ok((dirs, config, token))
     })
     .await??;
+    let name = node.name.clone().unwrap_or_else(flotilla_host::hostname);
+    let agent = start(
+        &dirs,
+        config.policy,
+        RuntimeSpec::default(),
+        address,
+        name.clone(),
+        token,
+        node,
+        None,
+    )
+    .await?;
+    eprintln!("Worker {name} joined the cluster at {address}. Ctrl-C stops it.");
+    crate::up::shutdown_signal().cancelled().await;
+    eprintln!("Stopping...");
+    agent.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    dirs: &flotilla_host::Dirs,
+    policy: flotilla_policy::Settings,
+    spec: RuntimeSpec,
+    head: SocketAddr,
+    name: String,
+    token: RayToken,
+    node: NodeArgs,
+    session: Option<SessionSetup>,
+) -> anyhow::Result<Agent> {
     let (progress, bar) = crate::progress::bar();
     let runtime = RuntimeManager::new(&dirs.data)
-        .ensure(&RuntimeSpec::default(), progress)
+        .ensure(&spec, progress)
         .await;
     bar.finish_and_clear();
     let runtime = runtime?;
-    let name = args.name.unwrap_or_else(flotilla_host::hostname);
-    let shutdown = crate::up::shutdown_signal();
     let agent = Agent::start(
         AgentConfig {
             node_name: name.clone(),
-            head: args.address,
+            head,
             node_ip: None,
-            num_cpus: args.cpus,
-            object_store_bytes: args.object_store_mb * 1024 * 1024,
-            ports: NodePorts::from_base(args.node_ports, 256),
+            num_cpus: node.cpus,
+            object_store_bytes: node.object_store_mb * 1024 * 1024,
+            ports: NodePorts::from_base(node.node_ports, 256),
             token,
             run_dir: dirs.run.join(format!("worker-{name}")),
             log_dir: dirs.logs.clone(),
             env: vec![],
             cluster_state: None,
-            policy: config.policy,
+            policy,
+            session,
         },
         Deps { runtime },
     )
     .await?;
-    eprintln!(
-        "Worker {name} joined the cluster at {}. Ctrl-C stops it.",
-        args.address
-    );
-    shutdown.cancelled().await;
-    eprintln!("Stopping...");
-    agent.stop().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(agent)
 }

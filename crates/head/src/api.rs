@@ -17,6 +17,7 @@ struct ApiState {
     ray: StateClient,
     ray_address: String,
     gcs: Option<(std::net::SocketAddr, flotilla_ray::RayToken)>,
+    fleet: Option<crate::fleet::ControlPlane>,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -25,12 +26,14 @@ pub async fn serve(
     ray: StateClient,
     ray_address: String,
     gcs: Option<(std::net::SocketAddr, flotilla_ray::RayToken)>,
+    fleet: Option<crate::fleet::ControlPlane>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = Arc::new(ApiState {
         ray,
         ray_address,
         gcs,
+        fleet,
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -55,7 +58,12 @@ async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
 
 async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
     match snapshot(&s.ray, &s.ray_address, s.gcs.as_ref()).await {
-        Ok(snap) => Json(snap).into_response(),
+        Ok(mut snap) => {
+            if let Some(f) = &s.fleet {
+                snap.agents = f.agents();
+            }
+            Json(snap).into_response()
+        }
         Err(e) => to_response(&e),
     }
 }

@@ -11,7 +11,10 @@ use flotilla_secrets::{Secret, SecretStore};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::{ADMIN_TOKEN_SECRET, ControlPlane, FleetConfig, RayInfo};
+use crate::registry::Registry;
 use crate::{Error, Result, io};
+use flotilla_proto::HeadAddress;
 
 /// What a running head publishes about itself in `<state>/head.json`, for `flotilla status`,
 /// `flotilla demo` and a second `flotilla up`.
@@ -27,6 +30,12 @@ pub struct HeadInfo {
     pub ray_version: String,
     pub python_version: String,
     pub runtime_dir: PathBuf,
+    /// Where agents and admin commands reach the control plane (`host:port`, TLS).
+    #[serde(default)]
+    pub control_addresses: Vec<String>,
+    /// The SHA-256 fingerprint of the control plane's certificate, hex.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 impl HeadInfo {
@@ -74,6 +83,12 @@ pub struct HeadConfig {
     pub env: Vec<(String, String)>,
     /// The cluster's Ray token (see [`cluster_token`]).
     pub token: RayToken,
+    /// The control plane's port (0: any free port); it listens on the head's Ray address.
+    pub control_port: u16,
+    /// The head's TLS identity (see [`crate::tls::Identity::load_or_create`]).
+    pub identity: crate::tls::Identity,
+    /// The admin token admin calls must carry (see [`admin_token`]).
+    pub admin_token: Secret,
 }
 
 /// A running head.
@@ -85,6 +100,8 @@ pub struct Head {
     api_cancel: CancellationToken,
     dashboard: StateClient,
     token: RayToken,
+    fleet: ControlPlane,
+    control: tokio::task::JoinHandle<()>,
     _lock: std::fs::File,
 }
 
@@ -98,6 +115,18 @@ pub fn cluster_token(store: &SecretStore) -> Result<RayToken> {
     }
     let token = RayToken::generate();
     store.set(RAY_TOKEN_SECRET, &Secret::from(token.expose()))?;
+    Ok(token)
+}
+
+/// Reads the head's admin token from the secret store, or makes and stores one.
+pub fn admin_token(store: &SecretStore) -> Result<Secret> {
+    match store.get(ADMIN_TOKEN_SECRET) {
+        Ok(s) if !s.is_empty() => return Ok(s),
+        Ok(_) | Err(flotilla_secrets::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let token = Secret::from(RayToken::generate().expose());
+    store.set(ADMIN_TOKEN_SECRET, &token)?;
     Ok(token)
 }
 
@@ -182,12 +211,15 @@ impl Head {
             .unwrap_or_else(|| "127.0.0.1".into());
         let ray_address = format!("{head_ip}:{}", config.gcs_port);
         let api_cancel = CancellationToken::new();
+        let (fleet, control, control_addresses) =
+            start_control(&config, &head_ip, &ray_address, &api_cancel).await?;
         let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
         let api = tokio::spawn(crate::api::serve(
             listener,
             dashboard.clone(),
             ray_address.clone(),
             gcs,
+            Some(fleet.clone()),
             api_cancel.clone(),
         ));
         let info = HeadInfo {
@@ -202,6 +234,8 @@ impl Head {
             ray_version: config.runtime.spec.ray.clone(),
             python_version: config.runtime.python_full.clone(),
             runtime_dir: config.runtime.dir.clone(),
+            control_addresses,
+            fingerprint: config.identity.fingerprint.to_hex(),
         };
         let path = HeadInfo::path(&config.dirs);
         write_private(
@@ -216,8 +250,15 @@ impl Head {
             api_cancel,
             dashboard,
             token,
+            fleet,
+            control,
             _lock: lock,
         })
+    }
+
+    /// The control plane.
+    pub fn fleet(&self) -> &ControlPlane {
+        &self.fleet
     }
 
     pub fn info(&self) -> &HeadInfo {
@@ -244,8 +285,66 @@ impl Head {
             ray.stop().await;
         }
         let _ = (&mut self.api).await;
+        let _ = (&mut self.control).await;
         let _ = std::fs::remove_file(HeadInfo::path(dirs));
     }
+}
+
+/// Opens the registry and serves the control plane on the head's Ray IP.
+async fn start_control(
+    config: &HeadConfig,
+    head_ip: &str,
+    ray_address: &str,
+    cancel: &CancellationToken,
+) -> Result<(ControlPlane, tokio::task::JoinHandle<()>, Vec<String>)> {
+    let ip: std::net::IpAddr = head_ip
+        .parse()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let listener = match tokio::net::TcpListener::bind((ip, config.control_port)).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(Error::ControlPortInUse {
+                port: config.control_port,
+            });
+        }
+        Err(e) => return Err(io(format!("cannot listen on {ip}:{}", config.control_port))(e)),
+    };
+    let port = listener
+        .local_addr()
+        .map_err(io("cannot read the control plane's address"))?
+        .port();
+    let address = HeadAddress::new(&ip.to_string(), port).map_err(|e| {
+        io("the head's address cannot go into a join code")(std::io::Error::other(e))
+    })?;
+    let path = config.dirs.state.join("registry.sqlite");
+    let registry = tokio::task::spawn_blocking(move || Registry::open(path))
+        .await
+        .map_err(|e| io("the registry task failed")(std::io::Error::other(e)))??;
+    let fleet = ControlPlane::new(FleetConfig {
+        registry: std::sync::Arc::new(registry),
+        ray: RayInfo {
+            gcs_addresses: vec![ray_address.to_string()],
+            ray_version: config.runtime.spec.ray.clone(),
+            python_version: config.runtime.python_full.clone(),
+            token: config.token.clone(),
+        },
+        addresses: vec![address.clone()],
+        fingerprint: config.identity.fingerprint,
+        admin_token: config.admin_token.clone(),
+        policy_toml: String::new(),
+    })?;
+    let tls = config.identity.server_config()?;
+    let serving = fleet.clone();
+    let cancel = cancel.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serving
+            .serve(listener, tls, async move { cancel.cancelled().await })
+            .await
+        {
+            tracing::error!("the control plane stopped: {e}");
+        }
+    });
+    Ok((fleet, task, vec![address.to_string()]))
 }
 
 /// The lock is held for the head's lifetime; the OS releases it when the process dies, however
@@ -310,6 +409,8 @@ mod tests {
             ray_version: "2.60.0".into(),
             python_version: "3.11.7".into(),
             runtime_dir: "/rt".into(),
+            control_addresses: vec![],
+            fingerprint: String::new(),
         };
         std::fs::write(HeadInfo::path(&dirs), serde_json::to_vec(&info).unwrap()).unwrap();
         let err = take_lock(&dirs).unwrap_err().to_string();

@@ -1,14 +1,15 @@
 //! Flotilla's head: the Ray head node plus the cluster API.
 //!
 //! [`Head::start`] takes the machine's head lock (one head per machine and state dir), binds the
-//! API port, starts the Ray head through [`flotilla_ray::Supervisor`] and serves the merged
-//! [`ClusterSnapshot`] over HTTP. What it deliberately does not do yet: authenticate agents or
-//! accept their reports (the control plane), or serve the dashboard UI.
+//! API port, starts the Ray head through [`flotilla_ray::Supervisor`], serves the control plane
+//! ([`fleet`]: join codes, agent sessions, admin commands, over gRPC with TLS) and the merged
+//! [`ClusterSnapshot`] over HTTP. Not here yet: the dashboard UI.
 //!
 //! Its key decision is that the API reads Ray's state on demand through the Ray dashboard on the
 //! head's loopback, so the snapshot is never staler than one request.
 
 mod api;
+pub mod fleet;
 mod instance;
 pub mod registry;
 mod snapshot;
@@ -16,7 +17,7 @@ pub mod tls;
 
 pub use api::serve;
 pub use instance::{
-    Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, cluster_token, read_cluster_token,
+    Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, admin_token, cluster_token, read_cluster_token,
 };
 pub use snapshot::{ClusterSnapshot, JobView, NodeView, TaskTotals, Totals, snapshot};
 
@@ -40,6 +41,13 @@ pub enum Error {
          that uses it, or choose another port with --api-port"
     )]
     ApiPortInUse { port: u16 },
+    #[error(
+        "port {port} (Flotilla control plane) is already in use on this machine\n  Stop the \
+         program that uses it, or choose another port with --control-port"
+    )]
+    ControlPortInUse { port: u16 },
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
     #[error(transparent)]
     Ray(#[from] flotilla_ray::Error),
     #[error(transparent)]

@@ -18,6 +18,10 @@ pub struct ClusterSnapshot {
     pub totals: Totals,
     pub tasks: TaskTotals,
     pub jobs: Vec<JobView>,
+    /// Every node enrolled with the control plane, with its state and reason as its agent
+    /// reports them (match `ray_node_id` with `nodes[].node_id`).
+    #[serde(default)]
+    pub agents: Vec<crate::fleet::AgentView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -228,6 +232,7 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
             failed: tasks.failed(),
         },
         jobs,
+        agents: vec![],
     }
 }
 

@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use flotilla_host::Dirs;
 pub use flotilla_proto::Fingerprint;
+pub use flotilla_proto::transport::pinned_client_config;
 use flotilla_secrets::{Secret, SecretStore};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{Result, io};
 
@@ -19,7 +18,7 @@ use crate::{Result, io};
 pub const TLS_KEY_SECRET: &str = "flotilla.head-tls-key";
 
 /// The head's certificate and key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub cert_der: CertificateDer<'static>,
     /// PKCS#8 DER of the private key.
@@ -79,78 +78,13 @@ impl Identity {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// A rustls client configuration that accepts exactly the server certificate with
-/// `fingerprint`, whatever name it carries: the join code, not a CA, vouches for the head.
-pub fn pinned_client_config(fingerprint: Fingerprint) -> rustls::ClientConfig {
-    let provider = provider();
-    let verifier = Arc::new(Pinned {
-        fingerprint,
-        algorithms: provider.signature_verification_algorithms,
-    });
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the default protocol versions are supported")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth()
-}
-
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: Fingerprint,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let seen = Fingerprint::of_der(end_entity);
-        if seen == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "this is not the head the join code was made for: its certificate's fingerprint \
-                 is {seen}, the code expects {}",
-                self.fingerprint
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    flotilla_proto::transport::provider()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn store(dir: &std::path::Path) -> SecretStore {

@@ -16,6 +16,7 @@
 
 pub mod joincode;
 mod redact;
+pub mod transport;
 
 pub use joincode::{Fingerprint, HeadAddress, Host, JoinCode, JoinCodeError};
 

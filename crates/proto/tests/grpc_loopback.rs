@@ -78,6 +78,13 @@ impl Fleet for TestHead {
     ) -> Result<Response<ListNodesReply>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn command(
+        &self,
+        _: Request<v1::NodeCommandRequest>,
+    ) -> Result<Response<v1::NodeCommandReply>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 fn snapshot(time_unix_ms: i64) -> ClusterSnapshot {

@@ -1,0 +1,208 @@
+//! Joining a fleet with a join code, and what a joined machine keeps.
+//!
+//! [`join`] checks the code locally (format, expiry), opens a TLS connection that accepts only
+//! the certificate whose fingerprint the code carries, and calls `Join`. The answer splits in
+//! two: the secrets (the node credential and the cluster's Ray token) go to the secret store,
+//! and the rest ([`Enrollment`]: node id and name, the head's addresses and fingerprint, the
+//! Ray versions and GCS addresses) to `enrollment.json` in the config directory, which holds
+//! nothing secret.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flotilla_host::Dirs;
+use flotilla_proto::transport::{self, ConnectError};
+use flotilla_proto::v1::{self as pb, fleet_client::FleetClient};
+use flotilla_proto::{Fingerprint, HeadAddress, JoinCode};
+use flotilla_ray::RayToken;
+use flotilla_secrets::{Secret, SecretStore};
+use serde::{Deserialize, Serialize};
+
+/// The secret-store name of this machine's node credential.
+pub const CREDENTIAL_SECRET: &str = "flotilla.node-credential";
+/// The secret-store name of the cluster's Ray token (the same name the head uses).
+pub const RAY_TOKEN_SECRET: &str = "flotilla.ray-token";
+
+/// What a joined machine knows of its fleet (nothing secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Enrollment {
+    pub node_id: String,
+    pub node_name: String,
+    /// The control plane's addresses (`host:port`), in order of preference.
+    pub head: Vec<String>,
+    /// The head certificate's SHA-256 fingerprint, hex.
+    pub fingerprint: String,
+    pub gcs_addresses: Vec<String>,
+    pub ray_version: String,
+    pub python_version: String,
+    /// The fleet's `[policy]` defaults.
+    #[serde(default)]
+    pub policy_toml: String,
+    pub joined_unix: u64,
+}
+
+/// Why joining failed; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("{0}\n  Copy the whole code again (it starts with `flot1-`)")]
+    Code(#[from] flotilla_proto::JoinCodeError),
+    #[error(
+        "this join code expired at {at} (Unix time); ask the head's admin for a new one (`flotilla invite`)"
+    )]
+    Expired { at: u64 },
+    #[error(
+        "{0}\n  Someone may be impersonating the head, or the head was reinstalled; ask its \
+         admin for a new code and do not join this one"
+    )]
+    Impostor(String),
+    #[error(
+        "{0}\n  Check that the head is running (`flotilla up` on its machine), that this \
+         machine can reach it (same LAN or tailnet), and that port {1} is open"
+    )]
+    Unreachable(ConnectError, u16),
+    #[error("the head refused to let this machine join: {0}")]
+    Refused(String),
+    #[error("the head's answer is incomplete ({0}); the head may run a different Flotilla version")]
+    BadReply(&'static str),
+}
+
+/// The path of `enrollment.json`.
+pub fn path(dirs: &Dirs) -> PathBuf {
+    dirs.config.join("enrollment.json")
+}
+
+impl Enrollment {
+    /// The enrollment of this machine, if it joined a fleet.
+    pub fn load(dirs: &Dirs) -> std::io::Result<Option<Enrollment>> {
+        match std::fs::read(path(dirs)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is unreadable ({e}); join again", path(dirs).display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores the enrollment: secrets first, so a saved `enrollment.json` always has them.
+    pub fn save(
+        &self,
+        dirs: &Dirs,
+        store: &SecretStore,
+        credential: &Secret,
+        token: &RayToken,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        store.set(CREDENTIAL_SECRET, credential)?;
+        store.set(RAY_TOKEN_SECRET, &Secret::from(token.expose()))?;
+        std::fs::create_dir_all(&dirs.config)?;
+        let tmp = path(dirs).with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, path(dirs))?;
+        Ok(())
+    }
+
+    /// Forgets the enrollment and its credential (after `Leave` or `flotilla leave`).
+    pub fn forget(dirs: &Dirs, store: &SecretStore) {
+        let _ = std::fs::remove_file(path(dirs));
+        let _ = store.remove(CREDENTIAL_SECRET);
+    }
+
+    /// The head's addresses, parsed.
+    pub fn addresses(&self) -> Vec<HeadAddress> {
+        self.head.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint.parse().ok()
+    }
+}
+
+/// What this machine tells the head when it joins.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub node_name: String,
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+impl Machine {
+    /// This machine, named `node_name`.
+    pub fn this(node_name: String, cpus: Option<u32>) -> Machine {
+        Machine {
+            node_name,
+            hostname: flotilla_host::hostname(),
+            cpus: cpus.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            }),
+            memory_bytes: 0,
+        }
+    }
+}
+
+/// Joins the fleet of `code`. Returns the enrollment, the node credential and the Ray token;
+/// the caller stores them ([`Enrollment::save`]).
+pub async fn join(
+    code: &str,
+    machine: &Machine,
+) -> Result<(Enrollment, Secret, RayToken), JoinError> {
+    let code = JoinCode::parse(code)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if code.is_expired(now) {
+        return Err(JoinError::Expired {
+            at: code.expires_unix().unwrap_or(0),
+        });
+    }
+    let port = code.addresses()[0].port();
+    let channel = transport::connect(
+        code.addresses(),
+        *code.fingerprint(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| match e {
+        ConnectError::Impostor(m) => JoinError::Impostor(m),
+        e => JoinError::Unreachable(e, port),
+    })?;
+    let mut client = FleetClient::new(channel);
+    let mut request = tonic::Request::new(pb::JoinRequest {
+        join_secret: code.secret().to_vec(),
+        node_name: machine.node_name.clone(),
+        hostname: machine.hostname.clone(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        cpus: machine.cpus,
+        memory_bytes: machine.memory_bytes,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    });
+    request.set_timeout(Duration::from_secs(30));
+    let reply = client
+        .join(request)
+        .await
+        .map_err(|s| JoinError::Refused(s.message().to_string()))?
+        .into_inner();
+    let ray = reply.ray.ok_or(JoinError::BadReply("no Ray settings"))?;
+    let token = RayToken::new(&ray.ray_token).ok_or(JoinError::BadReply("no Ray token"))?;
+    if reply.node_credential.len() < 16 {
+        return Err(JoinError::BadReply("no node credential"));
+    }
+    if ray.gcs_addresses.is_empty() {
+        return Err(JoinError::BadReply("no Ray address"));
+    }
+    let enrollment = Enrollment {
+        node_id: reply.node_id,
+        node_name: machine.node_name.clone(),
+        head: code.addresses().iter().map(ToString::to_string).collect(),
+        fingerprint: code.fingerprint().to_hex(),
+        gcs_addresses: ray.gcs_addresses,
+        ray_version: ray.ray_version,
+        python_version: ray.python_version,
+        policy_toml: reply.policy.map(|p| p.toml).unwrap_or_default(),
+        joined_unix: now,
+    };
+    Ok((enrollment, Secret::from_bytes(reply.node_credential), token))
+}

@@ -1,0 +1,237 @@
+//! The agent's outbox: contribution records waiting for the head, on disk, so that what a
+//! machine contributed while the head was away (or while the agent was stopped) reaches the
+//! head's ledger exactly once.
+//!
+//! One SQLite file (`outbox.sqlite` in the agent's state directory, WAL) holds:
+//! - `meta`: the next sequence number (shared by reports and records, never reused) and the
+//!   open accumulator (the CPU-seconds of the record being filled and when it was opened);
+//! - `records(seq, hour_start, cpu_seconds)`: closed records not yet acknowledged.
+//!
+//! Reports themselves are not queued: each one carries the node's whole current state, so the
+//! latest supersedes the rest; the CPU-seconds they report are folded into records here, so no
+//! contribution is lost with them. A record never spans two clock hours (the ledger is per
+//! hour), and the head drops any `(node, seq)` it already holds, so sending a record twice
+//! (a reconnect before the acknowledgement arrived) is harmless.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A closed record waiting for the head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    /// Unix seconds, a whole hour.
+    pub hour_start: i64,
+    pub cpu_seconds: f64,
+}
+
+/// The outbox of one enrolled node.
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Connection,
+}
+
+const HOUR: i64 = 3600;
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path`.
+    pub fn open(path: &Path) -> rusqlite::Result<Outbox> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v REAL NOT NULL) STRICT;
+             CREATE TABLE IF NOT EXISTS records (
+                 seq         INTEGER PRIMARY KEY,
+                 hour_start  INTEGER NOT NULL,
+                 cpu_seconds REAL    NOT NULL
+             ) STRICT;
+             INSERT OR IGNORE INTO meta (k, v) VALUES ('next_seq', 1);",
+        )?;
+        Ok(Outbox { conn })
+    }
+
+    fn meta(&self, k: &str) -> rusqlite::Result<Option<f64>> {
+        self.conn
+            .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+            .optional()
+    }
+
+    /// Takes the next sequence number.
+    pub fn next_seq(&mut self) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let seq: f64 = tx.query_row("SELECT v FROM meta WHERE k = 'next_seq'", [], |r| r.get(0))?;
+        tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'next_seq'", [])?;
+        tx.commit()?;
+        Ok(seq as u64)
+    }
+
+    /// Adds `cpu_seconds` contributed up to `now`, closing the open record first if it was
+    /// opened `record_every` ago or in an earlier clock hour.
+    pub fn add(
+        &mut self,
+        cpu_seconds: f64,
+        now: SystemTime,
+        record_every: Duration,
+    ) -> rusqlite::Result<()> {
+        let now_s = unix(now);
+        let opened = self.meta("open_at")?;
+        if let Some(opened) = opened {
+            let same_hour = (opened as i64).div_euclid(HOUR) == (now_s as i64).div_euclid(HOUR);
+            if !same_hour || now_s - opened >= record_every.as_secs_f64() {
+                self.close()?;
+            }
+        }
+        let tx = self.conn.transaction()?;
+        let open: Option<f64> = tx
+            .query_row("SELECT v FROM meta WHERE k = 'open_at'", [], |r| r.get(0))
+            .optional()?;
+        if open.is_none() {
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES ('open_at', ?1), ('open_cpu', 0)
+                 ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                [now_s],
+            )?;
+        }
+        if cpu_seconds.is_finite() && cpu_seconds > 0.0 {
+            tx.execute(
+                "UPDATE meta SET v = v + ?1 WHERE k = 'open_cpu'",
+                [cpu_seconds],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Closes the open record (if any) into `records` with the next sequence number.
+    pub fn close(&mut self) -> rusqlite::Result<Option<u64>> {
+        let tx = self.conn.transaction()?;
+        let open: Option<f64> = tx
+            .query_row("SELECT v FROM meta WHERE k = 'open_at'", [], |r| r.get(0))
+            .optional()?;
+        let Some(opened) = open else {
+            return Ok(None);
+        };
+        let cpu: f64 = tx
+            .query_row("SELECT v FROM meta WHERE k = 'open_cpu'", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0.0);
+        let seq: f64 = tx.query_row("SELECT v FROM meta WHERE k = 'next_seq'", [], |r| r.get(0))?;
+        tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'next_seq'", [])?;
+        tx.execute(
+            "INSERT INTO records (seq, hour_start, cpu_seconds) VALUES (?1, ?2, ?3)",
+            params![
+                seq as i64,
+                (opened as i64).div_euclid(HOUR) * HOUR,
+                cpu.max(0.0)
+            ],
+        )?;
+        tx.execute("DELETE FROM meta WHERE k IN ('open_at', 'open_cpu')", [])?;
+        tx.commit()?;
+        Ok(Some(seq as u64))
+    }
+
+    /// The oldest `limit` records not yet acknowledged.
+    pub fn pending(&self, limit: usize) -> rusqlite::Result<Vec<Record>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, hour_start, cpu_seconds FROM records ORDER BY seq LIMIT ?1",
+        )?;
+        stmt.query_map([limit as i64], |r| {
+            Ok(Record {
+                seq: r.get::<_, i64>(0)? as u64,
+                hour_start: r.get(1)?,
+                cpu_seconds: r.get(2)?,
+            })
+        })?
+        .collect()
+    }
+
+    /// The CPU-seconds of the open record, if one is open.
+    pub fn open_cpu(&self) -> rusqlite::Result<Option<f64>> {
+        self.meta("open_cpu")
+    }
+
+    /// How many records wait.
+    pub fn len(&self) -> rusqlite::Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    }
+
+    /// Whether no record waits.
+    pub fn is_empty(&self) -> rusqlite::Result<bool> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Drops every record the head acknowledged (`seq <= up_to`).
+    pub fn ack(&mut self, up_to: u64) -> rusqlite::Result<usize> {
+        self.conn.execute(
+            "DELETE FROM records WHERE seq <= ?1",
+            [i64::try_from(up_to).unwrap_or(i64::MAX)],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn records_close_on_time_and_hour_and_survive_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("outbox.sqlite");
+        let every = Duration::from_secs(60);
+        let base = 1_800_000_000 / 3600 * 3600; // a whole hour
+        {
+            let mut o = Outbox::open(&path).unwrap();
+            assert_eq!(o.next_seq().unwrap(), 1);
+            o.add(1.5, at(base + 10), every).unwrap();
+            o.add(2.0, at(base + 40), every).unwrap();
+            assert!(o.is_empty().unwrap());
+            // 60 s after opening: the record closes and a new one opens.
+            o.add(1.0, at(base + 75), every).unwrap();
+            let p = o.pending(10).unwrap();
+            assert_eq!(p.len(), 1);
+            assert_eq!(p[0].seq, 2);
+            assert_eq!(p[0].hour_start, base as i64);
+            assert!((p[0].cpu_seconds - 3.5).abs() < 1e-9);
+        }
+        // Reopened (an agent restart): the open accumulator and the numbering carry on.
+        let mut o = Outbox::open(&path).unwrap();
+        // Crossing the hour closes the record in its own hour.
+        o.add(4.0, at(base + 3600 + 5), every).unwrap();
+        let p = o.pending(10).unwrap();
+        assert_eq!(p.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+        assert!((p[1].cpu_seconds - 1.0).abs() < 1e-9);
+        assert_eq!(p[1].hour_start, base as i64);
+        assert_eq!(o.next_seq().unwrap(), 4);
+        assert_eq!(o.close().unwrap(), Some(5));
+        let last = o.pending(10).unwrap().pop().unwrap();
+        assert_eq!(last.hour_start, base as i64 + 3600);
+        assert!((last.cpu_seconds - 4.0).abs() < 1e-9);
+        assert_eq!(o.ack(3).unwrap(), 2);
+        assert_eq!(
+            o.pending(10)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            [5]
+        );
+        assert_eq!(o.close().unwrap(), None, "nothing open");
+    }
+}

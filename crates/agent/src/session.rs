@@ -1,0 +1,467 @@
+//! The agent's live link to the head: a `Session` stream that carries a report up every
+//! second and commands down, kept up across sleep, network changes and head restarts.
+//!
+//! - **Reconnection**: capped exponential backoff with jitter (1 s doubling to
+//!   [`MAX_BACKOFF`], ±20 %), reset once a session is up. While offline the task sleeps; there
+//!   is no busy loop.
+//! - **Reports**: built from the politeness loop's latest [`Published`] decision, numbered from
+//!   the outbox's sequence, each carrying the oldest unacknowledged contribution records.
+//! - **Ledger**: a separate task adds the CPU time of the node's process tree to the
+//!   [`Outbox`] every second, online or not; records close every `record_every` and wait on
+//!   disk until the head acknowledges them.
+//! - **Commands**: `Pause`/`Resume` go to the same manual feed as the owner's own pause;
+//!   `Ack` drops records; `Leave` (the head revoked this node) ends the session for good.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flotilla_proto::transport::{self, ConnectError};
+use flotilla_proto::v1::{self as pb, fleet_client::FleetClient, head_command::Command as Cmd};
+use flotilla_proto::{Fingerprint, HeadAddress};
+use flotilla_secrets::Secret;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::Outbox;
+use crate::politeness::Published;
+use crate::sampler::{ManualFeed, ManualRequest};
+
+/// The longest wait between reconnection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most contribution records one report carries.
+pub const RECORDS_PER_REPORT: usize = 64;
+
+/// How the session runs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub addresses: Vec<HeadAddress>,
+    pub fingerprint: Fingerprint,
+    pub node_id: String,
+    pub credential: Secret,
+    /// How often a report goes up.
+    pub report_every: Duration,
+    /// How long a contribution record stays open.
+    pub record_every: Duration,
+}
+
+impl SessionConfig {
+    /// Defaults: a report every second, a record every five minutes.
+    pub fn new(
+        addresses: Vec<HeadAddress>,
+        fingerprint: Fingerprint,
+        node_id: String,
+        credential: Secret,
+    ) -> SessionConfig {
+        SessionConfig {
+            addresses,
+            fingerprint,
+            node_id,
+            credential,
+            report_every: Duration::from_secs(1),
+            record_every: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The link's state, for `flotilla status`, the tray and notifications.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "link")]
+pub enum Link {
+    Connecting {
+        attempt: u32,
+    },
+    Connected {
+        head: String,
+        since_unix_ms: u64,
+    },
+    Offline {
+        error: String,
+        retry_in_ms: u64,
+    },
+    /// The head refused this node (revoked, or its credential unknown): no more attempts.
+    Refused {
+        error: String,
+    },
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    Shutdown,
+    /// The head removed this node (`Leave`), with its reason.
+    Left(String),
+    /// The head refuses this node's credential.
+    Refused(String),
+}
+
+/// What the session reads from the rest of the agent.
+#[derive(Clone)]
+pub struct Sources {
+    pub published: watch::Receiver<Option<Arc<Published>>>,
+    pub manual: ManualFeed,
+    /// The node's Ray node id, when it runs.
+    pub ray_node_id: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    /// The CPU time of the node's process tree so far, when it can be measured.
+    pub cpu_time: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Adds the node's CPU time to the outbox every second until `shutdown`.
+pub async fn run_ledger(
+    outbox: Arc<Mutex<Outbox>>,
+    cpu_time: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+    record_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut last = cpu_time();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1).min(record_every));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = cpu_time();
+        let delta = match (last, now) {
+            (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        last = now.or(last);
+        let result = outbox.lock().unwrap_or_else(|e| e.into_inner()).add(
+            delta,
+            SystemTime::now(),
+            record_every,
+        );
+        if let Err(e) = result {
+            tracing::warn!("cannot write the outbox: {e}");
+        }
+    }
+}
+
+/// Keeps the session up until `shutdown`, the head's `Leave`, or a refusal.
+pub async fn run(
+    config: SessionConfig,
+    sources: Sources,
+    outbox: Arc<Mutex<Outbox>>,
+    link: watch::Sender<Link>,
+    shutdown: CancellationToken,
+) -> Ended {
+    let mut attempt: u32 = 0;
+    loop {
+        let _ = link.send(Link::Connecting { attempt });
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            r = one_session(&config, &sources, &outbox, &link, &shutdown) => r,
+        };
+        let error = match result {
+            Ok(ended) => return ended,
+            Err(Failure::Refused(e)) => {
+                let _ = link.send(Link::Refused { error: e.clone() });
+                return Ended::Refused(e);
+            }
+            Err(Failure::WasUp(e)) => {
+                attempt = 0;
+                e
+            }
+            Err(Failure::Down(e)) => e,
+        };
+        let wait = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::info!("control session down ({error}); retrying in {wait:?}");
+        let _ = link.send(Link::Offline {
+            error,
+            retry_in_ms: wait.as_millis() as u64,
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1`: 1 s doubling up to [`MAX_BACKOFF`], ±20 %.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(MAX_BACKOFF);
+    let jitter = 0.8 + 0.4 * rand::random::<f64>();
+    base.mul_f64(jitter)
+}
+
+enum Failure {
+    /// The head refuses the credential: stop.
+    Refused(String),
+    /// A session was up, then broke.
+    WasUp(String),
+    /// No session came up.
+    Down(String),
+}
+
+fn is_refusal(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+    )
+}
+
+async fn one_session(
+    config: &SessionConfig,
+    sources: &Sources,
+    outbox: &Arc<Mutex<Outbox>>,
+    link: &watch::Sender<Link>,
+    shutdown: &CancellationToken,
+) -> Result<Ended, Failure> {
+    let channel = transport::connect(
+        &config.addresses,
+        config.fingerprint,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| match e {
+        ConnectError::Impostor(m) => Failure::Refused(m),
+        e => Failure::Down(e.to_string()),
+    })?;
+    let mut client = FleetClient::new(channel)
+        .max_decoding_message_size(1 << 20)
+        .max_encoding_message_size(1 << 20);
+    let (tx, rx) = mpsc::channel::<pb::AgentReport>(8);
+    // The first report goes with the request, so the head sees the node's state at once.
+    let first = report(config, sources, outbox, 0.0).map_err(Failure::Down)?;
+    tx.try_send(first)
+        .map_err(|e| Failure::Down(e.to_string()))?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let auth = format!(
+        "Node {}:{}",
+        config.node_id,
+        hex(config.credential.expose())
+    );
+    request.metadata_mut().insert(
+        "authorization",
+        auth.parse()
+            .map_err(|_| Failure::Refused("the node credential is malformed".into()))?,
+    );
+    let mut inbound = match client.session(request).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if is_refusal(&s) => return Err(Failure::Refused(s.message().to_string())),
+        Err(s) => return Err(Failure::Down(s.message().to_string())),
+    };
+    let head = config
+        .addresses
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let _ = link.send(Link::Connected {
+        head,
+        since_unix_ms: unix_ms(),
+    });
+    tracing::info!("control session up");
+    let mut ticker = tokio::time::interval(config.report_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last_cpu = (sources.cpu_time)();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+            _ = ticker.tick() => {
+                let cpu = (sources.cpu_time)();
+                let delta = match (last_cpu, cpu) {
+                    (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64(),
+                    _ => 0.0,
+                };
+                last_cpu = cpu.or(last_cpu);
+                let r = report(config, sources, outbox, delta).map_err(Failure::WasUp)?;
+                if tx.send(r).await.is_err() {
+                    return Err(Failure::WasUp("the head closed the session".into()));
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(command)) => {
+                    if let Some(ended) = apply(command, sources, outbox) {
+                        return Ok(ended);
+                    }
+                }
+                Ok(None) => return Err(Failure::WasUp("the head ended the session".into())),
+                Err(s) if is_refusal(&s) => return Err(Failure::Refused(s.message().to_string())),
+                Err(s) => return Err(Failure::WasUp(s.message().to_string())),
+            },
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies one command; `Some` ends the session.
+fn apply(
+    command: pb::HeadCommand,
+    sources: &Sources,
+    outbox: &Arc<Mutex<Outbox>>,
+) -> Option<Ended> {
+    let set = |r: ManualRequest| {
+        *sources.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    };
+    match command.command {
+        Some(Cmd::Pause(p)) => {
+            let request = match pb::PauseMode::try_from(p.mode) {
+                Ok(pb::PauseMode::Now) if p.until_unix_ms > 0 => ManualRequest::For(
+                    Duration::from_millis(p.until_unix_ms.saturating_sub(unix_ms())),
+                ),
+                Ok(pb::PauseMode::Now) => ManualRequest::Indefinite,
+                // FINISH, unspecified, or a mode from a newer head: the gentle one.
+                _ => ManualRequest::Finish,
+            };
+            tracing::info!(?request, "the head paused this node");
+            set(request);
+            None
+        }
+        Some(Cmd::Resume(_)) => {
+            tracing::info!("the head resumed this node");
+            set(ManualRequest::Resume);
+            None
+        }
+        Some(Cmd::Ack(a)) => {
+            if let Err(e) = outbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ack(a.up_to_seq)
+            {
+                tracing::warn!("cannot update the outbox: {e}");
+            }
+            None
+        }
+        Some(Cmd::Leave(l)) => {
+            let why = l
+                .reason
+                .map_or_else(|| "removed by the head".to_string(), |r| r.text_en);
+            tracing::warn!("the head removed this node: {why}");
+            Some(Ended::Left(why))
+        }
+        Some(Cmd::SetPolicy(_)) => {
+            tracing::info!("the head sent fleet policy defaults; this node keeps its own settings");
+            None
+        }
+        None => None,
+    }
+}
+
+/// The report for now.
+fn report(
+    config: &SessionConfig,
+    sources: &Sources,
+    outbox: &Arc<Mutex<Outbox>>,
+    contributed: f64,
+) -> Result<pb::AgentReport, String> {
+    let (seq, records) = {
+        let mut o = outbox.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = o.next_seq().map_err(|e| format!("outbox: {e}"))?;
+        let records = o
+            .pending(RECORDS_PER_REPORT)
+            .map_err(|e| format!("outbox: {e}"))?;
+        (seq, records)
+    };
+    let published = sources.published.borrow().clone();
+    let mut r = pb::AgentReport {
+        node_id: config.node_id.clone(),
+        seq,
+        time_unix_ms: unix_ms() as i64,
+        ray_node_id: (sources.ray_node_id)().unwrap_or_default(),
+        contributed_cpu_seconds: contributed,
+        contributions: records
+            .iter()
+            .map(|c| pb::ContributionRecord {
+                hour_start_unix: c.hour_start,
+                cpu_seconds: c.cpu_seconds,
+                seq: c.seq,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(p) = published {
+        fill(&mut r, &p);
+    }
+    Ok(r)
+}
+
+/// The state, reason and readings of a report, from the politeness loop's decision.
+pub fn fill(r: &mut pb::AgentReport, p: &Published) {
+    use flotilla_policy::Pause;
+    let total = f64::from(p.sensors.total_cpus);
+    let target = f64::from(p.decision.target_cpus);
+    let e = p.enforcement.as_ref();
+    let state = match (e.map(|e| e.state.as_str()), p.decision.pause) {
+        (Some("paused"), _) => pb::NodeState::Paused,
+        (Some("draining"), _) => pb::NodeState::Draining,
+        (Some("cap"), _) => pb::NodeState::Throttled,
+        (Some("full"), _) => pb::NodeState::Contributing,
+        (_, Pause::Finish) => pb::NodeState::Draining,
+        (_, Pause::Now) => pb::NodeState::Paused,
+        (_, Pause::None) if target < total => pb::NodeState::Throttled,
+        (_, Pause::None) => pb::NodeState::Contributing,
+    };
+    let code = p.decision.reason.code();
+    r.state = state as i32;
+    r.reason = Some(pb::Reason {
+        code: code.into(),
+        text_en: p.reason_en.clone(),
+        text_es: p.reason_es.clone(),
+    });
+    r.advertised_cpus = e.and_then(|e| e.advertised_cpus).unwrap_or(target);
+    r.capped_cpus = e.and_then(|e| e.cap_cpus).unwrap_or(total);
+    r.owner_active = p
+        .sensors
+        .idle_secs
+        .value
+        .map(|_| matches!(code, "owner_active" | "owner_busy"));
+    r.power_source = match p.sensors.power.value.as_deref() {
+        Some("ac") => pb::PowerSource::Ac,
+        Some("battery") => pb::PowerSource::Battery,
+        _ => pb::PowerSource::Unspecified,
+    } as i32;
+    r.battery_percent = p.sensors.battery_percent.value.map(f64::from);
+    r.owner_load = p.sensors.owner_load.value.unwrap_or(0.0) * total;
+}
+
+/// How long ago a link came up, for people.
+pub fn describe(link: &Link) -> String {
+    match link {
+        Link::Connecting { attempt: 0 } => "connecting to the head".into(),
+        Link::Connecting { attempt } => format!("connecting to the head (attempt {})", attempt + 1),
+        Link::Connected { head, .. } => format!("connected to the head at {head}"),
+        Link::Offline { error, retry_in_ms } => format!(
+            "offline ({error}); retrying in {:.0} s",
+            (*retry_in_ms as f64 / 1000.0).ceil()
+        ),
+        Link::Refused { error } => format!("refused by the head: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        for attempt in 0..20 {
+            let b = backoff(attempt);
+            let base = Duration::from_secs(1 << attempt.min(10)).min(MAX_BACKOFF);
+            assert!(
+                b >= base.mul_f64(0.79) && b <= base.mul_f64(1.21),
+                "{attempt}: {b:?}"
+            );
+        }
+        assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.21));
+    }
+}

@@ -1,0 +1,289 @@
+//! Admin commands, run on the head's machine: `flotilla invite`, `flotilla nodes`,
+//! `flotilla revoke`, and `flotilla pause/resume --node`. They talk to the head's control
+//! plane over TLS (pinned to the head's own certificate) with the admin token from the secret
+//! store.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use flotilla_head::HeadInfo;
+use flotilla_proto::v1::{self as pb, fleet_client::FleetClient, head_command::Command as Cmd};
+use tonic::transport::Channel;
+
+struct Admin {
+    client: FleetClient<Channel>,
+    auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Admin {
+    async fn connect() -> anyhow::Result<Admin> {
+        let (info, token) = tokio::task::spawn_blocking(|| {
+            let (dirs, _, store) = crate::secret_cmd::load_store()?;
+            let info = HeadInfo::read(&dirs).context(
+                "no head runs on this machine: admin commands run where `flotilla up` runs",
+            )?;
+            let token = store
+                .get(flotilla_head::fleet::ADMIN_TOKEN_SECRET)
+                .context("the head's admin token is not in this user's secret store")?;
+            anyhow::Ok((info, token))
+        })
+        .await??;
+        let addresses: Vec<_> = info
+            .control_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        anyhow::ensure!(
+            !addresses.is_empty(),
+            "the running head publishes no control-plane address (is it an older Flotilla?)"
+        );
+        let fingerprint = info
+            .fingerprint
+            .parse()
+            .context("the head's fingerprint in head.json is unreadable")?;
+        let channel =
+            flotilla_proto::transport::connect(&addresses, fingerprint, Duration::from_secs(5))
+                .await?;
+        let token = token.expose_str().context("the admin token is not text")?;
+        Ok(Admin {
+            client: FleetClient::new(channel),
+            auth: format!("Admin {token}")
+                .parse()
+                .context("the admin token is malformed")?,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut().insert("authorization", self.auth.clone());
+        r.set_timeout(Duration::from_secs(30));
+        r
+    }
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// How many machines may join with the code.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    uses: u32,
+    /// How long the code is valid, e.g. `30m`, `24h`, `7d`.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::pause::parse_duration)]
+    expires: u64,
+    /// Print JSON (`code`, `expires_unix`) instead of text and a QR code.
+    #[arg(long)]
+    json: bool,
+    /// Do not draw the QR code.
+    #[arg(long)]
+    no_qr: bool,
+}
+
+pub async fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
+    let mut admin = Admin::connect().await?;
+    let request = admin.request(pb::InviteRequest {
+        uses: args.uses,
+        expires_secs: args.expires,
+    });
+    let reply = admin
+        .client
+        .invite(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"code": reply.code, "expires_unix": reply.expires_unix, "uses": args.uses})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.no_qr {
+        match qrcode::QrCode::new(reply.code.as_bytes()) {
+            Ok(qr) => println!(
+                "{}",
+                qr.render::<qrcode::render::unicode::Dense1x2>()
+                    .quiet_zone(true)
+                    .build()
+            ),
+            Err(e) => eprintln!("(no QR code: {e})"),
+        }
+    }
+    println!("{}", reply.code);
+    println!();
+    let uses = if args.uses == 1 {
+        "one machine".to_string()
+    } else {
+        format!("{} machines", args.uses)
+    };
+    println!(
+        "On the machine to add, run `flotilla join <code>` (or paste it in the app). Valid for \
+         {uses}, for {}. Treat it like a password.",
+        human_secs(args.expires)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        s if s % 86_400 == 0 => format!("{} day(s)", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hour(s)", s / 3600),
+        s if s % 60 == 0 => format!("{} minute(s)", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
+    let mut admin = Admin::connect().await?;
+    let request = admin.request(pb::ClusterRequest {});
+    let snap = admin
+        .client
+        .cluster(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let rows: Vec<serde_json::Value> = snap
+        .nodes
+        .iter()
+        .map(|n| {
+            let reason = n.reason.clone().unwrap_or_default();
+            serde_json::json!({
+                "node_id": n.node_id,
+                "name": n.name,
+                "state": state_name(n.state),
+                "reason_code": reason.code,
+                "reason_en": reason.text_en,
+                "reason_es": reason.text_es,
+                "cpus_advertised": n.cpus_advertised,
+                "cpus_total": n.cpus_total,
+                "owner_active": n.owner_active,
+                "battery_percent": n.battery_percent,
+                "last_seen_unix_ms": n.last_seen_unix_ms,
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("No nodes yet. Add one with `flotilla invite`, then `flotilla join` there.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<4} {:<20} {:<13} {:>9}  {:<10} REASON",
+        "ID", "NAME", "STATE", "CPUS", "LAST SEEN"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for r in rows {
+        let seen = r["last_seen_unix_ms"].as_i64().unwrap_or(0);
+        let ago = if seen == 0 {
+            "never".to_string()
+        } else {
+            let s = (now - seen).max(0) / 1000;
+            match s {
+                0..=59 => format!("{s}s ago"),
+                60..=3599 => format!("{}m ago", s / 60),
+                _ => format!("{}h ago", s / 3600),
+            }
+        };
+        println!(
+            "{:<4} {:<20} {:<13} {:>4}/{:<4}  {:<10} {}",
+            r["node_id"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["cpus_advertised"].as_f64().unwrap_or(0.0),
+            r["cpus_total"].as_f64().unwrap_or(0.0),
+            ago,
+            r["reason_en"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Contributing) => "contributing",
+        Ok(pb::NodeState::Throttled) => "throttled",
+        Ok(pb::NodeState::Paused) => "paused",
+        Ok(pb::NodeState::Draining) => "draining",
+        Ok(pb::NodeState::Offline) => "offline",
+        Ok(pb::NodeState::Error) => "error",
+        Ok(pb::NodeState::Unspecified) => "connecting",
+        Err(_) => "unknown",
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The node's name or id (see `flotilla nodes`).
+    node: String,
+}
+
+pub async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let mut admin = Admin::connect().await?;
+    let request = admin.request(pb::RevokeRequest { node: args.node });
+    let reply = admin
+        .client
+        .revoke(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "Revoked node {} ({}): its credential no longer works and its session was ended. A Ray \
+         token it already holds stays valid until `flotilla head rotate-ray-token`.",
+        reply.node_id, reply.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a pause (`until_unix_ms` 0 = until resumed) or resume to a node.
+pub async fn command(
+    node: String,
+    pause: Option<(pb::PauseMode, u64)>,
+) -> anyhow::Result<ExitCode> {
+    let mut admin = Admin::connect().await?;
+    let command = match pause {
+        Some((mode, until_unix_ms)) => Cmd::Pause(pb::Pause {
+            until_unix_ms,
+            mode: mode as i32,
+            reason: None,
+        }),
+        None => Cmd::Resume(pb::Resume {}),
+    };
+    let request = admin.request(pb::NodeCommandRequest {
+        node,
+        command: Some(pb::HeadCommand {
+            command: Some(command),
+        }),
+    });
+    let reply = admin
+        .client
+        .command(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let what = if pause.is_some() { "Paused" } else { "Resumed" };
+    if reply.delivered {
+        println!("{what} node {} ({}).", reply.node_id, reply.name);
+    } else {
+        println!(
+            "{what} node {} ({}): it is offline, and gets the command when it reconnects.",
+            reply.node_id, reply.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

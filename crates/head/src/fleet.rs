@@ -1,0 +1,1031 @@
+//! The control plane: the `Fleet` gRPC service (package `flotilla.v1`) that agents join and
+//! keep a session with, and that admins use to invite, list, command and revoke nodes.
+//!
+//! Everything the head knows of a node lives in two places: the [`Registry`] (SQLite: identity,
+//! credential hashes, state-change events, the contribution ledger) and an in-memory table of
+//! live nodes (the latest report, the session's command channel, the standing pause). Reports
+//! arrive every second from every node, so they only touch memory; the registry is written when
+//! a node's state or reason changes and when contribution records arrive. The snapshot is built
+//! from memory, which keeps it cheap at thousands of nodes.
+//!
+//! Authentication: an agent sends `authorization: Node <id>:<credential in hex>` on every call
+//! after `Join`; admin calls carry `authorization: Admin <admin token>`. Both are compared
+//! against hashes (the registry) or in constant time (the admin token).
+//!
+//! Exactly-once ledger: every contribution record carries a sequence number from the agent's
+//! outbox; the registry ignores a `(node, seq)` it already holds, and the head acknowledges the
+//! highest number it stored so the agent can drop what is delivered.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flotilla_proto::v1::fleet_server::{Fleet, FleetServer};
+use flotilla_proto::v1::{self as pb, head_command::Command as Cmd};
+use flotilla_proto::{Fingerprint, HeadAddress, JoinCode};
+use flotilla_ray::RayToken;
+use flotilla_secrets::Secret;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::registry::{self, NodeId, NodeRecord, Registry};
+
+/// The control plane's default port.
+pub const DEFAULT_CONTROL_PORT: u16 = 7470;
+/// The largest message either side accepts.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// The deadline of every unary call the head serves.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Join attempts one address may make at once, then one more every [`JOIN_REFILL`].
+pub const JOIN_BURST: f64 = 10.0;
+pub const JOIN_REFILL: Duration = Duration::from_secs(6);
+/// The most contribution records the head takes from one report.
+pub const MAX_RECORDS_PER_REPORT: usize = 256;
+/// How long an invite lasts when the admin does not say.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The secret-store name of the head's admin token.
+pub const ADMIN_TOKEN_SECRET: &str = "flotilla.admin-token";
+
+/// What the control plane tells joining nodes about Ray.
+#[derive(Debug, Clone)]
+pub struct RayInfo {
+    pub gcs_addresses: Vec<String>,
+    pub ray_version: String,
+    pub python_version: String,
+    pub token: RayToken,
+}
+
+/// How the control plane runs.
+#[derive(Debug)]
+pub struct FleetConfig {
+    pub registry: Arc<Registry>,
+    pub ray: RayInfo,
+    /// Where agents reach the control plane: goes into join codes.
+    pub addresses: Vec<HeadAddress>,
+    pub fingerprint: Fingerprint,
+    pub admin_token: Secret,
+    /// The fleet's `[policy]` defaults as TOML (empty: the agents' own defaults).
+    pub policy_toml: String,
+}
+
+/// The control plane; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: FleetConfig,
+    nodes: Mutex<HashMap<NodeId, Live>>,
+    /// Bumped on every change of what the snapshot shows.
+    version: watch::Sender<u64>,
+    joins: Mutex<HashMap<IpAddr, Bucket>>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+/// What the head holds in memory for one node.
+#[derive(Debug)]
+struct Live {
+    record: NodeRecord,
+    report: Option<pb::AgentReport>,
+    last_seen_ms: i64,
+    last_seq: u64,
+    session: Option<(u64, mpsc::Sender<Result<pb::HeadCommand, Status>>)>,
+    /// The latest pause or resume an admin sent: replayed when the node reconnects.
+    standing: Option<pb::HeadCommand>,
+    /// The node's state as last written to the registry, with its reason code.
+    stored: (registry::NodeState, String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs blocking registry work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("registry task failed: {e}")))?
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!("control plane: {e}");
+    Status::internal(e.to_string())
+}
+
+impl ControlPlane {
+    /// A control plane over `config.registry`, knowing every node enrolled there.
+    pub fn new(config: FleetConfig) -> registry::Result<ControlPlane> {
+        let mut nodes = HashMap::new();
+        for record in config.registry.list_nodes()? {
+            if record.is_revoked() {
+                continue;
+            }
+            let stored = (record.state, record.reason.clone());
+            nodes.insert(
+                record.id,
+                Live {
+                    last_seen_ms: ms_of(record.last_seen),
+                    record,
+                    report: None,
+                    last_seq: 0,
+                    session: None,
+                    standing: None,
+                    stored,
+                },
+            );
+        }
+        Ok(ControlPlane {
+            inner: Arc::new(Inner {
+                config,
+                nodes: Mutex::new(nodes),
+                version: watch::channel(0).0,
+                joins: Mutex::new(HashMap::new()),
+                next_session: 1.into(),
+            }),
+        })
+    }
+
+    /// The gRPC service, with the message-size caps set.
+    pub fn service(&self) -> FleetServer<ControlPlane> {
+        FleetServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Serves the control plane with TLS on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: rustls::ServerConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = flotilla_proto::transport::TlsIncoming::new(listener, tls);
+        tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
+            .concurrency_limit_per_connection(64)
+            .max_concurrent_streams(256)
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_nodelay(true)
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    /// A receiver that changes whenever the snapshot would.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.version.subscribe()
+    }
+
+    fn changed(&self) {
+        self.inner.version.send_modify(|v| *v += 1);
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, HashMap<NodeId, Live>> {
+        lock(&self.inner.nodes)
+    }
+
+    /// What the head knows of every node now: for the HTTP API and the snapshot.
+    pub fn agents(&self) -> Vec<AgentView> {
+        let now = now_ms();
+        let mut out: Vec<AgentView> = self
+            .nodes()
+            .values()
+            .map(|l| AgentView::of(l, now))
+            .collect();
+        out.sort_by_key(|a| a.node_id);
+        out
+    }
+
+    /// Enrolls a node of the head's own machine without an invite (the local worker of
+    /// `flotilla up`): returns its id and a fresh credential, kept in memory by the caller. A
+    /// node of the same name enrolled before is replaced.
+    pub async fn enroll_local(&self, name: &str, cpus: u32) -> Result<(NodeId, Secret), Status> {
+        let mut credential = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut credential);
+        let credential = Secret::from_bytes(credential);
+        let registry = self.inner.config.registry.clone();
+        let (name, cred) = (name.to_string(), credential.clone());
+        let record = blocking(move || {
+            let id = registry
+                .enroll(
+                    &name,
+                    &flotilla_host::hostname(),
+                    std::env::consts::OS,
+                    std::env::consts::ARCH,
+                    cpus,
+                    &cred,
+                    SystemTime::now(),
+                )
+                .map_err(internal)?;
+            registry
+                .node(id)
+                .map_err(internal)?
+                .ok_or_else(|| Status::internal("the new node vanished"))
+        })
+        .await?;
+        let id = record.id;
+        self.insert(record);
+        Ok((id, credential))
+    }
+
+    /// Adds a newly enrolled node to the live table, dropping nodes it replaced.
+    fn insert(&self, record: NodeRecord) {
+        let mut nodes = self.nodes();
+        nodes.retain(|_, l| l.record.name != record.name);
+        nodes.insert(
+            record.id,
+            Live {
+                stored: (record.state, record.reason.clone()),
+                last_seen_ms: now_ms(),
+                record,
+                report: None,
+                last_seq: 0,
+                session: None,
+                standing: None,
+            },
+        );
+        drop(nodes);
+        self.changed();
+    }
+
+    /// Makes an invite: returns the encoded join code and when it expires.
+    pub async fn invite(&self, uses: u32, ttl: Duration) -> Result<(String, u64), Status> {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let expires = SystemTime::now() + ttl;
+        let expires_unix = expires
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let code = JoinCode::new(
+            self.inner.config.addresses.clone(),
+            secret,
+            self.inner.config.fingerprint,
+            Some(expires_unix),
+        )
+        .map_err(|e| Status::failed_precondition(format!("cannot make a join code: {e}")))?;
+        let registry = self.inner.config.registry.clone();
+        let stored = Secret::from_bytes(secret.to_vec());
+        blocking(move || {
+            registry
+                .create_invite(&stored, uses.max(1), expires)
+                .map_err(internal)
+        })
+        .await?;
+        Ok((code.encode(), expires_unix))
+    }
+
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let given = bearer(request, "Admin")?;
+        let want = self.inner.config.admin_token.expose();
+        if bool::from(given.as_bytes().ct_eq(want)) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "wrong admin token: admin commands run on the head's machine, as the user who \
+                 runs the head",
+            ))
+        }
+    }
+
+    fn take_join_token(&self, ip: Option<IpAddr>) -> Result<(), Status> {
+        let Some(ip) = ip else { return Ok(()) };
+        let mut joins = lock(&self.inner.joins);
+        let now = Instant::now();
+        if joins.len() > 10_000 {
+            joins.retain(|_, b| now.duration_since(b.at) < JOIN_REFILL * JOIN_BURST as u32);
+        }
+        let b = joins.entry(ip).or_insert(Bucket {
+            tokens: JOIN_BURST,
+            at: now,
+        });
+        let refill = now.duration_since(b.at).as_secs_f64() / JOIN_REFILL.as_secs_f64();
+        b.tokens = (b.tokens + refill).min(JOIN_BURST);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return Err(Status::resource_exhausted(format!(
+                "too many join attempts from {ip}; wait a minute and try again"
+            )));
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Authenticates a node's call; returns its id.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<NodeRecord, Status> {
+        let value = bearer(request, "Node")?;
+        let (id, credential) = value.split_once(':').ok_or_else(|| {
+            Status::unauthenticated("malformed node credential: expected `Node <id>:<hex>`")
+        })?;
+        let id = NodeId(
+            id.parse()
+                .map_err(|_| Status::unauthenticated("malformed node id"))?,
+        );
+        let credential = Secret::from_bytes(
+            decode_hex(credential)
+                .ok_or_else(|| Status::unauthenticated("malformed node credential"))?,
+        );
+        let registry = self.inner.config.registry.clone();
+        blocking(move || {
+            registry.authenticate(id, &credential).map_err(|e| match e {
+                registry::AuthError::Revoked => Status::permission_denied(
+                    "this node was revoked by the head's admin; join again with a new code",
+                ),
+                registry::AuthError::UnknownNode | registry::AuthError::BadCredential => {
+                    Status::unauthenticated(
+                        "the head does not know this node or its credential; join again \
+                             with a new code",
+                    )
+                }
+                registry::AuthError::Registry(e) => internal(e),
+            })
+        })
+        .await
+    }
+
+    /// Applies one report from an authenticated session; returns the acknowledgement to send.
+    async fn apply_report(
+        &self,
+        node: NodeId,
+        report: pb::AgentReport,
+    ) -> Result<Option<pb::HeadCommand>, Status> {
+        let now = now_ms();
+        let records: Vec<registry::ContributionRecord> = report
+            .contributions
+            .iter()
+            .take(MAX_RECORDS_PER_REPORT)
+            .filter(|r| r.cpu_seconds.is_finite() && r.cpu_seconds >= 0.0)
+            .map(|r| registry::ContributionRecord {
+                seq: r.seq,
+                hour_start: UNIX_EPOCH
+                    + Duration::from_secs(
+                        u64::try_from(r.hour_start_unix).unwrap_or(0) / 3600 * 3600,
+                    ),
+                cpu_seconds: r.cpu_seconds,
+            })
+            .collect();
+        let ack = records.iter().map(|r| r.seq).max();
+        let state_change = {
+            let mut nodes = self.nodes();
+            let Some(live) = nodes.get_mut(&node) else {
+                return Err(Status::permission_denied("this node was revoked"));
+            };
+            live.last_seen_ms = now;
+            let mut change = None;
+            if report.seq > live.last_seq {
+                live.last_seq = report.seq;
+                let state = registry_state(report.state);
+                let code = report
+                    .reason
+                    .as_ref()
+                    .map(|r| r.code.clone())
+                    .unwrap_or_default();
+                if live.stored != (state, code.clone()) {
+                    live.stored = (state, code.clone());
+                    change = Some((state, code));
+                }
+                live.report = Some(report);
+            }
+            change
+        };
+        let registry = self.inner.config.registry.clone();
+        if state_change.is_some() || !records.is_empty() {
+            blocking(move || {
+                if let Some((state, code)) = state_change {
+                    registry
+                        .record_state(node, state, &code, SystemTime::now())
+                        .map_err(internal)?;
+                }
+                if !records.is_empty() {
+                    registry
+                        .add_contributions(node, &records)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        self.changed();
+        Ok(ack.map(|up_to_seq| pb::HeadCommand {
+            command: Some(Cmd::Ack(pb::Ack { up_to_seq })),
+        }))
+    }
+
+    /// Ends the session `id` of `node` (if it is still the current one) and marks it offline.
+    async fn session_ended(&self, node: NodeId, id: u64) {
+        let went_offline = {
+            let mut nodes = self.nodes();
+            match nodes.get_mut(&node) {
+                Some(live) if live.session.as_ref().is_some_and(|(s, _)| *s == id) => {
+                    live.session = None;
+                    live.stored = (registry::NodeState::Offline, "disconnected".into());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if went_offline {
+            let registry = self.inner.config.registry.clone();
+            let _ = blocking(move || {
+                match registry.record_state(
+                    node,
+                    registry::NodeState::Offline,
+                    "disconnected",
+                    SystemTime::now(),
+                ) {
+                    Ok(_) | Err(registry::Error::Revoked(_)) => Ok(()),
+                    Err(e) => Err(internal(e)),
+                }
+            })
+            .await;
+            self.changed();
+        }
+    }
+
+    /// Finds a node by id or name.
+    fn find(&self, node: &str) -> Option<NodeId> {
+        let nodes = self.nodes();
+        if let Ok(id) = node.parse::<i64>()
+            && nodes.contains_key(&NodeId(id))
+        {
+            return Some(NodeId(id));
+        }
+        nodes
+            .iter()
+            .find(|(_, l)| l.record.name == node)
+            .map(|(id, _)| *id)
+    }
+
+    /// Sends `command` to a node now if it is connected, and keeps it as the node's standing
+    /// pause state for when it reconnects. Returns the node's name and whether it was sent.
+    pub fn command(
+        &self,
+        node: &str,
+        command: pb::HeadCommand,
+    ) -> Result<(NodeId, String, bool), Status> {
+        let id = self.find(node).ok_or_else(|| {
+            Status::not_found(format!("no node named {node:?}; see `flotilla nodes`"))
+        })?;
+        let mut nodes = self.nodes();
+        let live = nodes
+            .get_mut(&id)
+            .expect("found above under the same lock order");
+        live.standing = Some(command.clone());
+        let sent = live
+            .session
+            .as_ref()
+            .is_some_and(|(_, tx)| tx.try_send(Ok(command)).is_ok());
+        Ok((id, live.record.name.clone(), sent))
+    }
+
+    /// Revokes a node: its credential stops working and its session ends with `Leave`.
+    pub async fn revoke(&self, node: &str) -> Result<(NodeId, String), Status> {
+        let id = self.find(node).ok_or_else(|| {
+            Status::not_found(format!("no node named {node:?}; see `flotilla nodes`"))
+        })?;
+        let registry = self.inner.config.registry.clone();
+        blocking(move || registry.revoke(id, SystemTime::now()).map_err(internal)).await?;
+        let live = self.nodes().remove(&id);
+        self.changed();
+        let name = live
+            .as_ref()
+            .map(|l| l.record.name.clone())
+            .unwrap_or_default();
+        if let Some((_, tx)) = live.and_then(|l| l.session) {
+            let _ = tx.try_send(Ok(pb::HeadCommand {
+                command: Some(Cmd::Leave(pb::Leave {
+                    reason: Some(reason(
+                        "revoked",
+                        "revoked by the head's admin",
+                        "revocado por el administrador",
+                    )),
+                })),
+            }));
+        }
+        Ok((id, name))
+    }
+
+    /// The snapshot as the protocol carries it.
+    pub fn snapshot(&self) -> pb::ClusterSnapshot {
+        let now = now_ms();
+        let nodes = self.nodes();
+        let mut out: Vec<pb::NodeSummary> = nodes
+            .iter()
+            .map(|(id, l)| {
+                let view = AgentView::of(l, now);
+                pb::NodeSummary {
+                    node_id: id.to_string(),
+                    name: l.record.name.clone(),
+                    state: view.proto_state,
+                    reason: l.report.as_ref().and_then(|r| r.reason.clone()),
+                    cpus_advertised: view.cpus_advertised,
+                    cpus_total: f64::from(l.record.cpus),
+                    cpus_used: 0.0,
+                    owner_active: view.owner_active,
+                    battery_percent: view.battery_percent,
+                    last_seen_unix_ms: l.last_seen_ms,
+                }
+            })
+            .collect();
+        drop(nodes);
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        let totals = pb::ClusterTotals {
+            nodes: out.len() as u32,
+            nodes_contributing: out
+                .iter()
+                .filter(|n| {
+                    matches!(
+                        pb::NodeState::try_from(n.state),
+                        Ok(pb::NodeState::Contributing | pb::NodeState::Throttled)
+                    )
+                })
+                .count() as u32,
+            cpus_advertised: out.iter().map(|n| n.cpus_advertised).sum(),
+            cpus_total: out.iter().map(|n| n.cpus_total).sum(),
+            cpus_used: 0.0,
+            running_tasks: 0,
+        };
+        pb::ClusterSnapshot {
+            time_unix_ms: now,
+            nodes: out,
+            totals: Some(totals),
+            jobs: vec![],
+        }
+    }
+}
+
+/// A node as the head sees it, for the HTTP API and `flotilla nodes`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct AgentView {
+    pub node_id: i64,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub cpus: u32,
+    /// `contributing`, `throttled`, `paused`, `draining`, `offline`, `error` or `unknown`.
+    pub state: String,
+    pub reason_code: String,
+    pub reason_en: String,
+    pub reason_es: String,
+    pub connected: bool,
+    pub cpus_advertised: f64,
+    pub cpus_capped: f64,
+    pub owner_active: Option<bool>,
+    pub on_battery: bool,
+    pub battery_percent: Option<f64>,
+    pub ray_node_id: String,
+    pub last_seen_unix_ms: i64,
+    #[serde(skip)]
+    proto_state: i32,
+}
+
+impl AgentView {
+    fn of(l: &Live, _now: i64) -> AgentView {
+        let connected = l.session.is_some();
+        let r = l.report.as_ref();
+        let proto_state = match (connected, r) {
+            (true, Some(r)) => r.state,
+            (true, None) => pb::NodeState::Unspecified as i32,
+            (false, _) => pb::NodeState::Offline as i32,
+        };
+        let state = match pb::NodeState::try_from(proto_state) {
+            Ok(pb::NodeState::Contributing) => "contributing",
+            Ok(pb::NodeState::Throttled) => "throttled",
+            Ok(pb::NodeState::Paused) => "paused",
+            Ok(pb::NodeState::Draining) => "draining",
+            Ok(pb::NodeState::Offline) => "offline",
+            Ok(pb::NodeState::Error) => "error",
+            Ok(pb::NodeState::Unspecified) if connected => "connecting",
+            _ => "unknown",
+        };
+        let reason = r.and_then(|r| r.reason.clone()).filter(|_| connected);
+        AgentView {
+            node_id: l.record.id.0,
+            name: l.record.name.clone(),
+            hostname: l.record.hostname.clone(),
+            os: l.record.os.clone(),
+            arch: l.record.arch.clone(),
+            cpus: l.record.cpus,
+            state: state.into(),
+            reason_code: reason.as_ref().map_or_else(
+                || {
+                    if connected {
+                        String::new()
+                    } else {
+                        "disconnected".into()
+                    }
+                },
+                |r| r.code.clone(),
+            ),
+            reason_en: reason.as_ref().map_or_else(
+                || {
+                    if connected {
+                        String::new()
+                    } else {
+                        "not connected to the head".into()
+                    }
+                },
+                |r| r.text_en.clone(),
+            ),
+            reason_es: reason.as_ref().map_or_else(
+                || {
+                    if connected {
+                        String::new()
+                    } else {
+                        "sin conexión con el nodo principal".into()
+                    }
+                },
+                |r| r.text_es.clone(),
+            ),
+            connected,
+            cpus_advertised: r.filter(|_| connected).map_or(0.0, |r| r.advertised_cpus),
+            cpus_capped: r.filter(|_| connected).map_or(0.0, |r| r.capped_cpus),
+            owner_active: r.and_then(|r| r.owner_active),
+            on_battery: r.is_some_and(|r| r.power_source == pb::PowerSource::Battery as i32),
+            battery_percent: r.and_then(|r| r.battery_percent),
+            ray_node_id: r.map(|r| r.ray_node_id.clone()).unwrap_or_default(),
+            last_seen_unix_ms: l.last_seen_ms,
+            proto_state,
+        }
+    }
+}
+
+fn ms_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn registry_state(state: i32) -> registry::NodeState {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Paused) => registry::NodeState::Paused,
+        Ok(pb::NodeState::Draining) => registry::NodeState::Draining,
+        Ok(pb::NodeState::Offline) => registry::NodeState::Offline,
+        _ => registry::NodeState::Online,
+    }
+}
+
+/// A reason for the protocol.
+pub fn reason(code: &str, en: &str, es: &str) -> pb::Reason {
+    pb::Reason {
+        code: code.into(),
+        text_en: en.into(),
+        text_es: es.into(),
+    }
+}
+
+/// The value of `authorization: <scheme> <value>`.
+fn bearer<'a, T>(request: &'a Request<T>, scheme: &str) -> Result<&'a str, Status> {
+    let value = request
+        .metadata()
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("this call needs credentials"))?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("unreadable credentials"))?;
+    value
+        .strip_prefix(scheme)
+        .and_then(|v| v.strip_prefix(' '))
+        .ok_or_else(|| Status::unauthenticated(format!("this call needs `{scheme}` credentials")))
+}
+
+/// Lower-case hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 512 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn check_text(what: &str, value: &str) -> Result<(), Status> {
+    if value.chars().count() > registry::MAX_TEXT_CHARS || value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "the {what} must be at most {} characters, without control characters",
+            registry::MAX_TEXT_CHARS
+        )));
+    }
+    Ok(())
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Fleet for ControlPlane {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinReply>, Status> {
+        self.take_join_token(request.remote_addr().map(|a| a.ip()))?;
+        let req = request.into_inner();
+        let name = req.node_name.trim().to_string();
+        if name.is_empty() {
+            return Err(Status::invalid_argument("the node name is empty"));
+        }
+        check_text("node name", &name)?;
+        check_text("hostname", &req.hostname)?;
+        check_text("operating system", &req.os)?;
+        check_text("architecture", &req.arch)?;
+        let secret = Secret::from_bytes(req.join_secret.clone());
+        let mut credential = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut credential);
+        let credential = Secret::from_bytes(credential);
+        let registry = self.inner.config.registry.clone();
+        let (record, cred) = {
+            let credential = credential.clone();
+            let (hostname, os, arch, cpus) = (
+                req.hostname.clone(),
+                req.os.clone(),
+                req.arch.clone(),
+                req.cpus,
+            );
+            blocking(move || {
+                registry
+                    .redeem_invite(&secret, SystemTime::now())
+                    .map_err(|e| match e {
+                        registry::RedeemError::Unknown => Status::permission_denied(
+                            "the head does not know this join code (it was made by another head, \
+                         or mistyped); ask for a new one",
+                        ),
+                        registry::RedeemError::Expired => Status::permission_denied(
+                            "this join code has expired; ask the head's admin for a new one \
+                         (`flotilla invite`)",
+                        ),
+                        registry::RedeemError::UsedUp => Status::permission_denied(
+                            "this join code has already been used as many times as it allows; ask \
+                         for a new one (`flotilla invite --uses N`)",
+                        ),
+                        registry::RedeemError::Registry(e) => internal(e),
+                    })?;
+                let id = registry
+                    .enroll(
+                        &name,
+                        &hostname,
+                        &os,
+                        &arch,
+                        cpus,
+                        &credential,
+                        SystemTime::now(),
+                    )
+                    .map_err(|e| match e {
+                        registry::Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+                        e => internal(e),
+                    })?;
+                let record = registry
+                    .node(id)
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::internal("the new node vanished"))?;
+                Ok((record, credential))
+            })
+            .await?
+        };
+        let id = record.id;
+        // A re-enrolled name replaces its old node (the registry revoked it).
+        self.insert(record);
+        tracing::info!(node = %id, name = req.node_name, "node joined");
+        let ray = &self.inner.config.ray;
+        Ok(Response::new(pb::JoinReply {
+            node_id: id.to_string(),
+            node_credential: cred.expose().to_vec(),
+            ray: Some(pb::RaySpec {
+                gcs_addresses: ray.gcs_addresses.clone(),
+                ray_version: ray.ray_version.clone(),
+                python_version: ray.python_version.clone(),
+                ray_token: ray.token.expose().to_string(),
+            }),
+            policy: Some(pb::PolicyDefaults {
+                toml: self.inner.config.policy_toml.clone(),
+            }),
+        }))
+    }
+
+    type SessionStream = BoxStream<pb::HeadCommand>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentReport>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let record = self.authenticate(&request).await?;
+        let node = record.id;
+        let (tx, rx) = mpsc::channel(32);
+        let id = self
+            .inner
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut nodes = self.nodes();
+            let live = nodes.entry(node).or_insert_with(|| Live {
+                stored: (record.state, record.reason.clone()),
+                last_seen_ms: now_ms(),
+                record: record.clone(),
+                report: None,
+                last_seq: 0,
+                session: None,
+                standing: None,
+            });
+            // A newer session replaces an older one: dropping its sender ends its stream.
+            live.session = Some((id, tx.clone()));
+            live.last_seen_ms = now_ms();
+            if let Some(c) = live.standing.clone() {
+                let _ = tx.try_send(Ok(c));
+            }
+        }
+        self.changed();
+        tracing::info!(node = %node, name = record.name, "session up");
+        let mut inbound = request.into_inner();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    message = inbound.message() => match message {
+                        Ok(Some(report)) => match this.apply_report(node, report).await {
+                            Ok(Some(ack)) => {
+                                if tx.send(Ok(ack)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
+                        },
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+            this.session_ended(node, id).await;
+            tracing::info!(node = %node, "session ended");
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cluster(
+        &self,
+        _request: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::ClusterSnapshot>, Status> {
+        Ok(Response::new(self.snapshot()))
+    }
+
+    type WatchClusterStream = BoxStream<pb::ClusterSnapshot>;
+
+    async fn watch_cluster(
+        &self,
+        _request: Request<pb::ClusterRequest>,
+    ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        let (tx, rx) = mpsc::channel(2);
+        let mut version = self.subscribe();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                version.borrow_and_update();
+                if tx.send(Ok(this.snapshot())).await.is_err() || version.changed().await.is_err() {
+                    return;
+                }
+                // At most four snapshots a second, however busy the fleet.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn invite(
+        &self,
+        request: Request<pb::InviteRequest>,
+    ) -> Result<Response<pb::InviteReply>, Status> {
+        self.check_admin(&request)?;
+        let req = request.into_inner();
+        let ttl = if req.expires_secs == 0 {
+            DEFAULT_INVITE_TTL
+        } else {
+            Duration::from_secs(req.expires_secs.min(366 * 24 * 3600))
+        };
+        let (code, expires_unix) = ControlPlane::invite(self, req.uses.max(1), ttl).await?;
+        Ok(Response::new(pb::InviteReply { code, expires_unix }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeReply>, Status> {
+        self.check_admin(&request)?;
+        let (id, name) = ControlPlane::revoke(self, &request.into_inner().node).await?;
+        Ok(Response::new(pb::RevokeReply {
+            node_id: id.to_string(),
+            name,
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesReply>, Status> {
+        self.check_admin(&request)?;
+        let now = now_ms();
+        let nodes = self.nodes();
+        let mut out: Vec<pb::NodeRecord> = nodes
+            .values()
+            .map(|l| {
+                let view = AgentView::of(l, now);
+                pb::NodeRecord {
+                    node_id: l.record.id.to_string(),
+                    name: l.record.name.clone(),
+                    hostname: l.record.hostname.clone(),
+                    state: view.proto_state,
+                    os: l.record.os.clone(),
+                    arch: l.record.arch.clone(),
+                    cpus: l.record.cpus,
+                    memory_bytes: 0,
+                    agent_version: String::new(),
+                    joined_unix: l
+                        .record
+                        .enrolled_at
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                    last_seen_unix_ms: l.last_seen_ms,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListNodesReply { nodes: out }))
+    }
+
+    async fn command(
+        &self,
+        request: Request<pb::NodeCommandRequest>,
+    ) -> Result<Response<pb::NodeCommandReply>, Status> {
+        self.check_admin(&request)?;
+        let req = request.into_inner();
+        let command = req
+            .command
+            .filter(|c| matches!(c.command, Some(Cmd::Pause(_) | Cmd::Resume(_))))
+            .ok_or_else(|| {
+                Status::invalid_argument("only pause and resume can be sent to a node")
+            })?;
+        let (id, name, delivered) = ControlPlane::command(self, &req.node, command)?;
+        Ok(Response::new(pb::NodeCommandReply {
+            node_id: id.to_string(),
+            name,
+            delivered,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(decode_hex(&encode_hex(&bytes)).unwrap(), bytes);
+        assert!(decode_hex("abc").is_none());
+        assert!(decode_hex("zz").is_none());
+        assert!(decode_hex("é1").is_none());
+    }
+
+    #[test]
+    fn report_states_map_to_registry_states() {
+        assert_eq!(
+            registry_state(pb::NodeState::Paused as i32),
+            registry::NodeState::Paused
+        );
+        assert_eq!(
+            registry_state(pb::NodeState::Throttled as i32),
+            registry::NodeState::Online
+        );
+        // A state from a newer agent counts as online.
+        assert_eq!(registry_state(99), registry::NodeState::Online);
+    }
+}
