@@ -38,6 +38,8 @@ pub struct Enforcement {
     pub cap_cpus: Option<f64>,
     /// What Ray advertises for the node, as the raylet last reported it.
     pub advertised_cpus: Option<f64>,
+    /// The CPUs the node was started with: the most it can offer.
+    pub node_cpus: u32,
     /// The throttle's backend (`cgroup-v1`, `cgroup-v2`, `signals`), or none.
     pub throttle: Option<String>,
     pub last_error: Option<String>,
@@ -73,7 +75,10 @@ impl Enforcer {
             asked: None,
             last_resize: None,
             drained: None,
-            status: Enforcement::default(),
+            status: Enforcement {
+                node_cpus: total,
+                ..Enforcement::default()
+            },
         }
     }
 

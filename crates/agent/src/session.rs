@@ -398,9 +398,14 @@ fn report(
 /// The state, reason and readings of a report, from the politeness loop's decision.
 pub fn fill(r: &mut pb::AgentReport, p: &Published) {
     use flotilla_policy::Pause;
-    let total = f64::from(p.sensors.total_cpus);
-    let target = f64::from(p.decision.target_cpus);
     let e = p.enforcement.as_ref();
+    // The node offers at most the CPUs it was started with, however many the machine has.
+    let total = f64::from(
+        e.map(|e| e.node_cpus)
+            .filter(|&n| n > 0)
+            .unwrap_or(p.sensors.total_cpus),
+    );
+    let target = f64::from(p.decision.target_cpus).min(total);
     let state = match (e.map(|e| e.state.as_str()), p.decision.pause) {
         (Some("paused"), _) => pb::NodeState::Paused,
         (Some("draining"), _) => pb::NodeState::Draining,

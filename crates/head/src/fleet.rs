@@ -102,6 +102,8 @@ struct Live {
     standing: Option<pb::HeadCommand>,
     /// The node's state as last written to the registry, with its reason code.
     stored: (registry::NodeState, String),
+    /// CPU-seconds the node reported giving Ray since the head started.
+    contributed: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +155,7 @@ impl ControlPlane {
                     session: None,
                     standing: None,
                     stored,
+                    contributed: 0.0,
                 },
             );
         }
@@ -219,6 +222,122 @@ impl ControlPlane {
         out
     }
 
+    /// State-change events from the registry after event `since` (at most `limit`).
+    pub async fn events(&self, since: i64, limit: u32) -> Result<Vec<registry::Event>, Status> {
+        let registry = self.inner.config.registry.clone();
+        blocking(move || registry.events(since, limit).map_err(internal)).await
+    }
+
+    /// The id of the newest registry event.
+    pub async fn last_event_id(&self) -> Result<i64, Status> {
+        let registry = self.inner.config.registry.clone();
+        blocking(move || registry.last_event_id().map_err(internal)).await
+    }
+
+    /// The fleet's figures in Prometheus' text format (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let agents = self.agents();
+        let contributed: HashMap<i64, f64> = self
+            .nodes()
+            .iter()
+            .map(|(id, l)| (id.0, l.contributed))
+            .collect();
+        let mut out = String::new();
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut out,
+            "flotilla_nodes",
+            "gauge",
+            "Enrolled nodes by state.",
+        );
+        let mut by_state: std::collections::BTreeMap<&str, u32> = [
+            "contributing",
+            "throttled",
+            "paused",
+            "draining",
+            "offline",
+            "error",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for a in &agents {
+            *by_state.entry(a.state.as_str()).or_default() += 1;
+        }
+        for (state, n) in by_state {
+            let _ = writeln!(out, "flotilla_nodes{{state=\"{}\"}} {n}", label(state));
+        }
+        type Pick = fn(&AgentView) -> f64;
+        let totals: [(&str, &str, Pick); 3] = [
+            (
+                "flotilla_cpus_advertised",
+                "CPUs the nodes offer Ray now.",
+                |a| a.cpus_advertised,
+            ),
+            (
+                "flotilla_cpus_capped",
+                "CPU caps of the nodes' Ray processes, in cores.",
+                |a| a.cpus_capped,
+            ),
+            (
+                "flotilla_cpus_total",
+                "Logical CPUs of the enrolled nodes.",
+                |a| f64::from(a.cpus),
+            ),
+        ];
+        for (name, help, pick) in totals {
+            head(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", agents.iter().map(pick).sum::<f64>());
+        }
+        let per_node: [(&str, &str, &str, Pick); 5] = [
+            (
+                "flotilla_node_cpus_advertised",
+                "gauge",
+                "CPUs a node offers Ray now.",
+                |a| a.cpus_advertised,
+            ),
+            (
+                "flotilla_node_owner_active",
+                "gauge",
+                "1 while the node's owner uses it.",
+                |a| f64::from(u8::from(a.owner_active == Some(true))),
+            ),
+            (
+                "flotilla_node_on_battery",
+                "gauge",
+                "1 while the node runs on battery.",
+                |a| f64::from(u8::from(a.on_battery)),
+            ),
+            (
+                "flotilla_node_connected",
+                "gauge",
+                "1 while the node has a session with the head.",
+                |a| f64::from(u8::from(a.connected)),
+            ),
+            (
+                "flotilla_node_contributed_cpu_seconds_total",
+                "counter",
+                "CPU-seconds a node gave Ray since the head started.",
+                |_| 0.0,
+            ),
+        ];
+        for (name, kind, help, pick) in per_node {
+            head(&mut out, name, kind, help);
+            for a in &agents {
+                let value = if kind == "counter" {
+                    contributed.get(&a.node_id).copied().unwrap_or(0.0)
+                } else {
+                    pick(a)
+                };
+                let _ = writeln!(out, "{name}{{node=\"{}\"}} {value}", label(&a.name));
+            }
+        }
+        out
+    }
+
     /// Enrolls a node of the head's own machine without an invite (the local worker of
     /// `flotilla up`): returns its id and a fresh credential, kept in memory by the caller. A
     /// node of the same name enrolled before is replaced.
@@ -265,6 +384,7 @@ impl ControlPlane {
                 last_seq: 0,
                 session: None,
                 standing: None,
+                contributed: 0.0,
             },
         );
         drop(nodes);
@@ -396,6 +516,11 @@ impl ControlPlane {
             let mut change = None;
             if report.seq > live.last_seq {
                 live.last_seq = report.seq;
+                if report.contributed_cpu_seconds.is_finite()
+                    && report.contributed_cpu_seconds > 0.0
+                {
+                    live.contributed += report.contributed_cpu_seconds;
+                }
                 let state = registry_state(report.state);
                 let code = report
                     .reason
@@ -687,6 +812,13 @@ fn registry_state(state: i32) -> registry::NodeState {
     }
 }
 
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// A reason for the protocol.
 pub fn reason(code: &str, en: &str, es: &str) -> pb::Reason {
     pb::Reason {
@@ -849,6 +981,7 @@ impl Fleet for ControlPlane {
                 last_seq: 0,
                 session: None,
                 standing: None,
+                contributed: 0.0,
             });
             // A newer session replaces an older one: dropping its sender ends its stream.
             live.session = Some((id, tx.clone()));

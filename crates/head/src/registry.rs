@@ -699,6 +699,13 @@ impl Registry {
 
     /// Up to `limit` events with an id above `since_id`, oldest first (`since_id` 0: from the
     /// start).
+    /// The id of the newest event (0 when there is none).
+    pub fn last_event_id(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     pub fn events(&self, since_id: i64, limit: u32) -> Result<Vec<Event>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(

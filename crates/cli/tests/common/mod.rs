@@ -2,7 +2,9 @@
 #![allow(dead_code)] // Each test binary uses its own part.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 
@@ -23,10 +25,193 @@ pub fn port_args(base: u16) -> Vec<String> {
         ("--ray-port", base + 1),
         ("--ray-dashboard-port", base + 2),
         ("--ray-client-port", base + 3),
+        ("--control-port", base + 4),
         ("--head-node-ports", base + 100),
         ("--node-ports", base + 500),
     ]
     .iter()
     .flat_map(|(k, v)| [k.to_string(), v.to_string()])
     .collect()
+}
+
+/// One cluster at a time per test binary.
+pub static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// A small one-machine cluster on ports from `base`.
+pub fn up_args(base: u16) -> Vec<String> {
+    port_args(base)
+        .into_iter()
+        .chain(["--cpus", "1", "--object-store-mb", "100", "--name", "w1"].map(String::from))
+        .collect()
+}
+
+pub struct Up {
+    pub child: Child,
+    pub home: tempfile::TempDir,
+}
+
+impl Up {
+    pub fn start(base: u16) -> Up {
+        Up::start_in(
+            tempfile::Builder::new()
+                .prefix("fl")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            base,
+        )
+    }
+
+    pub fn start_in(home: tempfile::TempDir, base: u16) -> Up {
+        let child = flotilla(home.path())
+            .arg("up")
+            .args(up_args(base))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Up { child, home }
+    }
+
+    pub fn wait_status(&mut self, alive: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let out = self.child.wait_with_output_ref();
+                panic!("flotilla up exited early ({status}): {out}");
+            }
+            let out = flotilla(self.home.path())
+                .args(["status", "--json"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if v["totals"]["nodes_alive"] == alive {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster not up in time");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+pub trait OutputRef {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl OutputRef for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(e) = self.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Processes whose environment carries this FLOTILLA_HOME: the cluster's whole tree.
+pub fn processes_of(home: &Path) -> Vec<u32> {
+    let needle = format!("FLOTILLA_HOME={}", home.display()).into_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+pub fn wait_none_left(home: &Path, within: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = processes_of(home);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value is in no process's argv, and in no file under the logs, config and run dirs (Ray's
+/// own session logs included).
+pub fn assert_no_leak(home: &Path, value: &str) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(value),
+                "the secret is in the argv of process {:?}",
+                e.file_name()
+            );
+            // Flotilla's own processes never hold it in their environment (Ray's processes
+            // get the cluster token that way, by design).
+            let is_flotilla = cmdline.split(|&b| b == 0).next() == Some(BIN.as_bytes());
+            if is_flotilla && let Ok(env) = std::fs::read(e.path().join("environ")) {
+                assert!(
+                    !String::from_utf8_lossy(&env).contains(value),
+                    "the secret is in the environment of flotilla process {:?}",
+                    e.file_name()
+                );
+            }
+        }
+    }
+    let mut stack = vec![home.join("logs"), home.join("config"), home.join("run")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(value),
+                    "the secret is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
