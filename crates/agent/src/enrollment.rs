@@ -96,11 +96,29 @@ impl Enrollment {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         store.set(CREDENTIAL_SECRET, credential)?;
         store.set(RAY_TOKEN_SECRET, &Secret::from(token.expose()))?;
+        self.write(dirs)
+    }
+
+    fn write(&self, dirs: &Dirs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         std::fs::create_dir_all(&dirs.config)?;
         let tmp = path(dirs).with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(tmp, path(dirs))?;
         Ok(())
+    }
+
+    /// Takes the head's new Ray settings: the token to the store, the rest to the file.
+    pub fn update_ray(
+        &mut self,
+        dirs: &Dirs,
+        store: &SecretStore,
+        ray: &crate::session::RaySettings,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        store.set(RAY_TOKEN_SECRET, &Secret::from(ray.token.expose()))?;
+        self.gcs_addresses = ray.gcs_addresses.clone();
+        self.ray_version = ray.ray_version.clone();
+        self.python_version = ray.python_version.clone();
+        self.write(dirs)
     }
 
     /// Forgets the enrollment and its credential (after `Leave` or `flotilla leave`).

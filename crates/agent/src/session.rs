@@ -43,6 +43,31 @@ pub struct SessionConfig {
     pub report_every: Duration,
     /// How long a contribution record stays open.
     pub record_every: Duration,
+    /// The Ray settings the node runs with; when the head sends others, the session ends
+    /// with [`Ended::RayChanged`]. `None`: the node follows the head directly (its own machine).
+    pub ray: Option<RaySettings>,
+}
+
+/// How a node joins Ray.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaySettings {
+    pub gcs_addresses: Vec<String>,
+    pub ray_version: String,
+    pub python_version: String,
+    pub token: flotilla_ray::RayToken,
+}
+
+impl RaySettings {
+    /// The settings a `RaySpec` carries, if it is complete.
+    pub fn from_spec(spec: &pb::RaySpec) -> Option<RaySettings> {
+        Some(RaySettings {
+            gcs_addresses: spec.gcs_addresses.clone(),
+            ray_version: spec.ray_version.clone(),
+            python_version: spec.python_version.clone(),
+            token: flotilla_ray::RayToken::new(&spec.ray_token)?,
+        })
+        .filter(|s| !s.gcs_addresses.is_empty() && !s.ray_version.is_empty())
+    }
 }
 
 impl SessionConfig {
@@ -60,6 +85,7 @@ impl SessionConfig {
             credential,
             report_every: Duration::from_secs(1),
             record_every: Duration::from_secs(300),
+            ray: None,
         }
     }
 }
@@ -93,6 +119,9 @@ pub enum Ended {
     Left(String),
     /// The head refuses this node's credential.
     Refused(String),
+    /// The head's Ray settings changed (a rotated token, a new address): the node must restart
+    /// with these.
+    RayChanged(Box<RaySettings>),
 }
 
 /// What the session reads from the rest of the agent.
@@ -288,7 +317,7 @@ async fn one_session(
             }
             message = inbound.message() => match message {
                 Ok(Some(command)) => {
-                    if let Some(ended) = apply(command, sources, outbox) {
+                    if let Some(ended) = apply(command, config, sources, outbox) {
                         return Ok(ended);
                     }
                 }
@@ -307,6 +336,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Applies one command; `Some` ends the session.
 fn apply(
     command: pb::HeadCommand,
+    config: &SessionConfig,
     sources: &Sources,
     outbox: &Arc<Mutex<Outbox>>,
 ) -> Option<Ended> {
@@ -348,6 +378,16 @@ fn apply(
                 .map_or_else(|| "removed by the head".to_string(), |r| r.text_en);
             tracing::warn!("the head removed this node: {why}");
             Some(Ended::Left(why))
+        }
+        Some(Cmd::UpdateRay(u)) => {
+            let new = u.ray.as_ref().and_then(RaySettings::from_spec)?;
+            match &config.ray {
+                Some(running) if *running != new => {
+                    tracing::warn!("the head's Ray settings changed; restarting the Ray node");
+                    Some(Ended::RayChanged(Box::new(new)))
+                }
+                _ => None,
+            }
         }
         Some(Cmd::SetPolicy(_)) => {
             tracing::info!("the head sent fleet policy defaults; this node keeps its own settings");

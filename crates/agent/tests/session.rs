@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_agent::enrollment::{self, JoinError, Machine};
-use flotilla_agent::session::{Ended, Link, SessionConfig, Sources};
+use flotilla_agent::session::{Ended, Link, RaySettings, SessionConfig, Sources};
 use flotilla_agent::{SessionSetup, politeness, sampler};
 use flotilla_head::fleet::{ControlPlane, FleetConfig, RayInfo};
 use flotilla_head::registry::Registry;
@@ -115,6 +115,24 @@ impl Agent {
         report_every: Duration,
         record_every: Duration,
     ) -> Agent {
+        Agent::start_with(
+            enrolled,
+            credential,
+            outbox,
+            report_every,
+            record_every,
+            None,
+        )
+    }
+
+    fn start_with(
+        enrolled: &enrollment::Enrollment,
+        credential: Secret,
+        outbox: PathBuf,
+        report_every: Duration,
+        record_every: Duration,
+        ray: Option<RaySettings>,
+    ) -> Agent {
         let stop = CancellationToken::new();
         let manual = sampler::ManualFeed::default();
         let (tx, decision) = tokio::sync::watch::channel(None);
@@ -139,6 +157,7 @@ impl Agent {
         );
         config.report_every = report_every;
         config.record_every = record_every;
+        config.ray = ray;
         let sources = Sources {
             published: decision.clone(),
             manual,
@@ -570,4 +589,51 @@ async fn contribution_records_arrive_exactly_once_after_the_head_was_away_for_60
     );
     assert!(stored > 30.0, "{stored}");
     drop(head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_running_other_ray_settings_is_told_to_restart_with_the_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let head = Head::start(&tmp.path().join("head"), 0);
+    let code = head.invite(1, Duration::from_secs(600)).await;
+    let (enrolled, credential, token) = enrollment::join(&code, &machine("m")).await.unwrap();
+    let settings = |token: RayToken| RaySettings {
+        gcs_addresses: enrolled.gcs_addresses.clone(),
+        ray_version: enrolled.ray_version.clone(),
+        python_version: enrolled.python_version.clone(),
+        token,
+    };
+    // The same settings as the head's: the session stays up.
+    let mut same = Agent::start_with(
+        &enrolled,
+        credential.clone(),
+        tmp.path().join("a.sqlite"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+        Some(settings(token.clone())),
+    );
+    until("the session", Duration::from_secs(20), || {
+        matches!(*same.link.borrow(), Link::Connected { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(same.ended.try_recv().is_err(), "the session ended");
+    drop(same);
+    // An old token (the head rotated it): the session ends with the head's settings.
+    let mut stale = Agent::start_with(
+        &enrolled,
+        credential,
+        tmp.path().join("b.sqlite"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+        Some(settings(RayToken::generate())),
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(20), &mut stale.ended)
+        .await
+        .unwrap()
+        .unwrap();
+    match ended {
+        Ended::RayChanged(new) => assert_eq!(*new, settings(token)),
+        other => panic!("{other:?}"),
+    }
 }

@@ -287,3 +287,45 @@ pub async fn command(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `flotilla head ...`: maintenance of the head's own secrets.
+#[derive(Debug, clap::Subcommand)]
+pub enum HeadCommand {
+    /// Replace the cluster's Ray token (with the head stopped). Joined machines receive the
+    /// new one when they reconnect and restart their Ray nodes with it; a machine revoked
+    /// earlier never receives it. Drivers and scripts need the new token too.
+    RotateRayToken,
+}
+
+pub async fn head(cmd: HeadCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        HeadCommand::RotateRayToken => {
+            tokio::task::spawn_blocking(|| {
+                let (dirs, _, store) = crate::secret_cmd::load_store()?;
+                let lock = dirs.state.join("head.lock");
+                if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock)
+                    && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
+                {
+                    anyhow::bail!(
+                        "the head is running: stop it first (Ctrl-C in its terminal), rotate, then \
+                     start it again"
+                    );
+                }
+                let token = flotilla_ray::RayToken::generate();
+                store.set(
+                    flotilla_head::RAY_TOKEN_SECRET,
+                    &flotilla_secrets::Secret::from(token.expose()),
+                )?;
+                println!(
+                    "A new Ray token is stored ({}). Start the head with `flotilla up`: joined \
+                 machines get the new token when they reconnect. Drivers need it too: `flotilla \
+                 secret get {} --reveal`.",
+                    store.backend_name(),
+                    flotilla_head::RAY_TOKEN_SECRET
+                );
+                anyhow::Ok(ExitCode::SUCCESS)
+            })
+            .await?
+        }
+    }
+}

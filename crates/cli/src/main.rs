@@ -55,6 +55,9 @@ enum Command {
     Nodes(admin::NodesArgs),
     /// On the head: remove a node from the fleet; its credential stops working at once.
     Revoke(admin::RevokeArgs),
+    /// On the head: maintenance (rotate the Ray token).
+    #[command(subcommand)]
+    Head(admin::HeadCommand),
     /// Show the cluster: nodes, CPUs, tasks and jobs.
     Status(status::StatusArgs),
     /// Run the strategy-sweep demo (80 backtests over 297,000 hourly candles) on the cluster.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             Command::Invite(args) => admin::invite(args).await,
             Command::Nodes(args) => admin::nodes(args).await,
             Command::Revoke(args) => admin::revoke(args).await,
+            Command::Head(cmd) => admin::head(cmd).await,
             Command::Status(args) => status::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Runtime(cmd) => runtime_cmd::run(cmd).await,

@@ -52,8 +52,26 @@ pub async fn fetch(api: &str) -> anyhow::Result<ClusterSnapshot> {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let api = api_url(args.api, &Dirs::from_env());
-    let snap = fetch(&api).await?;
-    let local = crate::pause::local_decision().await;
+    let (snap, local) = tokio::join!(fetch(&api), crate::pause::local_decision());
+    let snap = match (snap, local) {
+        (Ok(snap), local) => (snap, local),
+        (Err(e), None) => return Err(e),
+        // A worker machine: the head's API listens on the head's own loopback.
+        (Err(e), Some(d)) => {
+            if args.json {
+                let v = serde_json::json!({"this_machine": d, "cluster_error": format!("{e:#}")});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", this_machine(&d));
+                println!(
+                    "The cluster view is not available here ({e:#}); run `flotilla nodes` on the \
+                     head's machine, or pass --api."
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let (snap, local) = snap;
     if args.json {
         let mut v = serde_json::to_value(&snap)?;
         v["this_machine"] = local.unwrap_or(serde_json::Value::Null);
@@ -131,7 +149,11 @@ fn this_machine(d: &serde_json::Value) -> String {
         .as_f64()
         .map(|c| format!(" (Ray advertises {})", fmt_cpu(c)))
         .unwrap_or_default();
-    format!("This machine: {state}{advertised}: {reason}")
+    let session = d["session_text"]
+        .as_str()
+        .map(|t| format!("\nControl plane: {t}"))
+        .unwrap_or_default();
+    format!("This machine: {state}{advertised}: {reason}{session}")
 }
 
 fn fmt_cpu(v: f64) -> String {

@@ -67,8 +67,43 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs the agent of an enrolled machine until Ctrl-C, or until the head removes it.
-pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Result<ExitCode> {
+/// Runs the agent of an enrolled machine until Ctrl-C, or until the head removes it. When the
+/// head's Ray settings change (a rotated token, a new address), the node restarts with them.
+pub async fn run_enrolled(mut enrolled: Enrollment, node: NodeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = crate::up::shutdown_signal();
+    loop {
+        match run_once(&enrolled, &node, &shutdown).await? {
+            Outcome::Exit(code) => return Ok(code),
+            Outcome::RayChanged(ray) => {
+                let mut updated = enrolled.clone();
+                let updated = tokio::task::spawn_blocking(move || {
+                    let (dirs, _, store) = crate::secret_cmd::load_store()?;
+                    updated
+                        .update_ray(&dirs, &store, &ray)
+                        .map_err(|e| anyhow::anyhow!("cannot store the new Ray settings: {e}"))?;
+                    anyhow::Ok(updated)
+                })
+                .await??;
+                eprintln!(
+                    "The head's Ray settings changed; restarting this machine's Ray node (Ray at {}).",
+                    updated.gcs_addresses.join(", ")
+                );
+                enrolled = updated;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Exit(ExitCode),
+    RayChanged(Box<flotilla_agent::session::RaySettings>),
+}
+
+async fn run_once(
+    enrolled: &Enrollment,
+    node: &NodeArgs,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Outcome> {
     let (dirs, config, credential, token) = tokio::task::spawn_blocking(|| {
         let (dirs, config, store) = crate::secret_cmd::load_store()?;
         let credential = store.get(enrollment::CREDENTIAL_SECRET).context(
@@ -109,11 +144,20 @@ pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Resul
     );
     session.report_every = std::time::Duration::from_secs_f64(node.report_every);
     session.record_every = std::time::Duration::from_secs_f64(node.record_every);
+    session.ray = Some(flotilla_agent::session::RaySettings {
+        gcs_addresses: enrolled.gcs_addresses.clone(),
+        ray_version: enrolled.ray_version.clone(),
+        python_version: enrolled.python_version.clone(),
+        token: token.clone(),
+    });
     let setup = SessionSetup {
         config: session,
         outbox: dirs.state.join("outbox.sqlite"),
     };
     let name = node.name.clone().unwrap_or(enrolled.node_name.clone());
+    // One enrolled agent per home: its control socket is where `flotilla pause` and `status`
+    // look for it.
+    let run_dir = dirs.run.clone();
     let mut agent = start(
         &dirs,
         config.policy,
@@ -121,35 +165,36 @@ pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Resul
         head,
         name.clone(),
         token,
-        node,
+        node.clone(),
         Some(setup),
+        run_dir,
     )
     .await?;
     eprintln!(
         "Worker {name} runs in the fleet at {}. Ctrl-C stops it.",
         enrolled.head.join(", ")
     );
-    let shutdown = crate::up::shutdown_signal();
     let mut shown = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    let code = loop {
+    let outcome = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break ExitCode::SUCCESS,
+            _ = shutdown.cancelled() => break Outcome::Exit(ExitCode::SUCCESS),
             end = agent.ended() => {
-                let store = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await??.2;
-                let code = match end {
-                    flotilla_agent::session::Ended::Left(why) => {
+                use flotilla_agent::session::Ended;
+                break match end {
+                    Ended::Left(why) => {
                         eprintln!("The head removed this machine from the fleet: {why}");
+                        let store = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await??.2;
                         Enrollment::forget(&dirs, &store);
-                        ExitCode::SUCCESS
+                        Outcome::Exit(ExitCode::SUCCESS)
                     }
-                    flotilla_agent::session::Ended::Refused(why) => {
+                    Ended::Refused(why) => {
                         eprintln!("error: the head refuses this machine: {why}");
-                        ExitCode::FAILURE
+                        Outcome::Exit(ExitCode::FAILURE)
                     }
-                    flotilla_agent::session::Ended::Shutdown => ExitCode::SUCCESS,
+                    Ended::RayChanged(ray) => Outcome::RayChanged(ray),
+                    Ended::Shutdown => Outcome::Exit(ExitCode::SUCCESS),
                 };
-                break code;
             }
             _ = tick.tick() => {
                 // Each change of kind is shown once (not every retry countdown).
@@ -165,7 +210,7 @@ pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Resul
     };
     eprintln!("Stopping...");
     agent.stop().await;
-    Ok(code)
+    Ok(outcome)
 }
 
 async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -188,6 +233,7 @@ async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<E
         token,
         node,
         None,
+        dirs.run.join(format!("worker-{name}")),
     )
     .await?;
     eprintln!("Worker {name} joined the cluster at {address}. Ctrl-C stops it.");
@@ -207,6 +253,7 @@ async fn start(
     token: RayToken,
     node: NodeArgs,
     session: Option<SessionSetup>,
+    run_dir: std::path::PathBuf,
 ) -> anyhow::Result<Agent> {
     let (progress, bar) = crate::progress::bar();
     let runtime = RuntimeManager::new(&dirs.data)
@@ -223,7 +270,7 @@ async fn start(
             object_store_bytes: node.object_store_mb * 1024 * 1024,
             ports: NodePorts::from_base(node.node_ports, 256),
             token,
-            run_dir: dirs.run.join(format!("worker-{name}")),
+            run_dir,
             log_dir: dirs.logs.clone(),
             env: vec![],
             cluster_state: None,

@@ -98,6 +98,24 @@ fn wait_exit(child: &mut Child, within: Duration) -> (std::process::ExitStatus, 
     }
 }
 
+/// Waits until the worker's agent reports the control plane lost (its control socket's
+/// decision carries the session link).
+fn wait_node_offline(worker: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = flotilla(worker)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let all = text(&out);
+        if all.contains("\"offline\"") || all.contains("\"connecting\"") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the worker never noticed: {all}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The first event of a server-sent event stream (its lines up to the blank line).
 fn sse_first_event(port: u16, path: &str) -> String {
     use std::io::{BufRead, BufReader};
@@ -244,6 +262,42 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
         "{snap}"
     );
 
+    // The head goes away; its Ray token is rotated (refused while it runs); it comes back.
+    // The worker reconnects by itself, receives the new token and restarts its Ray node.
+    let out = flotilla(&head)
+        .args(["head", "rotate-ray-token"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("the head is running"), "{}", text(&out));
+    up.stop();
+    wait_node_offline(worker);
+    let out = flotilla(&head)
+        .args(["head", "rotate-ray-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    up.restart();
+    up.wait_status(3);
+    let n = wait_node(&head, "w2", "a new session", |n| {
+        ["contributing", "throttled"].contains(&n["state"].as_str().unwrap_or(""))
+    });
+    assert!(n["cpus_advertised"].as_f64().unwrap() > 0.0, "{n}");
+    let new_token = flotilla(&head)
+        .args(["secret", "get", "flotilla.ray-token", "--reveal"])
+        .output()
+        .unwrap();
+    let new_token = String::from_utf8(new_token.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(new_token, token);
+    let stored = flotilla(worker)
+        .args(["secret", "get", "flotilla.ray-token", "--reveal"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(stored.stdout).unwrap().trim(), new_token);
+
     // Revoked: the worker leaves (and forgets its credential), and the used code is refused.
     let out = flotilla(&head).args(["revoke", "w2"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -259,7 +313,6 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
 
     // The worker's processes are gone; stopping the head leaves nothing either.
     assert!(wait_none_left(worker, Duration::from_secs(30)).is_empty());
-    unsafe { libc::kill(up.pid(), libc::SIGTERM) };
-    let _ = up.child.wait();
+    up.stop();
     assert!(wait_none_left(&head, Duration::from_secs(30)).is_empty());
 }

@@ -124,6 +124,7 @@ async fn events(
         None => fleet.last_event_id().await.unwrap_or(0),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(16);
+    let closing = fleet.closing();
     tokio::spawn(async move {
         let mut version = fleet.subscribe();
         loop {
@@ -156,6 +157,7 @@ async fn events(
             }
             tokio::select! {
                 _ = tx.closed() => return,
+                _ = closing.cancelled() => return,
                 r = version.changed() => if r.is_err() { return },
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;

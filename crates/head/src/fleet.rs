@@ -88,6 +88,8 @@ struct Inner {
     version: watch::Sender<u64>,
     joins: Mutex<HashMap<IpAddr, Bucket>>,
     next_session: std::sync::atomic::AtomicU64,
+    /// Cancelled when the head stops: every session ends.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 /// What the head holds in memory for one node.
@@ -166,6 +168,7 @@ impl ControlPlane {
                 version: watch::channel(0).0,
                 joins: Mutex::new(HashMap::new()),
                 next_session: 1.into(),
+                closing: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -195,6 +198,31 @@ impl ControlPlane {
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
+    }
+
+    /// How nodes join Ray now (the token included: only for enrolled nodes).
+    fn ray_spec(&self) -> pb::RaySpec {
+        let ray = &self.inner.config.ray;
+        pb::RaySpec {
+            gcs_addresses: ray.gcs_addresses.clone(),
+            ray_version: ray.ray_version.clone(),
+            python_version: ray.python_version.clone(),
+            ray_token: ray.token.expose().to_string(),
+        }
+    }
+
+    /// Ends every session (the head is stopping): their streams close, so a graceful shutdown
+    /// of the server does not wait for agents that would never hang up.
+    pub fn close_sessions(&self) {
+        self.inner.closing.cancel();
+        for live in self.nodes().values_mut() {
+            live.session = None;
+        }
+    }
+
+    /// Cancelled when the head stops.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.inner.closing.clone()
     }
 
     /// A receiver that changes whenever the snapshot would.
@@ -942,16 +970,10 @@ impl Fleet for ControlPlane {
         // A re-enrolled name replaces its old node (the registry revoked it).
         self.insert(record);
         tracing::info!(node = %id, name = req.node_name, "node joined");
-        let ray = &self.inner.config.ray;
         Ok(Response::new(pb::JoinReply {
             node_id: id.to_string(),
             node_credential: cred.expose().to_vec(),
-            ray: Some(pb::RaySpec {
-                gcs_addresses: ray.gcs_addresses.clone(),
-                ray_version: ray.ray_version.clone(),
-                python_version: ray.python_version.clone(),
-                ray_token: ray.token.expose().to_string(),
-            }),
+            ray: Some(self.ray_spec()),
             policy: Some(pb::PolicyDefaults {
                 toml: self.inner.config.policy_toml.clone(),
             }),
@@ -986,6 +1008,11 @@ impl Fleet for ControlPlane {
             // A newer session replaces an older one: dropping its sender ends its stream.
             live.session = Some((id, tx.clone()));
             live.last_seen_ms = now_ms();
+            let _ = tx.try_send(Ok(pb::HeadCommand {
+                command: Some(Cmd::UpdateRay(pb::UpdateRay {
+                    ray: Some(self.ray_spec()),
+                })),
+            }));
             if let Some(c) = live.standing.clone() {
                 let _ = tx.try_send(Ok(c));
             }
@@ -994,10 +1021,12 @@ impl Fleet for ControlPlane {
         tracing::info!(node = %node, name = record.name, "session up");
         let mut inbound = request.into_inner();
         let this = self.clone();
+        let closing = self.inner.closing.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tx.closed() => break,
+                    _ = closing.cancelled() => break,
                     message = inbound.message() => match message {
                         Ok(Some(report)) => match this.apply_report(node, report).await {
                             Ok(Some(ack)) => {
@@ -1038,9 +1067,13 @@ impl Fleet for ControlPlane {
         let (tx, rx) = mpsc::channel(2);
         let mut version = self.subscribe();
         let this = self.clone();
+        let closing = self.inner.closing.clone();
         tokio::spawn(async move {
             loop {
                 version.borrow_and_update();
+                if closing.is_cancelled() {
+                    return;
+                }
                 if tx.send(Ok(this.snapshot())).await.is_err() || version.changed().await.is_err() {
                     return;
                 }

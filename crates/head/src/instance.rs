@@ -280,12 +280,20 @@ impl Head {
 
     /// Stops the API and the Ray head, and withdraws `head.json`.
     pub async fn stop(mut self, dirs: &Dirs) {
+        // Sessions and event streams never end by themselves: close them, so that the servers'
+        // graceful shutdown does not wait for them.
+        self.fleet.close_sessions();
         self.api_cancel.cancel();
         if let Some(ray) = self.ray.take() {
             ray.stop().await;
         }
         let _ = (&mut self.api).await;
-        let _ = (&mut self.control).await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.control)
+            .await
+            .is_err()
+        {
+            self.control.abort();
+        }
         let _ = std::fs::remove_file(HeadInfo::path(dirs));
     }
 }

@@ -48,6 +48,7 @@ pub fn up_args(base: u16) -> Vec<String> {
 pub struct Up {
     pub child: Child,
     pub home: tempfile::TempDir,
+    pub base: u16,
 }
 
 impl Up {
@@ -69,7 +70,24 @@ impl Up {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Up { child, home }
+        Up { child, home, base }
+    }
+
+    /// Stops the cluster (SIGTERM, as Ctrl-C does) and waits for it to exit.
+    pub fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    /// Starts the cluster again in the same home, on the same ports.
+    pub fn restart(&mut self) {
+        self.child = flotilla(self.home.path())
+            .arg("up")
+            .args(up_args(self.base))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     }
 
     pub fn wait_status(&mut self, alive: usize) -> serde_json::Value {

@@ -25,8 +25,27 @@
 //!      over the tree's processes, found by their marker every period. Neither the cap nor the
 //!      freeze is atomic or exact; see [`Guarantees`] and the `duty` module for the
 //!      approximation.
-//! - Elsewhere: [`ThrottleError::Unsupported`]. macOS (background QoS and a duty cycle) and
-//!   Windows (a Job Object with a hard CPU rate cap) are later additions.
+//! - macOS (`macos` module): one backend, `BackendKind::DarwinBackground`. At attach (with
+//!   [`ThrottleConfig::idle`]), every process of the tree's process group goes into the Darwin
+//!   background band (`setpriority(PRIO_DARWIN_PROCESS, pid, PRIO_DARWIN_BG)`: lowest CPU
+//!   priority, throttled I/O; children inherit it). [`Limit::Cap`] and [`Limit::Freeze`] are a
+//!   `SIGSTOP`/`SIGCONT` duty cycle over the process group (`killpg`): each [`PERIOD`] the tree
+//!   runs `cpus / cores` of it, so it never exceeds the cap but gets less when it has fewer busy
+//!   processes than the machine has cores. Neither the cap nor the freeze is hard or atomic, and
+//!   a process that leaves the group (`setsid`) escapes both, as macOS cannot find processes by
+//!   their marker. The background band stays after the throttle is dropped.
+//! - Windows (`windows` module): one backend, `BackendKind::JobObject`. The throttle creates a
+//!   Job Object of its own and assigns the tree's leader to it, nested inside the job the tree
+//!   already lives in (Windows 8 and later); the leader's later children join it at creation.
+//!   [`Limit::Cap`] is `JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP` at `cpus / logical processors` of
+//!   the machine, enforced by the kernel. Windows cannot suspend a job without the undocumented
+//!   `NtSuspendProcess`, so [`Limit::Freeze`] is the smallest rate there is (0.01 % of the
+//!   machine): nearly stopped, not stopped. The leader gets `IDLE_PRIORITY_CLASS` (with
+//!   [`ThrottleConfig::idle`]), which its later children inherit and which stays after the
+//!   throttle is dropped. Children the leader started before the attach are outside the
+//!   throttle (the supervisor attaches right after the spawn, long before Ray's Python starts
+//!   one).
+//! - Elsewhere: [`ThrottleError::Unsupported`].
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -38,11 +57,19 @@ use crate::process::TreeSpec;
 mod cgroup;
 #[cfg(target_os = "linux")]
 mod duty;
+#[cfg_attr(not(any(target_os = "macos", windows)), allow(dead_code))]
+mod plan;
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod imp;
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+#[path = "macos.rs"]
+mod imp;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod imp;
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 #[path = "unsupported.rs"]
 mod imp;
 
@@ -82,12 +109,20 @@ pub struct Guarantees {
     pub atomic_freeze: bool,
 }
 
-/// A backend, to force one ([`ThrottleConfig::force_backend`]) or to name it.
+/// A backend, to force one ([`ThrottleConfig::force_backend`]) or to name it. The cgroup and
+/// signal backends work on Linux only (forcing one elsewhere fails with
+/// [`ThrottleError::Unavailable`]); the macOS and Windows variants exist only on their OS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     CgroupV2,
     CgroupV1,
     Signals,
+    /// macOS: the Darwin background band and a `SIGSTOP`/`SIGCONT` duty cycle.
+    #[cfg(target_os = "macos")]
+    DarwinBackground,
+    /// Windows: a Job Object with a hard CPU rate cap.
+    #[cfg(windows)]
+    JobObject,
 }
 
 impl BackendKind {
@@ -96,6 +131,10 @@ impl BackendKind {
             BackendKind::CgroupV2 => "cgroup v2",
             BackendKind::CgroupV1 => "cgroup v1",
             BackendKind::Signals => "signals",
+            #[cfg(target_os = "macos")]
+            BackendKind::DarwinBackground => "darwin background",
+            #[cfg(windows)]
+            BackendKind::JobObject => "job object",
         }
     }
 }
@@ -116,8 +155,9 @@ pub struct ThrottleConfig {
     pub cgroup_v1_freezer: Option<PathBuf>,
     /// Use this backend or fail, instead of trying each in turn.
     pub force_backend: Option<BackendKind>,
-    /// Give the tree the lowest scheduling weight (`cpu.idle` = 1, like `SCHED_IDLE`), so that
-    /// the owner's programs win every contended core even under the cap. Default `true`.
+    /// Give the tree the lowest scheduling weight (`cpu.idle` = 1, like `SCHED_IDLE`; macOS: the
+    /// Darwin background band; Windows: `IDLE_PRIORITY_CLASS`), so that the owner's programs win
+    /// every contended core even under the cap. Default `true`.
     pub idle: bool,
 }
 
@@ -137,8 +177,8 @@ impl Default for ThrottleConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ThrottleError {
     #[error(
-        "CPU throttling of a process tree is not supported on this OS yet (Linux only); \
-         the tree would run unthrottled"
+        "CPU throttling of a process tree is not supported on this OS yet (Linux, macOS and \
+         Windows only); the tree would run unthrottled"
     )]
     Unsupported,
     #[error(
@@ -286,10 +326,11 @@ impl Throttle {
         self.frozen
     }
 
-    /// The tree's CPU time, all cores together; compare two readings. With a cgroup, the time
-    /// used inside it (so since the tree entered it), exited processes included; with signals,
-    /// the time of the live processes and of the children they have waited for, which drops
-    /// when a process exits unwaited. `None` if it cannot be read.
+    /// The tree's CPU time, all cores together; compare two readings. With a cgroup or a Job
+    /// Object, the time used inside it (so since the tree entered it), exited processes
+    /// included; with signals (Linux, and macOS over the process group), the time of the live
+    /// processes and of the children they have waited for, which drops when a process exits
+    /// unwaited. `None` if it cannot be read.
     pub fn cpu_time(&self) -> Option<Duration> {
         self.inner.cpu_time()
     }
@@ -298,8 +339,9 @@ impl Throttle {
         self.inner.guarantees()
     }
 
-    /// Kills every process of the tree at once (`cgroup.kill` where the kernel has it), frozen
-    /// ones included. For when the agent must not leave the tree behind.
+    /// Kills every process of the tree at once (`cgroup.kill` where the kernel has it;
+    /// `TerminateJobObject` on Windows; `SIGKILL` to the process group on macOS), frozen ones
+    /// included. For when the agent must not leave the tree behind.
     pub fn kill(&self) {
         self.inner.kill();
     }

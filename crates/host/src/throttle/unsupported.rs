@@ -1,9 +1,5 @@
-//! Other platforms: no backend yet, so [`prepare`] fails with
+//! Platforms other than Linux, macOS and Windows: no backend, so [`prepare`] fails with
 //! [`ThrottleError::Unsupported`] and the other types cannot be built.
-//!
-//! macOS (background QoS plus a `SIGSTOP`/`SIGCONT` duty cycle) and Windows (a Job Object with
-//! `JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP`) are later additions; until then they share this
-//! module.
 
 use std::path::PathBuf;
 use std::time::Duration;
