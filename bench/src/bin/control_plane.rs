@@ -262,6 +262,16 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A request carrying the bench head's admin token.
+fn admin<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::MetadataValue::from_static("Admin bench"),
+    );
+    r
+}
+
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -294,7 +304,7 @@ fn measure(
         let mut watcher = FleetClient::new(channel.clone()).max_decoding_message_size(64 << 20);
         let mut api = FleetClient::new(channel).max_decoding_message_size(64 << 20);
         let mut stream = watcher
-            .watch_cluster(pb::ClusterRequest {})
+            .watch_cluster(admin(pb::ClusterRequest {}))
             .await?
             .into_inner();
         let mut last_seen = std::collections::HashMap::new();
@@ -305,7 +315,10 @@ fn measure(
             let mut out = Vec::new();
             while Instant::now() < end {
                 let t = Instant::now();
-                let snap = api.cluster(pb::ClusterRequest {}).await?.into_inner();
+                let snap = api
+                    .cluster(admin(pb::ClusterRequest {}))
+                    .await?
+                    .into_inner();
                 out.push(t.elapsed().as_secs_f64() * 1000.0);
                 anyhow::ensure!(snap.nodes.len() >= n, "the snapshot lacks nodes");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -42,6 +42,18 @@ pub struct SecretsSettings {
     /// With `"auto"` and no reachable keyring (a server with no desktop session), keep secrets
     /// in the private file, as ssh and tailscaled do. Default `true`; `false` refuses instead.
     pub file_fallback: bool,
+    /// Encrypt that file at rest: `"auto"` (with systemd-creds where it works: root or a TPM),
+    /// `"systemd-creds"` (or refuse to start) or `"off"`. Default `"auto"`.
+    pub encrypt_file: FileEncryption,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileEncryption {
+    #[default]
+    Auto,
+    SystemdCreds,
+    Off,
 }
 
 impl Default for SecretsSettings {
@@ -49,6 +61,7 @@ impl Default for SecretsSettings {
         SecretsSettings {
             backend: SecretsBackend::Auto,
             file_fallback: true,
+            encrypt_file: FileEncryption::Auto,
         }
     }
 }
@@ -73,6 +86,11 @@ impl SecretsSettings {
             SecretsBackend::File => flotilla_secrets::Backend::File,
         };
         c.allow_file_fallback = self.file_fallback;
+        c.file_encryption = match self.encrypt_file {
+            FileEncryption::Auto => flotilla_secrets::FileEncryption::Auto,
+            FileEncryption::SystemdCreds => flotilla_secrets::FileEncryption::SystemdCreds,
+            FileEncryption::Off => flotilla_secrets::FileEncryption::Off,
+        };
         if let Some(home) = std::env::var_os("FLOTILLA_HOME").filter(|h| !h.is_empty()) {
             c.service = format!(
                 "{}:{}",
@@ -176,6 +194,44 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     Ok(config)
 }
 
+/// The `[policy]` table of a config text (empty when it has none), as TOML text: what the
+/// head sends agents as the fleet's defaults.
+pub fn policy_section(text: &str) -> Result<String, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    match table.get("policy") {
+        Some(toml::Value::Table(policy)) => {
+            let mut doc = toml::Table::new();
+            doc.insert("policy".into(), toml::Value::Table(policy.clone()));
+            toml::to_string(&doc).map_err(|e| e.to_string())
+        }
+        Some(_) => Err("`policy` must be a table".into()),
+        None => Ok(String::new()),
+    }
+}
+
+/// The politeness settings from the fleet's `[policy]` defaults with this machine's own
+/// `flotilla.toml` keys on top (each key the machine sets wins; tables such as `schedule` are
+/// replaced whole).
+pub fn merge_policy(fleet: &str, local: &str) -> Result<flotilla_policy::Settings, String> {
+    let policy_of = |text: &str, what: &str| -> Result<toml::Table, String> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| format!("{what}: {}", e.message()))?;
+        match table.get("policy") {
+            Some(toml::Value::Table(p)) => Ok(p.clone()),
+            Some(_) => Err(format!("{what}: `policy` must be a table")),
+            None => Ok(toml::Table::new()),
+        }
+    };
+    let mut merged = policy_of(fleet, "the fleet's defaults")?;
+    merged.extend(policy_of(local, "flotilla.toml")?);
+    let mut doc = toml::Table::new();
+    doc.insert("policy".into(), toml::Value::Table(merged));
+    let text = toml::to_string(&doc).map_err(|e| e.to_string())?;
+    parse(&text, Path::new("(fleet defaults + flotilla.toml)"))
+        .map(|c| c.policy)
+        .map_err(|e| e.to_string())
+}
+
 /// Serde's type names, in words.
 fn plain(message: &str) -> String {
     message
@@ -248,6 +304,27 @@ mod tests {
         parse(text, Path::new("/etc/flotilla.toml"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn the_machines_own_keys_win_over_the_fleets() {
+        let fleet = policy_section(
+            "[policy]\nactive_cpus = 1\nkeep_cpus_for_owner = 1\n[policy.schedule]\nmonday = [\"18:00-08:00\"]\n[secrets]\nbackend = \"file\"\n",
+        )
+        .unwrap();
+        assert!(!fleet.contains("secrets"), "{fleet}");
+        let merged = merge_policy(&fleet, "[policy]\nactive_cpus = 3\n").unwrap();
+        assert_eq!(merged.active_cpus, 3);
+        assert_eq!(merged.keep_cpus_for_owner, 1);
+        assert!(merged.schedule.is_some());
+        let defaults = merge_policy("", "").unwrap();
+        assert_eq!(defaults, flotilla_policy::Settings::default());
+        assert_eq!(
+            policy_section("[secrets]\nbackend = \"auto\"\n").unwrap(),
+            ""
+        );
+        let bad = merge_policy("[policy]\nactive_cpus = -1\n", "").unwrap_err();
+        assert!(bad.contains("active_cpus"), "{bad}");
     }
 
     #[test]

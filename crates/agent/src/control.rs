@@ -66,6 +66,7 @@ enum Request {
 pub struct Feeds {
     pub idle: IdleFeed,
     pub manual: ManualFeed,
+    pub policy: crate::sampler::PolicyFeed,
 }
 
 fn pause_request(

@@ -168,6 +168,7 @@ impl Agent {
                     session::Sources {
                         published: published.clone(),
                         manual: feeds.manual.clone(),
+                        policy: feeds.policy.clone(),
                         ray_node_id: {
                             let node = node.clone();
                             std::sync::Arc::new(move || node.ray_node_id())
@@ -196,6 +197,7 @@ impl Agent {
                 sensors: flotilla_host::sensors::Sensors::new(),
                 idle: feeds.idle,
                 manual: feeds.manual,
+                policy: feeds.policy,
             },
             move || flotilla_host::process::marked_processes(&marker),
             Some(politeness::Driven {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::enforce::{Enforcement, Enforcer};
-use crate::sampler::{IdleFeed, ManualFeed, ManualRequest, Sampler, SensorReport};
+use crate::sampler::{IdleFeed, ManualFeed, ManualRequest, PolicyFeed, Sampler, SensorReport};
 
 /// How often the loop senses, decides and enforces.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -50,6 +50,7 @@ pub struct Inputs {
     pub sensors: Sensors,
     pub idle: IdleFeed,
     pub manual: ManualFeed,
+    pub policy: PolicyFeed,
 }
 
 /// Runs the loop until `shutdown`. `own` returns the pids of Flotilla's own processes.
@@ -82,6 +83,15 @@ pub async fn run(
         }
         let (readings, report) = sampler.sample(now, &own_pids);
         let mono = now.duration_since(epoch);
+        let settings = inputs
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(s) = settings {
+            tracing::info!("politeness settings changed");
+            policy.set_settings(s);
+        }
         let request = inputs
             .manual
             .lock()

@@ -52,6 +52,10 @@ pub enum ManualRequest {
 /// Shared slot for the owner's latest pause or resume request.
 pub type ManualFeed = Arc<Mutex<Option<ManualRequest>>>;
 
+/// New politeness settings for the loop (the fleet's defaults merged with the machine's own),
+/// taken at the next tick.
+pub type PolicyFeed = Arc<Mutex<Option<flotilla_policy::Settings>>>;
+
 /// One reading as shown to people: a value (or null when unknown) and where it came from.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Shown<T> {

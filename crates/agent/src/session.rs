@@ -46,6 +46,8 @@ pub struct SessionConfig {
     /// The Ray settings the node runs with; when the head sends others, the session ends
     /// with [`Ended::RayChanged`]. `None`: the node follows the head directly (its own machine).
     pub ray: Option<RaySettings>,
+    /// This machine's own `flotilla.toml` text: its `[policy]` keys override the fleet's.
+    pub local_config: String,
 }
 
 /// How a node joins Ray.
@@ -86,6 +88,7 @@ impl SessionConfig {
             report_every: Duration::from_secs(1),
             record_every: Duration::from_secs(300),
             ray: None,
+            local_config: String::new(),
         }
     }
 }
@@ -129,6 +132,8 @@ pub enum Ended {
 pub struct Sources {
     pub published: watch::Receiver<Option<Arc<Published>>>,
     pub manual: ManualFeed,
+    /// Where the fleet's policy goes, merged with this machine's own settings.
+    pub policy: crate::sampler::PolicyFeed,
     /// The node's Ray node id, when it runs.
     pub ray_node_id: Arc<dyn Fn() -> Option<String> + Send + Sync>,
     /// The CPU time of the node's process tree so far, when it can be measured.
@@ -389,8 +394,16 @@ fn apply(
                 _ => None,
             }
         }
-        Some(Cmd::SetPolicy(_)) => {
-            tracing::info!("the head sent fleet policy defaults; this node keeps its own settings");
+        Some(Cmd::SetPolicy(p)) => {
+            match crate::config::merge_policy(&p.toml, &config.local_config) {
+                Ok(settings) => {
+                    tracing::info!(
+                        "the fleet's policy defaults apply (this machine's own settings win)"
+                    );
+                    *sources.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
+                }
+                Err(e) => tracing::warn!("the fleet's policy defaults are unusable here: {e}"),
+            }
             None
         }
         None => None,

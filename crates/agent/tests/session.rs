@@ -37,6 +37,10 @@ struct Head {
 
 impl Head {
     fn start(dir: &Path, port: u16) -> Head {
+        Head::start_with(dir, port, "")
+    }
+
+    fn start_with(dir: &Path, port: u16, policy_toml: &str) -> Head {
         let dirs = Dirs::under(dir);
         dirs.create_all().unwrap();
         let identity = Identity::load_or_create(&dirs, &store(&dirs.state), &[]).unwrap();
@@ -62,7 +66,7 @@ impl Head {
             addresses: vec![addr.to_string().parse().unwrap()],
             fingerprint: identity.fingerprint,
             admin_token: Secret::from("admin-token"),
-            policy_toml: String::new(),
+            policy_toml: policy_toml.into(),
         })
         .unwrap();
         let tls = identity.server_config().unwrap();
@@ -122,6 +126,7 @@ impl Agent {
             report_every,
             record_every,
             None,
+            "",
         )
     }
 
@@ -132,9 +137,11 @@ impl Agent {
         report_every: Duration,
         record_every: Duration,
         ray: Option<RaySettings>,
+        local_config: &str,
     ) -> Agent {
         let stop = CancellationToken::new();
         let manual = sampler::ManualFeed::default();
+        let policy = sampler::PolicyFeed::default();
         let (tx, decision) = tokio::sync::watch::channel(None);
         tokio::spawn(politeness::run(
             flotilla_policy::Settings::default(),
@@ -142,6 +149,7 @@ impl Agent {
                 sensors: flotilla_host::sensors::Sensors::new(),
                 idle: Default::default(),
                 manual: manual.clone(),
+                policy: policy.clone(),
             },
             Vec::new,
             None,
@@ -158,9 +166,11 @@ impl Agent {
         config.report_every = report_every;
         config.record_every = record_every;
         config.ray = ray;
+        config.local_config = local_config.into();
         let sources = Sources {
             published: decision.clone(),
             manual,
+            policy,
             ray_node_id: Arc::new(|| None),
             cpu_time: {
                 let cpu = cpu.clone();
@@ -479,7 +489,7 @@ async fn garbage_on_the_control_port_never_stops_the_head() {
         }
         if i % 100 == 0 {
             let snap = client
-                .cluster(pb::ClusterRequest {})
+                .cluster(admin(pb::ClusterRequest {}))
                 .await
                 .unwrap()
                 .into_inner();
@@ -491,7 +501,7 @@ async fn garbage_on_the_control_port_never_stops_the_head() {
         .await
         .unwrap();
     let snap = client
-        .cluster(pb::ClusterRequest {})
+        .cluster(admin(pb::ClusterRequest {}))
         .await
         .unwrap()
         .into_inner();
@@ -499,6 +509,17 @@ async fn garbage_on_the_control_port_never_stops_the_head() {
         snap.nodes.iter().any(|n| n.node_id == enrolled.node_id),
         "{snap:?}"
     );
+    // The cluster view is for the fleet only.
+    let refused = client.cluster(pb::ClusterRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+}
+
+/// A request with the test head's admin token.
+fn admin<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", "Admin admin-token".parse().unwrap());
+    r
 }
 
 fn rustls_name() -> rustls::pki_types::ServerName<'static> {
@@ -611,6 +632,7 @@ async fn a_node_running_other_ray_settings_is_told_to_restart_with_the_heads() {
         Duration::from_millis(200),
         Duration::from_secs(60),
         Some(settings(token.clone())),
+        "",
     );
     until("the session", Duration::from_secs(20), || {
         matches!(*same.link.borrow(), Link::Connected { .. })
@@ -627,6 +649,7 @@ async fn a_node_running_other_ray_settings_is_told_to_restart_with_the_heads() {
         Duration::from_millis(200),
         Duration::from_secs(60),
         Some(settings(RayToken::generate())),
+        "",
     );
     let ended = tokio::time::timeout(Duration::from_secs(20), &mut stale.ended)
         .await
@@ -636,4 +659,54 @@ async fn a_node_running_other_ray_settings_is_told_to_restart_with_the_heads() {
         Ended::RayChanged(new) => assert_eq!(*new, settings(token)),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleets_policy_applies_unless_the_machine_sets_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The fleet allows no hours at all: every machine that follows it lends nothing.
+    let head = Head::start_with(
+        &tmp.path().join("head"),
+        0,
+        "[policy.schedule]\nmonday = []\ntuesday = []\nwednesday = []\nthursday = []\n\
+         friday = []\nsaturday = []\nsunday = []\n",
+    );
+    let code = head.invite(2, Duration::from_secs(600)).await;
+    let reason = |a: &Agent| {
+        a.decision
+            .borrow()
+            .as_ref()
+            .map(|p| p.decision.reason.code().to_string())
+    };
+    let (fleet_only, credential, _) = enrollment::join(&code, &machine("a")).await.unwrap();
+    let a = Agent::start(
+        &fleet_only,
+        credential,
+        tmp.path().join("a.sqlite"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    until("the fleet's policy", Duration::from_secs(20), || {
+        reason(&a).as_deref() == Some("outside_hours")
+    })
+    .await;
+    let (own, credential, _) = enrollment::join(&code, &machine("b")).await.unwrap();
+    let b = Agent::start_with(
+        &own,
+        credential,
+        tmp.path().join("b.sqlite"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+        None,
+        "[policy.schedule]\nmonday = [\"00:00-24:00\"]\ntuesday = [\"00:00-24:00\"]\n\
+         wednesday = [\"00:00-24:00\"]\nthursday = [\"00:00-24:00\"]\nfriday = [\"00:00-24:00\"]\n\
+         saturday = [\"00:00-24:00\"]\nsunday = [\"00:00-24:00\"]\n",
+    );
+    until("the session", Duration::from_secs(20), || {
+        view(&head, "b").is_some_and(|v| v.connected && !v.reason_code.is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(reason(&b).as_deref(), Some("outside_hours"));
+    assert_eq!(reason(&a).as_deref(), Some("outside_hours"));
 }

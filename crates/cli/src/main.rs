@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod demo;
+mod doctor;
 mod join;
 mod pause;
 mod progress;
@@ -76,6 +77,9 @@ enum Command {
     /// Manage secrets (API keys, tokens) in the OS keyring.
     #[command(subcommand)]
     Secret(secret_cmd::SecretCommand),
+    /// Check this machine's setup: runtime, secret store, throttle, the head and the fleet,
+    /// clock. Exit code 0 = all good, 1 = a warning, 2 = a failure.
+    Doctor(doctor::DoctorArgs),
     /// Show what this machine senses: idle time, power, battery, memory, load, each with its
     /// source.
     Sensors(sense::SensorsArgs),
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Runtime(cmd) => runtime_cmd::run(cmd).await,
             Command::Sensors(args) => sense::sensors(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
             Command::Submit(args) => submit::run(args).await,
             Command::Pause(args) => pause::pause(args).await,
             Command::Resume(args) => pause::resume(args).await,

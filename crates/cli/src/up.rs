@@ -125,7 +125,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
-    let (config, token, identity, admin_token) = tokio::task::spawn_blocking(|| {
+    let (config, token, identity, admin_token, policy_toml) = tokio::task::spawn_blocking(|| {
         let (dirs, config, store) = crate::secret_cmd::load_store()?;
         crate::secret_cmd::notice_fallback(&config, &store);
         let token = flotilla_head::cluster_token(&store)?;
@@ -135,7 +135,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             &[flotilla_host::hostname()],
         )?;
         let admin = flotilla_head::admin_token(&store)?;
-        anyhow::Ok((config, token, identity, admin))
+        // The head's own `[policy]` is the fleet's default for every machine that joins.
+        let text = std::fs::read_to_string(dirs.config.join(flotilla_agent::config::FILE_NAME))
+            .unwrap_or_default();
+        let policy = flotilla_agent::config::policy_section(&text)
+            .map_err(|e| anyhow::anyhow!("flotilla.toml: {e}"))?;
+        anyhow::Ok((config, token, identity, admin, policy))
     })
     .await??;
 
@@ -164,6 +169,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         control_port: args.control_port,
         identity,
         admin_token,
+        policy_toml,
     })
     .await?;
     let info = head.info().clone();

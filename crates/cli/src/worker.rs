@@ -144,6 +144,15 @@ async fn run_once(
     );
     session.report_every = std::time::Duration::from_secs_f64(node.report_every);
     session.record_every = std::time::Duration::from_secs_f64(node.record_every);
+    let local_config = std::fs::read_to_string(dirs.config.join(flotilla_agent::config::FILE_NAME))
+        .unwrap_or_default();
+    // The fleet's defaults with this machine's own settings on top.
+    let policy = flotilla_agent::config::merge_policy(&enrolled.policy_toml, &local_config)
+        .unwrap_or_else(|e| {
+            eprintln!("warning: the fleet's policy defaults are unusable here ({e}); using this machine's settings");
+            config.policy.clone()
+        });
+    session.local_config = local_config;
     session.ray = Some(flotilla_agent::session::RaySettings {
         gcs_addresses: enrolled.gcs_addresses.clone(),
         ray_version: enrolled.ray_version.clone(),
@@ -160,7 +169,7 @@ async fn run_once(
     let run_dir = dirs.run.clone();
     let mut agent = start(
         &dirs,
-        config.policy,
+        policy,
         spec,
         head,
         name.clone(),

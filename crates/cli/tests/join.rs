@@ -183,6 +183,71 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
     assert_no_leak(worker, &token);
     assert_no_leak(worker, code.trim_start_matches("flot1-"));
 
+    // A job with a stored secret runs across the fleet (spread over both workers); the value
+    // reaches its tasks and appears in no log, config, argv or Flotilla environment on either
+    // machine.
+    let value = "sk-live-5b1d-only-in-the-keyring";
+    let mut set = flotilla(&head)
+        .args(["secret", "set", "exchange-key", "--from-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    assert!(set.wait().unwrap().success());
+    let job = flotilla(&head)
+        .args(["submit", "--secret", "exchange-key=EXCHANGE_KEY", "--", "python", "-c"])
+        .arg(
+            "import os, ray; ray.init(); \
+             f = ray.remote(num_cpus=1, scheduling_strategy='SPREAD')(lambda: len(os.environ['EXCHANGE_KEY'])); \
+             print('lengths', ray.get([f.remote() for _ in range(4)]))",
+        )
+        .output()
+        .unwrap();
+    assert!(job.status.success(), "{}", text(&job));
+    let n = value.len();
+    assert!(
+        text(&job).contains(&format!("lengths [{n}, {n}, {n}, {n}]")),
+        "{}",
+        text(&job)
+    );
+    assert_no_leak(&head, value);
+    assert_no_leak(worker, value);
+
+    // The worker's doctor sees the fleet: the control plane answers, Ray's GCS is reachable.
+    let out = flotilla(worker)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status_of = |report: &serde_json::Value, name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        status_of(&report, "control plane").as_deref(),
+        Some("ok"),
+        "{report}"
+    );
+    assert_eq!(
+        status_of(&report, "ray gcs").as_deref(),
+        Some("ok"),
+        "{report}"
+    );
+    assert_eq!(
+        status_of(&report, "clock").as_deref(),
+        Some("ok"),
+        "{report}"
+    );
+    assert_ne!(out.status.code(), Some(2), "{report}");
+
     // Pause from the head: the node pauses; resume: it contributes again.
     let out = flotilla(&head)
         .args(["pause", "--node", "w2"])
@@ -272,6 +337,17 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
     assert!(text(&out).contains("the head is running"), "{}", text(&out));
     up.stop();
     wait_node_offline(worker);
+    let out = flotilla(worker)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status_of(&report, "control plane").as_deref(),
+        Some("fail"),
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{report}");
     let out = flotilla(&head)
         .args(["head", "rotate-ray-token"])
         .output()

@@ -74,6 +74,47 @@ pub struct FleetConfig {
     pub policy_toml: String,
 }
 
+/// What Ray says about the cluster, refreshed by the head every few seconds and merged into the
+/// snapshot with the agents' reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RayView {
+    pub running_tasks: u32,
+    /// CPUs Ray's tasks use, by Ray node id (hex).
+    pub cpus_used: HashMap<String, f64>,
+    pub jobs: Vec<pb::JobSummary>,
+}
+
+impl RayView {
+    /// The parts of a Ray snapshot the control plane serves.
+    pub fn of(snapshot: &crate::ClusterSnapshot) -> RayView {
+        RayView {
+            running_tasks: u32::try_from(snapshot.tasks.running).unwrap_or(u32::MAX),
+            cpus_used: snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.state == "ALIVE")
+                .map(|n| (n.node_id.clone(), n.cpus_used))
+                .collect(),
+            jobs: snapshot
+                .jobs
+                .iter()
+                .map(|j| pb::JobSummary {
+                    id: j.id.clone(),
+                    status: match j.status.as_str() {
+                        "PENDING" => pb::JobStatus::Pending,
+                        "RUNNING" => pb::JobStatus::Running,
+                        "STOPPED" => pb::JobStatus::Stopped,
+                        "SUCCEEDED" => pb::JobStatus::Succeeded,
+                        "FAILED" => pb::JobStatus::Failed,
+                        _ => pb::JobStatus::Unspecified,
+                    } as i32,
+                    entrypoint: j.entrypoint.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The control plane; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
@@ -90,6 +131,7 @@ struct Inner {
     next_session: std::sync::atomic::AtomicU64,
     /// Cancelled when the head stops: every session ends.
     closing: tokio_util::sync::CancellationToken,
+    ray: Mutex<RayView>,
 }
 
 /// What the head holds in memory for one node.
@@ -169,6 +211,7 @@ impl ControlPlane {
                 joins: Mutex::new(HashMap::new()),
                 next_session: 1.into(),
                 closing: tokio_util::sync::CancellationToken::new(),
+                ray: Mutex::new(RayView::default()),
             }),
         })
     }
@@ -208,6 +251,19 @@ impl ControlPlane {
             ray_version: ray.ray_version.clone(),
             python_version: ray.python_version.clone(),
             ray_token: ray.token.expose().to_string(),
+        }
+    }
+
+    /// Takes Ray's latest view of the cluster for the snapshot.
+    pub fn set_ray_view(&self, view: RayView) {
+        let changed = {
+            let mut current = lock(&self.inner.ray);
+            let changed = *current != view;
+            *current = view;
+            changed
+        };
+        if changed {
+            self.changed();
         }
     }
 
@@ -458,6 +514,15 @@ impl ControlPlane {
         }
     }
 
+    /// Cluster views are for the fleet: an admin, or an enrolled node.
+    async fn check_reader<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if bearer(request, "Admin").is_ok() {
+            self.check_admin(request)
+        } else {
+            self.authenticate(request).await.map(|_| ())
+        }
+    }
+
     fn take_join_token(&self, ip: Option<IpAddr>) -> Result<(), Status> {
         let Some(ip) = ip else { return Ok(()) };
         let mut joins = lock(&self.inner.joins);
@@ -683,6 +748,7 @@ impl ControlPlane {
     /// The snapshot as the protocol carries it.
     pub fn snapshot(&self) -> pb::ClusterSnapshot {
         let now = now_ms();
+        let ray = lock(&self.inner.ray).clone();
         let nodes = self.nodes();
         let mut out: Vec<pb::NodeSummary> = nodes
             .iter()
@@ -695,7 +761,13 @@ impl ControlPlane {
                     reason: l.report.as_ref().and_then(|r| r.reason.clone()),
                     cpus_advertised: view.cpus_advertised,
                     cpus_total: f64::from(l.record.cpus),
-                    cpus_used: 0.0,
+                    cpus_used: l
+                        .report
+                        .as_ref()
+                        .filter(|_| view.connected)
+                        .and_then(|r| ray.cpus_used.get(&r.ray_node_id))
+                        .copied()
+                        .unwrap_or(0.0),
                     owner_active: view.owner_active,
                     battery_percent: view.battery_percent,
                     last_seen_unix_ms: l.last_seen_ms,
@@ -717,14 +789,14 @@ impl ControlPlane {
                 .count() as u32,
             cpus_advertised: out.iter().map(|n| n.cpus_advertised).sum(),
             cpus_total: out.iter().map(|n| n.cpus_total).sum(),
-            cpus_used: 0.0,
-            running_tasks: 0,
+            cpus_used: out.iter().map(|n| n.cpus_used).sum(),
+            running_tasks: ray.running_tasks,
         };
         pb::ClusterSnapshot {
             time_unix_ms: now,
             nodes: out,
             totals: Some(totals),
-            jobs: vec![],
+            jobs: ray.jobs,
         }
     }
 }
@@ -1013,6 +1085,13 @@ impl Fleet for ControlPlane {
                     ray: Some(self.ray_spec()),
                 })),
             }));
+            if !self.inner.config.policy_toml.is_empty() {
+                let _ = tx.try_send(Ok(pb::HeadCommand {
+                    command: Some(Cmd::SetPolicy(pb::SetPolicy {
+                        toml: self.inner.config.policy_toml.clone(),
+                    })),
+                }));
+            }
             if let Some(c) = live.standing.clone() {
                 let _ = tx.try_send(Ok(c));
             }
@@ -1053,8 +1132,9 @@ impl Fleet for ControlPlane {
 
     async fn cluster(
         &self,
-        _request: Request<pb::ClusterRequest>,
+        request: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::ClusterSnapshot>, Status> {
+        self.check_reader(&request).await?;
         Ok(Response::new(self.snapshot()))
     }
 
@@ -1062,8 +1142,9 @@ impl Fleet for ControlPlane {
 
     async fn watch_cluster(
         &self,
-        _request: Request<pb::ClusterRequest>,
+        request: Request<pb::ClusterRequest>,
     ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        self.check_reader(&request).await?;
         let (tx, rx) = mpsc::channel(2);
         let mut version = self.subscribe();
         let this = self.clone();
@@ -1171,6 +1252,104 @@ impl Fleet for ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plane() -> ControlPlane {
+        ControlPlane::new(FleetConfig {
+            registry: Arc::new(Registry::open_in_memory().unwrap()),
+            ray: RayInfo {
+                gcs_addresses: vec!["10.0.0.1:6379".into()],
+                ray_version: "2.60.0".into(),
+                python_version: "3.11.7".into(),
+                token: RayToken::generate(),
+            },
+            addresses: vec!["10.0.0.1:7470".parse().unwrap()],
+            fingerprint: flotilla_proto::Fingerprint([7; 32]),
+            admin_token: Secret::from("admin"),
+            policy_toml: String::new(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_merges_reports_with_rays_view() {
+        let plane = plane();
+        let (id, _) = plane.enroll_local("studio", 8).await.unwrap();
+        // A connected node (a session sender stands in for the stream).
+        let (tx, _rx) = mpsc::channel(4);
+        plane.nodes().get_mut(&id).unwrap().session = Some((1, tx));
+        let report = pb::AgentReport {
+            seq: 1,
+            state: pb::NodeState::Throttled as i32,
+            reason: Some(reason(
+                "owner_active",
+                "You're using this computer",
+                "Estás usando este ordenador",
+            )),
+            advertised_cpus: 2.0,
+            capped_cpus: 2.0,
+            ray_node_id: "abc123".into(),
+            contributions: vec![pb::ContributionRecord {
+                hour_start_unix: 1_800_000_000 / 3600 * 3600,
+                cpu_seconds: 12.5,
+                seq: 1,
+            }],
+            ..Default::default()
+        };
+        let ack = plane.apply_report(id, report.clone()).await.unwrap();
+        assert!(matches!(
+            ack,
+            Some(pb::HeadCommand {
+                command: Some(Cmd::Ack(pb::Ack { up_to_seq: 1 }))
+            })
+        ));
+        // The same report again (a resend after a reconnect) counts once.
+        plane.apply_report(id, report).await.unwrap();
+        assert_eq!(
+            plane.inner.config.registry.total_cpu_seconds(id).unwrap(),
+            12.5
+        );
+
+        let ray = crate::ClusterSnapshot {
+            nodes: vec![crate::NodeView {
+                node_id: "abc123".into(),
+                state: "ALIVE".into(),
+                cpus_used: 1.5,
+                ..Default::default()
+            }],
+            tasks: crate::TaskTotals {
+                running: 3,
+                ..Default::default()
+            },
+            jobs: vec![crate::JobView {
+                id: "raysubmit_1".into(),
+                status: "RUNNING".into(),
+                entrypoint: "python sweep.py".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        plane.set_ray_view(RayView::of(&ray));
+        let snap = plane.snapshot();
+        let node = &snap.nodes[0];
+        assert_eq!(node.name, "studio");
+        assert_eq!(node.state, pb::NodeState::Throttled as i32);
+        assert_eq!(node.cpus_used, 1.5);
+        assert_eq!(node.cpus_advertised, 2.0);
+        assert_eq!(node.cpus_total, 8.0);
+        let totals = snap.totals.unwrap();
+        assert_eq!((totals.running_tasks, totals.nodes_contributing), (3, 1));
+        assert_eq!(snap.jobs.len(), 1);
+        assert_eq!(snap.jobs[0].status, pb::JobStatus::Running as i32);
+        let metrics = plane.metrics();
+        assert!(
+            metrics.contains("flotilla_nodes{state=\"throttled\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("flotilla_node_cpus_advertised{node=\"studio\"} 2"),
+            "{metrics}"
+        );
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {

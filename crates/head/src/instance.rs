@@ -89,6 +89,8 @@ pub struct HeadConfig {
     pub identity: crate::tls::Identity,
     /// The admin token admin calls must carry (see [`admin_token`]).
     pub admin_token: Secret,
+    /// The fleet's politeness defaults (a `[policy]` TOML document; empty for none).
+    pub policy_toml: String,
 }
 
 /// A running head.
@@ -214,6 +216,29 @@ impl Head {
         let (fleet, control, control_addresses) =
             start_control(&config, &head_ip, &ray_address, &api_cancel).await?;
         let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
+        // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s.
+        {
+            let (fleet, dashboard, address, gcs, cancel) = (
+                fleet.clone(),
+                dashboard.clone(),
+                ray_address.clone(),
+                gcs.clone(),
+                api_cancel.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    if let Ok(snap) = crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
+                        fleet.set_ray_view(crate::fleet::RayView::of(&snap));
+                    }
+                }
+            });
+        }
         let api = tokio::spawn(crate::api::serve(
             listener,
             dashboard.clone(),
@@ -339,7 +364,7 @@ async fn start_control(
         addresses: vec![address.clone()],
         fingerprint: config.identity.fingerprint,
         admin_token: config.admin_token.clone(),
-        policy_toml: String::new(),
+        policy_toml: config.policy_toml.clone(),
     })?;
     let tls = config.identity.server_config()?;
     let serving = fleet.clone();

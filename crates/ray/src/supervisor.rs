@@ -147,6 +147,19 @@ impl NodeConfig {
             // included, at INFO: job secrets would land in every node's log files.
             ("RAY_LOGGER_LEVEL".into(), "warning".into()),
         ];
+        // The runtime's own `python` (with Ray) comes first on the PATH of everything the node
+        // starts, job drivers included: `flotilla submit -- python sweep.py` runs the
+        // cluster's Python, not whatever the machine has.
+        if let Some(bin) = self.runtime.ray_bin().parent() {
+            let rest = std::env::var_os("PATH").unwrap_or_default();
+            let paths = std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&rest));
+            if let Ok(path) = std::env::join_paths(paths) {
+                env.push(("PATH".into(), path));
+            }
+            if let Some(venv) = bin.parent() {
+                env.push(("VIRTUAL_ENV".into(), venv.into()));
+            }
+        }
         if let Some(t) = &self.token {
             env.extend(t.env().map(|(k, v)| (k.into(), v.into())));
         }
@@ -768,6 +781,10 @@ mod tests {
             env.iter()
                 .any(|(k, v)| k == "RAY_AUTH_MODE" && v == "token")
         );
+        // The runtime's Python is the first `python` on the node's PATH.
+        let path = env.iter().find(|(k, _)| k == "PATH").unwrap().1.clone();
+        let first = std::env::split_paths(&path).next().unwrap();
+        assert_eq!(Some(first.as_path()), c.runtime.ray_bin().parent());
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub enum Error {
         path = path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
+
+    #[error(
+        "the secrets file cannot be encrypted or decrypted here: {detail}\n  Run Flotilla as \
+         the user that stored the secrets (systemd-creds needs root or a TPM), or set \
+         [secrets] encrypt_file = \"off\" in flotilla.toml"
+    )]
+    Encryption { detail: String },
 }
 
 impl Error {

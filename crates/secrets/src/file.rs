@@ -7,10 +7,13 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::fsutil::{self, FileLock};
+use crate::seal::{FileEncryption, Sealer};
 use crate::{Error, Result, Secret, SecretInfo};
 
 /// The file's name in the state directory.
 pub const FILE_NAME: &str = "secrets.json";
+/// Its name when encrypted with systemd-creds.
+pub const SEALED_FILE_NAME: &str = "secrets.cred";
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -77,22 +80,68 @@ impl Stored {
 
 /// Secrets in `<state dir>/secrets.json`, mode 0600, replaced atomically on every change and
 /// refused if other users can read it. Values are stored in clear text: the file's protection
-/// is its permissions (encryption with systemd-creds is a planned addition).
+/// is its permissions, and where `systemd-creds` works (root, or a TPM) the file is also
+/// encrypted at rest (`secrets.cred`; see the `seal` module).
 #[derive(Debug)]
 pub(crate) struct FileStore {
     path: PathBuf,
+    sealer: Option<Sealer>,
 }
 
 impl FileStore {
     /// Opens the store, creating the directory if needed. An existing file is checked (mode and
     /// format) now, so that a misconfiguration is reported at start, not at first use.
-    pub(crate) fn open(state_dir: &Path) -> Result<FileStore> {
+    pub(crate) fn open(state_dir: &Path, encryption: FileEncryption) -> Result<FileStore> {
         fsutil::ensure_dir(state_dir)?;
-        let store = FileStore {
-            path: state_dir.join(FILE_NAME),
+        let plain = state_dir.join(FILE_NAME);
+        let sealed = state_dir.join(SEALED_FILE_NAME);
+        let sealer = match encryption {
+            FileEncryption::Off => None,
+            FileEncryption::SystemdCreds => {
+                Some(Sealer::probe().map_err(|detail| Error::Encryption { detail })?)
+            }
+            FileEncryption::Auto => Sealer::probe()
+                .inspect_err(|why| tracing::debug!("secrets file not encrypted: {why}"))
+                .ok(),
         };
+        if sealer.is_none() && sealed.exists() {
+            let why = match encryption {
+                FileEncryption::Off => "encryption is turned off".to_string(),
+                _ => Sealer::probe().err().unwrap_or_default(),
+            };
+            return Err(Error::Encryption {
+                detail: format!(
+                    "{} is encrypted with systemd-creds, and {why}",
+                    sealed.display()
+                ),
+            });
+        }
+        let store = FileStore {
+            path: if sealer.is_some() {
+                sealed.clone()
+            } else {
+                plain.clone()
+            },
+            sealer,
+        };
+        // A file stored before encryption was available moves into the encrypted one.
+        if store.sealer.is_some() && plain.exists() && !sealed.exists() {
+            let old = FileStore {
+                path: plain.clone(),
+                sealer: None,
+            };
+            let doc = old.load()?;
+            store.save(&doc)?;
+            std::fs::remove_file(&plain).map_err(Error::io(&plain))?;
+            tracing::info!("the secrets file is now encrypted with systemd-creds");
+        }
         store.load()?;
         Ok(store)
+    }
+
+    /// Whether the file is encrypted at rest.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealer.is_some()
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -105,6 +154,12 @@ impl FileStore {
                 version: FORMAT_VERSION,
                 secrets: BTreeMap::new(),
             });
+        };
+        let bytes = match &self.sealer {
+            Some(s) => s
+                .unseal(&bytes, &self.path)
+                .map_err(|detail| Error::Encryption { detail })?,
+            None => bytes,
         };
         let doc: Document = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
             path: self.path.clone(),
@@ -134,7 +189,15 @@ impl FileStore {
             path: self.path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        fsutil::write_atomic(&self.path, &bytes)
+        match &self.sealer {
+            Some(s) => {
+                let sealed = s
+                    .seal(&bytes)
+                    .map_err(|detail| Error::Encryption { detail })?;
+                fsutil::write_atomic(&self.path, &sealed)
+            }
+            None => fsutil::write_atomic(&self.path, &bytes),
+        }
     }
 
     pub(crate) fn set(&self, name: &str, secret: &Secret) -> Result<()> {
@@ -195,7 +258,7 @@ mod tests {
     #[test]
     fn binary_and_text_values_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileStore::open(dir.path(), FileEncryption::Off).unwrap();
         store.set("text", &Secret::from("héllo")).unwrap();
         store
             .set("bin", &Secret::from_bytes(vec![0, 1, 0xfe, 0xff]))
@@ -215,7 +278,7 @@ mod tests {
     #[test]
     fn updating_keeps_the_creation_time() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileStore::open(dir.path(), FileEncryption::Off).unwrap();
         store.set("a", &Secret::from("1")).unwrap();
         let before = store.list().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -231,7 +294,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         crate::fsutil::write_atomic(&path, b"{not json").unwrap();
-        let err = FileStore::open(dir.path()).unwrap_err().to_string();
+        let err = FileStore::open(dir.path(), FileEncryption::Off)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("not a valid Flotilla secrets file"), "{err}");
     }

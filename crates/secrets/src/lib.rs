@@ -23,18 +23,20 @@ mod error;
 mod file;
 mod fsutil;
 mod keyring_store;
+mod seal;
 mod secret;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use error::{Error, Result};
-pub use file::FILE_NAME;
+pub use file::{FILE_NAME, SEALED_FILE_NAME};
 pub use keyring_store::INDEX_FILE_NAME;
 pub use secret::{MAX_NAME_CHARS, Secret, validate_name};
 
 use file::FileStore;
 use keyring_store::KeyringStore;
+pub use seal::FileEncryption;
 
 /// The keyring service name secrets are stored under, unless configured otherwise.
 pub const DEFAULT_SERVICE: &str = "flotilla";
@@ -84,6 +86,8 @@ pub struct StoreConfig {
     pub state_dir: PathBuf,
     /// The keyring service name ([`DEFAULT_SERVICE`]); tests use their own.
     pub service: String,
+    /// How the fallback file is protected beyond its permissions.
+    pub file_encryption: FileEncryption,
 }
 
 impl StoreConfig {
@@ -94,6 +98,7 @@ impl StoreConfig {
             allow_file_fallback: false,
             state_dir: state_dir.into(),
             service: DEFAULT_SERVICE.to_owned(),
+            file_encryption: FileEncryption::Auto,
         }
     }
 }
@@ -132,14 +137,16 @@ impl SecretStore {
             Backend::Keyring => {
                 Inner::Keyring(KeyringStore::open(&config.service, &config.state_dir)?)
             }
-            Backend::File => Inner::File(FileStore::open(&config.state_dir)?),
+            Backend::File => {
+                Inner::File(FileStore::open(&config.state_dir, config.file_encryption)?)
+            }
             Backend::Auto => match keyring_store::availability()
                 .and_then(|()| keyring_store::probe_writable(&config.service))
             {
                 Ok(()) => Inner::Keyring(KeyringStore::open(&config.service, &config.state_dir)?),
                 Err(detail) if config.allow_file_fallback => {
                     tracing::info!(%detail, "no OS keyring reachable; using the secrets file");
-                    Inner::File(FileStore::open(&config.state_dir)?)
+                    Inner::File(FileStore::open(&config.state_dir, config.file_encryption)?)
                 }
                 Err(detail) => return Err(Error::NoKeyring { detail }),
             },
@@ -163,6 +170,10 @@ impl SecretStore {
                 "keyring ({}, service \"{}\")",
                 keyring_store::vendor(),
                 k.service()
+            ),
+            Inner::File(f) if f.is_sealed() => format!(
+                "file ({}, encrypted with systemd-creds)",
+                f.path().display()
             ),
             Inner::File(f) => format!("file ({})", f.path().display()),
         }

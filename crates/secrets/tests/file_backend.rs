@@ -6,11 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use flotilla_secrets::{Backend, BackendKind, Error, Secret, SecretStore, StoreConfig};
+use flotilla_secrets::{
+    Backend, BackendKind, Error, FileEncryption, Secret, SecretStore, StoreConfig,
+};
 
+/// The plain file (its protection is its permissions); the encrypted one has its own test.
 fn file_config(state: &Path) -> StoreConfig {
     StoreConfig {
         backend: Backend::File,
+        file_encryption: FileEncryption::Off,
         ..StoreConfig::new(state)
     }
 }
@@ -230,7 +234,8 @@ fn auto_without_a_session_bus_needs_the_fallback_allowed() {
     store.set("k", &Secret::from("v")).unwrap();
     assert_eq!(store.get("k").unwrap().expose_str(), Some("v"));
     assert_eq!(store.list().unwrap()[0].backend, BackendKind::File);
-    assert_eq!(mode(&state.path().join(flotilla_secrets::FILE_NAME)), 0o600);
+    // (Encrypted with systemd-creds where that works, so the name depends on the machine.)
+    assert_eq!(mode(store.file_path().unwrap()), 0o600);
 }
 
 const LOCKED_CHILD: &str = "FLOTILLA_SECRETS_LOCKED_CHILD";
@@ -284,4 +289,68 @@ fn auto_with_a_locked_keyring_needs_the_fallback_allowed() {
     assert_eq!(store.backend(), BackendKind::File);
     store.set("k", &Secret::from("v")).unwrap();
     assert_eq!(store.get("k").unwrap().expose_str(), Some("v"));
+}
+
+/// Encryption at rest with the real `systemd-creds` (the test command installs systemd and runs
+/// as root, which can use the host key; a TPM is not needed).
+#[test]
+fn with_systemd_creds_the_file_is_encrypted_and_a_plain_one_is_migrated() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    // A plain file from before.
+    let plain = SecretStore::open(&file_config(&state)).unwrap();
+    plain
+        .set("old-key", &Secret::from("old-value-4242"))
+        .unwrap();
+    drop(plain);
+    let sealed_config = StoreConfig {
+        backend: Backend::File,
+        file_encryption: FileEncryption::SystemdCreds,
+        ..StoreConfig::new(&state)
+    };
+    let store = SecretStore::open(&sealed_config).unwrap();
+    let path = state.join(flotilla_secrets::SEALED_FILE_NAME);
+    assert_eq!(store.file_path(), Some(path.as_path()));
+    assert!(
+        store
+            .backend_name()
+            .contains("encrypted with systemd-creds")
+    );
+    assert!(
+        !state.join(flotilla_secrets::FILE_NAME).exists(),
+        "migrated"
+    );
+    assert_eq!(
+        store.get("old-key").unwrap().expose_str(),
+        Some("old-value-4242")
+    );
+    store
+        .set("new-key", &Secret::from("new-value-9999"))
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let raw = std::fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    for value in ["old-value-4242", "new-value-9999", "old-key", "new-key"] {
+        assert!(!text.contains(value), "{value} is readable in the file");
+    }
+    // Reopened (auto finds systemd-creds working): the same secrets.
+    let auto = StoreConfig {
+        backend: Backend::File,
+        ..StoreConfig::new(&state)
+    };
+    let reopened = SecretStore::open(&auto).unwrap();
+    assert_eq!(
+        reopened.get("new-key").unwrap().expose_str(),
+        Some("new-value-9999")
+    );
+    // With encryption turned off, the encrypted file is not silently ignored.
+    let err = SecretStore::open(&file_config(&state))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("encrypted with systemd-creds"), "{err}");
+    assert!(err.contains("encrypt_file"), "{err}");
+    // A damaged file is an error naming it, not an empty store.
+    std::fs::write(&path, b"garbage").unwrap();
+    let err = SecretStore::open(&sealed_config).unwrap_err().to_string();
+    assert!(err.contains("secrets.cred"), "{err}");
 }

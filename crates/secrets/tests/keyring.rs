@@ -244,6 +244,12 @@ fn auto_prefers_a_reachable_keyring() {
             Some("v")
         );
         assert!(!state.path().join(flotilla_secrets::FILE_NAME).exists());
+        assert!(
+            !state
+                .path()
+                .join(flotilla_secrets::SEALED_FILE_NAME)
+                .exists()
+        );
     });
 }
 

@@ -1,0 +1,319 @@
+//! `flotilla doctor`: checks this machine's setup, each failing check with how to fix it.
+//!
+//! Exit code: 0 when every check passes (or does not apply), 1 when one warns, 2 when one fails.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use flotilla_agent::enrollment::Enrollment;
+use flotilla_head::HeadInfo;
+use flotilla_ray::{RuntimeManager, RuntimeSpec};
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON (`checks`, `worst`) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Skip,
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: &'static str,
+    status: Status,
+    detail: String,
+    /// What to do about it, for `warn` and `fail`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+impl Check {
+    fn fix(mut self, fix: impl Into<String>) -> Check {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let mut checks = vec![check(
+        "version",
+        Status::Ok,
+        format!(
+            "flotilla {} on {} {}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+    )];
+    let loaded = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await?;
+    let dirs = flotilla_host::Dirs::from_env();
+    let store = match loaded {
+        Ok((_, _, store)) => {
+            checks.push(check(
+                "secrets",
+                Status::Ok,
+                format!("secrets are kept in {}", store.backend_name()),
+            ));
+            Some(store)
+        }
+        Err(e) => {
+            checks
+                .push(check("secrets", Status::Fail, format!("{e:#}")).fix(
+                    "see the message above; `[secrets]` in flotilla.toml chooses the backend",
+                ));
+            None
+        }
+    };
+    let enrolled = Enrollment::load(&dirs).ok().flatten();
+    let head = HeadInfo::read(&dirs);
+
+    // The runtime this machine's nodes need.
+    let spec = match &enrolled {
+        Some(e) => RuntimeSpec {
+            ray: e.ray_version.clone(),
+            python: e
+                .python_version
+                .split('.')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("."),
+        },
+        None => RuntimeSpec::default(),
+    };
+    checks.push(match RuntimeManager::new(&dirs.data).installed(&spec) {
+        Ok(rt) => check(
+            "runtime",
+            Status::Ok,
+            format!(
+                "Ray {} with Python {} in {}",
+                rt.spec.ray,
+                rt.python_full,
+                rt.dir.display()
+            ),
+        ),
+        Err(_) => check(
+            "runtime",
+            Status::Warn,
+            format!(
+                "Ray {} with Python {} is not provisioned yet",
+                spec.ray, spec.python
+            ),
+        )
+        .fix(format!(
+            "`flotilla runtime ensure --ray {} --python {}` (or it is provisioned at the first start)",
+            spec.ray, spec.python
+        )),
+    });
+
+    // How this machine can hold back Ray.
+    checks.push(match flotilla_host::throttle::Throttle::prepare("doctor-probe") {
+        Ok(prepared) => {
+            let g = prepared.guarantees();
+            let status = if g.hard_cap { Status::Ok } else { Status::Warn };
+            let c = check(
+                "throttle",
+                status,
+                format!(
+                    "{}: {} cap, {} freeze",
+                    g.backend,
+                    if g.hard_cap { "hard" } else { "approximate" },
+                    if g.atomic_freeze { "atomic" } else { "non-atomic" }
+                ),
+            );
+            if g.hard_cap {
+                c
+            } else {
+                c.fix("run the agent as a service with cgroup delegation (`Delegate=yes`) or as root for a hard cap")
+            }
+        }
+        Err(e) => check("throttle", Status::Warn, e.to_string())
+            .fix("Ray will still follow the decision through its advertised CPUs"),
+    });
+
+    // The head: this machine's, or the one it joined.
+    if let Some(info) = &head {
+        checks.push(check(
+            "head",
+            Status::Ok,
+            format!(
+                "this machine runs the head: API {}, control plane {}, Ray {}",
+                info.api_url,
+                info.control_addresses.join(", "),
+                info.ray_address
+            ),
+        ));
+    }
+    match (&enrolled, &store) {
+        (Some(e), Some(store)) => checks.extend(fleet_checks(e, store).await),
+        (Some(_), None) => {}
+        (None, _) if head.is_none() => checks.push(
+            check("fleet", Status::Skip, "this machine has not joined a fleet")
+                .fix("`flotilla join CODE` with a code from the head (`flotilla invite`)"),
+        ),
+        (None, _) => {}
+    }
+
+    let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"checks": checks, "worst": worst}))?
+        );
+    } else {
+        for c in &checks {
+            let mark = match c.status {
+                Status::Ok => "ok  ",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+                Status::Skip => "--  ",
+            };
+            println!("{mark} {:<14} {}", c.name, c.detail);
+            if let (Some(fix), Status::Warn | Status::Fail | Status::Skip) = (&c.fix, c.status) {
+                println!("     {:<14} fix: {fix}", "");
+            }
+        }
+    }
+    Ok(ExitCode::from(match worst {
+        Status::Ok | Status::Skip => 0,
+        Status::Warn => 1,
+        Status::Fail => 2,
+    }))
+}
+
+/// The joined fleet: the control plane answers with the pinned certificate and knows this
+/// node, Ray's GCS is reachable, the versions match, and the clocks agree.
+async fn fleet_checks(e: &Enrollment, store: &flotilla_secrets::SecretStore) -> Vec<Check> {
+    use flotilla_proto::v1::{self as pb, fleet_client::FleetClient};
+    let mut out = Vec::new();
+    let Some(fingerprint) = e.fingerprint() else {
+        out.push(
+            check(
+                "control plane",
+                Status::Fail,
+                "enrollment.json has no readable fingerprint",
+            )
+            .fix("join again"),
+        );
+        return out;
+    };
+    let started = std::time::Instant::now();
+    match flotilla_proto::transport::connect(&e.addresses(), fingerprint, Duration::from_secs(5))
+        .await
+    {
+        Ok(channel) => {
+            let credential = store
+                .get(flotilla_agent::enrollment::CREDENTIAL_SECRET)
+                .ok();
+            let mut request = tonic::Request::new(pb::ClusterRequest {});
+            request.set_timeout(Duration::from_secs(5));
+            if let Some(c) = credential
+                && let Ok(v) = format!(
+                    "Node {}:{}",
+                    e.node_id,
+                    flotilla_head::fleet::encode_hex(c.expose())
+                )
+                .parse()
+            {
+                request.metadata_mut().insert("authorization", v);
+            }
+            let sent = now_ms();
+            match FleetClient::new(channel).cluster(request).await {
+                Ok(reply) => {
+                    let received = now_ms();
+                    let rtt = received - sent;
+                    let head_time = reply.into_inner().time_unix_ms;
+                    out.push(check(
+                        "control plane",
+                        Status::Ok,
+                        format!(
+                            "the head at {} answers as node {} ({} ms)",
+                            e.head.join(", "),
+                            e.node_id,
+                            started.elapsed().as_millis()
+                        ),
+                    ));
+                    let skew = head_time - (sent + rtt / 2);
+                    let c = check(
+                        "clock",
+                        if skew.abs() > 5_000 { Status::Warn } else { Status::Ok },
+                        format!("this clock is {} ms off the head's (±{} ms)", -skew, rtt / 2),
+                    );
+                    out.push(if skew.abs() > 5_000 {
+                        c.fix("turn on automatic time (NTP) on both machines")
+                    } else {
+                        c
+                    });
+                }
+                Err(s) => out.push(
+                    check("control plane", Status::Fail, format!("the head refuses: {}", s.message()))
+                        .fix("join again with a new code (`flotilla invite` on the head)"),
+                ),
+            }
+        }
+        Err(err) => out.push(
+            check("control plane", Status::Fail, err.to_string()).fix(
+                "start the head (`flotilla up`) and check that this machine reaches it (same LAN or tailnet, port open)",
+            ),
+        ),
+    }
+    for address in &e.gcs_addresses {
+        let reach = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(address.as_str()),
+        )
+        .await;
+        out.push(match reach {
+            Ok(Ok(_)) => check("ray gcs", Status::Ok, format!("{address} is reachable")),
+            _ => check(
+                "ray gcs",
+                Status::Fail,
+                format!("{address} does not answer"),
+            )
+            .fix("check that the head runs and that its Ray port is open to this machine"),
+        });
+    }
+    let pinned = RuntimeSpec::default();
+    out.push(if e.ray_version == pinned.ray {
+        check(
+            "versions",
+            Status::Ok,
+            format!("the fleet runs Ray {} like this Flotilla", e.ray_version),
+        )
+    } else {
+        check(
+            "versions",
+            Status::Warn,
+            format!(
+                "the fleet runs Ray {}, this Flotilla pins {}",
+                e.ray_version, pinned.ray
+            ),
+        )
+        .fix("the node follows the head's version; upgrade Flotilla on every machine together")
+    });
+    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
