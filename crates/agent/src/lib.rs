@@ -20,7 +20,7 @@ pub mod politeness;
 pub mod sampler;
 pub mod session;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -352,27 +352,7 @@ pub async fn run(config: AgentConfig, deps: Deps, shutdown: CancellationToken) -
     Ok(())
 }
 
-/// The local address the OS would use to reach `head`. A UDP "connect" only consults the
-/// routing table: no packet is sent.
+/// The local address the OS would use to reach `head` (see [`flotilla_host::addr::route_to`]).
 pub fn route_to(head: SocketAddr) -> Result<IpAddr> {
-    let bind: SocketAddr = if head.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let err = |source| Error::NoRoute { head, source };
-    let sock = UdpSocket::bind(bind).map_err(err)?;
-    sock.connect(head).map_err(err)?;
-    Ok(sock.local_addr().map_err(err)?.ip())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_route_to_loopback_is_loopback() {
-        let ip = route_to("127.0.0.1:6379".parse().unwrap()).unwrap();
-        assert!(ip.is_loopback());
-    }
+    flotilla_host::addr::route_to(head).map_err(|source| Error::NoRoute { head, source })
 }

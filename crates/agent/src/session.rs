@@ -27,8 +27,10 @@ use crate::outbox::Outbox;
 use crate::politeness::Published;
 use crate::sampler::{ManualFeed, ManualRequest};
 
-/// The longest wait between reconnection attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between reconnection attempts: short enough that a machine is back within
+/// seconds of its network, long enough that a head restarting under thousands of agents is not
+/// stormed (the jitter spreads them).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The most contribution records one report carries.
 pub const RECORDS_PER_REPORT: usize = 64;
 

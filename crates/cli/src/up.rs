@@ -22,6 +22,10 @@ pub struct UpArgs {
     /// Address the cluster API listens on. Loopback keeps it private to this machine.
     #[arg(long, default_value = "127.0.0.1")]
     api_host: IpAddr,
+    /// The address other machines reach this head at [default: the address of the default
+    /// route, else the first interface that is up].
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<IpAddr>,
     /// Port of the control plane (gRPC with TLS), where other machines join and report.
     #[arg(long, default_value_t = flotilla_head::fleet::DEFAULT_CONTROL_PORT)]
     control_port: u16,
@@ -167,6 +171,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         env: vec![],
         token,
         control_port: args.control_port,
+        node_ip: args.node_ip.or_else(flotilla_host::addr::lan_address),
         identity,
         admin_token,
         policy_toml,

@@ -206,9 +206,17 @@ async fn run_once(
                 };
             }
             _ = tick.tick() => {
-                // Each change of kind is shown once (not every retry countdown).
+                // Lost and restored are shown once each, not every retry; "connecting" only
+                // before the first connection.
                 if let Some(link) = agent.link() {
-                    let kind = std::mem::discriminant(&link);
+                    use flotilla_agent::session::Link;
+                    let kind = match link {
+                        Link::Connected { .. } => 0,
+                        Link::Connecting { .. } if shown.is_none() => 1,
+                        Link::Connecting { .. } => shown.unwrap_or(1),
+                        Link::Offline { .. } => 2,
+                        Link::Refused { .. } => 3,
+                    };
                     if shown != Some(kind) {
                         eprintln!("Control plane: {}", describe(&link));
                         shown = Some(kind);

@@ -85,6 +85,9 @@ pub struct HeadConfig {
     pub token: RayToken,
     /// The control plane's port (0: any free port); it listens on the head's Ray address.
     pub control_port: u16,
+    /// The address the head offers other machines (Ray's `--node-ip-address`, the control
+    /// plane's listening address, the join codes' address); `None` lets Ray choose.
+    pub node_ip: Option<std::net::IpAddr>,
     /// The head's TLS identity (see [`crate::tls::Identity::load_or_create`]).
     pub identity: crate::tls::Identity,
     /// The admin token admin calls must carry (see [`admin_token`]).
@@ -186,7 +189,7 @@ impl Head {
             },
             runtime: config.runtime.clone(),
             node_name: config.node_name.clone(),
-            node_ip: None,
+            node_ip: config.node_ip,
             num_cpus: Some(0),
             object_store_bytes: config.object_store_bytes,
             ports: config.node_ports,

@@ -9,6 +9,7 @@
 //! `macos`, `windows`, `unsupported`), chosen at compile time, so that callers never write
 //! `cfg` themselves.
 
+pub mod addr;
 pub mod clock;
 pub mod dirs;
 pub mod process;

@@ -255,7 +255,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             initial: Duration::from_secs(1),
-            max: Duration::from_secs(30),
+            max: Duration::from_secs(15),
             reset_after: Duration::from_secs(60),
         }
     }

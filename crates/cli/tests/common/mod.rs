@@ -1,6 +1,8 @@
 //! What the CLI tests share: running the real `flotilla` binary with a private home.
 #![allow(dead_code)] // Each test binary uses its own part.
 
+pub mod netns;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;

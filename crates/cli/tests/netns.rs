@@ -1,0 +1,237 @@
+//! The fleet across a real network: a head and two workers, each in its own network namespace
+//! (veth pairs on a bridge), running the real binary and real Ray. The sweep runs across the
+//! namespaces; a worker's link is cut for 90 s in the middle of a sweep, then five more times.
+//! The head runs with fast Ray health checks (1 s, 5 misses) so that a cut node is declared
+//! dead in seconds rather than a minute.
+#![cfg(target_os = "linux")]
+
+mod common;
+use common::netns::Lab;
+use common::*;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const BASE: u16 = 35000;
+
+fn home() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fn")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// Starts a long-running command with its output in a file of `home` (a pipe nobody reads
+/// could fill up and stall it).
+fn spawn_logged(mut cmd: std::process::Command, home: &Path, name: &str) -> Child {
+    let log = std::fs::File::create(home.join(format!("{name}.out"))).unwrap();
+    cmd.stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn status(lab: &Lab, head: &Path) -> Option<serde_json::Value> {
+    let out = lab
+        .flotilla("h", head)
+        .args([
+            "status",
+            "--json",
+            "--api",
+            &format!("http://127.0.0.1:{BASE}"),
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// Whether Ray lists a node of this name ALIVE.
+fn alive(snapshot: &serde_json::Value, name: &str) -> bool {
+    snapshot["nodes"].as_array().is_some_and(|nodes| {
+        nodes
+            .iter()
+            .any(|n| n["name"] == name && n["state"] == "ALIVE")
+    })
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    start.elapsed()
+}
+
+fn demo(lab: &Lab, head: &Path, evals: u32) -> std::process::Command {
+    let mut c = lab.flotilla("h", head);
+    c.args(["demo", "--verify", "--json", "--evals", &evals.to_string()]);
+    c
+}
+
+fn check_sweep(out: &std::process::Output, evals: u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["evaluations"], evals, "{v}");
+    assert_eq!(v["identical_to_local"], true, "{v}");
+}
+
+#[test]
+fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(&["h", "a", "b"]);
+    let (hh, ha, hb) = (home(), home(), home());
+    let (head, wa, wb) = (hh.path(), ha.path(), hb.path());
+
+    let mut up = lab.flotilla("h", head);
+    up.arg("up")
+        .args(port_args(BASE))
+        .args(["--no-worker", "--object-store-mb", "100"])
+        .env("RAY_health_check_period_ms", "1000")
+        .env("RAY_health_check_timeout_ms", "1000")
+        .env("RAY_health_check_failure_threshold", "5");
+    let mut up = spawn_logged(up, head, "up");
+    wait_for("the head", Duration::from_secs(180), || {
+        status(&lab, head).is_some_and(|s| s["totals"]["nodes_alive"] == 1)
+    });
+
+    let out = lab
+        .flotilla("h", head)
+        .args(["invite", "--json", "--uses", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut workers = Vec::new();
+    for (name, home) in [("a", wa), ("b", wb)] {
+        let mut join = lab.flotilla(name, home);
+        join.args([
+            "join",
+            "-",
+            "--name",
+            name,
+            "--cpus",
+            "1",
+            "--object-store-mb",
+            "100",
+        ])
+        .args([
+            "--node-ports",
+            &(BASE + 800).to_string(),
+            "--report-every",
+            "0.5",
+        ])
+        .stdin(Stdio::piped());
+        let mut child = spawn_logged(join, home, "join");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(code.as_bytes())
+            .unwrap();
+        workers.push(child);
+    }
+    // The cluster forms: three nodes ALIVE in Flotilla's snapshot, both workers in session.
+    wait_for("three nodes", Duration::from_secs(180), || {
+        status(&lab, head).is_some_and(|s| s["totals"]["nodes_alive"] == 3)
+    });
+    let snap = status(&lab, head).unwrap();
+    let agents = snap["agents"].as_array().unwrap();
+    for name in ["a", "b"] {
+        assert!(
+            agents
+                .iter()
+                .any(|a| a["name"] == name && a["connected"] == true),
+            "{snap}"
+        );
+        let ip = lab.host(name).addr.to_string();
+        assert!(
+            snap["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["name"] == name && n["ip"] == ip),
+            "{name} should be at {ip}: {snap}"
+        );
+    }
+
+    // The sweep completes across the namespaces, identical to a local run.
+    check_sweep(&demo(&lab, head, 80).output().unwrap(), 80);
+
+    // A link goes down for 90 s in the middle of a sweep: Ray reruns a's tasks on b, and the
+    // sweep still completes with every result.
+    let sweep = demo(&lab, head, 400)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    lab.cut("a");
+    let cut_at = Instant::now();
+    wait_for(
+        "the head to see a's Ray node dead",
+        Duration::from_secs(60),
+        || status(&lab, head).is_some_and(|s| !alive(&s, "a")),
+    );
+    check_sweep(&sweep.wait_with_output().unwrap(), 400);
+    std::thread::sleep(Duration::from_secs(90).saturating_sub(cut_at.elapsed()));
+    lab.restore("a");
+    let back = wait_for(
+        "a to rejoin after 90 s away",
+        Duration::from_secs(120),
+        || status(&lab, head).is_some_and(|s| alive(&s, "a")),
+    );
+    eprintln!("after a 90 s cut, a was ALIVE again {back:?} after its link returned");
+
+    // Five cuts in a row, each long enough for Ray to declare the node dead: five rejoins.
+    let mut rejoins = Vec::new();
+    for i in 0..5 {
+        lab.cut("a");
+        wait_for("a declared dead", Duration::from_secs(60), || {
+            status(&lab, head).is_some_and(|s| !alive(&s, "a"))
+        });
+        std::thread::sleep(Duration::from_secs(5));
+        lab.restore("a");
+        let t = wait_for("a to rejoin", Duration::from_secs(120), || {
+            status(&lab, head).is_some_and(|s| alive(&s, "a"))
+        });
+        eprintln!("cut {}: ALIVE again {t:?} after the link returned", i + 1);
+        rejoins.push(t);
+    }
+    assert_eq!(rejoins.len(), 5);
+    // The control session came back too, and the cluster still computes right.
+    wait_for("a's session", Duration::from_secs(60), || {
+        status(&lab, head).is_some_and(|s| {
+            s["agents"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["name"] == "a" && a["connected"] == true))
+        })
+    });
+    check_sweep(&demo(&lab, head, 80).output().unwrap(), 80);
+
+    for mut w in workers {
+        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+        let _ = w.wait();
+    }
+    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
+    let _ = up.wait();
+    for home in [head, wa, wb] {
+        assert!(wait_none_left(home, Duration::from_secs(30)).is_empty());
+    }
+}
