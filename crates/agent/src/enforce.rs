@@ -213,6 +213,13 @@ impl Enforcer {
         }
         self.asked = Some(cpus);
         self.last_resize = Some(Instant::now());
+        // A node that follows the network may come back at another address.
+        if let Some(ip) = node.node_ip()
+            && ip != self.raylet_addr.ip()
+        {
+            self.raylet_addr.set_ip(ip);
+            self.raylet = None;
+        }
         if self.raylet.is_none() {
             match RayletClient::connect(self.raylet_addr, Some(self.token.clone())).await {
                 Ok(c) => self.raylet = Some(c),

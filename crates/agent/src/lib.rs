@@ -138,6 +138,8 @@ impl Agent {
             runtime: deps.runtime,
             node_name: config.node_name.clone(),
             node_ip: Some(node_ip),
+            // An address chosen here follows the network; one given by the caller stays.
+            follow_route: config.node_ip.is_none(),
             num_cpus: config.num_cpus,
             object_store_bytes: config.object_store_bytes,
             ports: config.ports,

@@ -215,6 +215,7 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
         rejoins.push(t);
     }
     assert_eq!(rejoins.len(), 5);
+
     // The control session came back too, and the cluster still computes right.
     wait_for("a's session", Duration::from_secs(60), || {
         status(&lab, head).is_some_and(|s| {

@@ -190,6 +190,7 @@ impl Head {
             runtime: config.runtime.clone(),
             node_name: config.node_name.clone(),
             node_ip: config.node_ip,
+            follow_route: false,
             num_cpus: Some(0),
             object_store_bytes: config.object_store_bytes,
             ports: config.node_ports,

@@ -56,6 +56,10 @@ pub struct NodeConfig {
     pub node_name: String,
     /// The address other nodes reach this one at; Ray picks one when `None`.
     pub node_ip: Option<IpAddr>,
+    /// A worker whose address follows the network: each (re)start advertises the address
+    /// that routes to the head now (falling back to `node_ip`), so a machine whose address
+    /// changed (another Wi-Fi, a new lease) rejoins with its new one.
+    pub follow_route: bool,
     /// CPUs to advertise; the head always advertises 0.
     pub num_cpus: Option<u32>,
     pub object_store_bytes: u64,
@@ -108,7 +112,7 @@ impl NodeConfig {
                 a.push("--include-log-monitor=false".into());
             }
         }
-        if let Some(ip) = self.node_ip {
+        if let Some(ip) = self.node_ip_now() {
             a.push(format!("--node-ip-address={ip}"));
         }
         a.push(format!("--node-name={}", self.node_name));
@@ -194,6 +198,17 @@ impl NodeConfig {
             check_reachable(*head, Duration::from_secs(5)).await?;
         }
         Ok(())
+    }
+
+    /// The address this node advertises if it starts now.
+    pub fn node_ip_now(&self) -> Option<IpAddr> {
+        match (&self.role, self.follow_route) {
+            (Role::Worker { head }, true) => flotilla_host::addr::route_to(*head)
+                .ok()
+                .filter(|ip| !ip.is_unspecified())
+                .or(self.node_ip),
+            _ => self.node_ip,
+        }
     }
 
     pub(crate) fn spec(&self, marker: &str) -> TreeSpec {
@@ -323,6 +338,8 @@ struct Control {
     /// The last limit asked for, applied again to every new incarnation.
     limit: std::sync::Mutex<Limit>,
     held: watch::Sender<bool>,
+    /// The address the current incarnation advertises.
+    node_ip: std::sync::Mutex<Option<IpAddr>>,
 }
 
 impl Control {
@@ -358,6 +375,7 @@ impl Supervisor {
             throttle: std::sync::Mutex::new(None),
             limit: std::sync::Mutex::new(Limit::Full),
             held: watch::channel(false).0,
+            node_ip: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(supervise(
             config,
@@ -418,6 +436,12 @@ impl Supervisor {
 
     /// The Ray node id (hex) of the current incarnation, read from its raylet's command line;
     /// `None` while no raylet runs or where the OS cannot tell.
+    /// The address the current incarnation advertises (it may change between restarts of a
+    /// node that follows the route to its head).
+    pub fn node_ip(&self) -> Option<IpAddr> {
+        *self.control.node_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn ray_node_id(&self) -> Option<String> {
         if !flotilla_host::process::CAN_SCAN_MARKED {
             return None;
@@ -541,6 +565,7 @@ async fn supervise(
                 .ok()
         });
         let mut spec = config.spec(&marker);
+        *control.node_ip.lock().unwrap_or_else(|e| e.into_inner()) = config.node_ip_now();
         if let Some(p) = &prepared {
             spec.cgroup_procs = p.procs_files().to_vec();
         }
@@ -734,6 +759,7 @@ mod tests {
             },
             node_name: "laptop".into(),
             node_ip: Some("100.64.0.7".parse().unwrap()),
+            follow_route: false,
             num_cpus: Some(4),
             object_store_bytes: 100_000_000,
             ports: NodePorts::worker_default(),

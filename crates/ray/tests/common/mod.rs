@@ -40,6 +40,7 @@ pub fn node(
         runtime: rt.clone(),
         node_name: name.into(),
         node_ip: None,
+        follow_route: false,
         num_cpus: Some(1),
         object_store_bytes: 100 * 1024 * 1024,
         ports: NodePorts::from_base(base, 20),
