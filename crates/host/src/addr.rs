@@ -12,7 +12,14 @@ pub fn route_to(dest: SocketAddr) -> std::io::Result<IpAddr> {
     };
     let sock = UdpSocket::bind(bind)?;
     sock.connect(dest)?;
-    Ok(sock.local_addr()?.ip())
+    let ip = sock.local_addr()?.ip();
+    if ip.is_unspecified() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("the OS chose no local address for {dest}"),
+        ));
+    }
+    Ok(ip)
 }
 
 /// The address this machine offers a LAN: the one on its default route, or, on a network

@@ -439,7 +439,11 @@ impl Supervisor {
     /// The address the current incarnation advertises (it may change between restarts of a
     /// node that follows the route to its head).
     pub fn node_ip(&self) -> Option<IpAddr> {
-        *self.control.node_ip.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .control
+            .node_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn ray_node_id(&self) -> Option<String> {
