@@ -57,22 +57,7 @@ fn invite(home: &Path, uses: &str) -> String {
 /// `flotilla join -` with the code on standard input (never in argv).
 fn join(home: &Path, code: &str, name: &str) -> Child {
     let mut child = flotilla(home)
-        .args([
-            "join",
-            "-",
-            "--name",
-            name,
-            "--cpus",
-            "1",
-            "--object-store-mb",
-            "100",
-        ])
-        .args([
-            "--node-ports",
-            &(BASE + 800).to_string(),
-            "--report-every",
-            "0.25",
-        ])
+        .args(join_args(name, BASE + 800, "0.25"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,17 +172,7 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
     // reaches its tasks and appears in no log, config, argv or Flotilla environment on either
     // machine.
     let value = "sk-live-5b1d-only-in-the-keyring";
-    let mut set = flotilla(&head)
-        .args(["secret", "set", "exchange-key", "--from-stdin"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
-    assert!(set.wait().unwrap().success());
+    set_secret(&head, "exchange-key", value);
     let job = flotilla(&head)
         .args(["submit", "--secret", "exchange-key=EXCHANGE_KEY", "--", "python", "-c"])
         .arg(

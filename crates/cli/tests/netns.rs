@@ -121,23 +121,8 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     let mut workers = Vec::new();
     for (name, home) in [("a", wa), ("b", wb)] {
         let mut join = lab.flotilla(name, home);
-        join.args([
-            "join",
-            "-",
-            "--name",
-            name,
-            "--cpus",
-            "1",
-            "--object-store-mb",
-            "100",
-        ])
-        .args([
-            "--node-ports",
-            &(BASE + 800).to_string(),
-            "--report-every",
-            "0.5",
-        ])
-        .stdin(Stdio::piped());
+        join.args(join_args(name, BASE + 800, "0.5"))
+            .stdin(Stdio::piped());
         let mut child = spawn_logged(join, home, "join");
         child
             .stdin

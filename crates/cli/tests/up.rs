@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -59,20 +59,7 @@ fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() 
     // A stored secret reaches a submitted job as an environment variable, and its value
     // appears in no process's argv, no log and no config file.
     let value = "sk-live-7f3a9c1e-never-in-argv";
-    let mut set = flotilla(up.home.path())
-        .args(["secret", "set", "exchange-key", "--from-stdin"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        set.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{value}\n").as_bytes())
-            .unwrap();
-    }
-    assert!(set.wait().unwrap().success());
+    set_secret(up.home.path(), "exchange-key", value);
     let job = flotilla(up.home.path())
         .args(["submit", "--secret", "exchange-key=EXCHANGE_KEY", "--"])
         .args(["python", "-c", "import os,hashlib; print('digest', hashlib.sha256(os.environ['EXCHANGE_KEY'].encode()).hexdigest())"])

@@ -20,6 +20,43 @@ pub fn flotilla(home: &Path) -> Command {
     c
 }
 
+/// The arguments of `flotilla join -` (the code comes on standard input, never in argv) for a
+/// small worker named `name` with its node ports from `node_ports`.
+pub fn join_args(name: &str, node_ports: u16, report_every: &str) -> Vec<String> {
+    [
+        "join",
+        "-",
+        "--name",
+        name,
+        "--cpus",
+        "1",
+        "--object-store-mb",
+        "100",
+        "--node-ports",
+        &node_ports.to_string(),
+        "--report-every",
+        report_every,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Stores `value` as the secret `name` in `home`'s store, through standard input.
+pub fn set_secret(home: &Path, name: &str, value: &str) {
+    use std::io::Write;
+    let mut set = flotilla(home)
+        .args(["secret", "set", name, "--from-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    assert!(set.wait().unwrap().success());
+}
+
 /// The port options of one test's cluster, from a base, so tests never collide.
 pub fn port_args(base: u16) -> Vec<String> {
     [
