@@ -6,6 +6,8 @@
 //! - Ray's advertised CPUs follow through the raylet's live resize call, so Ray stops
 //!   scheduling onto a busy machine. Ray only takes back CPUs that are free, so running tasks
 //!   are never killed; the call is repeated (at most once a second) until the total has shrunk.
+//! - Where Ray has no live resize (or `FLOTILLA_RAY_RESIZE=restart` says not to use it), the
+//!   node restarts with the new count at a moment when it runs no task ([`ResizeMode::Restart`]).
 //! - "Finish" drains the node with reason PREEMPTION and holds it: running tasks finish, no new
 //!   ones arrive, the node leaves, and it is not restarted until the pause ends.
 //! - "Now" caps the tree to almost nothing at once, then drains with a short deadline, so that
@@ -28,6 +30,30 @@ pub const PAUSE_NOW_CAP: f64 = 0.05;
 /// How long Ray gets to move a node's tasks elsewhere on "pause now".
 pub const PAUSE_NOW_DEADLINE: Duration = Duration::from_secs(5);
 const RESIZE_RETRY: Duration = Duration::from_secs(1);
+/// How long a limit the throttle refused waits before it is tried again.
+const LIMIT_RETRY: Duration = Duration::from_secs(5);
+
+/// How the CPUs Ray advertises follow the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// The raylet's live resize (Ray 2.60 and newer).
+    #[default]
+    Live,
+    /// Restart the node with the new count once it runs no task: for Ray versions without the
+    /// live call (chosen by itself when the raylet lacks it), or by `FLOTILLA_RAY_RESIZE=restart`.
+    Restart,
+}
+
+impl ResizeMode {
+    /// `FLOTILLA_RAY_RESIZE` (`live` or `restart`), else live.
+    pub fn from_env() -> ResizeMode {
+        match std::env::var("FLOTILLA_RAY_RESIZE").as_deref() {
+            Ok("restart") => ResizeMode::Restart,
+            _ => ResizeMode::Live,
+        }
+    }
+}
 
 /// What the enforcer last did, as shown in status and logs.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -42,6 +68,8 @@ pub struct Enforcement {
     pub node_cpus: u32,
     /// The throttle's backend (`cgroup-v1`, `cgroup-v2`, `signals`), or none.
     pub throttle: Option<String>,
+    /// How the advertised CPUs follow the decision.
+    pub resize: ResizeMode,
     pub last_error: Option<String>,
 }
 
@@ -59,11 +87,23 @@ pub struct Enforcer {
     asked: Option<f64>,
     last_resize: Option<Instant>,
     drained: Option<Pause>,
+    limit_failed: Option<(Limit, Instant)>,
+    mode: ResizeMode,
     status: Enforcement,
 }
 
 impl Enforcer {
     pub fn new(raylet_addr: SocketAddr, gcs_addr: SocketAddr, token: RayToken, total: u32) -> Self {
+        Self::with_mode(raylet_addr, gcs_addr, token, total, ResizeMode::Live)
+    }
+
+    pub fn with_mode(
+        raylet_addr: SocketAddr,
+        gcs_addr: SocketAddr,
+        token: RayToken,
+        total: u32,
+        mode: ResizeMode,
+    ) -> Self {
         Enforcer {
             raylet_addr,
             gcs_addr,
@@ -75,8 +115,11 @@ impl Enforcer {
             asked: None,
             last_resize: None,
             drained: None,
+            limit_failed: None,
+            mode,
             status: Enforcement {
                 node_cpus: total,
+                resize: mode,
                 ..Enforcement::default()
             },
         }
@@ -186,11 +229,25 @@ impl Enforcer {
         if self.limit == Some(limit) {
             return;
         }
+        // A limit that failed is tried again every few seconds, and said once.
+        if let Some((failed, at)) = self.limit_failed
+            && failed == limit
+            && at.elapsed() < LIMIT_RETRY
+        {
+            return;
+        }
         match node.set_limit(limit) {
-            Ok(_) => self.limit = Some(limit),
+            Ok(_) => {
+                self.limit = Some(limit);
+                self.limit_failed = None;
+            }
             Err(e) => {
-                tracing::warn!("cannot apply {limit:?}: {e}");
-                self.status.last_error = Some(e.to_string());
+                let text = e.to_string();
+                if self.status.last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!("cannot apply {limit:?}: {text}");
+                }
+                self.limit_failed = Some((limit, Instant::now()));
+                self.status.last_error = Some(text);
             }
         }
     }
@@ -201,6 +258,9 @@ impl Enforcer {
             self.raylet = None;
             self.advertised = None;
             return;
+        }
+        if self.mode == ResizeMode::Restart {
+            return self.resize_by_restart(cpus, node).await;
         }
         if self.advertised == Some(cpus) {
             return;
@@ -239,10 +299,64 @@ impl Enforcer {
                 self.status.advertised_cpus = Some(total);
                 self.status.last_error = None;
             }
+            Err(flotilla_ray::Error::RpcUnsupported { .. }) => {
+                tracing::warn!(
+                    "this Ray cannot resize a node live; the node restarts with its new CPU \
+                     count when it runs no task"
+                );
+                self.mode = ResizeMode::Restart;
+                self.status.resize = ResizeMode::Restart;
+                self.raylet = None;
+            }
             Err(e) => {
                 self.raylet = None;
                 self.status.last_error = Some(e.to_string());
             }
         }
+    }
+
+    /// [`ResizeMode::Restart`]: once the node runs no task (every CPU it advertises is free, as
+    /// the GCS reports), restart it advertising `cpus`. Checked at most once a second.
+    async fn resize_by_restart(&mut self, cpus: f64, node: &Supervisor) {
+        let want = cpus.max(0.0).round() as u32;
+        let started = node.started_cpus().unwrap_or(self.total);
+        self.advertised = Some(f64::from(started));
+        self.status.advertised_cpus = Some(f64::from(started));
+        if started == want {
+            return;
+        }
+        if self.last_resize.is_some_and(|t| t.elapsed() < RESIZE_RETRY) {
+            return;
+        }
+        self.last_resize = Some(Instant::now());
+        let Some(id) = node.ray_node_id() else {
+            return;
+        };
+        let states = async {
+            let mut gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone())).await?;
+            gcs.node_states().await
+        };
+        let nodes = match states.await {
+            Ok(n) => n,
+            Err(e) => {
+                self.status.last_error = Some(e.to_string());
+                return;
+            }
+        };
+        let Some(me) = nodes.iter().find(|n| n.node_id_hex == id) else {
+            return;
+        };
+        let free = me.available_resources.get("CPU").copied().unwrap_or(0.0);
+        if free + 1e-9 < me.cpus_total() {
+            // A task runs: wait for it (a restart would kill it).
+            return;
+        }
+        tracing::info!(
+            from = started,
+            to = want,
+            "restarting the idle node with its new CPU count"
+        );
+        node.restart_with_cpus(want);
+        self.raylet = None;
     }
 }

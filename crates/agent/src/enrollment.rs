@@ -62,6 +62,8 @@ pub enum JoinError {
     Unreachable(ConnectError, u16),
     #[error("the head refused to let this machine join: {0}")]
     Refused(String),
+    #[error("{0}")]
+    Tailnet(String),
     #[error("the head's answer is incomplete ({0}); the head may run a different Flotilla version")]
     BadReply(&'static str),
 }
@@ -176,6 +178,15 @@ pub async fn join(
         });
     }
     let port = code.addresses()[0].port();
+    let hosts: Vec<String> = code
+        .addresses()
+        .iter()
+        .map(|a| a.host().to_string())
+        .collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    flotilla_net::tailscale::precheck_head(&hosts)
+        .await
+        .map_err(JoinError::Tailnet)?;
     let channel = transport::connect(
         code.addresses(),
         *code.fingerprint(),

@@ -103,6 +103,9 @@ pub struct Agent {
     decision: tokio::sync::watch::Receiver<serde_json::Value>,
     link: Option<tokio::sync::watch::Receiver<session::Link>>,
     ended: Option<tokio::sync::oneshot::Receiver<session::Ended>>,
+    notices: Option<tokio::sync::broadcast::Sender<session::Notice>>,
+    /// Watches the network for as long as the agent runs.
+    _net: flotilla_net::NetWatch,
     background: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -163,9 +166,30 @@ impl Agent {
         node.wait_ready(Duration::from_secs(120)).await?;
         let marker = node.marker().to_string();
         let mut tasks = vec![control];
-        let (link, ended) = match config.session {
+        // Network changes and wakes prompt the session and the node to check themselves.
+        let net = flotilla_net::NetWatch::start();
+        {
+            let (node, mut changes, stop) = (node.clone(), net.subscribe(), background.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            // Let an address settle (DHCP, a VPN coming up) before checking.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            changes.mark_unchanged();
+                            node.recheck();
+                        }
+                    }
+                }
+            }));
+        }
+        let (link, ended, notices) = match config.session {
             Some(setup) => {
-                let (link, ended, more) = start_session(
+                let handles = start_session(
                     setup,
                     session::Sources {
                         published: published.clone(),
@@ -179,13 +203,22 @@ impl Agent {
                             let node = node.clone();
                             std::sync::Arc::new(move || node.cpu_time())
                         },
+                        network: Some(net.subscribe()),
+                        restored: {
+                            let node = node.clone();
+                            std::sync::Arc::new(move || node.recheck())
+                        },
                     },
                     background.clone(),
                 )?;
-                tasks.extend(more);
-                (Some(link), Some(ended))
+                tasks.extend(handles.tasks);
+                (
+                    Some(handles.link),
+                    Some(handles.ended),
+                    Some(handles.notices),
+                )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         tasks.push(tokio::spawn(publish_json(
             published,
@@ -204,7 +237,13 @@ impl Agent {
             move || flotilla_host::process::marked_processes(&marker),
             Some(politeness::Driven {
                 node: node.clone(),
-                enforcer: enforce::Enforcer::new(raylet, config.head, token, total),
+                enforcer: enforce::Enforcer::with_mode(
+                    raylet,
+                    config.head,
+                    token,
+                    total,
+                    enforce::ResizeMode::from_env(),
+                ),
             }),
             tx,
             background.clone(),
@@ -217,6 +256,8 @@ impl Agent {
             decision,
             link,
             ended,
+            notices,
+            _net: net,
             background,
             tasks,
         })
@@ -225,6 +266,11 @@ impl Agent {
     /// The control-plane link, for an enrolled agent.
     pub fn link(&self) -> Option<session::Link> {
         self.link.as_ref().map(|l| l.borrow().clone())
+    }
+
+    /// Connection lost / restored notices, for an enrolled agent.
+    pub fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<session::Notice>> {
+        self.notices.as_ref().map(|n| n.subscribe())
     }
 
     /// Resolves when the session ends for good (the head removed or refused this node); never
@@ -264,17 +310,23 @@ impl Agent {
     }
 }
 
+/// The running parts of an enrolled agent's session.
+#[derive(Debug)]
+pub struct SessionHandles {
+    pub link: tokio::sync::watch::Receiver<session::Link>,
+    /// Resolves when the session ends for good.
+    pub ended: tokio::sync::oneshot::Receiver<session::Ended>,
+    /// Connection lost and restored, for notifications (subscribe to hear them).
+    pub notices: tokio::sync::broadcast::Sender<session::Notice>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// Starts the ledger and session tasks of an enrolled agent.
-#[allow(clippy::type_complexity)]
 pub fn start_session(
     setup: SessionSetup,
     sources: session::Sources,
     background: CancellationToken,
-) -> Result<(
-    tokio::sync::watch::Receiver<session::Link>,
-    tokio::sync::oneshot::Receiver<session::Ended>,
-    Vec<tokio::task::JoinHandle<()>>,
-)> {
+) -> Result<SessionHandles> {
     let outbox = outbox::Outbox::open(&setup.outbox).map_err(|source| Error::Outbox {
         path: setup.outbox.clone(),
         source,
@@ -282,17 +334,29 @@ pub fn start_session(
     let outbox = std::sync::Arc::new(std::sync::Mutex::new(outbox));
     let (link_tx, link) = tokio::sync::watch::channel(session::Link::Connecting { attempt: 0 });
     let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    let (notices, _) = tokio::sync::broadcast::channel(16);
     let ledger = tokio::spawn(session::run_ledger(
         outbox.clone(),
         sources.cpu_time.clone(),
         setup.config.record_every,
         background.clone(),
     ));
+    let watcher = tokio::spawn(session::watch_link(
+        link.clone(),
+        notices.clone(),
+        sources.restored.clone(),
+        background.clone(),
+    ));
     let run = tokio::spawn(async move {
         let end = session::run(setup.config, sources, outbox, link_tx, background).await;
         let _ = ended_tx.send(end);
     });
-    Ok((link, ended, vec![ledger, run]))
+    Ok(SessionHandles {
+        link,
+        ended,
+        notices,
+        tasks: vec![ledger, watcher, run],
+    })
 }
 
 /// Keeps the JSON the control socket serves (the decision, plus the session's link) current.

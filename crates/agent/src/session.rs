@@ -116,6 +116,78 @@ pub enum Link {
     },
 }
 
+/// What the person at the machine may want to hear about: the desktop app shows these as
+/// notifications, the headless agent logs them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum Notice {
+    /// The session has been down for [`LOST_AFTER`] (shorter blips are not worth a word).
+    ConnectionLost { error: String },
+    /// It is back, after `after_secs` away.
+    ConnectionRestored { after_secs: u64 },
+}
+
+/// How long the session must be down before [`Notice::ConnectionLost`].
+pub const LOST_AFTER: Duration = Duration::from_secs(10);
+
+/// Follows the session's link: calls `restored` whenever it comes back after a loss, and sends
+/// [`Notice`]s for losses longer than [`LOST_AFTER`] and their end.
+pub async fn watch_link(
+    mut link: watch::Receiver<Link>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
+    restored: Arc<dyn Fn() + Send + Sync>,
+    shutdown: CancellationToken,
+) {
+    let mut was_up = false;
+    let mut down: Option<(std::time::Instant, String)> = None;
+    let mut told = false;
+    loop {
+        let lost_at = match (&down, told) {
+            (Some((since, _)), false) => Some(*since + LOST_AFTER),
+            _ => None,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = async {
+                match lost_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some((_, error)) = &down {
+                    tracing::warn!("connection to the head lost: {error}");
+                    let _ = notices.send(Notice::ConnectionLost { error: error.clone() });
+                    told = true;
+                }
+            }
+            changed = link.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                match &*link.borrow_and_update() {
+                    Link::Connected { .. } => {
+                        if let Some((since, _)) = down.take() {
+                            restored();
+                            if told {
+                                let after_secs = since.elapsed().as_secs();
+                                tracing::info!("connection to the head restored after {after_secs} s");
+                                let _ = notices.send(Notice::ConnectionRestored { after_secs });
+                            }
+                        }
+                        was_up = true;
+                        told = false;
+                    }
+                    Link::Offline { error, .. } if was_up => match &mut down {
+                        Some((_, e)) => *e = error.clone(),
+                        None => down = Some((std::time::Instant::now(), error.clone())),
+                    },
+                    Link::Connecting { .. } | Link::Offline { .. } | Link::Refused { .. } => {}
+                }
+            }
+        }
+    }
+}
+
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ended {
@@ -140,6 +212,13 @@ pub struct Sources {
     pub ray_node_id: Arc<dyn Fn() -> Option<String> + Send + Sync>,
     /// The CPU time of the node's process tree so far, when it can be measured.
     pub cpu_time: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+    /// Network changes and wakes from sleep ([`flotilla_net::NetWatch`]): an offline session
+    /// retries at once instead of finishing its backoff, and a live one whose route to the head
+    /// moved to another address reconnects from the new one.
+    pub network: Option<watch::Receiver<flotilla_net::watch::Seen>>,
+    /// Called when the session comes back after a loss: the agent then checks its Ray node
+    /// (Ray may have declared it dead while the link was down).
+    pub restored: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -220,11 +299,41 @@ pub async fn run(
             error,
             retry_in_ms: wait.as_millis() as u64,
         });
+        let mut network = sources.network.clone();
         tokio::select! {
             _ = shutdown.cancelled() => return Ended::Shutdown,
             _ = tokio::time::sleep(wait) => {}
+            () = network_changed(&mut network) => {
+                tracing::info!("the network changed; retrying the head now");
+            }
         }
     }
+}
+
+/// Resolves on the next change a network watch reports; never without one.
+pub async fn network_changed(rx: &mut Option<watch::Receiver<flotilla_net::watch::Seen>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The local address that routes to the first of the head's addresses that resolves.
+async fn route_source(addresses: &[HeadAddress]) -> Option<std::net::IpAddr> {
+    for a in addresses {
+        if let Ok(mut found) = tokio::net::lookup_host(a.to_string()).await
+            && let Some(dest) = found.next()
+            && let Ok(ip) = flotilla_host::addr::route_to(dest)
+        {
+            return Some(ip);
+        }
+    }
+    None
 }
 
 /// The wait before attempt `attempt + 1`: 1 s doubling up to [`MAX_BACKOFF`], ±20 %.
@@ -259,6 +368,17 @@ async fn one_session(
     link: &watch::Sender<Link>,
     shutdown: &CancellationToken,
 ) -> Result<Ended, Failure> {
+    // Over a tailnet, Tailscale knows whether the head's machine is online: its word makes a
+    // better reason to show than a connection timeout.
+    let hosts: Vec<String> = config
+        .addresses
+        .iter()
+        .map(|a| a.host().to_string())
+        .collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    flotilla_net::tailscale::precheck_head(&hosts)
+        .await
+        .map_err(Failure::Down)?;
     let channel = transport::connect(
         &config.addresses,
         config.fingerprint,
@@ -303,6 +423,11 @@ async fn one_session(
         since_unix_ms: unix_ms(),
     });
     tracing::info!("control session up");
+    let mut network = sources.network.clone();
+    if let Some(n) = network.as_mut() {
+        n.mark_unchanged();
+    }
+    let source = route_source(&config.addresses).await;
     let mut ticker = tokio::time::interval(config.report_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -332,6 +457,18 @@ async fn one_session(
                 Err(s) if is_refusal(&s) => return Err(Failure::Refused(s.message().to_string())),
                 Err(s) => return Err(Failure::WasUp(s.message().to_string())),
             },
+            () = network_changed(&mut network) => {
+                // A connection made from an address this machine no longer has is dead, though
+                // nothing says so until keepalives time out: start over from the new one.
+                let now = route_source(&config.addresses).await;
+                if now.is_some() && now != source {
+                    return Err(Failure::WasUp(format!(
+                        "this machine's address changed from {} to {}",
+                        source.map_or("none".into(), |ip| ip.to_string()),
+                        now.map_or("none".into(), |ip| ip.to_string()),
+                    )));
+                }
+            }
         }
     }
 }

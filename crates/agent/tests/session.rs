@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_agent::enrollment::{self, JoinError, Machine};
-use flotilla_agent::session::{Ended, Link, RaySettings, SessionConfig, Sources};
+use flotilla_agent::session::{
+    Ended, LOST_AFTER, Link, Notice, RaySettings, SessionConfig, Sources,
+};
 use flotilla_agent::{SessionSetup, politeness, sampler};
 use flotilla_head::fleet::{ControlPlane, FleetConfig, RayInfo};
 use flotilla_head::registry::Registry;
@@ -106,6 +108,9 @@ struct Agent {
     decision: tokio::sync::watch::Receiver<Option<Arc<politeness::Published>>>,
     link: tokio::sync::watch::Receiver<Link>,
     ended: tokio::sync::oneshot::Receiver<Ended>,
+    notices: tokio::sync::broadcast::Sender<flotilla_agent::session::Notice>,
+    /// Stands in for the network watch: the tests report changes through it.
+    network: tokio::sync::watch::Sender<flotilla_net::watch::Seen>,
     cpu: Arc<Mutex<Duration>>,
     outbox: PathBuf,
     stop: CancellationToken,
@@ -157,6 +162,7 @@ impl Agent {
             stop.clone(),
         ));
         let cpu = Arc::new(Mutex::new(Duration::ZERO));
+        let (network, _) = tokio::sync::watch::channel(Default::default());
         let mut config = SessionConfig::new(
             enrolled.addresses(),
             enrolled.fingerprint().unwrap(),
@@ -176,8 +182,10 @@ impl Agent {
                 let cpu = cpu.clone();
                 Arc::new(move || Some(*cpu.lock().unwrap()))
             },
+            network: Some(network.subscribe()),
+            restored: Arc::new(|| {}),
         };
-        let (link, ended, _tasks) = flotilla_agent::start_session(
+        let handles = flotilla_agent::start_session(
             SessionSetup {
                 config,
                 outbox: outbox.clone(),
@@ -188,8 +196,10 @@ impl Agent {
         .unwrap();
         Agent {
             decision,
-            link,
-            ended,
+            link: handles.link,
+            ended: handles.ended,
+            notices: handles.notices,
+            network,
             cpu,
             outbox,
             stop,
@@ -555,12 +565,19 @@ async fn contribution_records_arrive_exactly_once_after_the_head_was_away_for_60
     })
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut notices = agent.notices.subscribe();
 
     head.stop();
     until("the agent to notice", Duration::from_secs(60), || {
         matches!(*agent.link.borrow(), Link::Offline { .. })
     })
     .await;
+    // A loss longer than LOST_AFTER is told (for the desktop's notification).
+    let lost = tokio::time::timeout(LOST_AFTER + Duration::from_secs(5), notices.recv())
+        .await
+        .expect("a lost notice")
+        .unwrap();
+    assert!(matches!(lost, Notice::ConnectionLost { .. }), "{lost:?}");
     tokio::time::sleep(Duration::from_secs(60)).await;
     let pending_while_away = flotilla_agent::outbox::Outbox::open(&agent.outbox)
         .unwrap()
@@ -571,7 +588,39 @@ async fn contribution_records_arrive_exactly_once_after_the_head_was_away_for_60
         "records queue while the head is away: {pending_while_away}"
     );
 
+    // The head returns just after an attempt failed, and the network "changes" (as the watch
+    // reports when a link comes back): the agent retries at once rather than after its backoff.
+    let mut link = agent.link.clone();
+    let (offline_at, retry_ms) = loop {
+        link.changed().await.unwrap();
+        if let Link::Offline { retry_in_ms, .. } = *link.borrow_and_update()
+            && retry_in_ms >= 5_000
+        {
+            break (Instant::now(), retry_in_ms);
+        }
+    };
     let head = Head::start(&head_dir, port);
+    agent.network.send_modify(|s| s.generation += 1);
+    until(
+        "the session after the network change",
+        Duration::from_secs(30),
+        || matches!(*agent.link.borrow(), Link::Connected { .. }),
+    )
+    .await;
+    let took = offline_at.elapsed();
+    eprintln!("back {took:?} after the failed attempt; its backoff was {retry_ms} ms");
+    assert!(
+        took < Duration::from_millis(retry_ms),
+        "the network change should cut the {retry_ms} ms backoff short (took {took:?})"
+    );
+    let restored = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .expect("a restored notice")
+        .unwrap();
+    assert!(
+        matches!(restored, Notice::ConnectionRestored { after_secs } if after_secs >= 60),
+        "{restored:?}"
+    );
     until("the outbox to drain", Duration::from_secs(90), || {
         matches!(*agent.link.borrow(), Link::Connected { .. })
             && flotilla_agent::outbox::Outbox::open(&agent.outbox)

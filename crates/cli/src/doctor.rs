@@ -162,6 +162,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             ),
         ));
     }
+    checks.extend(network_checks(head.as_ref(), enrolled.as_ref()).await);
     match (&enrolled, &store) {
         (Some(e), Some(store)) => checks.extend(fleet_checks(e, store).await),
         (Some(_), None) => {}
@@ -197,6 +198,148 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Status::Warn => 1,
         Status::Fail => 2,
     }))
+}
+
+/// The network: the mode, this machine's address toward the head, Tailscale's state (and the
+/// head's machine online in the tailnet), and how network changes are noticed.
+async fn network_checks(head: Option<&HeadInfo>, enrolled: Option<&Enrollment>) -> Vec<Check> {
+    let mut out = Vec::new();
+    // The head's hosts, as this machine knows them.
+    let head_hosts: Vec<String> = match (head, enrolled) {
+        (Some(info), _) => info
+            .control_addresses
+            .iter()
+            .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+            .collect(),
+        (None, Some(e)) => e.addresses().iter().map(|a| a.host().to_string()).collect(),
+        (None, None) => vec![],
+    };
+    let hosts: Vec<&str> = head_hosts.iter().map(String::as_str).collect();
+    let on_tailnet = hosts
+        .iter()
+        .any(|h| flotilla_net::tailscale::looks_tailnet(h))
+        || head.is_some_and(|i| i.network == "tailscale");
+    let mode = if on_tailnet { "tailscale" } else { "lan" };
+
+    // This machine's address toward the head (or its LAN address).
+    let toward = match (head, enrolled) {
+        (Some(info), _) => info
+            .ray_address
+            .rsplit_once(':')
+            .map(|(ip, _)| format!("this machine is the head, at {ip}")),
+        (None, Some(e)) => {
+            let mut found = None;
+            for a in e.addresses() {
+                if let Ok(mut it) = tokio::net::lookup_host(a.to_string()).await
+                    && let Some(dest) = it.next()
+                {
+                    found = Some((a.to_string(), flotilla_host::addr::route_to(dest)));
+                    break;
+                }
+            }
+            match found {
+                Some((to, Ok(ip))) => Some(format!("reaches the head at {to} from {ip}")),
+                Some((to, Err(e))) => {
+                    out.push(
+                        check("network", Status::Fail, format!("no route to the head at {to}: {e}"))
+                            .fix("connect this machine to the head's network (its LAN, or its tailnet with `tailscale up`)"),
+                    );
+                    None
+                }
+                None => {
+                    out.push(
+                        check("network", Status::Fail, format!("cannot resolve the head ({})", head_hosts.join(", ")))
+                            .fix("check DNS (MagicDNS on the tailnet) or join with a code that carries the head's address"),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => flotilla_host::addr::lan_address()
+            .map(|ip| format!("this machine's LAN address is {ip}")),
+    };
+    if let Some(toward) = toward {
+        out.push(check(
+            "network",
+            Status::Ok,
+            format!("{mode} mode; {toward}"),
+        ));
+    }
+
+    // Tailscale.
+    let needed = on_tailnet;
+    let status = tokio::time::timeout(Duration::from_secs(3), flotilla_net::status()).await;
+    out.push(match status {
+        Ok(Ok(s)) if s.is_running() => {
+            let me = s
+                .self_node
+                .as_ref()
+                .map(|m| m.dns_name.trim_end_matches('.').to_string())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "this machine".into());
+            let ip = s
+                .self_ipv4()
+                .or_else(|| s.self_ipv6())
+                .map_or("no address".into(), |ip| ip.to_string());
+            let online = s.peers.iter().filter(|p| p.online).count();
+            match s.check_head(&hosts) {
+                Err(e) => check("tailscale", Status::Fail, e)
+                    .fix("see the message; `tailscale status` shows the tailnet"),
+                Ok(peer) => {
+                    let head = match peer {
+                        flotilla_net::tailscale::HeadPeer::Online(p) => {
+                            format!("; the head {} is online", p.dns_name.trim_end_matches('.'))
+                        }
+                        _ => String::new(),
+                    };
+                    check(
+                        "tailscale",
+                        Status::Ok,
+                        format!("running as {me} ({ip}), {online} peers online{head}"),
+                    )
+                }
+            }
+        }
+        Ok(Ok(s)) => {
+            let guidance = s.guidance().unwrap_or_default();
+            let c = check(
+                "tailscale",
+                if needed { Status::Fail } else { Status::Skip },
+                format!("Tailscale is {}", s.backend_state),
+            );
+            c.fix(guidance)
+        }
+        Ok(Err(e)) => check(
+            "tailscale",
+            if needed { Status::Fail } else { Status::Skip },
+            if needed {
+                format!("the head is on a tailnet: {e}")
+            } else {
+                format!(
+                    "not in use (LAN mode): {}",
+                    e.to_string().lines().next().unwrap_or("")
+                )
+            },
+        )
+        .fix("install Tailscale and run `tailscale up` to use Flotilla across networks"),
+        Err(_) => check(
+            "tailscale",
+            if needed { Status::Warn } else { Status::Skip },
+            "Tailscale did not answer in 3 s",
+        )
+        .fix("check that tailscaled runs (`tailscale status`)"),
+    });
+
+    let watch = flotilla_net::NetWatch::start();
+    out.push(check(
+        "network watch",
+        Status::Ok,
+        format!(
+            "network changes and sleep are noticed through {}",
+            watch.method
+        ),
+    ));
+    out
 }
 
 /// The joined fleet: the control plane answers with the pinned certificate and knows this

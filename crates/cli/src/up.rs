@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -22,8 +23,18 @@ pub struct UpArgs {
     /// Address the cluster API listens on. Loopback keeps it private to this machine.
     #[arg(long, default_value = "127.0.0.1")]
     api_host: IpAddr,
-    /// The address other machines reach this head at [default: the address of the default
-    /// route, else the first interface that is up].
+    /// How other machines reach this head: `auto` (over Tailscale when it runs here, else the
+    /// LAN), `tailscale` (this machine's tailnet address and MagicDNS name; an error saying
+    /// what to do when Tailscale is not ready), or `lan` (the address of the default route,
+    /// else the first interface that is up).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "FLOTILLA_NETWORK"
+    )]
+    network: flotilla_net::Mode,
+    /// The address other machines reach this head at, overriding `--network`.
     #[arg(long, value_name = "IP")]
     node_ip: Option<IpAddr>,
     /// Port of the control plane (gRPC with TLS), where other machines join and report.
@@ -124,8 +135,80 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where other machines reach the head: its address, names that also reach it, and how they
+/// were chosen.
+#[derive(Debug, Clone, PartialEq)]
+struct Reach {
+    ip: Option<IpAddr>,
+    names: Vec<String>,
+    network: &'static str,
+}
+
+async fn choose_reach(args: &UpArgs) -> anyhow::Result<Reach> {
+    use flotilla_net::Mode;
+    if let Some(ip) = args.node_ip {
+        return Ok(Reach {
+            ip: Some(ip),
+            names: vec![],
+            network: "given",
+        });
+    }
+    let status = match args.network {
+        Mode::Lan => None,
+        mode => match tokio::time::timeout(Duration::from_secs(5), flotilla_net::status()).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) if mode == Mode::Tailscale => anyhow::bail!("--network tailscale: {e}"),
+            Err(_) if mode == Mode::Tailscale => {
+                anyhow::bail!("--network tailscale: Tailscale did not answer in 5 s")
+            }
+            _ => None,
+        },
+    };
+    Ok(reach_from(
+        args.network,
+        status.as_ref(),
+        flotilla_host::addr::lan_address,
+    )?)
+}
+
+/// [`choose_reach`]'s decision, given Tailscale's status (`None`: not asked or not there).
+fn reach_from(
+    mode: flotilla_net::Mode,
+    status: Option<&flotilla_net::Status>,
+    lan: impl Fn() -> Option<IpAddr>,
+) -> Result<Reach, flotilla_net::NetError> {
+    use flotilla_net::Mode;
+    let on_tailnet = match mode {
+        Mode::Tailscale => true,
+        Mode::Auto => status.is_some_and(|s| {
+            s.is_running() && (s.self_ipv4().is_some() || s.self_ipv6().is_some())
+        }),
+        Mode::Lan => false,
+    };
+    if !on_tailnet {
+        return Ok(Reach {
+            ip: lan(),
+            names: vec![],
+            network: "lan",
+        });
+    }
+    let ip = flotilla_net::choose_bind(Mode::Tailscale, None, status)?;
+    let names = status
+        .and_then(|s| s.self_node.as_ref().filter(|_| s.magic_dns_enabled))
+        .map(|me| me.dns_name.trim_end_matches('.').to_string())
+        .filter(|n| !n.is_empty())
+        .into_iter()
+        .collect();
+    Ok(Reach {
+        ip: Some(ip),
+        names,
+        network: "tailscale",
+    })
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     check_ports(&args)?;
+    let reach = choose_reach(&args).await?;
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
@@ -171,7 +254,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         env: vec![],
         token,
         control_port: args.control_port,
-        node_ip: args.node_ip.or_else(flotilla_host::addr::lan_address),
+        node_ip: reach.ip,
+        control_names: reach.names.clone(),
+        network: reach.network.into(),
         identity,
         admin_token,
         policy_toml,
@@ -249,6 +334,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         info.ray_version, info.python_version
     );
     println!("  Cluster API   {}/api/v1/cluster", info.api_url);
+    println!(
+        "  Network       {}{}",
+        match reach.network {
+            "tailscale" => "Tailscale",
+            "given" => "the address given (--node-ip)",
+            _ => "LAN",
+        },
+        if reach.names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reach.names.join(", "))
+        }
+    );
     println!("  Ray address   {}", info.ray_address);
     println!(
         "  Control plane {} (TLS; add machines with `flotilla invite`)",
@@ -371,6 +469,43 @@ mod tests {
 
     fn parse(args: &[&str]) -> UpArgs {
         T::parse_from(std::iter::once("t").chain(args.iter().copied())).up
+    }
+
+    fn status(name: &str) -> flotilla_net::Status {
+        let path = format!(
+            "{}/../net/tests/fixtures/tailscale/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        flotilla_net::Status::from_json(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_head_binds_its_tailnet_address_and_offers_its_magicdns_name() {
+        use flotilla_net::Mode;
+        let lan = || Some("192.168.1.20".parse().unwrap());
+        let running = status("running");
+        for mode in [Mode::Auto, Mode::Tailscale] {
+            let r = reach_from(mode, Some(&running), lan).unwrap();
+            assert_eq!(r.ip, Some("100.101.7.12".parse().unwrap()));
+            assert_eq!(r.names, ["atlas.tail4e2a1.ts.net"]);
+            assert_eq!(r.network, "tailscale");
+        }
+        // MagicDNS off: the address only.
+        let r = reach_from(Mode::Tailscale, Some(&status("magicdns-off")), lan).unwrap();
+        assert!(r.names.is_empty() && r.network == "tailscale", "{r:?}");
+        // LAN mode, or auto without a running Tailscale: the LAN address.
+        let r = reach_from(Mode::Lan, Some(&running), lan).unwrap();
+        assert_eq!((r.ip, r.network), (lan(), "lan"));
+        let out = status("logged-out");
+        let r = reach_from(Mode::Auto, Some(&out), lan).unwrap();
+        assert_eq!((r.ip, r.network), (lan(), "lan"));
+        let r = reach_from(Mode::Auto, None, lan).unwrap();
+        assert_eq!((r.ip, r.network), (lan(), "lan"));
+        // Tailscale asked for but logged out: what to do.
+        let e = reach_from(Mode::Tailscale, Some(&out), lan)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tailscale up"), "{e}");
     }
 
     #[test]

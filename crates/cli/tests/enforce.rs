@@ -28,6 +28,14 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.home.path().join("up.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- the end of `flotilla up`'s log:");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         self.stop.store(true, Ordering::SeqCst);
         for c in self.worker.iter_mut().chain([&mut self.up]) {
             // SAFETY: plain kill of our own child.
@@ -73,6 +81,11 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 }
 
 fn start() -> Cluster {
+    start_with(BASE, &[])
+}
+
+/// [`start`] on ports from `base`, with extra environment for `flotilla up`.
+fn start_with(base: u16, env: &[(&str, &str)]) -> Cluster {
     let home = tempfile::Builder::new()
         .prefix("fl")
         .tempdir_in("/tmp")
@@ -95,12 +108,10 @@ fn start() -> Cluster {
         "--name",
         "w1",
     ]);
-    up.args(common::port_args(BASE));
-    let up = up
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    up.args(common::port_args(base));
+    up.envs(env.iter().copied());
+    let log = std::fs::File::create(home.path().join("up.log")).unwrap();
+    let up = up.stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let idle_ms = Arc::new(AtomicU64::new(600_000));
     let stop = Arc::new(AtomicBool::new(false));
     let mut c = Cluster {
@@ -133,7 +144,7 @@ fn start() -> Cluster {
                 "--object-store-mb",
                 "100",
                 "--node-ports",
-                &(BASE + 900).to_string(),
+                &(base + 900).to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -268,6 +279,7 @@ fn unix_now() -> f64 {
 
 #[test]
 fn the_owners_activity_caps_the_node_and_pauses_lose_no_task() {
+    let _one = common::CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let c = start();
     let home = c.home.path();
     assert_eq!(advertised(&c, "w1"), Some(2.0));
@@ -375,4 +387,57 @@ fn the_owners_activity_caps_the_node_and_pauses_lose_no_task() {
     wait_for("w1 left after pause now", Duration::from_secs(30), || {
         advertised(&c, "w1").is_none()
     });
+}
+
+/// For Ray versions without the live resize (forced here with `FLOTILLA_RAY_RESIZE=restart`,
+/// since Ray 2.60 has it): the node restarts with its new CPU count, but only once no task runs
+/// on it, so the running task is not killed.
+#[test]
+fn without_live_resize_the_idle_node_restarts_with_its_new_cpu_count() {
+    let _one = common::CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let c = start_with(
+        BASE + 2000,
+        &[("FLOTILLA_RAY_RESIZE", "restart"), ("FLOTILLA_LOG", "info")],
+    );
+    let home = c.home.path();
+    let d = ask(home, r#"{"get": "decision"}"#);
+    assert_eq!(d["decision"]["enforcement"]["resize"], "restart", "{d}");
+    assert_eq!(advertised(&c, "w1"), Some(2.0));
+
+    // A task runs on w1 when the owner comes back: the restart waits for it.
+    let (job, _) = driver(&c, 1, 10.0, Some("w1"));
+    wait_for("the task running on w1", Duration::from_secs(60), || {
+        node(&cluster_json(home), "w1").is_some_and(|n| n["cpus_used"] == 1.0)
+    });
+    c.idle_ms.store(0, Ordering::SeqCst);
+    let owner_back = unix_now();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        advertised(&c, "w1"),
+        Some(2.0),
+        "w1 must not restart while its task runs"
+    );
+    // The task is pinned to w1's node id: had a restart killed it, its retries could run
+    // nowhere (the new incarnation has another id) and the driver would fail.
+    let done = results(job);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["node"], "w1", "{done:?}");
+    let ended = unix_now();
+    eprintln!(
+        "the task ran {:.1} s and ended {:.1} s after the owner came back",
+        ended - done[0]["start"].as_f64().unwrap(),
+        ended - owner_back
+    );
+    let took = wait_for("w1 restarted with 1 CPU", Duration::from_secs(90), || {
+        advertised(&c, "w1") == Some(1.0)
+    });
+    eprintln!("w1 advertised 1 CPU {took:?} after its task ended");
+    // The owner leaves: idle, so it restarts at once with both CPUs.
+    c.idle_ms.store(600_000, Ordering::SeqCst);
+    let took = wait_for("w1 back to 2 CPUs", Duration::from_secs(90), || {
+        advertised(&c, "w1") == Some(2.0)
+    });
+    eprintln!("w1 advertised 2 CPUs again {took:?} after the owner left");
+    let d = ask(home, r#"{"get": "decision"}"#);
+    assert_eq!(d["decision"]["enforcement"]["state"], "full", "{d}");
 }

@@ -1,6 +1,7 @@
 //! The fleet across a real network: a head and two workers, each in its own network namespace
 //! (veth pairs on a bridge), running the real binary and real Ray. The sweep runs across the
-//! namespaces; a worker's link is cut for 90 s in the middle of a sweep, then five more times.
+//! namespaces; a worker's link is cut for 90 s in the middle of a sweep, then five more times,
+//! then its address changes.
 //! The head runs with fast Ray health checks (1 s, 5 misses) so that a cut node is declared
 //! dead in seconds rather than a minute.
 #![cfg(target_os = "linux")]
@@ -59,6 +60,15 @@ fn alive(snapshot: &serde_json::Value, name: &str) -> bool {
     })
 }
 
+/// Whether Ray lists a node of this name ALIVE at `ip`.
+fn alive_at(snapshot: &serde_json::Value, name: &str, ip: &str) -> bool {
+    snapshot["nodes"].as_array().is_some_and(|nodes| {
+        nodes
+            .iter()
+            .any(|n| n["name"] == name && n["state"] == "ALIVE" && n["ip"] == ip)
+    })
+}
+
 fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
@@ -92,7 +102,7 @@ fn check_sweep(out: &std::process::Output, evals: u64) {
 #[test]
 fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(&["h", "a", "b"]);
+    let mut lab = Lab::new(&["h", "a", "b"]);
     let (hh, ha, hb) = (home(), home(), home());
     let (head, wa, wb) = (hh.path(), ha.path(), hb.path());
 
@@ -200,6 +210,16 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
         rejoins.push(t);
     }
     assert_eq!(rejoins.len(), 5);
+
+    // The worker's address changes (another network, a new lease): it notices, and rejoins
+    // Ray and the control plane from its new address by itself.
+    let new_ip = lab.readdress("a", 50).to_string();
+    let t = wait_for(
+        "a to rejoin at its new address",
+        Duration::from_secs(120),
+        || status(&lab, head).is_some_and(|s| alive_at(&s, "a", &new_ip)),
+    );
+    eprintln!("address change: a ALIVE at {new_ip} {t:?} after the change");
 
     // The control session came back too, and the cluster still computes right.
     wait_for("a's session", Duration::from_secs(60), || {

@@ -36,6 +36,9 @@ pub struct HeadInfo {
     /// The SHA-256 fingerprint of the control plane's certificate, hex.
     #[serde(default)]
     pub fingerprint: String,
+    /// How other machines reach the head: `tailscale`, `lan`, or `given` (`--node-ip`).
+    #[serde(default)]
+    pub network: String,
 }
 
 impl HeadInfo {
@@ -88,6 +91,11 @@ pub struct HeadConfig {
     /// The address the head offers other machines (Ray's `--node-ip-address`, the control
     /// plane's listening address, the join codes' address); `None` lets Ray choose.
     pub node_ip: Option<std::net::IpAddr>,
+    /// Names that also reach the head (its MagicDNS name on a tailnet): join codes carry them
+    /// after the address, for a machine whose route to the address fails.
+    pub control_names: Vec<String>,
+    /// How the address was chosen (`tailscale`, `lan`, `given`), for `flotilla doctor`.
+    pub network: String,
     /// The head's TLS identity (see [`crate::tls::Identity::load_or_create`]).
     pub identity: crate::tls::Identity,
     /// The admin token admin calls must carry (see [`admin_token`]).
@@ -265,6 +273,7 @@ impl Head {
             runtime_dir: config.runtime.dir.clone(),
             control_addresses,
             fingerprint: config.identity.fingerprint.to_hex(),
+            network: config.network.clone(),
         };
         let path = HeadInfo::path(&config.dirs);
         write_private(
@@ -353,6 +362,14 @@ async fn start_control(
     let address = HeadAddress::new(&ip.to_string(), port).map_err(|e| {
         io("the head's address cannot go into a join code")(std::io::Error::other(e))
     })?;
+    let addresses: Vec<HeadAddress> = std::iter::once(address)
+        .chain(
+            config
+                .control_names
+                .iter()
+                .filter_map(|name| HeadAddress::new(name, port).ok()),
+        )
+        .collect();
     let path = config.dirs.state.join("registry.sqlite");
     let registry = tokio::task::spawn_blocking(move || Registry::open(path))
         .await
@@ -365,7 +382,7 @@ async fn start_control(
             python_version: config.runtime.python_full.clone(),
             token: config.token.clone(),
         },
-        addresses: vec![address.clone()],
+        addresses: addresses.clone(),
         fingerprint: config.identity.fingerprint,
         admin_token: config.admin_token.clone(),
         policy_toml: config.policy_toml.clone(),
@@ -381,7 +398,11 @@ async fn start_control(
             tracing::error!("the control plane stopped: {e}");
         }
     });
-    Ok((fleet, task, vec![address.to_string()]))
+    Ok((
+        fleet,
+        task,
+        addresses.iter().map(ToString::to_string).collect(),
+    ))
 }
 
 /// The lock is held for the head's lifetime; the OS releases it when the process dies, however
@@ -448,6 +469,7 @@ mod tests {
             runtime_dir: "/rt".into(),
             control_addresses: vec![],
             fingerprint: String::new(),
+            network: "lan".into(),
         };
         std::fs::write(HeadInfo::path(&dirs), serde_json::to_vec(&info).unwrap()).unwrap();
         let err = take_lock(&dirs).unwrap_err().to_string();

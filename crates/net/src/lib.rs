@@ -1,7 +1,7 @@
 //! Flotilla's network edge: how this machine is reachable by the rest of the cluster.
 //!
 //! A Flotilla cluster runs either over Tailscale (the team's machines share a tailnet, wherever
-//! they are) or over a LAN. This crate answers the two questions that choice needs:
+//! they are) or over a LAN. This crate answers the questions that choice needs:
 //!
 //! - **What does Tailscale say?** [`status`] reads Tailscale's status on this machine and
 //!   returns it as Flotilla's own types ([`Status`], [`Peer`], [`BackendState`]), and
@@ -9,6 +9,9 @@
 //!   ready (log in, switch it on, wait for an admin's approval).
 //! - **Which address do we bind?** [`choose_bind`] picks the Tailscale address, or the LAN
 //!   address that routes to the head, per [`Mode`].
+//! - **Am I still on the same network?** [`NetWatch`] notices link, address and route changes
+//!   (netlink on Linux, polling elsewhere) and sleep (the wall clock jumping past the monotonic
+//!   one), so the agent rechecks its session and its Ray node at once.
 //!
 //! # Key decisions
 //!
@@ -28,8 +31,6 @@
 //!
 //! # Not here yet
 //!
-//! - Watching for network changes (Tailscale going up or down, a new Wi-Fi, a new address) and
-//!   telling the agent to re-advertise; today a caller asks again.
 //! - Binding: this crate chooses an address, the caller binds it. Nothing here listens.
 //! - The macOS and Windows LocalAPI transports are written from Tailscale's published layout but
 //!   are untested here (the build machines run Linux); the CLI fallback covers them if they are
@@ -40,8 +41,10 @@ mod http;
 pub mod lan;
 pub mod localapi;
 pub mod tailscale;
+pub mod watch;
 
 pub use error::{NetError, TailscaleError};
 pub use lan::{Mode, choose_bind, route_to};
 pub use localapi::{Discovery, Endpoint, status, status_at};
 pub use tailscale::{BackendState, Peer, Status, is_tailscale_ip};
+pub use watch::{Change, NetWatch};

@@ -307,6 +307,130 @@ impl Status {
     }
 }
 
+/// What this machine's Tailscale says about a head it is about to join or reconnect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadPeer<'a> {
+    /// None of the head's addresses is a tailnet address or MagicDNS name: a LAN head.
+    NotOnTailnet,
+    /// The head is this machine.
+    ThisMachine,
+    /// The head is a peer that Tailscale sees online.
+    Online(&'a Peer),
+}
+
+impl Status {
+    /// The peer with one of `hosts` (addresses or names, as join codes carry them).
+    pub fn peer_for(&self, host: &str) -> Option<&Peer> {
+        match host
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => self.peers.iter().find(|p| p.addresses.contains(&ip)),
+            Err(_) => self.peer_by_name(host),
+        }
+    }
+
+    fn is_tailnet_host(&self, host: &str) -> bool {
+        let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        looks_tailnet(&h)
+            || self
+                .magic_dns_suffix
+                .as_deref()
+                .is_some_and(|sfx| h.ends_with(&format!(".{}", sfx.to_ascii_lowercase())))
+    }
+
+    /// Checks that a head at `hosts` (its addresses without ports) can be reached over the
+    /// tailnet before trying it: Tailscale must be running here and the head's machine must be
+    /// an online peer. The error says what to do.
+    pub fn check_head<'a>(&'a self, hosts: &[&str]) -> Result<HeadPeer<'a>, String> {
+        if !hosts.iter().any(|h| self.is_tailnet_host(h)) {
+            return Ok(HeadPeer::NotOnTailnet);
+        }
+        if let Some(guidance) = self.guidance() {
+            return Err(format!(
+                "the head is on a tailnet, but Tailscale here is not ready: {guidance}"
+            ));
+        }
+        let mine: Vec<IpAddr> = self.self_addresses().collect();
+        let me = self.self_node.as_ref();
+        let is_me = |h: &str| {
+            let h = h.trim().trim_end_matches('.');
+            h.parse::<IpAddr>().is_ok_and(|ip| mine.contains(&ip))
+                || me.is_some_and(|m| !m.dns_name.is_empty() && m.dns_name.eq_ignore_ascii_case(h))
+        };
+        if hosts.iter().any(|h| is_me(h)) {
+            return Ok(HeadPeer::ThisMachine);
+        }
+        let Some(peer) = hosts.iter().find_map(|h| self.peer_for(h)) else {
+            let tailnet = self.tailnet.as_deref().unwrap_or("this machine's tailnet");
+            return Err(format!(
+                "the head ({}) is not in {tailnet}: log this machine in to the head's tailnet \
+                 (`tailscale up`, or `tailscale switch` between accounts), or ask for a code \
+                 for this network",
+                hosts.join(", ")
+            ));
+        };
+        if !peer.online {
+            let name = if peer.dns_name.is_empty() {
+                &peer.hostname
+            } else {
+                &peer.dns_name
+            };
+            let seen = peer
+                .last_seen
+                .as_deref()
+                .map(|t| format!(" (last seen {t})"))
+                .unwrap_or_default();
+            return Err(format!(
+                "the head's machine {name} is offline in the tailnet{seen}: wake it or start \
+                 Tailscale on it, then try again"
+            ));
+        }
+        Ok(HeadPeer::Online(peer))
+    }
+}
+
+/// Whether `host` (an address or a name) is on a tailnet by its looks: a Tailscale address or
+/// a `*.ts.net` MagicDNS name. (A tailnet with its own DNS suffix needs the status to tell.)
+pub fn looks_tailnet(host: &str) -> bool {
+    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    match h
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        Ok(ip) => is_tailscale_ip(ip),
+        Err(_) => h.ends_with(".ts.net"),
+    }
+}
+
+/// Before joining or reconnecting to a head at `hosts`: when the head looks like a tailnet
+/// machine, asks this machine's Tailscale whether it can get there (running, logged in to the
+/// same tailnet, the head's machine online). A LAN head is not checked, and neither is one
+/// when Tailscale does not answer in time (the connection attempt will tell).
+pub async fn precheck_head(hosts: &[&str]) -> Result<(), String> {
+    if !hosts.iter().any(|h| looks_tailnet(h)) {
+        return Ok(());
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(5), crate::status()).await {
+        Err(_) => {
+            tracing::warn!("Tailscale did not answer in 5 s; trying the head anyway");
+            Ok(())
+        }
+        Ok(Err(e @ TailscaleError::NotInstalled { .. })) => Err(format!(
+            "the head ({}) is on a tailnet, and {e}",
+            hosts.join(", ")
+        )),
+        Ok(Err(e)) => Err(format!(
+            "the head ({}) is on a tailnet, but Tailscale's status cannot be read: {e}",
+            hosts.join(", ")
+        )),
+        Ok(Ok(status)) => status.check_head(hosts).map(|_| ()),
+    }
+}
+
 /// Whether `ip` is in Tailscale's address ranges: `100.64.0.0/10` (shared with carrier-grade
 /// NAT) or `fd7a:115c:a1e0::/48`.
 pub fn is_tailscale_ip(ip: IpAddr) -> bool {

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use flotilla_net::tailscale::HeadPeer;
 use flotilla_net::{BackendState, Status, TailscaleError};
 
 fn fixture(name: &str) -> Status {
@@ -258,4 +259,38 @@ fn bad_input_is_a_clear_error_never_a_panic() {
     for end in 0..running.len() {
         let _ = Status::from_json(&running[..end]);
     }
+}
+
+#[test]
+fn a_head_on_the_tailnet_is_checked_before_joining() {
+    let s = fixture("running");
+    // Online peers, by address or by MagicDNS name.
+    assert!(matches!(
+        s.check_head(&["100.88.41.3"]),
+        Ok(HeadPeer::Online(p)) if p.hostname == "Adas-MacBook-Pro"
+    ));
+    assert!(matches!(
+        s.check_head(&["gpu-box.tail4e2a1.ts.net"]),
+        Ok(HeadPeer::Online(p)) if p.hostname == "gpu-box"
+    ));
+    assert!(matches!(
+        s.check_head(&["fd7a:115c:a1e0::1f01:c09"]),
+        Ok(HeadPeer::Online(p)) if p.hostname == "gpu-box"
+    ));
+    // This machine itself, and a LAN head.
+    assert_eq!(s.check_head(&["100.101.7.12"]), Ok(HeadPeer::ThisMachine));
+    assert_eq!(s.check_head(&["192.168.1.20"]), Ok(HeadPeer::NotOnTailnet));
+    // An offline peer: say so, with when it was last seen.
+    let e = s.check_head(&["100.117.200.44"]).unwrap_err();
+    assert!(e.contains("offline") && e.contains("2025-06-09"), "{e}");
+    // A tailnet address that is not a peer of this tailnet.
+    let e = s
+        .check_head(&["100.99.1.1", "ghost.tail4e2a1.ts.net"])
+        .unwrap_err();
+    assert!(e.contains("not in") && e.contains("tailscale up"), "{e}");
+    // Tailscale logged out here: the guidance to log in.
+    let out = fixture("logged-out");
+    let e = out.check_head(&["100.88.41.3"]).unwrap_err();
+    assert!(e.contains("tailscale up"), "{e}");
+    assert_eq!(out.check_head(&["10.0.0.2"]), Ok(HeadPeer::NotOnTailnet));
 }

@@ -303,6 +303,11 @@ pub enum NodePhase {
     /// Held by [`Supervisor::hold`]: the node is not running and is not restarted until
     /// released.
     Held,
+    /// A worker waiting for its head to answer before starting (the network is down, the head
+    /// is away); it starts as soon as the head's GCS port accepts a connection.
+    WaitingForHead {
+        error: String,
+    },
     Stopping,
     Stopped,
     /// Starting failed for a reason a restart cannot fix (a port in use, say).
@@ -340,6 +345,15 @@ struct Control {
     held: watch::Sender<bool>,
     /// The address the current incarnation advertises.
     node_ip: std::sync::Mutex<Option<IpAddr>>,
+    /// Asks the supervising task to check its node now ([`Supervisor::recheck`]).
+    recheck: tokio::sync::Notify,
+    /// CPUs for the next incarnation, replacing the configured count
+    /// ([`Supervisor::restart_with_cpus`]).
+    cpus: std::sync::Mutex<Option<u32>>,
+    /// Asks the supervising task to restart the node now.
+    restart: tokio::sync::Notify,
+    /// What the current incarnation advertises.
+    started_cpus: std::sync::Mutex<Option<u32>>,
 }
 
 impl Control {
@@ -376,6 +390,10 @@ impl Supervisor {
             limit: std::sync::Mutex::new(Limit::Full),
             held: watch::channel(false).0,
             node_ip: std::sync::Mutex::new(None),
+            recheck: tokio::sync::Notify::new(),
+            cpus: std::sync::Mutex::new(None),
+            restart: tokio::sync::Notify::new(),
+            started_cpus: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(supervise(
             config,
@@ -447,17 +465,32 @@ impl Supervisor {
     }
 
     pub fn ray_node_id(&self) -> Option<String> {
-        if !flotilla_host::process::CAN_SCAN_MARKED {
-            return None;
-        }
-        flotilla_host::process::marked_processes(&self.marker)
-            .into_iter()
-            .filter_map(flotilla_host::process::cmdline)
-            .filter(|args| args.first().is_some_and(|a| a.ends_with("raylet")))
-            .find_map(|args| {
-                args.iter()
-                    .find_map(|a| a.strip_prefix("--node_id=").map(str::to_string))
-            })
+        raylet_node_id(&self.marker)
+    }
+
+    /// Asks the supervisor to check its node now rather than at its next periodic check: the
+    /// network changed, the machine woke, or the control session came back after a loss. A
+    /// worker then restarts at once if its address changed or if Ray declared it dead, and a
+    /// worker waiting for its head tries the head again.
+    pub fn recheck(&self) {
+        self.control.recheck.notify_one();
+    }
+
+    /// Restarts the node now, gracefully, advertising `cpus` from then on: how the advertised
+    /// CPUs change where Ray cannot resize a node live. The caller picks a moment when the node
+    /// runs no task.
+    pub fn restart_with_cpus(&self, cpus: u32) {
+        *self.control.cpus.lock().unwrap_or_else(|e| e.into_inner()) = Some(cpus);
+        self.control.restart.notify_one();
+    }
+
+    /// The CPUs the current incarnation was started with.
+    pub fn started_cpus(&self) -> Option<u32> {
+        *self
+            .control
+            .started_cpus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -523,9 +556,96 @@ impl Drop for Supervisor {
 
 /// How long a stopping node may drain before it is killed. Ray drains for up to 30 s on SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(35);
+/// How often a worker waiting for its head tries the head's GCS port (a TCP connect).
+const HEAD_POLL: Duration = Duration::from_secs(2);
+/// How often a running worker checks, unprompted, that its address is still the one that
+/// routes to the head and that Ray has not declared it dead. Prompted checks
+/// ([`Supervisor::recheck`]) come at once; this is the net under them, kept rare because each
+/// check reads the whole cluster's state from the GCS.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(120);
+
+fn raylet_node_id(marker: &str) -> Option<String> {
+    if !flotilla_host::process::CAN_SCAN_MARKED {
+        return None;
+    }
+    flotilla_host::process::marked_processes(marker)
+        .into_iter()
+        .filter_map(flotilla_host::process::cmdline)
+        .filter(|args| args.first().is_some_and(|a| a.ends_with("raylet")))
+        .find_map(|args| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--node_id=").map(str::to_string))
+        })
+}
+
+/// Waits until the worker's head accepts a connection, reporting
+/// [`NodePhase::WaitingForHead`] meanwhile. Returns `None` if cancelled, else whether it had to
+/// wait.
+async fn wait_for_head(
+    head: SocketAddr,
+    control: &Control,
+    cancel: &CancellationToken,
+    mut waiting: impl FnMut(String),
+) -> Option<bool> {
+    let mut waited = false;
+    loop {
+        match check_reachable(head, Duration::from_secs(3)).await {
+            Ok(()) => return Some(waited),
+            Err(e) => {
+                if !waited {
+                    tracing::warn!("{e}; starting the Ray node once the head answers");
+                }
+                waited = true;
+                waiting(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(HEAD_POLL) => {}
+            _ = control.recheck.notified() => {}
+        }
+    }
+}
+
+/// Returns, with the reason, once a running worker must start again: its address changed (it
+/// follows the route to its head) or Ray declared it dead (it was cut off longer than Ray's
+/// health checks allow, and its raylet did not notice). Checks when prompted and every
+/// [`WATCHDOG_EVERY`]; never returns for a head.
+async fn watchdog(config: &NodeConfig, marker: &str, control: &Control) -> String {
+    let Role::Worker { head } = config.role else {
+        return std::future::pending().await;
+    };
+    let advertised = *control.node_ip.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCHDOG_EVERY) => {}
+            _ = control.recheck.notified() => {}
+        }
+        if config.follow_route
+            && let (Some(now), Some(was)) = (config.node_ip_now(), advertised)
+            && now != was
+        {
+            return format!("this machine's address changed from {was} to {now}");
+        }
+        let Some(id) = raylet_node_id(marker) else {
+            continue;
+        };
+        let states = async {
+            let mut gcs = crate::grpc::GcsClient::connect(head, config.token.clone()).await?;
+            gcs.node_states().await
+        };
+        if let Ok(Ok(nodes)) = tokio::time::timeout(Duration::from_secs(5), states).await
+            && nodes
+                .iter()
+                .any(|n| n.node_id_hex == id && n.state == crate::grpc::NodeLifecycle::Dead)
+        {
+            return "Ray declared this node dead while it was cut off".into();
+        }
+    }
+}
 
 async fn supervise(
-    config: NodeConfig,
+    mut config: NodeConfig,
     marker: String,
     tx: watch::Sender<NodeStatus>,
     cancel: CancellationToken,
@@ -559,15 +679,36 @@ async fn supervise(
                 }
             }
         }
+        if let Role::Worker { head } = config.role {
+            let waiting = |error| set(NodePhase::WaitingForHead { error }, None, restarts);
+            match wait_for_head(head, &control, &cancel, waiting).await {
+                None => {
+                    set(NodePhase::Stopped, None, restarts);
+                    return;
+                }
+                // The exits before were the network's doing, not a crash loop.
+                Some(true) => attempt = 0,
+                Some(false) => {}
+            }
+        }
         set(NodePhase::Starting, None, restarts);
         // The throttle exists before the tree, so that its first process is born inside.
         let prepared = config.throttle.as_ref().and_then(|tc| {
-            Throttle::prepare_with(tc, &config.node_name)
+            // Named per agent process: two agents on one machine may run nodes of one name
+            // (tests do), and one must not remove the other's group.
+            Throttle::prepare_with(tc, &format!("{}-{}", config.node_name, std::process::id()))
                 .inspect_err(
                     |e| tracing::warn!(node = %config.node_name, "running without a throttle: {e}"),
                 )
                 .ok()
         });
+        if let Some(cpus) = *control.cpus.lock().unwrap_or_else(|e| e.into_inner()) {
+            config.num_cpus = Some(cpus);
+        }
+        *control
+            .started_cpus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = config.num_cpus;
         let mut spec = config.spec(&marker);
         *control.node_ip.lock().unwrap_or_else(|e| e.into_inner()) = config.node_ip_now();
         if let Some(p) = &prepared {
@@ -604,6 +745,7 @@ async fn supervise(
         set(NodePhase::Starting, Some(pid), restarts);
         tracing::info!(node = %config.node_name, pid, role = config.role.name(), "Ray node starting");
         let started = Instant::now();
+        let mut at_once = false;
 
         // Readiness, the tree's exit and cancellation race; whichever comes first decides.
         let exit = tokio::select! {
@@ -622,6 +764,19 @@ async fn supervise(
                                 // gone there is nothing left to drain, so end the rest at once.
                                 tree.kill();
                                 Some("drained".to_string())
+                            }
+                            reason = watchdog(&config, &marker, &control) => {
+                                tracing::warn!(node = %config.node_name, "{reason}: restarting the Ray node");
+                                at_once = true;
+                                Some(reason)
+                            }
+                            () = control.restart.notified() => {
+                                let cpus = *control.cpus.lock().unwrap_or_else(|e| e.into_inner());
+                                tracing::info!(node = %config.node_name, ?cpus, "restarting the Ray node with a new CPU count");
+                                // Idle by the caller's choice: let it leave Ray cleanly.
+                                tree.stop(STOP_GRACE).await;
+                                at_once = true;
+                                Some("restarted with a new CPU count".to_string())
                             }
                         }
                     }
@@ -651,6 +806,11 @@ async fn supervise(
             // Drained on purpose: wait to be released, then start again without backoff.
             tracing::info!(node = %config.node_name, %last_exit, "Ray node left while held");
             attempt = 0;
+            continue;
+        }
+        if at_once {
+            attempt = 0;
+            restarts += 1;
             continue;
         }
         if started.elapsed() >= config.backoff.reset_after {
