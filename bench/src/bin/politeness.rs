@@ -42,7 +42,13 @@ mod linux {
     use anyhow::{Context, Result, bail};
     use serde_json::{Value, json};
 
-    /// Flotilla's node name (also its cgroup, `flotilla-<name>`, and its tree marker).
+    use flotilla_bench::proc::{
+        kill_marked, loadavg, machine, marked, proc_ticks, signal, wait_child,
+    };
+    use flotilla_bench::{median, percentile, round, today, wait_for};
+
+    /// Flotilla's node name (also in its cgroup, `flotilla-<name>-<agent pid>`, and its tree
+    /// marker).
     const NODE: &str = "pbench";
     /// Flotilla's ports: API at the base, Ray's from base + 1.
     const FLOTILLA_BASE: u16 = 47000;
@@ -135,118 +141,13 @@ mod linux {
         std::hint::black_box(x);
     }
 
-    fn round(x: f64, digits: i32) -> f64 {
-        let k = 10f64.powi(digits);
-        (x * k).round() / k
-    }
-
-    fn median(xs: &[f64]) -> f64 {
-        let mut v = xs.to_vec();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    }
-
-    /// Nearest-rank percentile.
-    fn percentile(xs: &[f64], p: f64) -> f64 {
-        if xs.is_empty() {
-            return f64::NAN;
-        }
-        let mut v = xs.to_vec();
-        v.sort_by(f64::total_cmp);
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
-    }
-
     fn log(msg: impl AsRef<str>) {
         eprintln!("politeness: {}", msg.as_ref());
-    }
-
-    fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<Duration> {
-        let t = Instant::now();
-        while !f() {
-            if t.elapsed() > limit {
-                bail!("{what}: not within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(t.elapsed())
-    }
-
-    /// Waits for `child` up to `limit`; false if it is still running.
-    fn wait_child(child: &mut Child, limit: Duration) -> bool {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-
-    fn signal(child: &Child, sig: i32) {
-        // SAFETY: a plain kill(2) of our own child's pid.
-        unsafe { libc::kill(child.id() as i32, sig) };
     }
 
     // ---------------------------------------------------------------------------------------------
     // Processes and CPU time
     // ---------------------------------------------------------------------------------------------
-
-    fn pids() -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Processes whose environment has a variable starting with `marker` (`NAME=value-prefix`).
-    fn marked(marker: &str) -> Vec<u32> {
-        pids()
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                    env.split(|&b| b == 0)
-                        .any(|kv| kv.starts_with(marker.as_bytes()))
-                })
-            })
-            .collect()
-    }
-
-    /// User + system CPU time of `pid`, in clock ticks (1/100 s).
-    fn proc_ticks(pid: u32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-        Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
-    }
-
-    /// SIGTERM, then SIGKILL, every process carrying `marker`, until none is left.
-    fn kill_marked(marker: &str) -> usize {
-        let mut killed = 0;
-        for sig in [libc::SIGTERM, libc::SIGKILL] {
-            let left = marked(marker);
-            if left.is_empty() {
-                break;
-            }
-            killed = left.len();
-            for pid in &left {
-                // SAFETY: plain kill(2) of a process we started (it carries our marker).
-                unsafe { libc::kill(*pid as i32, sig) };
-            }
-            let t = Instant::now();
-            while !marked(marker).is_empty() && t.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        killed
-    }
 
     /// Where a tree's CPU time is read from.
     #[derive(Debug, Clone)]
@@ -309,7 +210,7 @@ mod linux {
         }
     }
 
-    /// The directories `flotilla-<NODE>` in every cgroup hierarchy, under this process's own
+    /// The directories `flotilla-<NODE>-<pid>` in every cgroup hierarchy, under this process's own
     /// cgroups (the agent, our child, sits in the same ones).
     fn cgroup_dirs() -> Vec<PathBuf> {
         let own: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
@@ -322,13 +223,23 @@ mod linux {
             mounts.extend(d.flatten().map(|e| e.path()));
         }
         let mut dirs = Vec::new();
+        // The group is named after the node and the agent's pid: `flotilla-<NODE>-<pid>`.
+        let prefix = format!("flotilla-{NODE}-");
         for m in &mounts {
             for o in &own {
-                let dir = m
-                    .join(o.trim_start_matches('/'))
-                    .join(format!("flotilla-{NODE}"));
-                if dir.is_dir() && !dirs.contains(&dir) {
-                    dirs.push(dir);
+                let parent = m.join(o.trim_start_matches('/'));
+                let Ok(entries) = std::fs::read_dir(&parent) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let dir = e.path();
+                    let named = e
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(&prefix));
+                    if named && dir.is_dir() && !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
                 }
             }
         }
@@ -999,63 +910,6 @@ ray.get([busy.remote(secs) for _ in range(n)])
     // ---------------------------------------------------------------------------------------------
     // Machine info, date
     // ---------------------------------------------------------------------------------------------
-
-    fn loadavg() -> Value {
-        let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let v: Vec<f64> = s
-            .split_whitespace()
-            .take(3)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        json!(v)
-    }
-
-    fn machine() -> Value {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo.lines().find_map(|l| {
-            Some(
-                l.strip_prefix("model name")?
-                    .split(':')
-                    .nth(1)?
-                    .trim()
-                    .to_string(),
-            )
-        });
-        let mem_kb = std::fs::read_to_string("/proc/meminfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("MemTotal:")?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            });
-        json!({
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "cpu_model": model,
-            "memory_mb": mem_kb.map(|k| k / 1024),
-            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
-            "load_average_start": loadavg(),
-        })
-    }
-
-    /// Today's UTC date, `YYYY-MM-DD` (civil-from-days).
-    fn today() -> String {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let z = (secs / 86_400) as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02}")
-    }
 
     // ---------------------------------------------------------------------------------------------
     // The run

@@ -112,10 +112,7 @@ fn live(sensors: &Sensors, pids: &[u32], duration: Duration, apps_every: Duratio
     cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
 }
 
-fn round(x: f64, digits: i32) -> f64 {
-    let k = 10f64.powi(digits);
-    (x * k).round() / k
-}
+use flotilla_bench::round;
 
 fn main() {
     let args = match parse_args() {

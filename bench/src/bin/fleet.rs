@@ -1,0 +1,457 @@
+//! What joining and staying in a fleet costs: the time from `flotilla join CODE` to the first
+//! task running on the new machine (warm runtime cache), and the headless agent's own memory
+//! and CPU while its node sits idle, with Ray's processes reported apart.
+//!
+//! A real head (`flotilla up --no-worker`) and real workers on this machine, on loopback.
+//! Prints one JSON object to stdout, writes it to `bench/results/fleet-<date>.json` and prints a
+//! summary to stderr. See `bench/README.md`.
+#[cfg(target_os = "linux")]
+fn main() {
+    let args = match linux::parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fleet: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = linux::run(&args) {
+        eprintln!("fleet: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("fleet: only implemented on Linux (/proc)");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, bail};
+    use flotilla_bench::proc::{
+        kill_marked, loadavg, machine, marked, proc_ticks, pss_kb, rss_kb, signal, wait_child,
+    };
+    use flotilla_bench::{median, percentile, round, today, wait_for};
+    use serde_json::{Value, json};
+
+    /// The head's ports: API at the base, the rest from base + 1.
+    const BASE: u16 = 49000;
+    /// The joining worker's ports (one worker at a time).
+    const WORKER_PORTS: u16 = 49500;
+    const GOAL_JOIN_S: f64 = 15.0;
+    const GOAL_AGENT_RSS_MB: f64 = 30.0;
+    const GOAL_AGENT_CPU_PERCENT: f64 = 0.2;
+
+    pub struct Args {
+        flotilla: Option<PathBuf>,
+        joins: u32,
+        overhead_secs: u64,
+        only: Option<String>,
+        no_write: bool,
+    }
+
+    const USAGE: &str = "usage: fleet [--joins N (5)] [--overhead-secs S (600)] [--quick] \
+                         [--only join|overhead] [--flotilla PATH] [--no-write]";
+
+    pub fn parse_args() -> std::result::Result<Args, String> {
+        let mut args = Args {
+            flotilla: None,
+            joins: 5,
+            overhead_secs: 600,
+            only: None,
+            no_write: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+            let number = |name: &str, v: String| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("{name}: expected a positive number, got {v}"))
+            };
+            match arg.as_str() {
+                "--joins" => args.joins = number("--joins", value("--joins")?)? as u32,
+                "--overhead-secs" => {
+                    args.overhead_secs = number("--overhead-secs", value("--overhead-secs")?)?
+                }
+                "--quick" => {
+                    args.joins = 2;
+                    args.overhead_secs = 60;
+                }
+                "--only" => {
+                    let v = value("--only")?;
+                    if v != "join" && v != "overhead" {
+                        return Err(format!("--only: expected join or overhead, got {v}"));
+                    }
+                    args.only = Some(v);
+                }
+                "--flotilla" => args.flotilla = Some(value("--flotilla")?.into()),
+                "--no-write" => args.no_write = true,
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other}; see --help")),
+            }
+        }
+        Ok(args)
+    }
+
+    fn log(msg: impl AsRef<str>) {
+        eprintln!("fleet: {}", msg.as_ref());
+    }
+
+    fn unix_now() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    fn flotilla(bin: &Path, home: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.env("FLOTILLA_HOME", home)
+            .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn output(mut c: Command) -> Result<String> {
+        let out = c.output()?;
+        if !out.status.success() {
+            bail!(
+                "{:?} failed: {}",
+                c.get_args().collect::<Vec<_>>(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Stops `child` with SIGTERM (then SIGKILL) and kills whatever still carries `home`.
+    fn stop(child: &mut Child, home: &Path) {
+        signal(child, libc::SIGTERM);
+        if !wait_child(child, Duration::from_secs(45)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let left = kill_marked(&format!("FLOTILLA_HOME={}", home.display()));
+        if left > 0 {
+            log(format!("killed {left} process(es) left in {}", home.display()));
+        }
+    }
+
+    /// A head with no worker of its own.
+    struct Head {
+        home: tempfile::TempDir,
+        child: Child,
+        bin: PathBuf,
+    }
+
+    impl Head {
+        fn start(bin: &Path) -> Result<Head> {
+            let home = tempfile::Builder::new().prefix("fbh").tempdir_in("/tmp")?;
+            let log = std::fs::File::create(home.path().join("up.log"))?;
+            let ports = [
+                ("--api-port", BASE),
+                ("--ray-port", BASE + 1),
+                ("--ray-dashboard-port", BASE + 2),
+                ("--ray-client-port", BASE + 3),
+                ("--control-port", BASE + 4),
+                ("--head-node-ports", BASE + 100),
+            ];
+            let mut c = flotilla(bin, home.path());
+            c.args(["up", "--no-worker", "--object-store-mb", "100"]);
+            for (k, v) in ports {
+                c.arg(k).arg(v.to_string());
+            }
+            let child = c.stdout(Stdio::null()).stderr(log).spawn()?;
+            let head = Head {
+                home,
+                child,
+                bin: bin.to_path_buf(),
+            };
+            wait_for("the head", Duration::from_secs(180), || {
+                head.status().is_ok_and(|s| s["totals"]["nodes_alive"] == 1)
+            })
+            .with_context(|| head.log_tail())?;
+            Ok(head)
+        }
+
+        fn status(&self) -> Result<Value> {
+            let mut c = flotilla(&self.bin, self.home.path());
+            c.args(["status", "--json", "--api", &format!("http://127.0.0.1:{BASE}")]);
+            Ok(serde_json::from_str(&output(c)?)?)
+        }
+
+        fn log_tail(&self) -> String {
+            let log = std::fs::read_to_string(self.home.path().join("up.log")).unwrap_or_default();
+            log.lines().rev().take(8).collect::<Vec<_>>().join(" / ")
+        }
+
+        fn invite(&self) -> Result<String> {
+            let mut c = flotilla(&self.bin, self.home.path());
+            c.args(["invite", "--json", "--no-qr"]);
+            let v: Value = serde_json::from_str(&output(c)?)?;
+            Ok(v["code"].as_str().context("no code in invite --json")?.to_string())
+        }
+
+        /// The runtime's Python, the Ray address and the token, for a driver.
+        fn driver(&self) -> Result<(PathBuf, String, String)> {
+            let info: Value = serde_json::from_slice(&std::fs::read(
+                self.home.path().join("state/head.json"),
+            )?)?;
+            let python = PathBuf::from(info["runtime_dir"].as_str().context("runtime_dir")?)
+                .join("bin/python");
+            let address = info["ray_address"].as_str().context("ray_address")?.to_string();
+            let mut c = flotilla(&self.bin, self.home.path());
+            c.args(["secret", "get", "flotilla.ray-token", "--reveal"]);
+            Ok((python, address, output(c)?.trim().to_string()))
+        }
+
+        /// `flotilla join -` of a new machine named `name`, the code on its standard input.
+        fn join(&self, name: &str) -> Result<(Child, tempfile::TempDir)> {
+            let home = tempfile::Builder::new().prefix("fbw").tempdir_in("/tmp")?;
+            let code = self.invite()?;
+            let log = std::fs::File::create(home.path().join("join.log"))?;
+            let mut c = flotilla(&self.bin, home.path());
+            c.args(["join", "-", "--name", name, "--cpus", "1"])
+                .args(["--object-store-mb", "100"])
+                .args(["--node-ports", &WORKER_PORTS.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(log);
+            let mut child = c.spawn()?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(code.as_bytes())?;
+            Ok((child, home))
+        }
+    }
+
+    impl Drop for Head {
+        fn drop(&mut self) {
+            let home = self.home.path().to_path_buf();
+            stop(&mut self.child, &home);
+        }
+    }
+
+    /// Waits for a node named argv[1], then runs one task pinned to it and prints when the node
+    /// appeared and when the task started (Unix seconds). The driver connects first, so its own
+    /// connection is not counted.
+    const FIRST_TASK_PY: &str = r#"
+import json, sys, time, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(log_to_driver=False)
+print("ready", flush=True)
+name = sys.argv[1]
+
+@ray.remote(num_cpus=1)
+def first():
+    return time.time()
+
+while True:
+    ids = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n.get("NodeName") == name]
+    if ids:
+        break
+    time.sleep(0.05)
+alive = time.time()
+strategy = NodeAffinitySchedulingStrategy(ids[0], soft=False)
+started = ray.get(first.options(scheduling_strategy=strategy).remote())
+print(json.dumps({"alive": alive, "task_start": started}), flush=True)
+"#;
+
+    fn time_to_join(head: &Head, trials: u32) -> Result<Value> {
+        let (python, address, token) = head.driver()?;
+        let script = head.home.path().join("first_task.py");
+        std::fs::write(&script, FIRST_TASK_PY)?;
+        let mut runs = Vec::new();
+        for i in 0..trials {
+            let name = format!("j{i}");
+            let mut driver = Command::new(&python)
+                .arg(&script)
+                .arg(&name)
+                .env("RAY_ADDRESS", &address)
+                .env("RAY_AUTH_MODE", "token")
+                .env("RAY_AUTH_TOKEN", &token)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let mut lines = BufReader::new(driver.stdout.take().context("stdout")?).lines();
+            match lines.next() {
+                Some(Ok(l)) if l == "ready" => {}
+                other => bail!("the driver did not start: {other:?}"),
+            }
+            let t0 = unix_now();
+            let (mut worker, home) = head.join(&name)?;
+            let result = lines
+                .next()
+                .context("the driver ended without a result")??;
+            let v: Value = serde_json::from_str(&result)?;
+            let _ = driver.wait();
+            let alive = v["alive"].as_f64().context("alive")? - t0;
+            let task = v["task_start"].as_f64().context("task_start")? - t0;
+            log(format!(
+                "join {}: node ALIVE after {alive:.2} s, first task after {task:.2} s",
+                i + 1
+            ));
+            runs.push(json!({"alive_s": round(alive, 3), "first_task_s": round(task, 3)}));
+            stop(&mut worker, home.path());
+        }
+        let firsts: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r["first_task_s"].as_f64())
+            .collect();
+        let p50 = median(&firsts);
+        Ok(json!({
+            "what": "seconds from starting `flotilla join -` (code on stdin) to Ray listing the node ALIVE and to the first task (pinned to it) starting there; warm runtime cache, same machine",
+            "runs": runs,
+            "first_task_p50_s": round(p50, 3),
+            "first_task_max_s": round(percentile(&firsts, 100.0), 3),
+            "goal_s": GOAL_JOIN_S,
+            "meets_goal": p50 <= GOAL_JOIN_S,
+        }))
+    }
+
+    /// One sample of a set of processes: RSS and PSS (KiB) and CPU ticks.
+    fn sample(pids: &[u32]) -> (u64, u64, u64) {
+        pids.iter().fold((0, 0, 0), |(r, p, t), pid| {
+            (
+                r + rss_kb(*pid).unwrap_or(0),
+                p + pss_kb(*pid).unwrap_or(0),
+                t + proc_ticks(*pid).unwrap_or(0),
+            )
+        })
+    }
+
+    fn overhead(head: &Head, secs: u64) -> Result<Value> {
+        let (mut worker, home) = head.join("idle")?;
+        let agent = worker.id();
+        wait_for("the idle worker", Duration::from_secs(120), || {
+            head.status().is_ok_and(|s| {
+                s["agents"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|a| a["name"] == "idle" && a["connected"] == true)
+                }) && s["nodes"].as_array().is_some_and(|n| {
+                    n.iter()
+                        .any(|n| n["name"] == "idle" && n["state"] == "ALIVE")
+                })
+            })
+        })?;
+        let warmup = Duration::from_secs((secs / 10).clamp(10, 60));
+        log(format!(
+            "agent {agent}: {warmup:?} warm-up, then {secs} s of samples every second"
+        ));
+        std::thread::sleep(warmup);
+        let tree = format!("FLOTILLA_TREE=idle-");
+        let head_pid = head.child.id();
+        let (mut agent_rss, mut ray_rss, mut ray_pss, mut head_rss) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let ticks = |pid| proc_ticks(pid).unwrap_or(0);
+        let (a0, h0) = (ticks(agent), ticks(head_pid));
+        let r0 = sample(&marked(&tree)).2;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_secs(1));
+            agent_rss.push(rss_kb(agent).context("the agent exited")? as f64 / 1024.0);
+            head_rss.push(rss_kb(head_pid).unwrap_or(0) as f64 / 1024.0);
+            let (r, p, _) = sample(&marked(&tree));
+            ray_rss.push(r as f64 / 1024.0);
+            ray_pss.push(p as f64 / 1024.0);
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let percent = |t: u64| t as f64 / 100.0 / wall * 100.0;
+        let agent_cpu = percent(ticks(agent).saturating_sub(a0));
+        let head_cpu = percent(ticks(head_pid).saturating_sub(h0));
+        let ray_cpu = percent(sample(&marked(&tree)).2.saturating_sub(r0));
+        stop(&mut worker, home.path());
+        let agent_rss_max = percentile(&agent_rss, 100.0);
+        Ok(json!({
+            "what": "the idle worker's `flotilla` process (agent, session, politeness loop) over the window, Ray's processes of its node apart, and the head's `flotilla` process; CPU in percent of one core",
+            "window_s": round(wall, 1),
+            "agent": {
+                "rss_mb_median": round(median(&agent_rss), 1),
+                "rss_mb_max": round(agent_rss_max, 1),
+                "cpu_percent": round(agent_cpu, 3),
+            },
+            "ray_node": {
+                "rss_mb_median": round(median(&ray_rss), 1),
+                "pss_mb_median": round(median(&ray_pss), 1),
+                "cpu_percent": round(ray_cpu, 2),
+            },
+            "head_flotilla": {
+                "rss_mb_median": round(median(&head_rss), 1),
+                "cpu_percent": round(head_cpu, 3),
+            },
+            "goal_agent_rss_mb": GOAL_AGENT_RSS_MB,
+            "goal_agent_cpu_percent": GOAL_AGENT_CPU_PERCENT,
+            "meets_goal": agent_rss_max <= GOAL_AGENT_RSS_MB && agent_cpu <= GOAL_AGENT_CPU_PERCENT,
+        }))
+    }
+
+    pub fn run(args: &Args) -> Result<()> {
+        let bin = match &args.flotilla {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?.with_file_name("flotilla"),
+        };
+        if !bin.is_file() {
+            bail!(
+                "no flotilla binary at {}; build it (cargo build --release -p flotilla) or pass \
+                 --flotilla PATH",
+                bin.display()
+            );
+        }
+        let machine = machine();
+        log("starting the head");
+        let head = Head::start(&bin)?;
+        let join = match args.only.as_deref() {
+            None | Some("join") => Some(time_to_join(&head, args.joins)?),
+            _ => None,
+        };
+        let overhead = match args.only.as_deref() {
+            None | Some("overhead") => Some(overhead(&head, args.overhead_secs)?),
+            _ => None,
+        };
+        drop(head);
+        let result = json!({
+            "benchmark": "fleet",
+            "date": today(),
+            "machine": machine,
+            "load_average_end": loadavg(),
+            "time_to_join": join,
+            "agent_overhead": overhead,
+        });
+        let text = serde_json::to_string_pretty(&result)?;
+        println!("{text}");
+        if !args.no_write {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("fleet-{}.json", today()));
+            std::fs::write(&path, format!("{text}\n"))?;
+            log(format!("wrote {}", path.display()));
+        }
+        if let Some(j) = &result["time_to_join"].as_object() {
+            log(format!(
+                "time to join: first task after {} s (median), goal {GOAL_JOIN_S} s",
+                j["first_task_p50_s"]
+            ));
+        }
+        if let Some(o) = &result["agent_overhead"].as_object() {
+            log(format!(
+                "agent overhead: {} MB RSS (max {}), {} % of a core; Ray's node {} MB PSS, {} %",
+                o["agent"]["rss_mb_median"],
+                o["agent"]["rss_mb_max"],
+                o["agent"]["cpu_percent"],
+                o["ray_node"]["pss_mb_median"],
+                o["ray_node"]["cpu_percent"]
+            ));
+        }
+        Ok(())
+    }
+}
