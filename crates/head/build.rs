@@ -39,8 +39,9 @@ fn main() {
             dir
         }
         None => {
-            for s in SOURCES {
-                println!("cargo:rerun-if-changed={}", ui.join(s).display());
+            // Only paths that exist: cargo reruns the script every time for a missing one.
+            for s in SOURCES.iter().map(|s| ui.join(s)).filter(|p| p.exists()) {
+                println!("cargo:rerun-if-changed={}", s.display());
             }
             let dist = ui.join("dist");
             if stale(&ui, &dist) {
@@ -106,11 +107,27 @@ fn build(ui: &Path) {
              OpenJS.NodeJS`),\n  or set FLOTILLA_UI_DIST to a dashboard built elsewhere.",
         )
     };
-    if npm().arg("--version").output().is_err() {
+    let works = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+    if !works(npm().arg("--version")) {
         missing();
     }
+    // Vite 7 needs Node.js 20.19+; Debian 12's own is 18, and fails in confusing ways.
+    let node = Command::new("node")
+        .args(["-p", "process.versions.node"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut parts = node.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (20, 19) {
+        fail(&format!(
+            "building the dashboard (ui/) needs Node.js 20.19 or newer; this one is {node:?}.\n  \
+             Install a current Node.js (https://nodejs.org, or nvm), or set FLOTILLA_UI_DIST to a \
+             dashboard built elsewhere."
+        ));
+    }
     let run = |args: &[&str]| {
-        println!("cargo:warning=ui: npm {}", args.join(" "));
         // npm's output goes to stderr so that it never mixes with cargo's instructions.
         let status = npm()
             .args(args)
