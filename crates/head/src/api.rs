@@ -56,14 +56,20 @@ pub async fn serve(
     snapshots: Snapshots,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ApiState {
+    let app = router(ApiState {
         ray,
         ray_address,
         gcs,
         fleet,
         snapshots,
     });
-    let app = Router::new()
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn router(state: ApiState) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/events", get(events))
@@ -73,10 +79,7 @@ pub async fn serve(
         .route("/api/v1/invites", post(invite))
         .route("/metrics", get(metrics))
         .fallback(crate::ui::serve)
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        .with_state(Arc::new(state))
 }
 
 async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
@@ -442,4 +445,183 @@ async fn invite(State(s): State<Arc<ApiState>>, headers: HeaderMap, bytes: Bytes
         qr_svg,
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "the-admin-token";
+
+    async fn app() -> (Router, ControlPlane) {
+        let fleet = ControlPlane::new(crate::fleet::FleetConfig {
+            registry: Arc::new(crate::registry::Registry::open_in_memory().unwrap()),
+            ray: crate::fleet::RayInfo {
+                gcs_addresses: vec!["10.0.0.1:6379".into()],
+                ray_version: "2.60.0".into(),
+                python_version: "3.11.7".into(),
+                token: flotilla_ray::RayToken::generate(),
+            },
+            addresses: vec!["10.0.0.1:7470".parse().unwrap()],
+            fingerprint: flotilla_proto::Fingerprint([7; 32]),
+            admin_token: flotilla_secrets::Secret::from(TOKEN),
+            policy_toml: String::new(),
+        })
+        .unwrap();
+        fleet.enroll_local("studio", 8).await.unwrap();
+        let router = router(ApiState {
+            // Nothing listens there: these tests never reach Ray.
+            ray: StateClient::new("http://127.0.0.1:9", None),
+            ray_address: String::new(),
+            gcs: None,
+            fleet: Some(fleet.clone()),
+            snapshots: watch::channel(None).1,
+        });
+        (router, fleet)
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn admin_calls_need_the_admin_token_as_a_bearer() {
+        let (app, _) = app().await;
+        let bearer = format!("Bearer {TOKEN}");
+        let (s, v) = call(&app, "GET", "/api/v1/whoami", None, "").await;
+        assert_eq!(
+            (s, v),
+            (StatusCode::OK, serde_json::json!({"admin": false}))
+        );
+        let (s, v) = call(&app, "GET", "/api/v1/whoami", Some(&bearer), "").await;
+        assert_eq!((s, v), (StatusCode::OK, serde_json::json!({"admin": true})));
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Admin the-admin-token"),
+            Some("Bearer "),
+        ] {
+            for (method, path) in [
+                ("POST", "/api/v1/nodes/studio/pause"),
+                ("POST", "/api/v1/nodes/studio/resume"),
+                ("POST", "/api/v1/invites"),
+            ] {
+                let (s, v) = call(&app, method, path, auth, "").await;
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{auth:?} {path}: {v}");
+                assert_eq!(v["error"]["code"], "unauthorized");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admin_pauses_resumes_and_invites() {
+        let (app, fleet) = app().await;
+        let bearer = format!("Bearer {TOKEN}");
+        let id = fleet.agents()[0].node_id;
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/v1/nodes/studio/pause",
+            Some(&bearer),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        // Not connected: the head keeps it for when the node reconnects.
+        assert_eq!(
+            v,
+            serde_json::json!({"node_id": id, "name": "studio", "delivered": false})
+        );
+        let body = r#"{"mode": "finish", "for_secs": 3600}"#;
+        let path = format!("/api/v1/nodes/{id}/pause");
+        let (s, v) = call(&app, "POST", &path, Some(&bearer), body).await;
+        assert_eq!(
+            (s, &v["name"]),
+            (StatusCode::OK, &serde_json::json!("studio"))
+        );
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/api/v1/nodes/studio/resume",
+            Some(&bearer),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+
+        for (body, why) in [
+            (r#"{"mode": "later"}"#, "unknown mode"),
+            (r#"{"for_secs": 0}"#, "zero duration"),
+            (r#"{"colour": "red"}"#, "unknown field"),
+            ("not json", "not JSON"),
+        ] {
+            let (s, v) = call(
+                &app,
+                "POST",
+                "/api/v1/nodes/studio/pause",
+                Some(&bearer),
+                body,
+            )
+            .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{why}: {v}");
+            assert_eq!(v["error"]["code"], "bad_request");
+        }
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/v1/nodes/nobody/pause",
+            Some(&bearer),
+            "",
+        )
+        .await;
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (StatusCode::NOT_FOUND, &serde_json::json!("not_found"))
+        );
+
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/v1/invites",
+            Some(&bearer),
+            r#"{"uses": 3}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let code = v["code"].as_str().unwrap();
+        assert!(code.starts_with("flot1-"), "{code}");
+        assert_eq!(v["uses"], 3);
+        assert!(v["qr_svg"].as_str().unwrap().starts_with("<?xml"), "{v}");
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/api/v1/invites",
+            Some(&bearer),
+            r#"{"uses": 0}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
 }
