@@ -207,9 +207,11 @@ fn the_dashboard_shows_the_cluster_and_pauses_a_node_in_a_real_browser() {
         let line = line.unwrap();
         println!("{line}");
         if line.trim() == "@restart-head" {
+            let t0 = std::time::Instant::now();
             up.stop();
             up.restart();
             up.wait_status(2);
+            println!("head restarted, both nodes alive, in {:?}", t0.elapsed());
             writeln!(to_script, "ok").unwrap();
         }
     }
