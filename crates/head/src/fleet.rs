@@ -501,10 +501,15 @@ impl ControlPlane {
         Ok((code.encode(), expires_unix))
     }
 
-    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let given = bearer(request, "Admin")?;
+    /// Whether `given` is the head's admin token, compared in constant time: the one check
+    /// behind admin calls over gRPC (`Admin <token>`) and over HTTP (`Bearer <token>`).
+    pub fn is_admin_token(&self, given: &str) -> bool {
         let want = self.inner.config.admin_token.expose();
-        if bool::from(given.as_bytes().ct_eq(want)) {
+        !want.is_empty() && bool::from(given.as_bytes().ct_eq(want))
+    }
+
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.is_admin_token(bearer(request, "Admin")?) {
             Ok(())
         } else {
             Err(Status::permission_denied(
@@ -803,6 +808,7 @@ impl ControlPlane {
 
 /// A node as the head sees it, for the HTTP API and `flotilla nodes`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct AgentView {
     pub node_id: i64,
     pub name: String,

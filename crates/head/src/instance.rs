@@ -228,7 +228,9 @@ impl Head {
         let (fleet, control, control_addresses) =
             start_control(&config, &head_ip, &ray_address, &api_cancel).await?;
         let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
-        // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s.
+        // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s; the
+        // whole snapshot also goes to the dashboards' event streams.
+        let (snapshots_tx, snapshots) = tokio::sync::watch::channel(None);
         {
             let (fleet, dashboard, address, gcs, cancel) = (
                 fleet.clone(),
@@ -247,6 +249,7 @@ impl Head {
                     }
                     if let Ok(snap) = crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
                         fleet.set_ray_view(crate::fleet::RayView::of(&snap));
+                        snapshots_tx.send_replace(Some(std::sync::Arc::new(snap)));
                     }
                 }
             });
@@ -257,6 +260,7 @@ impl Head {
             ray_address.clone(),
             gcs,
             Some(fleet.clone()),
+            snapshots,
             api_cancel.clone(),
         ));
         let info = HeadInfo {

@@ -3,19 +3,22 @@
 //! [`Head::start`] takes the machine's head lock (one head per machine and state dir), binds the
 //! API port, starts the Ray head through [`flotilla_ray::Supervisor`], serves the control plane
 //! ([`fleet`]: join codes, agent sessions, admin commands, over gRPC with TLS) and the merged
-//! [`ClusterSnapshot`] over HTTP. Not here yet: the dashboard UI.
+//! [`ClusterSnapshot`] over HTTP, with the dashboard (`ui/`, embedded at build time by
+//! `build.rs`) and its admin endpoints.
 //!
 //! Its key decision is that the API reads Ray's state on demand through the Ray dashboard on the
 //! head's loopback, so the snapshot is never staler than one request.
 
 mod api;
+pub mod dto;
 pub mod fleet;
 mod instance;
 pub mod registry;
 mod snapshot;
 pub mod tls;
+mod ui;
 
-pub use api::serve;
+pub use api::{Snapshots, serve};
 pub use instance::{
     Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, admin_token, cluster_token, read_cluster_token,
 };

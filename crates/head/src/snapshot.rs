@@ -10,6 +10,7 @@ use flotilla_ray::supervisor::NODE_LABEL;
 
 /// Everything the dashboard and `flotilla status` show about the cluster.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ClusterSnapshot {
     pub ray_version: String,
     pub ray_address: String,
@@ -25,6 +26,7 @@ pub struct ClusterSnapshot {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct NodeView {
     pub node_id: String,
     pub name: String,
@@ -45,6 +47,7 @@ pub struct NodeView {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Totals {
     pub nodes_alive: usize,
     pub nodes_dead: usize,
@@ -53,6 +56,7 @@ pub struct Totals {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TaskTotals {
     pub running: u64,
     pub pending: u64,
@@ -61,6 +65,7 @@ pub struct TaskTotals {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JobView {
     pub id: String,
     pub kind: String,

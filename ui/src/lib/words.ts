@@ -1,0 +1,32 @@
+// The catalogue's words for what the head sends: states, reasons, errors.
+
+import { BackendError } from "./backend";
+import { has, i18n, num, t } from "./i18n/index.svelte";
+import type { Row } from "./rows";
+
+export function stateText(state: string): string {
+  const key = `state.${state}`;
+  return has(key) ? t(key) : t("state.unknown");
+}
+
+/** The reason in the current language: the catalogue's wording for a known code (with the
+ * row's figures), else the agent's own text in that language. */
+export function reasonText(row: Row): string {
+  const all = row.reason === "contributing" && (row.cpusAdvertised ?? 0) >= (row.cpusTotal ?? Infinity);
+  const key = all ? "reason.contributing_all" : `reason.${row.reason}`;
+  if (row.reason && has(key)) {
+    const cpus = num(row.cpusAdvertised ?? 0);
+    return t(key, { cpus, total: num(row.cpusTotal ?? 0) });
+  }
+  if (row.reasonText) return i18n.lang === "es" ? row.reasonText.es : row.reasonText.en;
+  return t("common.none");
+}
+
+export function errorText(e: unknown): string {
+  if (e instanceof BackendError) {
+    const key = `error.${e.code}`;
+    if (has(key)) return t(key, { message: e.message });
+    return t("error.generic", { message: e.message });
+  }
+  return t("error.generic", { message: e instanceof Error ? e.message : String(e) });
+}

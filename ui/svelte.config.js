@@ -1,0 +1,2 @@
+// Svelte compiles TypeScript in components natively; no preprocessing is needed.
+export default {};
