@@ -35,15 +35,15 @@ install_queued() {
   flotilla_missing=()
 }
 
-# The dashboard's build tools (Vite 7) need Node.js 20.19 or newer; Debian 12's is 18.
+# The dashboard's build tools (Vite 5) need Node.js 18.18 or newer (Debian 12 ships 18.19).
 check_node_version() {
   local v
   v=$(node -p 'process.versions.node' 2>/dev/null) || v=0
   local major=${v%%.*} rest=${v#*.}
   local minor=${rest%%.*}
-  if ((major < 20 || (major == 20 && minor < 19))); then
-    echo "error: Node.js $v is too old to build the dashboard: it needs 20.19 or newer" >&2
-    echo "  (Debian 12 ships 18: install a newer one, e.g. from https://nodejs.org or with nvm," >&2
+  if ((major < 18 || (major == 18 && minor < 18))); then
+    echo "error: Node.js $v is too old to build the dashboard: it needs 18.18 or newer" >&2
+    echo "  (install a newer one, e.g. from https://nodejs.org or with nvm," >&2
     echo "  or build the dashboard elsewhere and set FLOTILLA_UI_DIST to its dist directory)" >&2
     return 1
   fi

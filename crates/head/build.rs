@@ -101,7 +101,7 @@ fn npm() -> Command {
 fn build(ui: &Path) {
     let missing = || {
         fail(
-            "building the dashboard (ui/) needs Node.js 20.19+ and npm, which were not found.\n  \
+            "building the dashboard (ui/) needs Node.js 18.18+ and npm, which were not found.\n  \
              Install them (Debian/Ubuntu: `sudo apt-get install nodejs npm`, or run `./up` or \
              `tests/run`, which do; macOS: `brew install node`; Windows: `winget install \
              OpenJS.NodeJS`),\n  or set FLOTILLA_UI_DIST to a dashboard built elsewhere.",
@@ -111,7 +111,7 @@ fn build(ui: &Path) {
     if !works(npm().arg("--version")) {
         missing();
     }
-    // Vite 7 needs Node.js 20.19+; Debian 12's own is 18, and fails in confusing ways.
+    // The build tools (Vite 5) need Node.js 18.18+; an older one fails in confusing ways.
     let node = Command::new("node")
         .args(["-p", "process.versions.node"])
         .output()
@@ -120,9 +120,9 @@ fn build(ui: &Path) {
         .unwrap_or_default();
     let mut parts = node.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (20, 19) {
+    if (major, minor) < (18, 18) {
         fail(&format!(
-            "building the dashboard (ui/) needs Node.js 20.19 or newer; this one is {node:?}.\n  \
+            "building the dashboard (ui/) needs Node.js 18.18 or newer; this one is {node:?}.\n  \
              Install a current Node.js (https://nodejs.org, or nvm), or set FLOTILLA_UI_DIST to a \
              dashboard built elsewhere."
         ));

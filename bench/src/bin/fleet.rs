@@ -140,7 +140,10 @@ mod linux {
         }
         let left = kill_marked(&format!("FLOTILLA_HOME={}", home.display()));
         if left > 0 {
-            log(format!("killed {left} process(es) left in {}", home.display()));
+            log(format!(
+                "killed {left} process(es) left in {}",
+                home.display()
+            ));
         }
     }
 
@@ -183,7 +186,12 @@ mod linux {
 
         fn status(&self) -> Result<Value> {
             let mut c = flotilla(&self.bin, self.home.path());
-            c.args(["status", "--json", "--api", &format!("http://127.0.0.1:{BASE}")]);
+            c.args([
+                "status",
+                "--json",
+                "--api",
+                &format!("http://127.0.0.1:{BASE}"),
+            ]);
             Ok(serde_json::from_str(&output(c)?)?)
         }
 
@@ -196,17 +204,22 @@ mod linux {
             let mut c = flotilla(&self.bin, self.home.path());
             c.args(["invite", "--json", "--no-qr"]);
             let v: Value = serde_json::from_str(&output(c)?)?;
-            Ok(v["code"].as_str().context("no code in invite --json")?.to_string())
+            Ok(v["code"]
+                .as_str()
+                .context("no code in invite --json")?
+                .to_string())
         }
 
         /// The runtime's Python, the Ray address and the token, for a driver.
         fn driver(&self) -> Result<(PathBuf, String, String)> {
-            let info: Value = serde_json::from_slice(&std::fs::read(
-                self.home.path().join("state/head.json"),
-            )?)?;
+            let info: Value =
+                serde_json::from_slice(&std::fs::read(self.home.path().join("state/head.json"))?)?;
             let python = PathBuf::from(info["runtime_dir"].as_str().context("runtime_dir")?)
                 .join("bin/python");
-            let address = info["ray_address"].as_str().context("ray_address")?.to_string();
+            let address = info["ray_address"]
+                .as_str()
+                .context("ray_address")?
+                .to_string();
             let mut c = flotilla(&self.bin, self.home.path());
             c.args(["secret", "get", "flotilla.ray-token", "--reveal"]);
             Ok((python, address, output(c)?.trim().to_string()))
@@ -349,19 +362,19 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
             "agent {agent}: {warmup:?} warm-up, then {secs} s of samples every second"
         ));
         std::thread::sleep(warmup);
-        let tree = format!("FLOTILLA_TREE=idle-");
+        let tree = "FLOTILLA_TREE=idle-";
         let head_pid = head.child.id();
         let (mut agent_rss, mut ray_rss, mut ray_pss, mut head_rss) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let ticks = |pid| proc_ticks(pid).unwrap_or(0);
         let (a0, h0) = (ticks(agent), ticks(head_pid));
-        let r0 = sample(&marked(&tree)).2;
+        let r0 = sample(&marked(tree)).2;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(secs) {
             std::thread::sleep(Duration::from_secs(1));
             agent_rss.push(rss_kb(agent).context("the agent exited")? as f64 / 1024.0);
             head_rss.push(rss_kb(head_pid).unwrap_or(0) as f64 / 1024.0);
-            let (r, p, _) = sample(&marked(&tree));
+            let (r, p, _) = sample(&marked(tree));
             ray_rss.push(r as f64 / 1024.0);
             ray_pss.push(p as f64 / 1024.0);
         }
@@ -369,7 +382,7 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
         let percent = |t: u64| t as f64 / 100.0 / wall * 100.0;
         let agent_cpu = percent(ticks(agent).saturating_sub(a0));
         let head_cpu = percent(ticks(head_pid).saturating_sub(h0));
-        let ray_cpu = percent(sample(&marked(&tree)).2.saturating_sub(r0));
+        let ray_cpu = percent(sample(&marked(tree)).2.saturating_sub(r0));
         stop(&mut worker, home.path());
         let agent_rss_max = percentile(&agent_rss, 100.0);
         Ok(json!({
