@@ -343,14 +343,42 @@ mod linux {
 
     /// `reps` runs of each variant (single-thread, then all-threads, alternating), with the Ray
     /// node's cores over each run when a meter is given.
-    fn interference(iterations: u64, reps: u32, meter: Option<&CpuMeter>) -> Result<Value> {
+    /// Stops (SIGSTOP) or continues (SIGCONT) every process carrying `marker`.
+    fn hold_tree(marker: &str, stop: bool) {
+        for pid in marked(marker) {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: plain kill(2) of a process of the benchmark's own cluster.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
+    /// The foreground job, `reps` times per variant. With `paired` (the node's tree marker and
+    /// its meter), each timed run under the node is paired with a run just before it with the
+    /// node's processes stopped: the machine idle at that moment. The ratio of each pair cancels
+    /// the machine's drift between phases, which on a shared machine is larger than the effect.
+    fn interference(
+        iterations: u64,
+        reps: u32,
+        meter: Option<&CpuMeter>,
+        paired: Option<&str>,
+    ) -> Result<Value> {
         let (mut single, mut all) = (Vec::new(), Vec::new());
         let (mut ray_single, mut ray_all) = (Vec::new(), Vec::new());
+        let (mut idle_single, mut idle_all) = (Vec::new(), Vec::new());
         for _ in 0..reps {
-            for (procs, times, ray) in [
-                (1, &mut single, &mut ray_single),
-                (2, &mut all, &mut ray_all),
+            for (procs, times, ray, idle) in [
+                (1, &mut single, &mut ray_single, &mut idle_single),
+                (2, &mut all, &mut ray_all, &mut idle_all),
             ] {
+                if let Some(marker) = paired {
+                    hold_tree(marker, true);
+                    std::thread::sleep(Duration::from_millis(300));
+                    let secs = foreground(iterations, procs);
+                    hold_tree(marker, false);
+                    idle.push(round(secs?, 4));
+                    // Let the node take its CPUs again before the timed run.
+                    std::thread::sleep(Duration::from_secs(1));
+                }
                 let before = meter.map(|m| m.read_ns());
                 let secs = foreground(iterations, procs)?;
                 if let (Some(m), Some(b)) = (meter, before) {
@@ -360,16 +388,26 @@ mod linux {
                 std::thread::sleep(Duration::from_millis(300));
             }
         }
-        let variant = |times: &[f64], ray: &[f64]| {
+        let variant = |times: &[f64], ray: &[f64], idle: &[f64]| {
             let mut v = json!({ "samples_s": times, "median_s": round(median(times), 4) });
             if meter.is_some() {
                 v["ray_node_cores_during"] = json!(ray);
             }
+            if paired.is_some() {
+                let ratios: Vec<f64> = times
+                    .iter()
+                    .zip(idle)
+                    .map(|(t, i)| round(t / i, 4))
+                    .collect();
+                v["paired_idle_samples_s"] = json!(idle);
+                v["paired_ratios"] = json!(ratios);
+                v["paired_ratio_median"] = json!(round(median(&ratios), 4));
+            }
             v
         };
         Ok(json!({
-            "single_thread": variant(&single, &ray_single),
-            "all_threads": variant(&all, &ray_all),
+            "single_thread": variant(&single, &ray_single, &idle_single),
+            "all_threads": variant(&all, &ray_all, &idle_all),
         }))
     }
 
@@ -932,7 +970,7 @@ ray.get([busy.remote(secs) for _ in range(n)])
             .canonicalize()
             .with_context(|| format!("the sweep script {}", args.sweep.display()))?;
         let machine = machine();
-        let reps: u32 = if args.quick { 1 } else { 3 };
+        let reps: u32 = if args.quick { 1 } else { 5 };
         // Each cluster's first sweep also starts its Python workers (slower at nice 19): one
         // warm-up run each, reported apart, then the measured runs.
         let harvest_runs: u32 = if args.quick { 1 } else { 5 };
@@ -954,7 +992,7 @@ ray.get([busy.remote(secs) for _ in range(n)])
         ));
 
         log("(a) idle machine");
-        let idle_before = interference(iterations, reps, None)?;
+        let idle_before = interference(iterations, reps, None, None)?;
 
         // ------------------------------ Flotilla ------------------------------
         log("starting the Flotilla cluster");
@@ -1034,7 +1072,8 @@ ray.get([busy.remote(secs) for _ in range(n)])
             }
         }
         std::thread::sleep(Duration::from_secs(1));
-        let flotilla_active = interference(iterations, reps, Some(&meter))?;
+        let flotilla_marker = format!("FLOTILLA_TREE={NODE}-");
+        let flotilla_active = interference(iterations, reps, Some(&meter), Some(&flotilla_marker))?;
         workload.stop();
         f.owner(AWAY_MS);
         drop(f);
@@ -1062,13 +1101,14 @@ ray.get([busy.remote(secs) for _ in range(n)])
         let workload = Workload::start(&plain.conn, work.path())?;
         wait_saturated(&plain_meter, Duration::from_secs(60))
             .with_context(|| workload.log_tail())?;
-        let plain_busy = interference(iterations, reps, Some(&plain_meter))?;
+        let plain_marker = format!("{}worker", plain.marker);
+        let plain_busy = interference(iterations, reps, Some(&plain_meter), Some(&plain_marker))?;
         workload.stop();
         drop(plain);
         log("plain Ray cluster stopped");
 
         log("(a) idle machine again");
-        let idle_after = interference(iterations, reps, None)?;
+        let idle_after = interference(iterations, reps, None, None)?;
 
         // ------------------------------ results ------------------------------
         let samples = |v: &Value, variant: &str| -> Vec<f64> {
@@ -1088,13 +1128,29 @@ ray.get([busy.remote(secs) for _ in range(n)])
             .concat();
             let idle_m = median(&idle);
             idle_ref.insert(variant.into(), json!(round(idle_m, 4)));
-            let plain_r = median(&samples(&plain_busy, variant)) / idle_m;
-            let flot_r = median(&samples(&flotilla_active, variant)) / idle_m;
+            // The paired ratios decide; the ratios against the idle runs before and after the
+            // clusters are kept for reference.
+            let paired = |v: &Value| {
+                v[variant]["paired_ratio_median"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            };
+            let plain_r = paired(&plain_busy);
+            let flot_r = paired(&flotilla_active);
+            let plain_phase = median(&samples(&plain_busy, variant)) / idle_m;
+            let flot_phase = median(&samples(&flotilla_active, variant)) / idle_m;
             interference_ok &= flot_r <= GOAL_INTERFERENCE_RATIO;
             ratios.insert(
-            variant.into(),
-            json!({ "plain_ray": round(plain_r, 3), "flotilla_owner_active": round(flot_r, 3) }),
-        );
+                variant.into(),
+                json!({
+                    "plain_ray": round(plain_r, 3),
+                    "flotilla_owner_active": round(flot_r, 3),
+                    "vs_idle_phases": {
+                        "plain_ray": round(plain_phase, 3),
+                        "flotilla_owner_active": round(flot_phase, 3),
+                    },
+                }),
+            );
         }
 
         let to_cap: Vec<f64> = trials
@@ -1147,7 +1203,7 @@ ray.get([busy.remote(secs) for _ in range(n)])
                 "harvest_ratio_min": GOAL_HARVEST_RATIO,
             },
             "interference": {
-                "what": "wall seconds of a fixed CPU job (single_thread: 1 process; all_threads: 2 at once), median of the runs; ratios vs the idle machine (median of the runs before and after)",
+                "what": "wall seconds of a fixed CPU job (single_thread: 1 process; all_threads: 2 at once), median of the runs; ratios: the median of paired runs (each run under the saturated node over a run just before it with the node's processes stopped); vs_idle_phases: against the idle runs before and after the clusters",
                 "iterations_per_process": iterations,
                 "runs_per_variant": reps,
                 "idle_before": idle_before,

@@ -31,7 +31,14 @@ pub struct Record {
 #[derive(Debug)]
 pub struct Outbox {
     conn: Connection,
+    /// Sequence numbers reserved on disk and not handed out yet: `(next, end)`.
+    reserved: Option<(u64, u64)>,
 }
+
+/// How many sequence numbers one write reserves for reports (a report a second: one write a
+/// minute). Numbers reserved and not used before a restart are skipped; the numbering only has
+/// to grow.
+pub const SEQ_BLOCK: u64 = 60;
 
 const HOUR: i64 = 3600;
 
@@ -59,22 +66,38 @@ impl Outbox {
              ) STRICT;
              INSERT OR IGNORE INTO meta (k, v) VALUES ('next_seq', 1);",
         )?;
-        Ok(Outbox { conn })
+        Ok(Outbox {
+            conn,
+            reserved: None,
+        })
     }
 
     fn meta(&self, k: &str) -> rusqlite::Result<Option<f64>> {
         self.conn
-            .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+            .prepare_cached("SELECT v FROM meta WHERE k = ?1")?
+            .query_row([k], |r| r.get(0))
             .optional()
     }
 
-    /// Takes the next sequence number.
+    /// Takes the next sequence number for a report: greater than every number taken before,
+    /// across restarts, from a block reserved on disk [`SEQ_BLOCK`] at a time.
     pub fn next_seq(&mut self) -> rusqlite::Result<u64> {
+        if let Some((next, end)) = self.reserved
+            && next < end
+        {
+            self.reserved = Some((next + 1, end));
+            return Ok(next);
+        }
         let tx = self.conn.transaction()?;
         let seq: f64 = tx.query_row("SELECT v FROM meta WHERE k = 'next_seq'", [], |r| r.get(0))?;
-        tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'next_seq'", [])?;
+        tx.execute(
+            "UPDATE meta SET v = v + ?1 WHERE k = 'next_seq'",
+            [SEQ_BLOCK as f64],
+        )?;
         tx.commit()?;
-        Ok(seq as u64)
+        let seq = seq as u64;
+        self.reserved = Some((seq + 1, seq + SEQ_BLOCK));
+        Ok(seq)
     }
 
     /// Adds `cpu_seconds` contributed up to `now`, closing the open record first if it was
@@ -91,6 +114,9 @@ impl Outbox {
             let same_hour = (opened as i64).div_euclid(HOUR) == (now_s as i64).div_euclid(HOUR);
             if !same_hour || now_s - opened >= record_every.as_secs_f64() {
                 self.close()?;
+            } else if !(cpu_seconds.is_finite() && cpu_seconds > 0.0) {
+                // An idle second with a record open: nothing to write.
+                return Ok(());
             }
         }
         let tx = self.conn.transaction()?;
@@ -105,10 +131,8 @@ impl Outbox {
             )?;
         }
         if cpu_seconds.is_finite() && cpu_seconds > 0.0 {
-            tx.execute(
-                "UPDATE meta SET v = v + ?1 WHERE k = 'open_cpu'",
-                [cpu_seconds],
-            )?;
+            tx.prepare_cached("UPDATE meta SET v = v + ?1 WHERE k = 'open_cpu'")?
+                .execute([cpu_seconds])?;
         }
         tx.commit()
     }
@@ -198,7 +222,9 @@ mod tests {
         let base = 1_800_000_000 / 3600 * 3600; // a whole hour
         {
             let mut o = Outbox::open(&path).unwrap();
+            // Reports take numbers from a reserved block; records after it.
             assert_eq!(o.next_seq().unwrap(), 1);
+            assert_eq!(o.next_seq().unwrap(), 2);
             o.add(1.5, at(base + 10), every).unwrap();
             o.add(2.0, at(base + 40), every).unwrap();
             assert!(o.is_empty().unwrap());
@@ -206,7 +232,7 @@ mod tests {
             o.add(1.0, at(base + 75), every).unwrap();
             let p = o.pending(10).unwrap();
             assert_eq!(p.len(), 1);
-            assert_eq!(p[0].seq, 2);
+            assert_eq!(p[0].seq, 1 + SEQ_BLOCK);
             assert_eq!(p[0].hour_start, base as i64);
             assert!((p[0].cpu_seconds - 3.5).abs() < 1e-9);
         }
@@ -215,22 +241,25 @@ mod tests {
         // Crossing the hour closes the record in its own hour.
         o.add(4.0, at(base + 3600 + 5), every).unwrap();
         let p = o.pending(10).unwrap();
-        assert_eq!(p.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+        let (r1, r2) = (1 + SEQ_BLOCK, 2 + SEQ_BLOCK);
+        assert_eq!(p.iter().map(|r| r.seq).collect::<Vec<_>>(), [r1, r2]);
         assert!((p[1].cpu_seconds - 1.0).abs() < 1e-9);
         assert_eq!(p[1].hour_start, base as i64);
-        assert_eq!(o.next_seq().unwrap(), 4);
-        assert_eq!(o.close().unwrap(), Some(5));
+        // After a restart, report numbers start past everything taken before.
+        let report = o.next_seq().unwrap();
+        assert_eq!(report, 3 + SEQ_BLOCK);
+        assert_eq!(o.close().unwrap(), Some(3 + 2 * SEQ_BLOCK));
         let last = o.pending(10).unwrap().pop().unwrap();
         assert_eq!(last.hour_start, base as i64 + 3600);
         assert!((last.cpu_seconds - 4.0).abs() < 1e-9);
-        assert_eq!(o.ack(3).unwrap(), 2);
+        assert_eq!(o.ack(r2).unwrap(), 2);
         assert_eq!(
             o.pending(10)
                 .unwrap()
                 .iter()
                 .map(|r| r.seq)
                 .collect::<Vec<_>>(),
-            [5]
+            [3 + 2 * SEQ_BLOCK]
         );
         assert_eq!(o.close().unwrap(), None, "nothing open");
     }

@@ -77,11 +77,20 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         let now = Instant::now();
-        if own_at.is_none_or(|t| now.duration_since(t) >= OWN_EVERY) {
-            own_pids = own();
-            own_at = Some(now);
-        }
-        let (readings, report) = sampler.sample(now, &own_pids);
+        // The node's throttle counts its tree's CPU in one read; without it, the tree's pids
+        // (refreshed every few seconds, since finding them walks the process table).
+        let node = driven.as_ref().map(|d| d.node.clone());
+        let (readings, report) =
+            sampler.sample_own(now, || match node.as_ref().and_then(|n| n.cpu_time()) {
+                Some(t) => crate::sampler::Own::CpuTime(t),
+                None => {
+                    if own_at.is_none_or(|t| now.duration_since(t) >= OWN_EVERY) {
+                        own_pids = own();
+                        own_at = Some(now);
+                    }
+                    crate::sampler::Own::Pids(&own_pids)
+                }
+            });
         let mono = now.duration_since(epoch);
         let settings = inputs
             .policy

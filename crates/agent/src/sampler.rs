@@ -18,6 +18,11 @@ use serde::Serialize;
 pub const LOAD_WINDOW: Duration = Duration::from_secs(10);
 /// How often the running programs are rescanned.
 pub const APPS_EVERY: Duration = Duration::from_secs(5);
+/// How often the power source, memory and CPU load are read (between reads, the last reading
+/// stands): a second is soon enough for a plug pulled or an application opened, the load is
+/// averaged over [`LOAD_WINDOW`] anyway, and it is a quarter of the work of reading them every
+/// tick. The idle time is read every tick.
+pub const SLOW_EVERY: Duration = Duration::from_secs(1);
 /// How long a fed idle reading stays valid without a new one.
 pub const FEED_FRESH_FOR: Duration = Duration::from_secs(5);
 
@@ -31,6 +36,15 @@ pub struct FedIdle {
 
 /// Shared slot for the session's idle readings (written by the control channel).
 pub type IdleFeed = Arc<Mutex<Option<FedIdle>>>;
+
+/// Where Flotilla's own CPU time comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Own<'a> {
+    /// The pids of its processes, read from `/proc` one by one.
+    Pids(&'a [u32]),
+    /// The total so far, as the node's throttle counts it (one cgroup file).
+    CpuTime(Duration),
+}
 
 /// A pause or resume asked for by the owner (tray, CLI), waiting for the next tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +103,20 @@ pub struct Sampler {
     feed: IdleFeed,
     cpu: VecDeque<(Instant, CpuTimes, u64)>,
     apps: Option<(Instant, Option<Vec<String>>, String)>,
+    slow: Option<Slow>,
     total_cpus: u32,
+}
+
+/// The readings taken every [`SLOW_EVERY`] rather than every tick.
+#[derive(Debug, Clone)]
+struct Slow {
+    at: Instant,
+    power: flotilla_host::sensors::PowerReading,
+    memory: flotilla_host::sensors::MemoryReading,
+    machine: Option<f64>,
+    owner: Option<f64>,
+    machine_from: String,
+    owner_from: String,
 }
 
 impl Sampler {
@@ -99,6 +126,7 @@ impl Sampler {
             feed,
             cpu: VecDeque::new(),
             apps: None,
+            slow: None,
             total_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         }
     }
@@ -106,29 +134,72 @@ impl Sampler {
     /// Takes one set of readings. `own` are the pids of Flotilla's own processes (the Ray tree),
     /// whose CPU time is not the owner's.
     pub fn sample(&mut self, now: Instant, own: &[u32]) -> (Readings, SensorReport) {
-        let s = &self.sensors;
-        let idle = self.idle(now);
-        let power = s.power();
-        let memory = s.memory();
-        let cpu = s.cpu_times();
-        let own_ticks = s.processes_cpu(own.iter().copied()).ticks.unwrap_or(0);
+        self.sample_own(now, || Own::Pids(own))
+    }
 
-        // The load over the window: against the oldest sample still inside it.
-        let (mut machine, mut owner) = (None, None);
-        if let Some(times) = cpu.times {
-            while self
-                .cpu
-                .front()
-                .is_some_and(|(t, _, _)| now.duration_since(*t) > LOAD_WINDOW)
-            {
-                self.cpu.pop_front();
+    /// [`Sampler::sample`], with Flotilla's own CPU time given either way (asked for only when
+    /// the load is read).
+    pub fn sample_own<'o>(
+        &mut self,
+        now: Instant,
+        own: impl FnOnce() -> Own<'o>,
+    ) -> (Readings, SensorReport) {
+        let idle = self.idle(now);
+        if self
+            .slow
+            .as_ref()
+            .is_none_or(|slow| now.duration_since(slow.at) >= SLOW_EVERY)
+        {
+            let s = &self.sensors;
+            let (power, memory, cpu) = (s.power(), s.memory(), s.cpu_times());
+            let own = own();
+            let own_ticks = match own {
+                Own::Pids(pids) => s.processes_cpu(pids.iter().copied()).ticks.unwrap_or(0),
+                // Clock ticks are 1/100 s, as /proc counts them.
+                Own::CpuTime(t) => (t.as_secs_f64() * 100.0) as u64,
+            };
+            // The load over the window: against the oldest sample still inside it.
+            let (mut machine, mut owner) = (None, None);
+            if let Some(times) = cpu.times {
+                while self
+                    .cpu
+                    .front()
+                    .is_some_and(|(t, _, _)| now.duration_since(*t) > LOAD_WINDOW)
+                {
+                    self.cpu.pop_front();
+                }
+                if let Some((_, first, first_own)) = self.cpu.front() {
+                    machine = flotilla_host::sensors::busy_fraction(first, &times);
+                    owner = owner_busy_fraction(first, &times, *first_own, own_ticks);
+                }
+                self.cpu.push_back((now, times, own_ticks));
             }
-            if let Some((_, first, first_own)) = self.cpu.front() {
-                machine = flotilla_host::sensors::busy_fraction(first, &times);
-                owner = owner_busy_fraction(first, &times, *first_own, own_ticks);
-            }
-            self.cpu.push_back((now, times, own_ticks));
+            let owner_from = match own {
+                Own::Pids(pids) => {
+                    format!("{} minus {} Flotilla processes", cpu.from, pids.len())
+                }
+                Own::CpuTime(_) => format!("{} minus Flotilla's node (its cgroup)", cpu.from),
+            };
+            self.slow = Some(Slow {
+                at: now,
+                power,
+                memory,
+                machine,
+                owner,
+                machine_from: cpu.from,
+                owner_from,
+            });
         }
+        let Slow {
+            power,
+            memory,
+            machine,
+            owner,
+            machine_from,
+            owner_from,
+            ..
+        } = self.slow.clone().expect("just filled");
+        let s = &self.sensors;
         let window = self
             .cpu
             .front()
@@ -189,11 +260,11 @@ impl Sampler {
             },
             machine_load: Shown {
                 value: machine,
-                from: cpu.from.clone(),
+                from: machine_from,
             },
             owner_load: Shown {
                 value: owner,
-                from: format!("{} minus {} Flotilla processes", cpu.from, own.len()),
+                from: owner_from,
             },
             load_window_secs: window,
             temperature_c: Shown {
@@ -266,8 +337,8 @@ mod tests {
         let t0 = Instant::now();
         let (r, _) = s.sample(t0, &[]);
         assert_eq!(r.owner_cpu_load, None);
-        // Burn some CPU so the machine's counters move.
-        let end = Instant::now() + Duration::from_millis(300);
+        // Burn some CPU so the machine's counters move, past the next load reading.
+        let end = Instant::now() + SLOW_EVERY + Duration::from_millis(100);
         let mut x = 0u64;
         while Instant::now() < end {
             x = x.wrapping_mul(31).wrapping_add(7);
@@ -280,7 +351,10 @@ mod tests {
             (0.0..=1.0).contains(&owner) && owner <= machine,
             "{owner} {machine}"
         );
-        assert!(rep.load_window_secs > 0.2);
+        assert!(rep.load_window_secs >= SLOW_EVERY.as_secs_f64());
+        // Within a second, the load reading stands.
+        let (again, _) = s.sample(Instant::now(), &[std::process::id()]);
+        assert_eq!(again.owner_cpu_load, Some(owner));
         assert!(r.available_memory_fraction.is_some());
         assert!(!r.running_apps.is_empty());
     }

@@ -7,7 +7,7 @@
 //! - **Reports**: built from the politeness loop's latest [`Published`] decision, numbered from
 //!   the outbox's sequence, each carrying the oldest unacknowledged contribution records.
 //! - **Ledger**: a separate task adds the CPU time of the node's process tree to the
-//!   [`Outbox`] every second, online or not; records close every `record_every` and wait on
+//!   [`Outbox`] every [`LEDGER_EVERY`], online or not; records close every `record_every` and wait on
 //!   disk until the head acknowledges them.
 //! - **Commands**: `Pause`/`Resume` go to the same manual feed as the owner's own pause;
 //!   `Ack` drops records; `Leave` (the head revoked this node) ends the session for good.
@@ -31,6 +31,10 @@ use crate::sampler::{ManualFeed, ManualRequest};
 /// seconds of its network, long enough that a head restarting under thousands of agents is not
 /// stormed (the jitter spreads them).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the ledger adds the node's CPU time to the outbox (a write each time; the counter it
+/// reads is cumulative, so nothing is lost between writes, and the last one is written when the
+/// agent stops).
+pub const LEDGER_EVERY: Duration = Duration::from_secs(10);
 /// The most contribution records one report carries.
 pub const RECORDS_PER_REPORT: usize = 64;
 
@@ -241,13 +245,13 @@ pub async fn run_ledger(
     shutdown: CancellationToken,
 ) {
     let mut last = cpu_time();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1).min(record_every));
+    let mut ticker = tokio::time::interval(LEDGER_EVERY.min(record_every));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
         let now = cpu_time();
         let delta = match (last, now) {
             (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64(),
@@ -261,6 +265,9 @@ pub async fn run_ledger(
         );
         if let Err(e) = result {
             tracing::warn!("cannot write the outbox: {e}");
+        }
+        if stopping {
+            return;
         }
     }
 }

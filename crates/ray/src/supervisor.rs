@@ -354,6 +354,19 @@ struct Control {
     restart: tokio::sync::Notify,
     /// What the current incarnation advertises.
     started_cpus: std::sync::Mutex<Option<u32>>,
+    /// The current incarnation's Ray node id, once found (finding it walks the process table).
+    node_id: std::sync::Mutex<Option<String>>,
+}
+
+impl Control {
+    /// The current incarnation's Ray node id: remembered once its raylet has been found.
+    fn node_id(&self, marker: &str) -> Option<String> {
+        let mut cached = self.node_id.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none() {
+            *cached = raylet_node_id(marker);
+        }
+        cached.clone()
+    }
 }
 
 impl Control {
@@ -394,6 +407,7 @@ impl Supervisor {
             cpus: std::sync::Mutex::new(None),
             restart: tokio::sync::Notify::new(),
             started_cpus: std::sync::Mutex::new(None),
+            node_id: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(supervise(
             config,
@@ -465,7 +479,7 @@ impl Supervisor {
     }
 
     pub fn ray_node_id(&self) -> Option<String> {
-        raylet_node_id(&self.marker)
+        self.control.node_id(&self.marker)
     }
 
     /// Asks the supervisor to check its node now rather than at its next periodic check: the
@@ -627,7 +641,7 @@ async fn watchdog(config: &NodeConfig, marker: &str, control: &Control) -> Strin
         {
             return format!("this machine's address changed from {was} to {now}");
         }
-        let Some(id) = raylet_node_id(marker) else {
+        let Some(id) = control.node_id(marker) else {
             continue;
         };
         let states = async {
@@ -709,6 +723,7 @@ async fn supervise(
             .started_cpus
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = config.num_cpus;
+        *control.node_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut spec = config.spec(&marker);
         *control.node_ip.lock().unwrap_or_else(|e| e.into_inner()) = config.node_ip_now();
         if let Some(p) = &prepared {

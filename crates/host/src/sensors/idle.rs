@@ -30,7 +30,14 @@ const REOPEN_AFTER: Duration = Duration::from_secs(10);
 pub struct IdleSource {
     display: Option<String>,
     x11: Arc<Mutex<X11State>>,
+    /// The last terminals reading and when it was taken.
+    terminals: Arc<Mutex<Option<(Instant, Option<IdleReading>)>>>,
 }
+
+/// How long a terminals reading is reused. The kernel moves a terminal's access time in steps of
+/// 8 s (so that keystroke timing does not leak), so reading the terminals more often than this
+/// learns little; in between, the idle time grows with the clock.
+pub const TERMINALS_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 enum X11State {
@@ -47,6 +54,7 @@ impl IdleSource {
         IdleSource {
             display: display.filter(|d| !d.is_empty()),
             x11: Arc::default(),
+            terminals: Arc::default(),
         }
     }
 
@@ -58,7 +66,7 @@ impl IdleSource {
             },
             None => None,
         };
-        if let Some(reading) = terminals_idle(dev, SystemTime::now()) {
+        if let Some(reading) = self.terminals(dev) {
             return match x11_failure {
                 // Say why the display was passed over: a desktop machine read from terminals
                 // only would look idle while its owner works.
@@ -73,6 +81,23 @@ impl IdleSource {
             Some(why) => format!("{why}; no terminals"),
             None => NO_IDLE_SOURCE.to_owned(),
         })
+    }
+
+    /// [`terminals_idle`], read at most every [`TERMINALS_EVERY`].
+    fn terminals(&self, dev: &Path) -> Option<IdleReading> {
+        let mut cached = self.terminals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, reading)) = &*cached
+            && at.elapsed() < TERMINALS_EVERY
+        {
+            return reading.clone().map(|r| IdleReading {
+                idle: r.idle.map(|i| i + at.elapsed()),
+                ..r
+            });
+        }
+        let reading = terminals_idle(dev, SystemTime::now());
+        // "No terminals" is cheap to find again, and a terminal may appear at any moment.
+        *cached = reading.clone().map(|r| (Instant::now(), Some(r)));
+        reading
     }
 
     fn read_x11(&self, display: &str) -> Result<IdleReading, String> {
