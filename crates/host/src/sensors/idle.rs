@@ -31,7 +31,7 @@ pub struct IdleSource {
     display: Option<String>,
     x11: Arc<Mutex<X11State>>,
     /// The last terminals reading and when it was taken.
-    terminals: Arc<Mutex<Option<(Instant, Option<IdleReading>)>>>,
+    terminals: Arc<Mutex<Option<(Instant, IdleReading)>>>,
 }
 
 /// How long a terminals reading is reused. The kernel moves a terminal's access time in steps of
@@ -89,14 +89,14 @@ impl IdleSource {
         if let Some((at, reading)) = &*cached
             && at.elapsed() < TERMINALS_EVERY
         {
-            return reading.clone().map(|r| IdleReading {
-                idle: r.idle.map(|i| i + at.elapsed()),
-                ..r
+            return Some(IdleReading {
+                idle: reading.idle.map(|i| i + at.elapsed()),
+                ..reading.clone()
             });
         }
         let reading = terminals_idle(dev, SystemTime::now());
         // "No terminals" is cheap to find again, and a terminal may appear at any moment.
-        *cached = reading.clone().map(|r| (Instant::now(), Some(r)));
+        *cached = reading.clone().map(|r| (Instant::now(), r));
         reading
     }
 
