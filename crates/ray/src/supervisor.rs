@@ -728,6 +728,12 @@ async fn supervise(
         *control.node_ip.lock().unwrap_or_else(|e| e.into_inner()) = config.node_ip_now();
         if let Some(p) = &prepared {
             spec.cgroup_procs = p.procs_files().to_vec();
+            // A group with the lowest weight (cgroup `cpu.idle`) keeps the node out of the
+            // owner's way by itself; inside it, Ray's own priorities stand (its raylet answers
+            // ahead of its busy task workers, as under plain Ray).
+            if p.idle_group() {
+                spec.background = false;
+            }
         }
         let mut tree = match ProcessTree::spawn(spec) {
             Ok(t) => t,

@@ -259,6 +259,8 @@ pub struct Group {
     freezer: Option<PathBuf>,
     /// The directory with `cpu.stat` (v2) or `cpuacct.usage` (v1).
     usage: Option<PathBuf>,
+    /// Whether `cpu.idle` is 1: the group as a whole has the lowest weight.
+    idle: bool,
 }
 
 impl Group {
@@ -295,10 +297,13 @@ impl Group {
             dirs: vec![dir.clone()],
             freezer: dir.join("cgroup.freeze").exists().then(|| dir.clone()),
             usage: Some(dir.clone()),
+            idle: false,
         };
+        let mut group = group;
         write(&dir.join("cpu.max"), &cpu_max(None))?;
         if idle && dir.join("cpu.idle").exists() {
             write(&dir.join("cpu.idle"), "1")?;
+            group.idle = true;
         }
         Ok(group)
     }
@@ -321,11 +326,13 @@ impl Group {
             dirs: vec![cpu.clone()],
             freezer: None,
             usage: None,
+            idle: false,
         };
         write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
         write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
         if idle && cpu.join("cpu.idle").exists() {
             write(&cpu.join("cpu.idle"), "1")?;
+            group.idle = true;
         }
         if cpu.join("cpuacct.usage").exists() {
             group.usage = Some(cpu.clone());
@@ -421,6 +428,11 @@ impl Group {
             }
             (None, _) => duty::cpu_time_of(&read_pids(&self.dirs[0])),
         }
+    }
+
+    /// Whether the group has the lowest weight against everything outside it (`cpu.idle`).
+    pub fn is_idle(&self) -> bool {
+        self.idle
     }
 
     pub fn guarantees(&self) -> Guarantees {

@@ -124,6 +124,13 @@ impl Prepared {
         }
     }
 
+    pub fn idle_group(&self) -> bool {
+        match self {
+            Prepared::Cgroup { group, .. } => group.is_idle(),
+            Prepared::Signals => false,
+        }
+    }
+
     pub fn attach(self, leader: u32, marker: &str) -> Result<Backend> {
         match self {
             Prepared::Cgroup { group, .. } => {

@@ -52,6 +52,11 @@ impl Prepared {
         &[]
     }
 
+    /// No group weight: each process carries the background band itself.
+    pub fn idle_group(&self) -> bool {
+        false
+    }
+
     pub fn guarantees(&self) -> Guarantees {
         guarantees()
     }

@@ -232,6 +232,13 @@ impl Prepared {
         self.inner.guarantees()
     }
 
+    /// Whether the kernel gives the whole group the lowest weight against all other work
+    /// (cgroup `cpu.idle`). Its processes then need no lowest priority of their own, and keep
+    /// the priorities they set among themselves (Ray's raylet over its task workers).
+    pub fn idle_group(&self) -> bool {
+        self.inner.idle_group()
+    }
+
     /// Moves the tree of `leader_pid` (and every process carrying `marker`) into the throttle.
     /// The tree starts at [`Limit::Full`].
     pub fn attach(self, leader_pid: u32, marker: &str) -> Result<Throttle> {

@@ -21,6 +21,10 @@ impl Prepared {
         match *self {}
     }
 
+    pub fn idle_group(&self) -> bool {
+        match *self {}
+    }
+
     pub fn guarantees(&self) -> Guarantees {
         match *self {}
     }

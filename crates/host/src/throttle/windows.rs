@@ -122,6 +122,11 @@ impl Prepared {
         &[]
     }
 
+    /// No group weight: each process carries the idle priority class itself.
+    pub fn idle_group(&self) -> bool {
+        false
+    }
+
     pub fn guarantees(&self) -> Guarantees {
         guarantees()
     }

@@ -1,0 +1,224 @@
+"""Gathers one day's benchmark results into bench/results/<date>.json (every figure next to its
+goal), bench/results/<date>.md (the summary) and plots in bench/results/<date>/*.png.
+
+Usage: summarize.py RESULTS_DIR DATE   (run by bench/report; needs matplotlib)
+"""
+
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load(results, name, date):
+    path = os.path.join(results, f"{name}-{date}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def get(doc, *keys):
+    for k in keys:
+        if doc is None:
+            return None
+        if isinstance(k, int):
+            doc = doc[k] if isinstance(doc, list) and len(doc) > k else None
+        else:
+            doc = doc.get(k) if isinstance(doc, dict) else None
+    return doc
+
+
+def figures(docs):
+    """(benchmark, figure, measured, goal text, met) rows; measured None when not run."""
+    rows = []
+    pol, fleet, cp, sens = docs["politeness"], docs["fleet"], docs["control-plane"], docs["sensing"]
+
+    def row(bench, what, value, unit, goal, met):
+        rows.append(
+            {
+                "benchmark": bench,
+                "figure": what,
+                "measured": value,
+                "unit": unit,
+                "goal": goal,
+                "met": met if value is not None else None,
+            }
+        )
+
+    for variant in ("single_thread", "all_threads"):
+        r = get(pol, "interference", "ratios_vs_idle", variant)
+        for who, label in (("flotilla_owner_active", "Flotilla, owner active"), ("plain_ray", "plain Ray")):
+            v = get(r, who)
+            goal = "<= 1.05x" if who.startswith("flotilla") else "(reference)"
+            met = (v <= 1.05) if (v is not None and who.startswith("flotilla")) else None
+            row("politeness", f"owner's job vs idle, {variant.replace('_', ' ')}, {label}", v, "x", goal, met)
+    p95 = get(pol, "reaction", "p95_ms")
+    row("politeness", "reaction to the owner, p95", p95, "ms", "<= 500 ms", p95 is not None and p95 <= 500)
+    h = get(pol, "harvest", "ratio_plain_over_flotilla")
+    row("politeness", "harvest, Flotilla / plain Ray throughput", h, "", ">= 0.95", h is not None and h >= 0.95)
+    for run in get(cp, "runs") or []:
+        n = run.get("agents")
+        cores = run.get("head_cpu_cores")
+        p99 = get(run, "report_to_snapshot_ms", "p99")
+        api = get(run, "snapshot_api_ms", "p99")
+        row("control plane", f"head CPU, {n} agents", cores, "cores", "<= 1 core at 5,000", cores is not None and cores <= 1.0)
+        row("control plane", f"report to snapshot p99, {n} agents", p99, "ms", "<= 1000 ms", p99 is not None and p99 <= 1000)
+        row("control plane", f"cluster API p99, {n} agents", api, "ms", "<= 50 ms", api is not None and api <= 50)
+    # The agent reads the running programs every 5 s, as the benchmark recommends.
+    sense = get(sens, "live_cpu_percent_apps_every_5s")
+    row("sensing", "sensing every 250 ms, CPU of one core", sense, "%", "<= 1 %", sense is not None and sense <= 1.0)
+    j = get(fleet, "time_to_join", "first_task_p50_s")
+    row("fleet", "time to join, to the first task (median)", j, "s", "<= 15 s", j is not None and j <= 15)
+    rss = get(fleet, "agent_overhead", "agent", "rss_mb_max")
+    cpu = get(fleet, "agent_overhead", "agent", "cpu_percent")
+    row("fleet", "idle agent RSS (max)", rss, "MB", "<= 30 MB", rss is not None and rss <= 30)
+    row("fleet", "idle agent CPU", cpu, "% of a core", "<= 0.2 %", cpu is not None and cpu <= 0.2)
+    return rows
+
+
+def plot_politeness(pol, out):
+    paths = []
+    if pol is None:
+        return paths
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    variants = ["single_thread", "all_threads"]
+    for i, who in enumerate(["plain_ray", "flotilla_owner_active"]):
+        vals = [get(pol, "interference", "ratios_vs_idle", v, who) or 0 for v in variants]
+        ax.bar([x + i * 0.38 for x in range(2)], vals, width=0.36, label=who.replace("_", " "))
+    ax.axhline(1.05, color="red", linestyle="--", linewidth=1, label="goal (Flotilla)")
+    ax.set_xticks([x + 0.19 for x in range(2)], ["single thread", "all threads"])
+    ax.set_ylim(0.9, max(1.3, ax.get_ylim()[1]))
+    ax.set_ylabel("owner's job time / idle")
+    ax.set_title("Owner interference (node saturated)")
+    ax.legend(fontsize=8)
+    paths.append(save(fig, out, "interference.png"))
+
+    to_cap = sorted(get(pol, "reaction", "to_cap_ms") or [])
+    if to_cap:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(to_cap, [(i + 1) / len(to_cap) for i in range(len(to_cap))], marker="o", markersize=3)
+        ax.axvline(500, color="red", linestyle="--", linewidth=1, label="goal: p95 <= 500 ms")
+        ax.set_xlabel("owner input -> node at its cap (ms)")
+        ax.set_ylabel("fraction of trials")
+        ax.set_title("Reaction")
+        ax.legend(fontsize=8)
+        paths.append(save(fig, out, "reaction.png"))
+
+    runs = {
+        "plain Ray": [r.get("wall_s") for r in get(pol, "harvest", "plain_ray_runs") or []],
+        "Flotilla": [r.get("wall_s") for r in get(pol, "harvest", "flotilla_runs") or []],
+    }
+    if any(runs.values()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for i, (name, walls) in enumerate(runs.items()):
+            walls = [w for w in walls if w is not None]
+            ax.scatter([i] * len(walls), walls, s=18)
+            if walls:
+                ax.hlines(sorted(walls)[len(walls) // 2], i - 0.2, i + 0.2, color="black")
+        ax.set_xticks(range(2), list(runs))
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylabel("sweep wall seconds (lower is better)")
+        ax.set_title("Harvest: the sweep, owner away")
+        paths.append(save(fig, out, "harvest.png"))
+    return paths
+
+
+def plot_control_plane(cp, out):
+    runs = get(cp, "runs") or []
+    if not runs:
+        return []
+    agents = [r["agents"] for r in runs]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(agents, [get(r, "report_to_snapshot_ms", "p99") for r in runs], marker="o", label="report -> snapshot p99 (ms)")
+    ax.plot(agents, [get(r, "snapshot_api_ms", "p99") for r in runs], marker="o", label="cluster API p99 (ms)")
+    ax.set_xlabel("agents reporting every second")
+    ax.set_ylabel("ms")
+    ax.set_title("Control plane")
+    ax.legend(fontsize=8)
+    return [save(fig, out, "control-plane.png")]
+
+
+def plot_fleet(fleet, out):
+    runs = get(fleet, "time_to_join", "runs") or []
+    if not runs:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = range(1, len(runs) + 1)
+    ax.bar([x - 0.2 for x in xs], [r["alive_s"] for r in runs], width=0.4, label="node ALIVE")
+    ax.bar([x + 0.2 for x in xs], [r["first_task_s"] for r in runs], width=0.4, label="first task")
+    ax.axhline(15, color="red", linestyle="--", linewidth=1, label="goal: 15 s")
+    ax.set_xlabel("join")
+    ax.set_ylabel("seconds after `flotilla join`")
+    ax.set_title("Time to join (warm runtime cache)")
+    ax.legend(fontsize=8)
+    return [save(fig, out, "time-to-join.png")]
+
+
+def save(fig, out, name):
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fmt(v):
+    if v is None:
+        return "not measured"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def main():
+    results, date = sys.argv[1], sys.argv[2]
+    names = ["sensing", "control-plane", "politeness", "fleet"]
+    docs = {n: load(results, n, date) for n in names}
+    rows = figures(docs)
+    out = os.path.join(results, date)
+    plots = plot_politeness(docs["politeness"], out) + plot_control_plane(docs["control-plane"], out) + plot_fleet(docs["fleet"], out)
+    machine = get(docs["politeness"], "machine") or get(docs["fleet"], "machine") or {}
+    combined = {
+        "date": date,
+        "machine": machine,
+        "quick": bool(get(docs["politeness"], "quick")),
+        "figures": rows,
+        "sources": {n: f"{n}-{date}.json" if docs[n] is not None else None for n in names},
+    }
+    with open(os.path.join(results, f"{date}.json"), "w") as f:
+        json.dump(combined, f, indent=2)
+        f.write("\n")
+    lines = [
+        f"# Benchmarks, {date}",
+        "",
+        f"Machine: {machine.get('cores', '?')} cores, {machine.get('cpu_model') or 'unknown CPU'}, "
+        f"{machine.get('memory_mb', '?')} MB; load average at the start {machine.get('load_average_start')}.",
+        "Produced by `bench/report`" + (" --quick (a smoke run)" if combined["quick"] else "") + "; raw figures in the JSON files beside this one.",
+        "",
+        "| benchmark | figure | measured | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        unit = f" {r['unit']}" if r["unit"] and r["measured"] is not None else ""
+        lines.append(f"| {r['benchmark']} | {r['figure']} | {fmt(r['measured'])}{unit} | {r['goal']} | {met} |")
+    lines.append("")
+    for p in plots:
+        lines.append(f"![{os.path.basename(p)}]({date}/{os.path.basename(p)})")
+    lines.append("")
+    with open(os.path.join(results, f"{date}.md"), "w") as f:
+        f.write("\n".join(lines))
+    missed = [r for r in rows if r["met"] is False]
+    print(f"wrote {results}/{date}.json, {results}/{date}.md and {len(plots)} plots; "
+          f"{len(missed)} figure(s) miss their goal", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
