@@ -5,6 +5,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+/// A benchmark binary's `main`: parse the arguments (a usage error exits 2), run, and exit 1
+/// with the error's chain when the run fails.
+pub fn main<A>(
+    name: &str,
+    parse: impl FnOnce() -> std::result::Result<A, String>,
+    run: impl FnOnce(&A) -> Result<()>,
+) {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("{name}: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 pub fn round(x: f64, digits: i32) -> f64 {
     let k = 10f64.powi(digits);
     (x * k).round() / k

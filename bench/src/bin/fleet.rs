@@ -7,17 +7,7 @@
 //! summary to stderr. See `bench/README.md`.
 #[cfg(target_os = "linux")]
 fn main() {
-    let args = match linux::parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = linux::run(&args) {
-        eprintln!("fleet: error: {e:#}");
-        std::process::exit(1);
-    }
+    flotilla_bench::main("fleet", linux::parse_args, linux::run);
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -9,17 +9,7 @@
 //! `bench/README.md`.
 #[cfg(target_os = "linux")]
 fn main() {
-    let args = match linux::parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("politeness: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = linux::run(&args) {
-        eprintln!("politeness: error: {e:#}");
-        std::process::exit(1);
-    }
+    flotilla_bench::main("politeness", linux::parse_args, linux::run);
 }
 
 #[cfg(not(target_os = "linux"))]

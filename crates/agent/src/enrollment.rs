@@ -178,13 +178,7 @@ pub async fn join(
         });
     }
     let port = code.addresses()[0].port();
-    let hosts: Vec<String> = code
-        .addresses()
-        .iter()
-        .map(|a| a.host().to_string())
-        .collect();
-    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    flotilla_net::tailscale::precheck_head(&hosts)
+    crate::session::precheck(code.addresses())
         .await
         .map_err(JoinError::Tailnet)?;
     let channel = transport::connect(

@@ -317,6 +317,14 @@ pub async fn run(
     }
 }
 
+/// Over a tailnet, Tailscale knows whether the head's machine is online: its word makes a better
+/// reason to show than a connection timeout ([`flotilla_net::tailscale::precheck_head`]).
+pub(crate) async fn precheck(addresses: &[HeadAddress]) -> Result<(), String> {
+    let hosts: Vec<String> = addresses.iter().map(|a| a.host().to_string()).collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    flotilla_net::tailscale::precheck_head(&hosts).await
+}
+
 /// Resolves on the next change a network watch reports; never without one.
 pub async fn network_changed(rx: &mut Option<watch::Receiver<flotilla_net::watch::Seen>>) {
     match rx {
@@ -375,17 +383,7 @@ async fn one_session(
     link: &watch::Sender<Link>,
     shutdown: &CancellationToken,
 ) -> Result<Ended, Failure> {
-    // Over a tailnet, Tailscale knows whether the head's machine is online: its word makes a
-    // better reason to show than a connection timeout.
-    let hosts: Vec<String> = config
-        .addresses
-        .iter()
-        .map(|a| a.host().to_string())
-        .collect();
-    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    flotilla_net::tailscale::precheck_head(&hosts)
-        .await
-        .map_err(Failure::Down)?;
+    precheck(&config.addresses).await.map_err(Failure::Down)?;
     let channel = transport::connect(
         &config.addresses,
         config.fingerprint,
