@@ -79,6 +79,11 @@ def figures(docs):
     cpu = get(fleet, "agent_overhead", "agent", "cpu_percent")
     row("fleet", "idle agent RSS (max)", rss, "MB", "<= 30 MB", rss is not None and rss <= 30)
     row("fleet", "idle agent CPU", cpu, "% of a core", "<= 0.2 %", cpu is not None and cpu <= 0.2)
+
+    for r in get(docs["scaling"], "nodes") or []:
+        n, eff = r.get("nodes"), r.get("efficiency")
+        goal, met = ("(reference)", None) if n == 1 else ((">= 0.9", eff is not None and eff >= 0.9) if n == 3 else ("(reported)", None))
+        row("scaling", f"sweep on {n} node(s): efficiency (speedup {fmt(r.get('speedup'))}, median {fmt(r.get('median_s'))} s)", eff, "", goal, met)
     return rows
 
 
@@ -160,6 +165,23 @@ def plot_fleet(fleet, out):
     return [save(fig, out, "time-to-join.png")]
 
 
+def plot_scaling(sc, out):
+    rows = get(sc, "nodes") or []
+    if not rows:
+        return []
+    ns = [r["nodes"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ns, [r["speedup"] for r in rows], marker="o", label="measured speedup")
+    ax.plot(ns, ns, linestyle="--", color="grey", label="ideal")
+    ax.plot(ns, [0.9 * n for n in ns], linestyle=":", color="red", label="goal: efficiency 0.9")
+    ax.set_xticks(ns)
+    ax.set_xlabel("worker nodes (1 CPU each)")
+    ax.set_ylabel("speedup over one node")
+    ax.set_title(f"Sweep scaling ({get(sc, 'evals')} evaluations x {get(sc, 'candles')} candles)")
+    ax.legend(fontsize=8)
+    return [save(fig, out, "scaling.png")]
+
+
 def save(fig, out, name):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
@@ -179,11 +201,11 @@ def fmt(v):
 
 def main():
     results, date = sys.argv[1], sys.argv[2]
-    names = ["sensing", "control-plane", "politeness", "fleet"]
+    names = ["sensing", "control-plane", "politeness", "fleet", "scaling"]
     docs = {n: load(results, n, date) for n in names}
     rows = figures(docs)
     out = os.path.join(results, date)
-    plots = plot_politeness(docs["politeness"], out) + plot_control_plane(docs["control-plane"], out) + plot_fleet(docs["fleet"], out)
+    plots = plot_politeness(docs["politeness"], out) + plot_control_plane(docs["control-plane"], out) + plot_fleet(docs["fleet"], out) + plot_scaling(docs["scaling"], out)
     machine = get(docs["politeness"], "machine") or get(docs["fleet"], "machine") or {}
     combined = {
         "date": date,

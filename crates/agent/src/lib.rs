@@ -155,7 +155,7 @@ impl Agent {
             ready_timeout: Duration::from_secs(90),
             cluster_state: config.cluster_state,
             background: true,
-            throttle: Some(Default::default()),
+            throttle: Some(flotilla_host::throttle::ThrottleConfig::from_env()),
         };
         let raylet = SocketAddr::new(node_ip, node.ports.node_manager);
         let total = node

@@ -6,6 +6,8 @@
 //! `<prefix><name>` with a veth pair (`<prefix><name>h` on the bridge, `eth0` inside) and the
 //! address `10.<a>.<b>.<n>/24`. Dropping the [`Lab`] kills what still runs inside and removes
 //! everything.
+//!
+//! `bench/src/bin/scaling.rs` builds on the same lab (it includes this file).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -97,11 +99,19 @@ impl Lab {
             .unwrap_or_else(|| panic!("no host {name}"))
     }
 
+    /// `program` run inside `host`.
+    pub fn exec(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.host(host).ns])
+            .arg(program)
+            .stdin(Stdio::null());
+        c
+    }
+
     /// `flotilla` with its own home, run inside `host`.
     pub fn flotilla(&self, host: &str, home: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.host(host).ns, super::BIN])
-            .env("FLOTILLA_HOME", home)
+        let mut c = self.exec(host, super::BIN);
+        c.env("FLOTILLA_HOME", home)
             .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
             .stdin(Stdio::null());
         c

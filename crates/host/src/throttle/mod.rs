@@ -161,6 +161,20 @@ pub struct ThrottleConfig {
     pub idle: bool,
 }
 
+impl ThrottleConfig {
+    /// The default, with `FLOTILLA_CGROUP_PARENT` (cgroup v2 only: a directory delegated to the agent,
+    /// such as a service's `Delegate=yes` cgroup or one a benchmark caps) as the parent of the
+    /// node's group when it is set.
+    pub fn from_env() -> Self {
+        ThrottleConfig {
+            cgroup_v2_root: std::env::var_os("FLOTILLA_CGROUP_PARENT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ThrottleConfig {
     fn default() -> Self {
         ThrottleConfig {

@@ -1,0 +1,581 @@
+//! Cluster scaling: the strategy sweep (80 evaluations over 297,000 hourly candles, as the first
+//! users ran it) on 1, 2 and 3 worker nodes, each a machine of its own (a network namespace on
+//! one bridge, as in the multi-host tests) with 1 CPU, against a head in a fourth namespace.
+//! Speedup and efficiency against one node.
+//!
+//! So that three 1-CPU nodes fit on a small build machine without taking each other's cores,
+//! each node's processes are held to the same share of a core (`--quota`, default 0.5) by a
+//! cgroup of the benchmark's own: the figures measure what distributing the sweep costs, not how
+//! many cores the machine has. `--quota 0` turns that off.
+//!
+//! Needs root (namespaces, cgroups). Prints one JSON object to stdout, writes it to
+//! `bench/results/scaling-<date>.json` and a summary to stderr. See `bench/README.md`.
+#[cfg(target_os = "linux")]
+fn main() {
+    flotilla_bench::main("scaling", linux::parse_args, linux::run);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("scaling: only implemented on Linux (network namespaces)");
+    std::process::exit(2);
+}
+
+/// The lab's `flotilla()` helper wants the binary at compile time; this benchmark runs the one
+/// it is given through [`netns::Lab::exec`] instead.
+#[cfg(target_os = "linux")]
+const BIN: &str = "flotilla";
+
+#[cfg(target_os = "linux")]
+#[allow(dead_code)]
+#[path = "../../../crates/cli/tests/common/netns.rs"]
+mod netns;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use anyhow::{Context, Result, bail};
+    use flotilla_bench::proc::{kill_marked, machine, signal, wait_child};
+    use flotilla_bench::{median, round, today, wait_for};
+    use serde_json::{Value, json};
+
+    use crate::netns::Lab;
+
+    /// The head's ports (API at the base); every namespace has its own addresses, so the
+    /// workers can all use the same node ports.
+    const BASE: u16 = 50000;
+    const NODE_PORTS: u16 = 50500;
+    const GOAL_EFFICIENCY_3: f64 = 0.9;
+
+    pub struct Args {
+        flotilla: Option<PathBuf>,
+        nodes: Vec<usize>,
+        reps: usize,
+        evals: u32,
+        candles: u32,
+        quota: f64,
+        no_write: bool,
+    }
+
+    const USAGE: &str = "usage: scaling [--nodes 1,2,3] [--reps N (3)] [--evals N (80)] \
+                         [--candles N (297000)] [--quota CORES (0.5; 0 = none)] [--quick] \
+                         [--flotilla PATH] [--no-write]";
+
+    pub fn parse_args() -> std::result::Result<Args, String> {
+        let mut args = Args {
+            flotilla: None,
+            nodes: vec![1, 2, 3],
+            reps: 3,
+            evals: 80,
+            candles: 297_000,
+            quota: 0.5,
+            no_write: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+            let positive = |name: &str, v: String| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("{name}: expected a positive number, got {v}"))
+            };
+            match arg.as_str() {
+                "--nodes" => {
+                    let v = value("--nodes")?;
+                    args.nodes = v
+                        .split(',')
+                        .map(|n| {
+                            n.trim()
+                                .parse::<usize>()
+                                .ok()
+                                .filter(|n| (1..=9).contains(n))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or(format!("--nodes: expected numbers 1-9 like 1,2,3, got {v}"))?;
+                    args.nodes.sort_unstable();
+                    args.nodes.dedup();
+                }
+                "--reps" => args.reps = positive("--reps", value("--reps")?)? as usize,
+                "--evals" => args.evals = positive("--evals", value("--evals")?)? as u32,
+                "--candles" => args.candles = positive("--candles", value("--candles")?)? as u32,
+                "--quota" => {
+                    let v = value("--quota")?;
+                    args.quota = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|q| (0.0..=64.0).contains(q))
+                        .ok_or(format!(
+                            "--quota: expected cores like 0.5 (0 = none), got {v}"
+                        ))?;
+                }
+                "--quick" => {
+                    args.reps = 1;
+                    args.candles = 30_000;
+                }
+                "--flotilla" => args.flotilla = Some(value("--flotilla")?.into()),
+                "--no-write" => args.no_write = true,
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other}; see --help")),
+            }
+        }
+        Ok(args)
+    }
+
+    fn log(msg: impl AsRef<str>) {
+        eprintln!("scaling: {}", msg.as_ref());
+    }
+
+    /// Where each node's cap lives: a cgroup per worker under one of the benchmark's own.
+    ///
+    /// cgroup v1 (`cpu` hierarchy): the worker's agent starts inside its capped group and makes
+    /// the node's group under it. cgroup v2: the agent stays where it is and is told to make the
+    /// node's group under the capped one (`FLOTILLA_CGROUP_PARENT`), since a v2 group with
+    /// children cannot hold processes.
+    enum Caps {
+        None,
+        V1 { root: PathBuf },
+        V2 { root: PathBuf },
+    }
+
+    impl Caps {
+        fn new(quota: f64, workers: usize) -> Result<Caps> {
+            if quota == 0.0 {
+                return Ok(Caps::None);
+            }
+            let name = format!("flbench-scaling-{}", std::process::id());
+            let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+            let (caps, root) = if v2.exists() {
+                let root = Path::new("/sys/fs/cgroup").join(&name);
+                std::fs::create_dir(&root)
+                    .with_context(|| format!("cannot create {}", root.display()))?;
+                write(&root.join("cgroup.subtree_control"), "+cpu")?;
+                (Caps::V2 { root: root.clone() }, root)
+            } else {
+                let root = Path::new("/sys/fs/cgroup/cpu").join(&name);
+                std::fs::create_dir(&root).with_context(|| {
+                    format!(
+                        "cannot create {} (no cgroup `cpu` controller?)",
+                        root.display()
+                    )
+                })?;
+                (Caps::V1 { root: root.clone() }, root)
+            };
+            let period = 100_000u64;
+            let q = (quota * period as f64).round() as u64;
+            for i in 1..=workers {
+                let dir = root.join(format!("w{i}"));
+                std::fs::create_dir(&dir)?;
+                match caps {
+                    Caps::V2 { .. } => {
+                        write(&dir.join("cpu.max"), &format!("{q} {period}"))?;
+                        write(&dir.join("cgroup.subtree_control"), "+cpu")?;
+                    }
+                    _ => {
+                        write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                        write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+                    }
+                }
+            }
+            Ok(caps)
+        }
+
+        /// Puts worker `i`'s agent (and so its node) under its cap.
+        fn apply(&self, cmd: &mut Command, i: usize) {
+            match self {
+                Caps::None => {}
+                Caps::V2 { root } => {
+                    cmd.env("FLOTILLA_CGROUP_PARENT", root.join(format!("w{i}")));
+                }
+                Caps::V1 { root } => {
+                    let procs = root.join(format!("w{i}/cgroup.procs"));
+                    // SAFETY: between fork and exec only async-signal-safe calls: open, write
+                    // and close of a path prepared before the fork.
+                    let path = std::ffi::CString::new(procs.into_os_string().into_encoded_bytes())
+                        .expect("no NUL in a cgroup path");
+                    unsafe {
+                        use std::os::unix::process::CommandExt;
+                        cmd.pre_exec(move || {
+                            let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                            if fd < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            // "0" moves the writing process itself.
+                            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                            libc::close(fd);
+                            if ok {
+                                Ok(())
+                            } else {
+                                Err(std::io::Error::last_os_error())
+                            }
+                        });
+                    }
+                }
+            }
+        }
+
+        fn root(&self) -> Option<&Path> {
+            match self {
+                Caps::None => None,
+                Caps::V1 { root } | Caps::V2 { root } => Some(root),
+            }
+        }
+    }
+
+    impl Drop for Caps {
+        fn drop(&mut self) {
+            let Some(root) = self.root() else { return };
+            // Children first (the agents removed their own groups when they stopped).
+            let mut dirs = Vec::new();
+            collect_dirs(root, &mut dirs);
+            for dir in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+
+    fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+        out.push(dir.to_path_buf());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    collect_dirs(&e.path(), out);
+                }
+            }
+        }
+    }
+
+    fn write(path: &Path, value: &str) -> Result<()> {
+        std::fs::write(path, value)
+            .with_context(|| format!("cannot write {value:?} to {}", path.display()))
+    }
+
+    fn output(mut c: Command) -> Result<String> {
+        let out = c.output()?;
+        if !out.status.success() {
+            bail!(
+                "{:?} failed: {}{}",
+                c.get_args().collect::<Vec<_>>(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    struct Cluster {
+        bin: PathBuf,
+        data: PathBuf,
+        // Dropped last: the processes go before the namespaces.
+        head: (Child, tempfile::TempDir),
+        workers: Vec<(Child, tempfile::TempDir)>,
+        caps: Caps,
+        lab: Lab,
+    }
+
+    impl Cluster {
+        fn flotilla(&self, host: &str, home: &Path) -> Command {
+            let mut c = self.lab.exec(host, &self.bin);
+            c.env("FLOTILLA_HOME", home)
+                .env("FLOTILLA_DATA_DIR", &self.data);
+            c
+        }
+
+        fn on_head(&self, args: &[&str]) -> Command {
+            let mut c = self.flotilla("h", self.head.1.path());
+            c.args(args);
+            c
+        }
+
+        fn status(&self) -> Result<Value> {
+            let api = format!("http://127.0.0.1:{BASE}");
+            Ok(serde_json::from_str(&output(
+                self.on_head(&["status", "--json", "--api", &api]),
+            )?)?)
+        }
+
+        /// CPUs that ALIVE worker nodes offer, by name.
+        fn offered(&self) -> Result<Vec<(String, f64)>> {
+            let s = self.status()?;
+            Ok(s["nodes"]
+                .as_array()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| {
+                            n["state"] == "ALIVE"
+                                && n["name"].as_str().is_some_and(|s| s.starts_with('w'))
+                        })
+                        .filter_map(|n| {
+                            Some((n["name"].as_str()?.to_string(), n["cpus_total"].as_f64()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
+        }
+
+        fn start(bin: &Path, workers: usize, quota: f64) -> Result<Cluster> {
+            let names: Vec<String> = std::iter::once("h".to_string())
+                .chain((1..=workers).map(|i| format!("w{i}")))
+                .collect();
+            let lab = Lab::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let caps = Caps::new(quota, workers)?;
+            let data = flotilla_host::Dirs::from_env().data;
+            let home = tempfile::Builder::new().prefix("fsh").tempdir_in("/tmp")?;
+            let log = std::fs::File::create(home.path().join("up.log"))?;
+            let mut up = lab.exec("h", bin);
+            up.env("FLOTILLA_HOME", home.path())
+                .env("FLOTILLA_DATA_DIR", &data)
+                .args(["up", "--no-worker", "--object-store-mb", "200"]);
+            for (k, v) in [
+                ("--api-port", BASE),
+                ("--ray-port", BASE + 1),
+                ("--ray-dashboard-port", BASE + 2),
+                ("--ray-client-port", BASE + 3),
+                ("--control-port", BASE + 4),
+                ("--head-node-ports", BASE + 100),
+            ] {
+                up.arg(k).arg(v.to_string());
+            }
+            let child = up.stdout(Stdio::null()).stderr(log).spawn()?;
+            let mut cluster = Cluster {
+                bin: bin.to_path_buf(),
+                data,
+                head: (child, home),
+                workers: Vec::new(),
+                caps,
+                lab,
+            };
+            wait_for("the head", Duration::from_secs(180), || {
+                cluster
+                    .status()
+                    .is_ok_and(|s| s["totals"]["nodes_alive"] == 1)
+            })?;
+            let invite: Value = serde_json::from_str(&output(cluster.on_head(&[
+                "invite",
+                "--json",
+                "--no-qr",
+                "--uses",
+                &workers.to_string(),
+            ]))?)?;
+            let code = invite["code"]
+                .as_str()
+                .context("no code in invite --json")?;
+            for i in 1..=workers {
+                let name = format!("w{i}");
+                let home = tempfile::Builder::new().prefix("fsw").tempdir_in("/tmp")?;
+                std::fs::create_dir_all(home.path().join("config"))?;
+                // The other nodes' load on this one machine is not the owner's; the owner's
+                // activity would leave the 1-CPU node its one CPU anyway.
+                std::fs::write(
+                    home.path().join("config/flotilla.toml"),
+                    "[policy]\nactive_cpus = 1\nowner_load_threshold = 1.0\n\
+                     min_free_memory_fraction = 0\n",
+                )?;
+                let log = std::fs::File::create(home.path().join("agent.log"))?;
+                let mut join = cluster.flotilla(&name, home.path());
+                join.args(["join", "-", "--name", &name, "--cpus", "1"])
+                    .args(["--object-store-mb", "200"])
+                    .args(["--node-ports", &NODE_PORTS.to_string()])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(log);
+                cluster.caps.apply(&mut join, i);
+                let mut child = join.spawn().context("cannot start `flotilla join`")?;
+                child
+                    .stdin
+                    .take()
+                    .context("stdin")?
+                    .write_all(code.as_bytes())?;
+                cluster.workers.push((child, home));
+            }
+            wait_for("every worker ALIVE", Duration::from_secs(300), || {
+                cluster.offered().is_ok_and(|o| o.len() == workers)
+            })
+            .with_context(|| cluster.logs())?;
+            Ok(cluster)
+        }
+
+        fn logs(&self) -> String {
+            let tail = |p: PathBuf| {
+                let t = std::fs::read_to_string(p).unwrap_or_default();
+                t.lines().rev().take(6).collect::<Vec<_>>().join(" / ")
+            };
+            let mut s = format!("head: {}", tail(self.head.1.path().join("up.log")));
+            for (i, (_, home)) in self.workers.iter().enumerate() {
+                s += &format!("\nw{}: {}", i + 1, tail(home.path().join("agent.log")));
+            }
+            s
+        }
+
+        /// Leaves exactly the first `n` workers contributing: the others are paused from the
+        /// head (they offer 0 CPUs and Ray schedules nothing there).
+        fn use_nodes(&self, n: usize) -> Result<()> {
+            for i in 1..=self.workers.len() {
+                let name = format!("w{i}");
+                let verb = if i <= n { "resume" } else { "pause" };
+                output(self.on_head(&[verb, "--node", &name]))?;
+            }
+            wait_for(
+                &format!("{n} node(s) offering 1 CPU each"),
+                Duration::from_secs(120),
+                || {
+                    self.offered().is_ok_and(|o| {
+                        let busy: Vec<_> = o.iter().filter(|(_, c)| *c > 0.0).collect();
+                        busy.len() == n && busy.iter().all(|(_, c)| *c == 1.0)
+                    })
+                },
+            )?;
+            Ok(())
+        }
+
+        /// One sweep; its own clock (from connected to the last result) and its JSON.
+        fn sweep(&self, evals: u32, candles: u32, verify: bool) -> Result<(f64, Value)> {
+            let (e, c) = (evals.to_string(), candles.to_string());
+            let mut args = vec!["demo", "--json", "--evals", &e, "--candles", &c];
+            if verify {
+                args.push("--verify");
+            }
+            let v: Value = serde_json::from_str(&output(self.on_head(&args))?)?;
+            if v["evaluations"] != evals {
+                bail!(
+                    "the sweep returned {} of {evals} evaluations",
+                    v["evaluations"]
+                );
+            }
+            if verify && v["identical_to_local"] != true {
+                bail!("the sweep's results differ from a local run");
+            }
+            let wall = v["wall_seconds"].as_f64().context("wall_seconds")?;
+            Ok((wall, v))
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            for (child, home) in self
+                .workers
+                .iter_mut()
+                .chain(std::iter::once(&mut self.head))
+            {
+                signal(child, libc::SIGTERM);
+                if !wait_child(child, Duration::from_secs(45)) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                kill_marked(&format!("FLOTILLA_HOME={}", home.path().display()));
+            }
+        }
+    }
+
+    pub fn run(args: &Args) -> Result<()> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("needs root: network namespaces and cgroups (run it as root, as CI does)");
+        }
+        let bin = match &args.flotilla {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("the benchmark's directory")?
+                .join("flotilla"),
+        };
+        if !bin.exists() {
+            bail!(
+                "{} not found: build it (cargo build --release -p flotilla) or pass --flotilla",
+                bin.display()
+            );
+        }
+        let most = *args.nodes.last().context("--nodes is empty")?;
+        log(format!(
+            "a head and {most} worker(s) of 1 CPU in network namespaces{}",
+            if args.quota > 0.0 {
+                format!(", each node held to {} of a core", args.quota)
+            } else {
+                String::new()
+            }
+        ));
+        let cluster = Cluster::start(&bin, most, args.quota)?;
+        // Every node runs the sweep once before the clock counts (Python workers started,
+        // modules imported), and the first of these runs is checked against a local run.
+        cluster.use_nodes(most)?;
+        log("warm-up on every node (checked against a local run)");
+        cluster.sweep(args.evals, args.candles, true)?;
+        let mut rows = Vec::new();
+        for &n in &args.nodes {
+            cluster.use_nodes(n)?;
+            cluster.sweep(args.evals, args.candles, false)?;
+            let mut walls = Vec::new();
+            let mut by_node = Value::Null;
+            for rep in 0..args.reps {
+                let (wall, v) = cluster.sweep(args.evals, args.candles, false)?;
+                log(format!(
+                    "{n} node(s), run {}: {wall:.2} s {}",
+                    rep + 1,
+                    v["nodes"]
+                ));
+                walls.push(wall);
+                by_node = v["nodes"].clone();
+            }
+            rows.push((n, walls, by_node));
+        }
+        drop(cluster);
+
+        let one = rows
+            .iter()
+            .find(|(n, _, _)| *n == 1)
+            .map(|(_, w, _)| median(w));
+        let nodes: Vec<Value> = rows
+            .iter()
+            .map(|(n, walls, by_node)| {
+                let m = median(walls);
+                let speedup = one.map(|t1| t1 / m);
+                json!({
+                    "nodes": n,
+                    "runs_s": walls.iter().map(|w| round(*w, 3)).collect::<Vec<_>>(),
+                    "median_s": round(m, 3),
+                    "speedup": speedup.map(|s| round(s, 3)),
+                    "efficiency": speedup.map(|s| round(s / *n as f64, 3)),
+                    "evaluations_by_node_last_run": by_node,
+                })
+            })
+            .collect();
+        let eff3 = nodes
+            .iter()
+            .find(|r| r["nodes"] == 3)
+            .and_then(|r| r["efficiency"].as_f64());
+        let result = json!({
+            "benchmark": "scaling",
+            "date": today(),
+            "machine": machine(),
+            "what": "the strategy sweep's own clock (connected to last result) on N worker nodes of 1 CPU, each in its own network namespace; speedup = T(1)/T(N), efficiency = speedup/N; median of the runs after one warm-up run per N",
+            "evals": args.evals,
+            "candles": args.candles,
+            "quota_cores_per_node": args.quota,
+            "nodes": nodes,
+            "efficiency_3": eff3,
+            "goal_efficiency_3": GOAL_EFFICIENCY_3,
+            "meets_goal": eff3.map(|e| e >= GOAL_EFFICIENCY_3),
+        });
+        for r in &nodes {
+            log(format!(
+                "{} node(s): median {} s, speedup {}, efficiency {}",
+                r["nodes"], r["median_s"], r["speedup"], r["efficiency"]
+            ));
+        }
+        let text = serde_json::to_string_pretty(&result)?;
+        println!("{text}");
+        if !args.no_write {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("scaling-{}.json", today()));
+            std::fs::write(&path, format!("{text}\n"))?;
+            log(format!("wrote {}", path.display()));
+        }
+        Ok(())
+    }
+}
