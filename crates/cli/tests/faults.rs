@@ -371,7 +371,10 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- the end of the head's log:\n{}", tail(&self.head.path().join("up.out"), 40));
+            eprintln!(
+                "--- the end of the head's log:\n{}",
+                tail(&self.head.path().join("up.out"), 40)
+            );
             for w in &self.workers {
                 eprintln!(
                     "--- the end of {}'s agent log:\n{}",
@@ -400,7 +403,10 @@ fn feed_owner(w: &Worker, stop: Arc<AtomicBool>) {
             } else {
                 600_000
             };
-            let _ = ask(&socket, &format!(r#"{{"idle_ms": {ms}, "source": "test"}}"#));
+            let _ = ask(
+                &socket,
+                &format!(r#"{{"idle_ms": {ms}, "source": "test"}}"#),
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     });
@@ -436,9 +442,10 @@ fn alive_id(snapshot: &serde_json::Value, name: &str) -> Option<String> {
 }
 
 fn connected(snapshot: &serde_json::Value, name: &str) -> bool {
-    snapshot["agents"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|a| a["name"] == name && a["connected"] == true))
+    snapshot["agents"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|a| a["name"] == name && a["connected"] == true)
+    })
 }
 
 /// Processes of the Ray tree the agent of `name` runs (marked `FLOTILLA_TREE=<name>-...`).
@@ -481,8 +488,10 @@ fn outbox(home: &Path) -> rusqlite::Result<BTreeMap<u64, f64>> {
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let mut stmt = conn.prepare("SELECT seq, cpu_seconds FROM records")?;
-    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)?)))?
-        .collect()
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)?))
+    })?
+    .collect()
 }
 
 /// The head's ledger: for each (not revoked) node name, its records by sequence number.
@@ -513,7 +522,10 @@ fn ledger(head: &Path) -> HashMap<String, BTreeMap<u64, f64>> {
     for row in rows {
         let (name, seq, cpu) = row.unwrap();
         let before = out.entry(name.clone()).or_default().insert(seq, cpu);
-        assert!(before.is_none(), "{name}'s record {seq} is twice in the ledger");
+        assert!(
+            before.is_none(),
+            "{name}'s record {seq} is twice in the ledger"
+        );
     }
     out
 }
@@ -546,7 +558,10 @@ fn check_registry(head: &Path, names: &[&str]) {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(dups, 0, "a contribution sequence number is in the ledger twice");
+    assert_eq!(
+        dups, 0,
+        "a contribution sequence number is in the ledger twice"
+    );
 }
 
 /// Takes a sweep's output apart: wall seconds, after checking every evaluation is there once
@@ -673,14 +688,9 @@ impl Injector {
         self.next_fault = now + self.secs(self.form.gap);
         let i = match self.ongoing.iter().position(|o| !o.is_empty()) {
             Some(victim) => victim,
-            None => {
-                let i = self.rng.range(0, fleet.workers.len() as u64 - 1) as usize;
-                // The others must be back in Ray before this one goes.
-                if self.awaiting.iter().enumerate().any(|(j, a)| j != i && a.is_some()) {
-                    return;
-                }
-                i
-            }
+            // A new victim only once every worker is back in Ray, chosen afresh each time.
+            None if self.awaiting.iter().any(Option::is_some) => return,
+            None => self.rng.range(0, fleet.workers.len() as u64 - 1) as usize,
         };
         let has = |d| self.ongoing[i].iter().any(|(x, _)| *x == d);
         let mut kinds = Vec::new();
@@ -977,7 +987,11 @@ fn a_sweep_under_seeded_faults_loses_nothing() {
         .collect();
     for home in &homes {
         let left = wait_none_left(home, Duration::from_secs(30));
-        assert!(left.is_empty(), "processes left in {}: {left:?}", home.display());
+        assert!(
+            left.is_empty(),
+            "processes left in {}: {left:?}",
+            home.display()
+        );
     }
     eprintln!(
         "seed {seed}: {} sweep(s) of {} evaluations in {:?}; whole test {:?}",
@@ -1011,7 +1025,11 @@ fn a_soak_keeps_the_flotilla_processes_memory_flat() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let secs: u64 = std::env::var("FLOTILLA_SOAK_SECS")
         .ok()
-        .map(|s| s.trim().parse().expect("FLOTILLA_SOAK_SECS is a number of seconds"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("FLOTILLA_SOAK_SECS is a number of seconds")
+        })
         .unwrap_or(120);
     let seed = seed();
     eprintln!("soak for {secs} s: FLOTILLA_FAULT_SEED={seed}");
@@ -1030,7 +1048,10 @@ fn a_soak_keeps_the_flotilla_processes_memory_flat() {
         let now = Instant::now();
         if now >= next_sample {
             let up = fleet.up.as_ref().unwrap().id();
-            series.entry("head").or_default().push(rss_kib(up).expect("the head runs"));
+            series
+                .entry("head")
+                .or_default()
+                .push(rss_kib(up).expect("the head runs"));
             for w in &fleet.workers {
                 let pid = w.agent.as_ref().unwrap().id();
                 series
@@ -1123,7 +1144,10 @@ fn a_soak_keeps_the_flotilla_processes_memory_flat() {
         }
     }
     fleet.stop();
-    assert!(failed.is_empty(), "resident memory grew more than 10%: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "resident memory grew more than 10%: {failed:?}"
+    );
 }
 
 /// Issue 10: an enrolled worker whose agent starts while its head is out of reach (a service
@@ -1137,12 +1161,7 @@ fn regression_10_a_worker_started_while_cut_off_waits_for_its_head() {
     fleet.lab.cut("a");
     fleet.restart_agent(0);
     std::thread::sleep(Duration::from_secs(15));
-    let exited = fleet.workers[0]
-        .agent
-        .as_mut()
-        .unwrap()
-        .try_wait()
-        .unwrap();
+    let exited = fleet.workers[0].agent.as_mut().unwrap().try_wait().unwrap();
     assert!(
         exited.is_none(),
         "the agent exited ({exited:?}) while its head was out of reach:\n{}",
