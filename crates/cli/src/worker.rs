@@ -163,6 +163,11 @@ async fn run_once(
         config: session,
         outbox: dirs.state.join("outbox.sqlite"),
     };
+    // A service starts at boot, perhaps before the network, and a laptop may start away from
+    // its head: wait for the head rather than exit.
+    if !wait_for_head(head, shutdown).await {
+        return Ok(Outcome::Exit(ExitCode::SUCCESS));
+    }
     let name = node.name.clone().unwrap_or(enrolled.node_name.clone());
     // One enrolled agent per home: its control socket is where `flotilla pause` and `status`
     // look for it.
@@ -228,6 +233,30 @@ async fn run_once(
     eprintln!("Stopping...");
     agent.stop().await;
     Ok(outcome)
+}
+
+/// Waits until the head's Ray port answers; `false` if shut down first.
+async fn wait_for_head(head: SocketAddr, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+    let mut told = false;
+    loop {
+        let check =
+            flotilla_ray::supervisor::check_reachable(head, std::time::Duration::from_secs(3));
+        let error = tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            r = check => match r {
+                Ok(()) => return true,
+                Err(e) => e,
+            },
+        };
+        if !told {
+            eprintln!("{error}\nWaiting for the head; Ctrl-C stops.");
+            told = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<ExitCode> {
