@@ -80,6 +80,12 @@ def figures(docs):
     row("fleet", "idle agent RSS (max)", rss, "MB", "<= 30 MB", rss is not None and rss <= 30)
     row("fleet", "idle agent CPU", cpu, "% of a core", "<= 0.2 %", cpu is not None and cpu <= 0.2)
 
+    d = docs["desktop"]
+    mem = get(d, "app_pss_mb_max")
+    row("desktop", "the app in the tray, window closed, all its processes (PSS, max)", mem, "MB", "<= 150 MB", mem is not None and mem <= 150)
+    kb = get(d, "bundle_kb_gzipped")
+    row("desktop", "dashboard download (JS + CSS, gzipped)", kb, "KB", "<= 300 KB", kb is not None and kb <= 300)
+
     for r in get(docs["scaling"], "nodes") or []:
         n, eff = r.get("nodes"), r.get("efficiency")
         goal, met = ("(reference)", None) if n == 1 else ((">= 0.9", eff is not None and eff >= 0.9) if n == 3 else ("(reported)", None))
@@ -201,7 +207,7 @@ def fmt(v):
 
 def main():
     results, date = sys.argv[1], sys.argv[2]
-    names = ["sensing", "control-plane", "politeness", "fleet", "scaling"]
+    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "desktop"]
     docs = {n: load(results, n, date) for n in names}
     rows = figures(docs)
     out = os.path.join(results, date)

@@ -15,6 +15,22 @@ need_lib() {
   /sbin/ldconfig -p | grep "$1" >/dev/null || flotilla_missing+=("$2")
 }
 
+# need_pkg PKG-CONFIG-NAME PACKAGE: queue PACKAGE when pkg-config does not know the library (a
+# -dev package: headers and .pc file).
+need_pkg() {
+  command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$1" || flotilla_missing+=("$2")
+}
+
+# What building the desktop app (src-tauri/, Tauri on WebKitGTK) needs.
+need_desktop_build() {
+  need_cmd pkg-config pkg-config
+  need_pkg webkit2gtk-4.1 libwebkit2gtk-4.1-dev
+  need_pkg ayatana-appindicator3-0.1 libayatana-appindicator3-dev
+  need_pkg librsvg-2.0 librsvg2-dev
+  need_pkg openssl libssl-dev
+  need_lib "libxdo.so " libxdo-dev
+}
+
 # Node.js and npm build the dashboard (ui/), which the head embeds.
 need_node() {
   need_cmd node nodejs

@@ -422,6 +422,16 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
             _ => None,
         };
         drop(head);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results")
+            .join(format!("fleet-{}.json", today()));
+        // With --only, the other part of today's file is kept.
+        let earlier: Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let join = join.map_or(earlier["time_to_join"].clone(), |j| j);
+        let overhead = overhead.map_or(earlier["agent_overhead"].clone(), |o| o);
         let result = json!({
             "benchmark": "fleet",
             "date": today(),
@@ -433,9 +443,7 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
         let text = serde_json::to_string_pretty(&result)?;
         println!("{text}");
         if !args.no_write {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-            std::fs::create_dir_all(&dir)?;
-            let path = dir.join(format!("fleet-{}.json", today()));
+            std::fs::create_dir_all(path.parent().expect("a results dir"))?;
             std::fs::write(&path, format!("{text}\n"))?;
             log(format!("wrote {}", path.display()));
         }

@@ -137,6 +137,31 @@ impl Enrollment {
     pub fn fingerprint(&self) -> Option<Fingerprint> {
         self.fingerprint.parse().ok()
     }
+
+    /// The fleet as its control plane sees it (every node's state and reason, totals, jobs),
+    /// read with this node's credential: what a worker's desktop app shows.
+    pub async fn cluster(&self, credential: &Secret) -> Result<pb::ClusterSnapshot, String> {
+        let fingerprint = self
+            .fingerprint()
+            .ok_or("the head's fingerprint in enrollment.json is unreadable: join again")?;
+        let channel = transport::connect(&self.addresses(), fingerprint, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = FleetClient::new(channel);
+        let mut request = tonic::Request::new(pb::ClusterRequest::default());
+        request.set_timeout(Duration::from_secs(10));
+        let auth = crate::session::node_authorization(&self.node_id, credential);
+        request.metadata_mut().insert(
+            "authorization",
+            auth.parse()
+                .map_err(|_| "the node credential is malformed".to_string())?,
+        );
+        client
+            .cluster(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| s.message().to_string())
+    }
 }
 
 /// What this machine tells the head when it joins.

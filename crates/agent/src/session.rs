@@ -37,6 +37,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const LEDGER_EVERY: Duration = Duration::from_secs(10);
 /// The most contribution records one report carries.
 pub const RECORDS_PER_REPORT: usize = 64;
+/// While nothing a person would see changes (state, reason, CPUs, owner, power), a report goes
+/// every this many ticks instead of every tick: a heartbeat. A change, a record to send or CPU
+/// time worth showing goes at the next tick.
+pub const STEADY_EVERY: u32 = 5;
+/// CPU-seconds of the node's work that make a report worth sending before the heartbeat.
+const CONTRIBUTED_WORTH_SENDING: f64 = 0.5;
 
 /// How the session runs.
 #[derive(Debug, Clone)]
@@ -399,15 +405,13 @@ async fn one_session(
         .max_encoding_message_size(1 << 20);
     let (tx, rx) = mpsc::channel::<pb::AgentReport>(8);
     // The first report goes with the request, so the head sees the node's state at once.
-    let first = report(config, sources, outbox, 0.0).map_err(Failure::Down)?;
+    let first = report(config, sources, outbox, 0.0)
+        .and_then(|r| numbered(outbox, r))
+        .map_err(Failure::Down)?;
     tx.try_send(first)
         .map_err(|e| Failure::Down(e.to_string()))?;
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let auth = format!(
-        "Node {}:{}",
-        config.node_id,
-        hex(config.credential.expose())
-    );
+    let auth = node_authorization(&config.node_id, &config.credential);
     request.metadata_mut().insert(
         "authorization",
         auth.parse()
@@ -437,6 +441,7 @@ async fn one_session(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut last_cpu = (sources.cpu_time)();
+    let mut steady = Steady::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
@@ -447,7 +452,11 @@ async fn one_session(
                     _ => 0.0,
                 };
                 last_cpu = cpu.or(last_cpu);
-                let r = report(config, sources, outbox, delta).map_err(Failure::WasUp)?;
+                let mut r = report(config, sources, outbox, delta).map_err(Failure::WasUp)?;
+                if !steady.due(&mut r) {
+                    continue;
+                }
+                let r = numbered(outbox, r).map_err(Failure::WasUp)?;
                 if tx.send(r).await.is_err() {
                     return Err(Failure::WasUp("the head closed the session".into()));
                 }
@@ -476,6 +485,11 @@ async fn one_session(
             }
         }
     }
+}
+
+/// The `authorization` header value a node's calls carry.
+pub(crate) fn node_authorization(node_id: &str, credential: &Secret) -> String {
+    format!("Node {node_id}:{}", hex(credential.expose()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -555,24 +569,74 @@ fn apply(
 }
 
 /// The report for now.
+/// Which ticks send their report: every tick while something changes, else a heartbeat.
+#[derive(Debug, Default)]
+struct Steady {
+    /// What people see of the last report sent.
+    last: Option<pb::AgentReport>,
+    skipped: u32,
+    /// CPU-seconds of the node not yet reported.
+    contributed: f64,
+}
+
+impl Steady {
+    /// Whether `r` goes now; when it does, it carries the CPU time of the ticks skipped.
+    fn due(&mut self, r: &mut pb::AgentReport) -> bool {
+        self.contributed += r.contributed_cpu_seconds;
+        let seen = pb::AgentReport {
+            state: r.state,
+            reason: r.reason.clone(),
+            advertised_cpus: r.advertised_cpus,
+            capped_cpus: r.capped_cpus,
+            owner_active: r.owner_active,
+            power_source: r.power_source,
+            battery_percent: r.battery_percent.map(f64::round),
+            ray_node_id: r.ray_node_id.clone(),
+            ..Default::default()
+        };
+        let go = self.last.as_ref() != Some(&seen)
+            || !r.contributions.is_empty()
+            || self.contributed >= CONTRIBUTED_WORTH_SENDING
+            || self.skipped + 1 >= STEADY_EVERY;
+        if go {
+            r.contributed_cpu_seconds = std::mem::take(&mut self.contributed);
+            self.last = Some(seen);
+            self.skipped = 0;
+        } else {
+            self.skipped += 1;
+        }
+        go
+    }
+}
+
+/// `r` with the next report sequence number.
+fn numbered(
+    outbox: &Arc<Mutex<Outbox>>,
+    mut r: pb::AgentReport,
+) -> Result<pb::AgentReport, String> {
+    r.seq = outbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .next_seq()
+        .map_err(|e| format!("outbox: {e}"))?;
+    Ok(r)
+}
+
+/// A report of this moment, without its sequence number (taken only when it is sent).
 fn report(
     config: &SessionConfig,
     sources: &Sources,
     outbox: &Arc<Mutex<Outbox>>,
     contributed: f64,
 ) -> Result<pb::AgentReport, String> {
-    let (seq, records) = {
-        let mut o = outbox.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = o.next_seq().map_err(|e| format!("outbox: {e}"))?;
-        let records = o
-            .pending(RECORDS_PER_REPORT)
-            .map_err(|e| format!("outbox: {e}"))?;
-        (seq, records)
-    };
+    let records = outbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pending(RECORDS_PER_REPORT)
+        .map_err(|e| format!("outbox: {e}"))?;
     let published = sources.published.borrow().clone();
     let mut r = pb::AgentReport {
         node_id: config.node_id.clone(),
-        seq,
         time_unix_ms: unix_ms() as i64,
         ray_node_id: (sources.ray_node_id)().unwrap_or_default(),
         contributed_cpu_seconds: contributed,
@@ -653,6 +717,53 @@ pub fn describe(link: &Link) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn idle_report(contributed: f64) -> pb::AgentReport {
+        pb::AgentReport {
+            state: pb::NodeState::Contributing as i32,
+            advertised_cpus: 4.0,
+            owner_load: 0.37,
+            contributed_cpu_seconds: contributed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn steady_reports_go_as_a_heartbeat_and_changes_go_at_once() {
+        let mut steady = Steady::default();
+        let sent: Vec<bool> = (0..11)
+            .map(|_| steady.due(&mut idle_report(0.01)))
+            .collect();
+        // The first at once, then every STEADY_EVERY ticks.
+        let expected: Vec<bool> = (0..11).map(|i| i % STEADY_EVERY as usize == 0).collect();
+        assert_eq!(sent, expected);
+
+        // A new state goes at the next tick.
+        let mut changed = idle_report(0.0);
+        changed.state = pb::NodeState::Throttled as i32;
+        changed.advertised_cpus = 2.0;
+        assert!(steady.due(&mut changed));
+        assert!(!steady.due(&mut changed.clone()));
+
+        // A record for the ledger goes at once too.
+        let mut with_record = changed.clone();
+        with_record
+            .contributions
+            .push(pb::ContributionRecord::default());
+        assert!(steady.due(&mut with_record));
+
+        // CPU time of skipped ticks is carried into the next report sent; enough of it makes
+        // that report go early.
+        let mut busy = changed.clone();
+        busy.contributed_cpu_seconds = 0.2;
+        assert!(!steady.due(&mut busy.clone()));
+        assert!(!steady.due(&mut busy.clone()));
+        assert!(steady.due(&mut busy));
+        assert!(
+            (busy.contributed_cpu_seconds - 0.6).abs() < 1e-9,
+            "{busy:?}"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

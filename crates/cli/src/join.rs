@@ -35,17 +35,8 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
         .name
         .clone()
         .unwrap_or_else(flotilla_host::hostname);
-    let machine = Machine::this(name.clone(), args.node.cpus);
     eprintln!("Joining the fleet as {name}...");
-    let (enrolled, credential, token) = enrollment::join(&code, &machine).await?;
-    let saved = enrolled.clone();
-    tokio::task::spawn_blocking(move || {
-        let (dirs, _, store) = crate::secret_cmd::load_store()?;
-        saved
-            .save(&dirs, &store, &credential, &token)
-            .map_err(|e| anyhow::anyhow!("cannot store the enrollment: {e}"))
-    })
-    .await??;
+    let enrolled = enroll(&code, name.clone(), args.node.cpus).await?;
     eprintln!(
         "Joined as node {} ({name}); Ray {} with Python {}. Credentials are in the secret store.",
         enrolled.node_id, enrolled.ray_version, enrolled.python_version
@@ -55,4 +46,24 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::worker::run_enrolled(enrolled, args.node).await
+}
+
+/// Joins the fleet of `code` as `name` and stores the enrollment (credentials in the secret
+/// store); the worker is not started.
+pub async fn enroll(
+    code: &str,
+    name: String,
+    cpus: Option<u32>,
+) -> anyhow::Result<enrollment::Enrollment> {
+    let machine = Machine::this(name, cpus);
+    let (enrolled, credential, token) = enrollment::join(code, &machine).await?;
+    let saved = enrolled.clone();
+    tokio::task::spawn_blocking(move || {
+        let (dirs, _, store) = crate::secret_cmd::load_store()?;
+        saved
+            .save(&dirs, &store, &credential, &token)
+            .map_err(|e| anyhow::anyhow!("cannot store the enrollment: {e}"))
+    })
+    .await??;
+    Ok(enrolled)
 }

@@ -29,13 +29,13 @@ pub struct NodeArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// CPUs this node offers at most [default: all logical cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, env = "FLOTILLA_CPUS", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cpus: Option<u32>,
     /// Object store size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(80..))]
+    #[arg(long, value_name = "MIB", env = "FLOTILLA_OBJECT_STORE_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(80..))]
     pub object_store_mb: u64,
     /// First of this node's ports (BASE..BASE+5 and BASE+20..BASE+275).
-    #[arg(long, value_name = "BASE", default_value_t = flotilla_ray::ports::DEFAULT_WORKER_NODE_BASE)]
+    #[arg(long, value_name = "BASE", env = "FLOTILLA_NODE_PORTS", default_value_t = flotilla_ray::ports::DEFAULT_WORKER_NODE_BASE)]
     pub node_ports: u16,
     /// Seconds between reports to the head.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = positive_secs)]
@@ -43,6 +43,19 @@ pub struct NodeArgs {
     /// Seconds a contribution record stays open before it is queued for the head.
     #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = positive_secs)]
     pub record_every: f64,
+}
+
+impl Default for NodeArgs {
+    /// The options' defaults, as `flotilla worker` with no options has them (the environment's
+    /// `FLOTILLA_CPUS`, `FLOTILLA_OBJECT_STORE_MB` and `FLOTILLA_NODE_PORTS` included).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["flotilla"]).node
+    }
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -69,8 +82,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the agent of an enrolled machine until Ctrl-C, or until the head removes it. When the
 /// head's Ray settings change (a rotated token, a new address), the node restarts with them.
-pub async fn run_enrolled(mut enrolled: Enrollment, node: NodeArgs) -> anyhow::Result<ExitCode> {
-    let shutdown = crate::up::shutdown_signal();
+pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Result<ExitCode> {
+    run_enrolled_until(enrolled, node, crate::up::shutdown_signal()).await
+}
+
+/// [`run_enrolled`] until `shutdown` is cancelled (the desktop app's Quit).
+pub async fn run_enrolled_until(
+    mut enrolled: Enrollment,
+    node: NodeArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<ExitCode> {
     loop {
         match run_once(&enrolled, &node, &shutdown).await? {
             Outcome::Exit(code) => return Ok(code),

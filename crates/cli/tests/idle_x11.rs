@@ -3,76 +3,14 @@
 //! by `flotilla sensors --json` as a user runs it.
 #![cfg(target_os = "linux")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flotilla_host::sensors::Sensors;
 
-/// A running Xvfb, killed when dropped (also when the test panics).
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn socket_of(n: u32) -> PathBuf {
-    PathBuf::from(format!("/tmp/.X11-unix/X{n}"))
-}
-
-/// Starts Xvfb on the first free display from :90, and waits for its socket.
-fn start_xvfb(log: &Path) -> Xvfb {
-    let mut tried = Vec::new();
-    for n in 90..130 {
-        if socket_of(n).exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-            continue;
-        }
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([
-                display.as_str(),
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start Xvfb ({e}): install the xvfb package (tests/run does)")
-            });
-        let mut xvfb = Xvfb { child, display };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if socket_of(n).exists() {
-                return xvfb;
-            }
-            if let Some(status) = xvfb.child.try_wait().unwrap() {
-                // Most likely another server took the display meanwhile: try the next one.
-                let err = std::fs::read_to_string(log).unwrap_or_default();
-                tried.push(format!("{}: exited {status}: {}", xvfb.display, err.trim()));
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Xvfb {} did not create {} in 15 s",
-                xvfb.display,
-                socket_of(n).display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("could not start Xvfb on any display :90..:129: {tried:#?}");
-}
+#[path = "common/xvfb.rs"]
+mod xvfb;
+use xvfb::start_xvfb;
 
 fn move_pointer(display: &str, x: u32, y: u32) {
     let status = Command::new("xdotool")

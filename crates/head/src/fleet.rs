@@ -834,6 +834,45 @@ pub struct AgentView {
 }
 
 impl AgentView {
+    /// A node of the control plane's snapshot (what an enrolled agent may read of its fleet,
+    /// e.g. the desktop app of a worker) in the dashboard's form. What the summary does not
+    /// carry (hostname, OS, capped CPUs, power) stays empty.
+    pub fn of_summary(n: &pb::NodeSummary) -> AgentView {
+        let state = pb::NodeState::try_from(n.state).unwrap_or(pb::NodeState::Unspecified);
+        let connected = state != pb::NodeState::Offline;
+        let reason = n.reason.clone().unwrap_or_default();
+        AgentView {
+            node_id: n.node_id.parse().unwrap_or_default(),
+            name: n.name.clone(),
+            hostname: String::new(),
+            os: String::new(),
+            arch: String::new(),
+            cpus: n.cpus_total as u32,
+            state: match state {
+                pb::NodeState::Contributing => "contributing",
+                pb::NodeState::Throttled => "throttled",
+                pb::NodeState::Paused => "paused",
+                pb::NodeState::Draining => "draining",
+                pb::NodeState::Offline => "offline",
+                pb::NodeState::Error => "error",
+                pb::NodeState::Unspecified => "unknown",
+            }
+            .into(),
+            reason_code: reason.code,
+            reason_en: reason.text_en,
+            reason_es: reason.text_es,
+            connected,
+            cpus_advertised: n.cpus_advertised,
+            cpus_capped: n.cpus_total,
+            owner_active: n.owner_active,
+            on_battery: false,
+            battery_percent: n.battery_percent,
+            ray_node_id: String::new(),
+            last_seen_unix_ms: n.last_seen_unix_ms,
+            proto_state: n.state,
+        }
+    }
+
     fn of(l: &Live, _now: i64) -> AgentView {
         let connected = l.session.is_some();
         let r = l.report.as_ref();

@@ -25,6 +25,54 @@ pub struct ClusterSnapshot {
     pub agents: Vec<crate::fleet::AgentView>,
 }
 
+impl ClusterSnapshot {
+    /// The control plane's snapshot (`Fleet/Cluster`, readable with a node credential) in the
+    /// dashboard's form: the agents with their states and reasons, totals and jobs; Ray's own
+    /// node table is the head's alone, so `nodes` stays empty.
+    pub fn of_fleet(s: &flotilla_proto::v1::ClusterSnapshot) -> ClusterSnapshot {
+        let agents: Vec<crate::fleet::AgentView> = s
+            .nodes
+            .iter()
+            .map(crate::fleet::AgentView::of_summary)
+            .collect();
+        let t = s.totals.unwrap_or_default();
+        ClusterSnapshot {
+            generated_at_ms: s.time_unix_ms.max(0) as u64,
+            totals: Totals {
+                nodes_alive: agents.iter().filter(|a| a.connected).count(),
+                nodes_dead: agents.iter().filter(|a| !a.connected).count(),
+                cpus_total: t.cpus_advertised,
+                cpus_used: t.cpus_used,
+            },
+            tasks: TaskTotals {
+                running: u64::from(t.running_tasks),
+                ..Default::default()
+            },
+            jobs: s
+                .jobs
+                .iter()
+                .map(|j| JobView {
+                    id: j.id.clone(),
+                    status: flotilla_proto::v1::JobStatus::try_from(j.status)
+                        .map_or("UNKNOWN", |s| match s {
+                            flotilla_proto::v1::JobStatus::Pending => "PENDING",
+                            flotilla_proto::v1::JobStatus::Running => "RUNNING",
+                            flotilla_proto::v1::JobStatus::Stopped => "STOPPED",
+                            flotilla_proto::v1::JobStatus::Succeeded => "SUCCEEDED",
+                            flotilla_proto::v1::JobStatus::Failed => "FAILED",
+                            flotilla_proto::v1::JobStatus::Unspecified => "UNKNOWN",
+                        })
+                        .into(),
+                    entrypoint: j.entrypoint.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            agents,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct NodeView {
@@ -245,6 +293,60 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn the_control_planes_snapshot_reads_as_the_dashboards() {
+        use flotilla_proto::v1 as pb;
+        let node = |id: &str, name: &str, state: pb::NodeState, cpus: f64| pb::NodeSummary {
+            node_id: id.into(),
+            name: name.into(),
+            state: state as i32,
+            reason: Some(pb::Reason {
+                code: "owner_active".into(),
+                text_en: "You're using this computer".into(),
+                text_es: "Estás usando este ordenador".into(),
+            }),
+            cpus_advertised: cpus,
+            cpus_total: 8.0,
+            owner_active: Some(true),
+            last_seen_unix_ms: 1_700_000_000_000,
+            ..Default::default()
+        };
+        let s = pb::ClusterSnapshot {
+            time_unix_ms: 1_700_000_000_500,
+            nodes: vec![
+                node("3", "laptop", pb::NodeState::Throttled, 2.0),
+                node("4", "desk", pb::NodeState::Offline, 0.0),
+            ],
+            totals: Some(pb::ClusterTotals {
+                cpus_advertised: 2.0,
+                running_tasks: 5,
+                ..Default::default()
+            }),
+            jobs: vec![pb::JobSummary {
+                id: "raysubmit_1".into(),
+                status: pb::JobStatus::Running as i32,
+                entrypoint: "python sweep.py".into(),
+            }],
+        };
+        let d = ClusterSnapshot::of_fleet(&s);
+        assert_eq!(d.agents.len(), 2);
+        let laptop = &d.agents[0];
+        assert_eq!(
+            (laptop.node_id, laptop.state.as_str(), laptop.connected),
+            (3, "throttled", true)
+        );
+        assert_eq!(laptop.reason_code, "owner_active");
+        assert_eq!(laptop.reason_es, "Estás usando este ordenador");
+        assert_eq!((laptop.cpus, laptop.cpus_advertised), (8, 2.0));
+        assert_eq!(d.agents[1].state, "offline");
+        assert!(!d.agents[1].connected);
+        assert_eq!((d.totals.nodes_alive, d.totals.nodes_dead), (1, 1));
+        assert_eq!(d.totals.cpus_total, 2.0);
+        assert_eq!(d.tasks.running, 5);
+        assert_eq!(d.jobs[0].status, "RUNNING");
+        assert!(d.nodes.is_empty(), "Ray's node table is the head's alone");
+    }
 
     fn node(id: &str, name: &str, state: &str, cpus: f64, start: u64) -> RayNode {
         RayNode {

@@ -1,6 +1,7 @@
 // The one thing the dashboard knows about where it runs: a `Backend`. The browser build talks
-// HTTP + server-sent events to the head (`http.ts`); the desktop app will provide one over
-// Tauri IPC. Nothing outside this directory imports a concrete backend.
+// HTTP + server-sent events to the head (`http.ts`); the desktop app talks Tauri IPC to its own
+// process (`tauri.ts`), which adds `desktop`: this computer's worker. Nothing outside this
+// directory imports a concrete backend.
 
 import type { AgentView } from "../generated/AgentView";
 import type { ClusterSnapshot } from "../generated/ClusterSnapshot";
@@ -9,8 +10,36 @@ import type { InviteReply } from "../generated/InviteReply";
 import type { InviteRequest } from "../generated/InviteRequest";
 import type { NodeEvent } from "../generated/NodeEvent";
 import type { PauseRequest } from "../generated/PauseRequest";
+import type { DesktopStatus } from "../generated/desktop/DesktopStatus";
+import type { SettingsView } from "../generated/desktop/SettingsView";
 
-export type { AgentView, ClusterSnapshot, CommandReply, InviteReply, InviteRequest, NodeEvent, PauseRequest };
+export type {
+  AgentView,
+  ClusterSnapshot,
+  CommandReply,
+  DesktopStatus,
+  InviteReply,
+  InviteRequest,
+  NodeEvent,
+  PauseRequest,
+  SettingsView,
+};
+
+/** How long this computer pauses, from the tray or the window. */
+export type LocalPause = "hour" | "tomorrow" | "indefinite" | "finish";
+
+/** This computer, in the desktop app: its worker, joining, and the app's settings. */
+export interface DesktopApi {
+  status(): Promise<DesktopStatus>;
+  /** Follows the status (every change) until the returned function is called. */
+  watchStatus(onStatus: (s: DesktopStatus) => void): () => void;
+  /** Joins the cluster of a join code; throws `BackendError` (`bad_code`, `join_failed`...). */
+  join(code: string, name?: string): Promise<DesktopStatus>;
+  pause(kind: LocalPause): Promise<void>;
+  resume(): Promise<void>;
+  settings(): Promise<SettingsView>;
+  setSettings(s: SettingsView): Promise<SettingsView>;
+}
 
 /** A failure with a stable code (the head's error codes, plus `unreachable`) to translate. */
 export class BackendError extends Error {
@@ -53,4 +82,7 @@ export interface Backend {
   pause(node: string, request: PauseRequest): Promise<CommandReply>;
   resume(node: string): Promise<CommandReply>;
   invite(request: InviteRequest): Promise<InviteReply>;
+
+  /** Present in the desktop app only. */
+  readonly desktop?: DesktopApi;
 }

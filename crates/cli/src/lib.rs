@@ -1,0 +1,160 @@
+//! The `flotilla` command: argument parsing and output formatting, and the commands' glue
+//! around `flotilla-ray`, `flotilla-head` and `flotilla-agent`. A library too, so that the
+//! desktop app runs a joined machine's worker ([`worker::run_enrolled`]) and joins
+//! ([`join`]) exactly as the command does.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod admin;
+pub mod demo;
+pub mod doctor;
+pub mod join;
+pub mod pause;
+pub mod progress;
+pub mod runtime_cmd;
+pub mod secret_cmd;
+pub mod sense;
+pub mod status;
+pub mod submit;
+pub mod up;
+pub mod worker;
+
+/// Turn your team's machines into one Ray cluster that nobody notices on their own machine.
+///
+/// Start here: `flotilla up` runs a one-machine cluster (a Ray head and a local worker) with the
+/// cluster API on http://127.0.0.1:7471. Then `flotilla demo` runs a strategy sweep on it and
+/// `flotilla status` shows what every node is doing.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Log more (repeat for even more). Logs go to standard error; FLOTILLA_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a one-machine cluster: the Ray head (a coordinator with 0 CPUs), a local worker node
+    /// and the cluster API. Ctrl-C stops everything.
+    Up(up::UpArgs),
+    /// Join a fleet with a join code from its head, then run this machine's worker.
+    Join(join::JoinArgs),
+    /// Run this machine's worker: in the fleet it joined, or (--address) against a head whose
+    /// Ray token it holds.
+    Worker(worker::WorkerArgs),
+    /// On the head: make a join code (and its QR code) for new machines.
+    Invite(admin::InviteArgs),
+    /// On the head: every node of the fleet with its state and reason.
+    Nodes(admin::NodesArgs),
+    /// On the head: remove a node from the fleet; its credential stops working at once.
+    Revoke(admin::RevokeArgs),
+    /// On the head: maintenance (rotate the Ray token).
+    #[command(subcommand)]
+    Head(admin::HeadCommand),
+    /// Show the cluster: nodes, CPUs, tasks and jobs.
+    Status(status::StatusArgs),
+    /// Run the strategy-sweep demo (80 backtests over 297,000 hourly candles) on the cluster.
+    Demo(demo::DemoArgs),
+    /// Manage the Python + Ray runtimes Flotilla provisions with uv.
+    #[command(subcommand)]
+    Runtime(runtime_cmd::RuntimeCommand),
+    /// Pause this machine's contribution (or another node's, with --node on the head): now
+    /// and until resumed, --for a while, --until a time, or --finish the running tasks first.
+    Pause(pause::PauseArgs),
+    /// Resume this machine's contribution (or another node's, with --node) after a pause.
+    Resume(pause::ResumeArgs),
+    /// Run a command as a Ray job on the cluster, optionally with stored secrets as its
+    /// environment variables, and follow its logs.
+    Submit(submit::SubmitArgs),
+    /// Manage secrets (API keys, tokens) in the OS keyring.
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
+    /// Check this machine's setup: runtime, secret store, throttle, the head and the fleet,
+    /// clock. Exit code 0 = all good, 1 = a warning, 2 = a failure.
+    Doctor(doctor::DoctorArgs),
+    /// Show what this machine senses: idle time, power, battery, memory, load, each with its
+    /// source.
+    Sensors(sense::SensorsArgs),
+    /// Understand the politeness policy (settings in `flotilla.toml`, section `[policy]`).
+    #[command(subcommand)]
+    Policy(sense::PolicyCommand),
+}
+
+/// The `flotilla` binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Join(args) => join::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
+            Command::Invite(args) => admin::invite(args).await,
+            Command::Nodes(args) => admin::nodes(args).await,
+            Command::Revoke(args) => admin::revoke(args).await,
+            Command::Head(cmd) => admin::head(cmd).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Runtime(cmd) => runtime_cmd::run(cmd).await,
+            Command::Sensors(args) => sense::sensors(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
+            Command::Submit(args) => submit::run(args).await,
+            Command::Pause(args) => pause::pause(args).await,
+            Command::Resume(args) => pause::resume(args).await,
+            Command::Secret(cmd) => secret_cmd::run(cmd).await,
+            Command::Policy(cmd) => sense::policy(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

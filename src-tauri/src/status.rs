@@ -1,0 +1,218 @@
+//! What the tray and the window show: the app's phase and, once the agent runs, its state and
+//! reason as the agent decided them (`{"get": "decision"}` on its control channel).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Desktop;
+
+/// Where the app is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not in a fleet yet: the window asks to join.
+    #[default]
+    FirstRun,
+    /// Joined; the runtime is being provisioned or the node is starting.
+    Starting,
+    /// The agent answers.
+    Running,
+    /// The agent stopped by itself (see `error`).
+    Error,
+}
+
+/// The state as the tray draws it (one icon per variant).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum TrayState {
+    Contributing,
+    Throttled,
+    Paused,
+    #[default]
+    Offline,
+    Error,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct DesktopStatus {
+    pub phase: Phase,
+    pub tray: TrayState,
+    /// The agent's enforcement state: `full`, `cap`, `draining`, `paused`, or empty.
+    pub state: String,
+    pub reason_code: String,
+    pub reason_en: String,
+    pub reason_es: String,
+    /// CPUs Ray may use on this machine now, and the most it may.
+    pub cpus_advertised: Option<f64>,
+    pub cpus_total: Option<f64>,
+    /// Whether the control plane's session is up.
+    pub connected: bool,
+    /// `connected`, `connecting`, `offline` or `refused`, and its description.
+    pub link: String,
+    pub link_text: String,
+    pub node_name: String,
+    pub error: Option<String>,
+}
+
+/// The status now.
+pub async fn read(desktop: &Desktop) -> DesktopStatus {
+    if let Some(error) = crate::lock(&desktop.agent_error).clone() {
+        return DesktopStatus {
+            phase: Phase::Error,
+            tray: TrayState::Error,
+            error: Some(error),
+            ..Default::default()
+        };
+    }
+    let Some(enrolled) = desktop.enrollment() else {
+        return DesktopStatus::default();
+    };
+    let reply = flotilla_agent::control::request(
+        &desktop.dirs.run,
+        &serde_json::json!({"get": "decision"}),
+    )
+    .await
+    .ok()
+    .filter(|r| r["ok"] == true && !r["decision"].is_null());
+    let mut status = match reply {
+        Some(r) => of_decision(&r["decision"]),
+        None => DesktopStatus {
+            phase: Phase::Starting,
+            ..Default::default()
+        },
+    };
+    status.node_name = enrolled.node_name;
+    status
+}
+
+/// The status of one decision, as the control channel serves it.
+pub fn of_decision(d: &Value) -> DesktopStatus {
+    let e = &d["enforcement"];
+    let state = e["state"].as_str().unwrap_or("").to_string();
+    let link = d["session"]["link"].as_str().unwrap_or("").to_string();
+    let connected = link == "connected";
+    let reason_code = d["decision"]["reason"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let tray = if link == "refused" {
+        TrayState::Error
+    } else if !connected {
+        TrayState::Offline
+    } else {
+        match state.as_str() {
+            "paused" | "draining" => TrayState::Paused,
+            "cap" => TrayState::Throttled,
+            _ => TrayState::Contributing,
+        }
+    };
+    DesktopStatus {
+        phase: Phase::Running,
+        tray,
+        state,
+        reason_code,
+        reason_en: d["reason_en"].as_str().unwrap_or("").into(),
+        reason_es: d["reason_es"].as_str().unwrap_or("").into(),
+        cpus_advertised: e["advertised_cpus"]
+            .as_f64()
+            .or_else(|| d["decision"]["target_cpus"].as_f64()),
+        cpus_total: e["node_cpus"].as_f64(),
+        connected,
+        link,
+        link_text: d["session_text"].as_str().unwrap_or("").into(),
+        node_name: String::new(),
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run with `FLOTILLA_WRITE_BINDINGS=1` to rewrite `ui/src/lib/generated/desktop/`.
+    #[test]
+    fn the_committed_typescript_declarations_are_current() {
+        use ts_rs::{Config, TS};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ui/src/lib/generated/desktop");
+        let fresh = tempfile::tempdir().unwrap();
+        let cfg = Config::new()
+            .with_large_int("number")
+            .with_out_dir(fresh.path());
+        DesktopStatus::export_all(&cfg).unwrap();
+        crate::commands::SettingsView::export_all(&cfg).unwrap();
+        crate::commands::CommandError::export_all(&cfg).unwrap();
+        let read = |d: &std::path::Path| -> std::collections::BTreeMap<String, String> {
+            std::fs::read_dir(d)
+                .map(|es| {
+                    es.flatten()
+                        .map(|e| {
+                            let text = std::fs::read_to_string(e.path()).unwrap();
+                            (e.file_name().to_string_lossy().into_owned(), text)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let want = read(fresh.path());
+        if std::env::var_os("FLOTILLA_WRITE_BINDINGS").is_some() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in &want {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
+        assert!(
+            read(&dir) == want,
+            "ui/src/lib/generated/desktop/ is stale: regenerate it with \
+             `FLOTILLA_WRITE_BINDINGS=1 cargo test -p flotilla-desktop --lib typescript` and commit \
+             the result"
+        );
+    }
+
+    fn decision(state: &str, link: &str, code: &str) -> Value {
+        serde_json::json!({
+            "decision": {"target_cpus": 2, "pause": "none", "reason": {"code": code}},
+            "reason_en": "You're using this computer",
+            "reason_es": "Estás usando este ordenador",
+            "enforcement": {"state": state, "advertised_cpus": 2.0, "node_cpus": 8},
+            "session": {"link": link},
+            "session_text": "connected to the head at 10.0.0.1:7470",
+        })
+    }
+
+    #[test]
+    fn the_tray_follows_the_enforcement_and_the_link() {
+        let s = of_decision(&decision("cap", "connected", "owner_active"));
+        assert_eq!(s.tray, TrayState::Throttled);
+        assert_eq!(s.reason_code, "owner_active");
+        assert_eq!(s.cpus_advertised, Some(2.0));
+        assert_eq!(s.cpus_total, Some(8.0));
+        assert!(s.connected);
+        assert_eq!(
+            of_decision(&decision("full", "connected", "idle")).tray,
+            TrayState::Contributing
+        );
+        assert_eq!(
+            of_decision(&decision("paused", "connected", "paused_indefinitely")).tray,
+            TrayState::Paused
+        );
+        assert_eq!(
+            of_decision(&decision("draining", "connected", "finishing")).tray,
+            TrayState::Paused
+        );
+        // Whatever the node does, a machine cut off from its head shows offline...
+        assert_eq!(
+            of_decision(&decision("full", "offline", "idle")).tray,
+            TrayState::Offline
+        );
+        // ...and one the head refuses, an error.
+        assert_eq!(
+            of_decision(&decision("full", "refused", "idle")).tray,
+            TrayState::Error
+        );
+    }
+}
