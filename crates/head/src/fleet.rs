@@ -587,8 +587,9 @@ impl ControlPlane {
     async fn apply_report(
         &self,
         node: NodeId,
-        report: pb::AgentReport,
+        mut report: pb::AgentReport,
     ) -> Result<Option<pb::HeadCommand>, Status> {
+        sanitize_report(&mut report);
         let now = now_ms();
         let records: Vec<registry::ContributionRecord> = report
             .contributions
@@ -1002,6 +1003,21 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Makes a report's figures safe to add up and show: a value that is not a finite number (or
+/// a negative count) from a broken or hostile agent becomes 0 or absent, and a battery reading
+/// is kept within 0-100. Records are filtered where they are read.
+pub fn sanitize_report(r: &mut pb::AgentReport) {
+    let count = |v: f64| if v.is_finite() && v >= 0.0 { v } else { 0.0 };
+    r.advertised_cpus = count(r.advertised_cpus);
+    r.capped_cpus = count(r.capped_cpus);
+    r.owner_load = count(r.owner_load);
+    r.contributed_cpu_seconds = count(r.contributed_cpu_seconds);
+    r.battery_percent = r
+        .battery_percent
+        .filter(|b| b.is_finite())
+        .map(|b| b.clamp(0.0, 100.0));
+}
+
 fn check_text(what: &str, value: &str) -> Result<(), Status> {
     if value.chars().count() > registry::MAX_TEXT_CHARS || value.chars().any(char::is_control) {
         return Err(Status::invalid_argument(format!(
@@ -1403,6 +1419,39 @@ mod tests {
         assert!(decode_hex("abc").is_none());
         assert!(decode_hex("zz").is_none());
         assert!(decode_hex("é1").is_none());
+    }
+
+    #[test]
+    /// Issue 10 (fuzzing): a report whose figures are NaN or infinite must not turn the
+    /// cluster's totals into NaN (which JSON cannot even carry).
+    #[test]
+    fn regression_10_reports_with_non_finite_figures_are_made_safe() {
+        let mut r = pb::AgentReport {
+            advertised_cpus: f64::NAN,
+            capped_cpus: f64::INFINITY,
+            owner_load: -3.0,
+            battery_percent: Some(f64::NAN),
+            contributed_cpu_seconds: f64::NEG_INFINITY,
+            ..Default::default()
+        };
+        sanitize_report(&mut r);
+        assert_eq!(
+            (
+                r.advertised_cpus,
+                r.capped_cpus,
+                r.owner_load,
+                r.contributed_cpu_seconds
+            ),
+            (0.0, 0.0, 0.0, 0.0)
+        );
+        assert_eq!(r.battery_percent, None);
+        let mut r = pb::AgentReport {
+            advertised_cpus: 4.0,
+            battery_percent: Some(140.0),
+            ..Default::default()
+        };
+        sanitize_report(&mut r);
+        assert_eq!((r.advertised_cpus, r.battery_percent), (4.0, Some(100.0)));
     }
 
     #[test]

@@ -1,0 +1,16 @@
+//! Join codes come from people: pasted, cut short, mangled. Parsing never panics, and a code
+//! that parses encodes back to a code that parses to the same value.
+#![no_main]
+
+use flotilla_proto::JoinCode;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(code) = JoinCode::parse(text) {
+        let again = JoinCode::parse(&code.encode()).expect("an encoded code parses");
+        assert_eq!(again, code, "a code survives encode -> parse");
+    }
+});
