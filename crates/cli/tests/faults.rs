@@ -9,10 +9,10 @@
 //! Knobs (environment):
 //! - `FLOTILLA_FAULT_SEED=N` replays a schedule (the seed is printed on every run);
 //! - `FLOTILLA_FAULTS=full`: a longer window, more faults, cuts up to 90 s (default: short,
-//!   cuts of 10-25 s, about five minutes in all);
-//! - `FLOTILLA_SOAK_SECS=N`: the soak's length (default 120 s): sweeps in a loop with
-//!   occasional faults while the resident memory of the head's and the agents' `flotilla`
-//!   processes is sampled every 10 s.
+//!   cuts of 10-25 s, about four minutes in all);
+//! - `FLOTILLA_SOAK_SECS=N`: the soak's length (default 70 s; 3600 for the hour-long soak):
+//!   sweeps in a loop with occasional faults while the resident memory of the head's and the
+//!   agents' `flotilla` processes is sampled every 10 s.
 //!
 //! Only faults a real fleet sees are injected, and at most one worker is disrupted at a time
 //! (a paused, cut or restarting worker), so the sweep always has somewhere to run.
@@ -103,7 +103,7 @@ fn form() -> Form {
         },
         Ok("short") | Err(_) => Form {
             name: "short",
-            window: Duration::from_secs(180),
+            window: Duration::from_secs(120),
             gap: (3, 7),
             cut: (10, 25),
             pause: (3, 12),
@@ -1030,7 +1030,7 @@ fn a_soak_keeps_the_flotilla_processes_memory_flat() {
                 .parse()
                 .expect("FLOTILLA_SOAK_SECS is a number of seconds")
         })
-        .unwrap_or(120);
+        .unwrap_or(70);
     let seed = seed();
     eprintln!("soak for {secs} s: FLOTILLA_FAULT_SEED={seed}");
     let mut fleet = Fleet::start(&WORKERS);
