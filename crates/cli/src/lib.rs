@@ -16,8 +16,10 @@ pub mod progress;
 pub mod runtime_cmd;
 pub mod secret_cmd;
 pub mod sense;
+pub mod service;
 pub mod status;
 pub mod submit;
+pub mod uninstall;
 pub mod up;
 pub mod worker;
 
@@ -88,6 +90,13 @@ enum Command {
     /// Understand the politeness policy (settings in `flotilla.toml`, section `[policy]`).
     #[command(subcommand)]
     Policy(sense::PolicyCommand),
+    /// Run Flotilla as a service of the OS (systemd, launchd, Windows): install, uninstall,
+    /// status.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Remove Flotilla's services, start-at-login entry, runtimes and logs; --purge also its
+    /// settings, state and secrets.
+    Uninstall(uninstall::UninstallArgs),
 }
 
 /// The `flotilla` binary's `main`.
@@ -124,6 +133,8 @@ pub fn main() -> ExitCode {
             Command::Resume(args) => pause::resume(args).await,
             Command::Secret(cmd) => secret_cmd::run(cmd).await,
             Command::Policy(cmd) => sense::policy(cmd).await,
+            Command::Service(cmd) => service::run(cmd).await,
+            Command::Uninstall(args) => uninstall::run(args).await,
         }
     });
     match result {

@@ -1421,7 +1421,6 @@ mod tests {
         assert!(decode_hex("é1").is_none());
     }
 
-    #[test]
     /// Issue 10 (fuzzing): a report whose figures are NaN or infinite must not turn the
     /// cluster's totals into NaN (which JSON cannot even carry).
     #[test]

@@ -1,0 +1,65 @@
+//! A Windows service created with `sc.exe` (sc.exe create/delete, documented by Microsoft),
+//! started automatically at boot. Only `--system`: Windows services are machine-wide. Built and
+//! tested on Windows by the CI workflow.
+
+use std::path::{Path, PathBuf};
+
+use super::{Plan, Role, Scope};
+
+fn name(role: Role) -> String {
+    format!("flotilla-{}", role.name())
+}
+
+pub fn plan(role: Role, scope: Scope, exe: &Path) -> anyhow::Result<Plan> {
+    if scope == Scope::User {
+        anyhow::bail!("Windows services are machine-wide: use --system (in an elevated prompt)");
+    }
+    let command = format!("\"{}\" {}", exe.display(), role.args().join(" "));
+    // sc.exe keeps the service in the registry; this marker file records that Flotilla made it.
+    let path = std::env::var_os("ProgramData")
+        .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from)
+        .join("flotilla")
+        .join(format!("{}.service", name(role)));
+    Ok(Plan {
+        role,
+        scope,
+        path,
+        contents: command.clone(),
+        commands: vec![
+            vec![
+                "sc.exe".into(),
+                "create".into(),
+                name(role),
+                "start=".into(),
+                "auto".into(),
+                "binPath=".into(),
+                command,
+                "DisplayName=".into(),
+                format!("Flotilla {}", role.name()),
+            ],
+            vec!["sc.exe".into(), "start".into(), name(role)],
+        ],
+    })
+}
+
+pub fn prepare(_plan: &Plan) -> anyhow::Result<()> {
+    Ok(())
+}
+
+pub fn stop_commands(plan: &Plan) -> Vec<Vec<String>> {
+    vec![
+        vec!["sc.exe".into(), "stop".into(), name(plan.role)],
+        vec!["sc.exe".into(), "delete".into(), name(plan.role)],
+    ]
+}
+
+pub fn after_remove(_plan: &Plan) -> Vec<Vec<String>> {
+    Vec::new()
+}
+
+pub fn active(plan: &Plan) -> bool {
+    std::process::Command::new("sc.exe")
+        .args(["query", &name(plan.role)])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("RUNNING"))
+}
