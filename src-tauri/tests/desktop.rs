@@ -385,13 +385,13 @@ fn artefacts() -> PathBuf {
 fn the_window_joins_a_local_head_with_a_code_and_lists_the_nodes() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let session = Session::start();
-    let head = Head::start(53000);
+    let head = Head::start(12000);
     let code = head.invite();
     let home = tempfile::Builder::new()
         .prefix("flda")
         .tempdir_in("/tmp")
         .unwrap();
-    let driver_port = 53800;
+    let driver_port = 12800;
     let driver = find_tauri_driver();
     let mut td = session.command(driver);
     td.args([
@@ -402,7 +402,7 @@ fn the_window_joins_a_local_head_with_a_code_and_lists_the_nodes() {
         "--native-driver",
     ])
     .arg(tool("WebKitWebDriver", "webkit2gtk-driver"));
-    app_env(&mut td, home.path(), 53500);
+    app_env(&mut td, home.path(), 12500);
     let _td = spawn(td, &session.path().join("tauri-driver.log"));
     let wd = WebDriver::new_session(driver_port);
 
@@ -567,7 +567,7 @@ fn notifications(session: &Session) -> String {
 fn the_tray_pauses_for_an_hour_and_says_so() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let session = Session::start();
-    let head = Head::start(54000);
+    let head = Head::start(13000);
     let home = tempfile::Builder::new()
         .prefix("flda")
         .tempdir_in("/tmp")
@@ -610,7 +610,7 @@ fn the_tray_pauses_for_an_hour_and_says_so() {
     );
     let mut app = session.command(APP);
     app.arg("--minimized");
-    app_env(&mut app, home.path(), 54500);
+    app_env(&mut app, home.path(), 13500);
     let log = session.path().join("app.log");
     let mut app = spawn(app, &log);
 

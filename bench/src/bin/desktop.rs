@@ -29,7 +29,7 @@ mod linux {
     use flotilla_bench::{median, round, today, wait_for};
     use serde_json::{Value, json};
 
-    const BASE: u16 = 55000;
+    const BASE: u16 = 11000;
     const GOAL_MB: f64 = 150.0;
     const GOAL_BUNDLE_KB: f64 = 300.0;
 

@@ -31,9 +31,9 @@ mod linux {
     use serde_json::{Value, json};
 
     /// The head's ports: API at the base, the rest from base + 1.
-    const BASE: u16 = 49000;
+    const BASE: u16 = 9000;
     /// The joining worker's ports (one worker at a time).
-    const WORKER_PORTS: u16 = 49500;
+    const WORKER_PORTS: u16 = 9500;
     const GOAL_JOIN_S: f64 = 15.0;
     const GOAL_AGENT_RSS_MB: f64 = 30.0;
     const GOAL_AGENT_CPU_PERCENT: f64 = 0.2;

@@ -41,9 +41,9 @@ mod linux {
     /// marker).
     const NODE: &str = "pbench";
     /// Flotilla's ports: API at the base, Ray's from base + 1.
-    const FLOTILLA_BASE: u16 = 47000;
+    const FLOTILLA_BASE: u16 = 17000;
     /// The plain Ray cluster's ports.
-    const PLAIN_BASE: u16 = 48000;
+    const PLAIN_BASE: u16 = 18000;
     /// CPUs of the Ray worker node in both clusters.
     const CPUS: u32 = 2;
     const OBJECT_STORE_MB: u64 = 100;

@@ -47,8 +47,8 @@ mod linux {
 
     /// The head's ports (API at the base); every namespace has its own addresses, so the
     /// workers can all use the same node ports.
-    const BASE: u16 = 50000;
-    const NODE_PORTS: u16 = 50500;
+    const BASE: u16 = 26000;
+    const NODE_PORTS: u16 = 26500;
     const GOAL_EFFICIENCY_3: f64 = 0.9;
 
     pub struct Args {

@@ -184,27 +184,37 @@ async fn run_once(
         config: session,
         outbox: dirs.state.join("outbox.sqlite"),
     };
-    // A service starts at boot, perhaps before the network, and a laptop may start away from
-    // its head: wait for the head rather than exit.
-    if !wait_for_head(head, shutdown).await {
-        return Ok(Outcome::Exit(ExitCode::SUCCESS));
-    }
     let name = node.name.clone().unwrap_or(enrolled.node_name.clone());
     // One enrolled agent per home: its control socket is where `flotilla pause` and `status`
     // look for it.
     let run_dir = dirs.run.clone();
-    let mut agent = start(
-        &dirs,
-        policy,
-        spec,
-        head,
-        name.clone(),
-        token,
-        node.clone(),
-        Some(setup),
-        run_dir,
-    )
-    .await?;
+    let mut agent = loop {
+        // A service starts at boot, perhaps before the network, and a laptop may start away
+        // from its head: wait for the head rather than exit.
+        if !wait_for_head(head, shutdown).await {
+            return Ok(Outcome::Exit(ExitCode::SUCCESS));
+        }
+        let started = start(
+            &dirs,
+            policy.clone(),
+            spec.clone(),
+            head,
+            name.clone(),
+            token.clone(),
+            node.clone(),
+            Some(setup.clone()),
+            run_dir.clone(),
+        )
+        .await;
+        match started {
+            Ok(agent) => break agent,
+            // The link went again between the head answering and the node starting.
+            Err(e) if lost_the_head(&e) => {
+                eprintln!("{e:#}\nThe head went out of reach while the worker started.");
+            }
+            Err(e) => return Err(e),
+        }
+    };
     eprintln!(
         "Worker {name} runs in the fleet at {}. Ctrl-C stops it.",
         enrolled.head.join(", ")
@@ -254,6 +264,23 @@ async fn run_once(
     eprintln!("Stopping...");
     agent.stop().await;
     Ok(outcome)
+}
+
+/// Whether starting failed because the head went out of reach (the network's doing: wait for
+/// it again) rather than for a reason waiting cannot mend.
+fn lost_the_head(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<flotilla_agent::Error>(),
+            Some(
+                flotilla_agent::Error::NoRoute { .. }
+                    | flotilla_agent::Error::Ray(flotilla_ray::Error::HeadUnreachable { .. })
+            )
+        ) || matches!(
+            cause.downcast_ref::<flotilla_ray::Error>(),
+            Some(flotilla_ray::Error::HeadUnreachable { .. })
+        )
+    })
 }
 
 /// Waits until the head's Ray port answers; `false` if shut down first.
@@ -348,4 +375,43 @@ async fn start(
     )
     .await?;
     Ok(agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable() -> flotilla_ray::Error {
+        flotilla_ray::Error::HeadUnreachable {
+            addr: "10.0.0.1:6379".parse().unwrap(),
+            detail: "No route to host (os error 113)".into(),
+        }
+    }
+
+    #[test]
+    fn a_head_gone_out_of_reach_while_starting_is_waited_for() {
+        let through_agent = anyhow::Error::from(flotilla_agent::Error::Ray(unreachable()));
+        assert!(lost_the_head(&through_agent));
+        assert!(lost_the_head(
+            &anyhow::Error::from(unreachable()).context("starting")
+        ));
+        let no_route = flotilla_agent::Error::NoRoute {
+            head: "10.0.0.1:6379".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::NetworkUnreachable),
+        };
+        assert!(lost_the_head(&anyhow::Error::from(no_route)));
+    }
+
+    #[test]
+    fn other_failures_to_start_end_the_worker() {
+        let taken = flotilla_ray::Error::PortInUse {
+            port: 7480,
+            what: "Ray node manager",
+            option: "--node-ports",
+        };
+        assert!(!lost_the_head(&anyhow::Error::from(
+            flotilla_agent::Error::Ray(taken)
+        )));
+        assert!(!lost_the_head(&anyhow::anyhow!("the runtime is broken")));
+    }
 }

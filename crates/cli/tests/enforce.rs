@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const BASE: u16 = 41000;
+const BASE: u16 = 22000;
 
 struct Cluster {
     home: tempfile::TempDir,

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const BASE: u16 = 45000;
+const BASE: u16 = 15000;
 const WORKERS: [&str; 2] = ["a", "b"];
 
 /// A small seeded generator (SplitMix64): the same seed, the same schedule.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const BASE: u16 = 33000;
+const BASE: u16 = 29000;
 
 fn nodes(home: &Path) -> Vec<serde_json::Value> {
     let out = flotilla(home).args(["nodes", "--json"]).output().unwrap();

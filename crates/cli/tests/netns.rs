@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const BASE: u16 = 35000;
+const BASE: u16 = 19000;
 
 fn home() -> tempfile::TempDir {
     tempfile::Builder::new()

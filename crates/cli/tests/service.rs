@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BASE: u16 = 51000;
+const BASE: u16 = 14000;
 
 fn dry_run(home: &Path, scope: &str, role: &str) -> serde_json::Value {
     let out = flotilla(home)

@@ -20,8 +20,8 @@ use flotilla_ray::grpc::{DrainReason, GcsClient, NodeLifecycle, NodeState, Rayle
 use flotilla_ray::supervisor::Role;
 use flotilla_ray::{RayToken, Runtime, StateClient, Supervisor};
 
-const GCS_PORT: u16 = 36379;
-const WORKER_BASE: u16 = 37480;
+const GCS_PORT: u16 = 25379;
+const WORKER_BASE: u16 = 25480;
 
 /// Waits up to `limit` for `check` to hold; returns how long it took, or `None`.
 async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>

@@ -58,6 +58,10 @@ pub fn set_secret(home: &Path, name: &str, value: &str) {
 }
 
 /// The port options of one test's cluster, from a base, so tests never collide.
+///
+/// Bases stay below 32768, outside Linux's ephemeral range (32768-60999): an outgoing
+/// connection of any process may take a port in that range as its own, and a node whose port is
+/// taken refuses to start.
 pub fn port_args(base: u16) -> Vec<String> {
     [
         ("--api-port", base),
