@@ -149,6 +149,9 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             .fix("Ray will still follow the decision through its advertised CPUs"),
     });
 
+    checks.push(ports_check(&dirs, head.is_some()).await);
+    checks.push(start_at_login_check());
+
     // The head: this machine's, or the one it joined.
     if let Some(info) = &head {
         checks.push(check(
@@ -198,6 +201,114 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Status::Warn => 1,
         Status::Fail => 2,
     }))
+}
+
+/// The ports Flotilla and its Ray nodes listen on by default: free, or held by Flotilla itself
+/// (this machine's head, or its running worker).
+async fn ports_check(dirs: &flotilla_host::Dirs, runs_head: bool) -> Check {
+    use flotilla_ray::ports::{self, NodePorts};
+    let worker_runs =
+        flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "decision"}))
+            .await
+            .is_ok();
+    let mut wanted: Vec<(u16, &'static str, &'static str)> = Vec::new();
+    if !worker_runs {
+        let w = NodePorts::worker_default();
+        wanted.extend(w.services().map(|(p, what)| (p, what, "--node-ports")));
+    }
+    if !runs_head {
+        wanted.extend([
+            (
+                flotilla_head::DEFAULT_API_PORT,
+                "Flotilla dashboard and API",
+                "--api-port",
+            ),
+            (
+                flotilla_head::fleet::DEFAULT_CONTROL_PORT,
+                "Flotilla control plane",
+                "--control-port",
+            ),
+            (ports::DEFAULT_GCS_PORT, "Ray GCS", "--ray-port"),
+            (
+                ports::DEFAULT_RAY_DASHBOARD_PORT,
+                "Ray dashboard",
+                "--ray-dashboard-port",
+            ),
+            (
+                ports::DEFAULT_CLIENT_SERVER_PORT,
+                "Ray client server",
+                "--ray-client-port",
+            ),
+        ]);
+        let h = NodePorts::head_default();
+        wanted.extend(h.services().map(|(p, what)| (p, what, "--head-node-ports")));
+    }
+    let taken: Vec<String> = wanted
+        .iter()
+        .filter_map(|&(port, what, option)| {
+            ports::ensure_free(port, what, option)
+                .err()
+                .map(|_| format!("{port} ({what}; {option} moves it)"))
+        })
+        .collect();
+    let held = match (runs_head, worker_runs) {
+        (true, true) => " (this machine's head and worker hold theirs)",
+        (true, false) => " (this machine's head holds its own)",
+        (false, true) => " (this machine's worker holds its own)",
+        (false, false) => "",
+    };
+    if taken.is_empty() {
+        check(
+            "ports",
+            Status::Ok,
+            format!("the default ports are free{held}"),
+        )
+    } else {
+        check(
+            "ports",
+            Status::Warn,
+            format!("in use by another program: {}", taken.join(", ")),
+        )
+        .fix(
+            "stop the program that holds them, or give Flotilla other ports with the options named",
+        )
+    }
+}
+
+/// What starts Flotilla by itself: the desktop app at login, or a service.
+fn start_at_login_check() -> Check {
+    let services: Vec<String> = crate::service::all_plans()
+        .into_iter()
+        .filter(|p| p.path.exists())
+        .map(|p| {
+            format!(
+                "the {} service ({}, {})",
+                p.role.name(),
+                p.scope.name(),
+                p.path.display()
+            )
+        })
+        .collect();
+    let entries: Vec<String> = crate::uninstall::autostart_entries()
+        .into_iter()
+        .filter(|p| p.exists())
+        .map(|p| format!("the desktop app at login ({})", p.display()))
+        .collect();
+    let all: Vec<String> = entries.into_iter().chain(services).collect();
+    if all.is_empty() {
+        check(
+            "start at login",
+            Status::Skip,
+            "nothing starts Flotilla by itself: it runs while you run it",
+        )
+        .fix("turn on Start at login in the desktop app, or `flotilla service install` on a server")
+    } else {
+        check(
+            "start at login",
+            Status::Ok,
+            format!("started by {}", all.join("; ")),
+        )
+    }
 }
 
 /// The network: the mode, this machine's address toward the head, Tailscale's state (and the

@@ -24,7 +24,7 @@ pub struct UninstallArgs {
 }
 
 /// The desktop app's start-at-login entries (XDG autostart on Linux, a LaunchAgent on macOS).
-fn autostart_entries() -> Vec<PathBuf> {
+pub(crate) fn autostart_entries() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(config) = dirs::config_dir() {
         for name in ["Flotilla.desktop", "flotilla-desktop.desktop"] {
