@@ -80,7 +80,8 @@ impl Desktop {
         let (me, stop) = (self.clone(), shutdown.clone());
         let task = tauri::async_runtime::spawn(async move {
             let node = flotilla::worker::NodeArgs::default();
-            let ended = flotilla::worker::run_enrolled_until(enrolled, node, stop.clone()).await;
+            let ended =
+                flotilla::worker::run_enrolled_until(enrolled, node, stop.clone(), None).await;
             if stop.is_cancelled() {
                 return;
             }
