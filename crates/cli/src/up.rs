@@ -229,6 +229,7 @@ pub struct Running {
     reach: Reach,
     head: Head,
     worker: Option<LocalWorker>,
+    policy_toml: String,
 }
 
 /// The head machine's own worker, enrolled with its control plane directly.
@@ -304,14 +305,26 @@ pub async fn start(
             reach,
             head,
             worker: None,
+            policy_toml,
         });
     }
-    match start_worker(args, &dirs, &head, runtime, config, policy_toml, say).await {
+    match start_worker(
+        args,
+        &dirs,
+        &head,
+        runtime,
+        config,
+        policy_toml.clone(),
+        say,
+    )
+    .await
+    {
         Ok(worker) => Ok(Running {
             dirs,
             reach,
             head,
             worker: Some(worker),
+            policy_toml,
         }),
         Err(e) => {
             head.stop(&dirs).await;
@@ -397,6 +410,11 @@ impl Running {
 
     pub fn worker(&self) -> Option<&LocalWorker> {
         self.worker.as_ref()
+    }
+
+    /// The fleet's `[policy]` defaults, as the head read them from `flotilla.toml` at start.
+    pub fn fleet_policy(&self) -> &str {
+        &self.policy_toml
     }
 
     /// What `flotilla up` prints once the cluster is up: where everything is and how to use it.
