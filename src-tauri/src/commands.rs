@@ -505,7 +505,7 @@ pub async fn remove_secret(name: String) -> Result<Vec<SecretView>> {
     .await?;
     if !removed {
         return Err(CommandError::new(
-            "not_found",
+            "no_secret",
             format!("no secret named {missing:?} is stored"),
         ));
     }

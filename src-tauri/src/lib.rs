@@ -145,9 +145,9 @@ impl Desktop {
         *lock(&self.agent_error) = None;
         let shutdown = self.quit.child_token();
         let (me, stop) = (self.clone(), shutdown.clone());
-        let runtime = format!(
-            "Ray {} on Python {}",
-            enrolled.ray_version, enrolled.python_version
+        let runtime = (
+            enrolled.ray_version.clone(),
+            enrolled.python_version.clone(),
         );
         let progress = progress::sink(app.clone(), self.clone(), runtime);
         let task = tauri::async_runtime::spawn(async move {
@@ -184,7 +184,7 @@ impl Desktop {
         let shutdown = self.quit.child_token();
         let (me, stop) = (self.clone(), shutdown.clone());
         let spec = flotilla_ray::RuntimeSpec::default();
-        let runtime = format!("Ray {} on Python {}", spec.ray, spec.python);
+        let runtime = (spec.ray.clone(), spec.python.clone());
         let progress = progress::sink(app.clone(), self.clone(), runtime);
         let task = tauri::async_runtime::spawn(async move {
             let args = flotilla::up::UpArgs::default();

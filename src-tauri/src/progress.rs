@@ -22,7 +22,8 @@ pub struct ProvisionView {
     /// The step in English, as the runtime manager words it.
     pub label: String,
     /// The runtime's Ray and Python versions.
-    pub runtime: String,
+    pub ray: String,
+    pub python: String,
     /// Bytes done and expected in this step, when it counts bytes.
     pub done_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
@@ -42,14 +43,19 @@ fn code(step: Step) -> &'static str {
 }
 
 /// The view after `event`, given the one before.
-pub fn next(prev: Option<&ProvisionView>, event: &Progress, runtime: &str) -> ProvisionView {
+pub fn next(
+    prev: Option<&ProvisionView>,
+    event: &Progress,
+    runtime: &(String, String),
+) -> ProvisionView {
     match event {
         Progress::Step { step, label } => {
             let (index, count) = step.position();
             ProvisionView {
                 step: code(*step).into(),
                 label: label.clone(),
-                runtime: runtime.into(),
+                ray: runtime.0.clone(),
+                python: runtime.1.clone(),
                 done_bytes: None,
                 total_bytes: None,
                 fraction: Some(f64::from(index - 1) / f64::from(count)),
@@ -59,7 +65,8 @@ pub fn next(prev: Option<&ProvisionView>, event: &Progress, runtime: &str) -> Pr
             let mut v = prev.cloned().unwrap_or_else(|| ProvisionView {
                 step: String::new(),
                 label: String::new(),
-                runtime: runtime.into(),
+                ray: runtime.0.clone(),
+                python: runtime.1.clone(),
                 done_bytes: None,
                 total_bytes: None,
                 fraction: None,
@@ -86,7 +93,8 @@ pub fn next(prev: Option<&ProvisionView>, event: &Progress, runtime: &str) -> Pr
         Progress::Done { label } => ProvisionView {
             step: "start_node".into(),
             label: label.clone(),
-            runtime: runtime.into(),
+            ray: runtime.0.clone(),
+            python: runtime.1.clone(),
             done_bytes: None,
             total_bytes: None,
             fraction: Some(1.0),
@@ -99,7 +107,8 @@ const EMIT_EVERY: Duration = Duration::from_millis(250);
 
 /// A [`ProgressFn`] that keeps the app's view current and sends it to the window
 /// (`flotilla://progress`).
-pub fn sink(app: AppHandle, desktop: Arc<Desktop>, runtime: String) -> ProgressFn {
+/// `runtime`: the Ray and Python versions being provisioned.
+pub fn sink(app: AppHandle, desktop: Arc<Desktop>, runtime: (String, String)) -> ProgressFn {
     let last = std::sync::Mutex::new(None::<Instant>);
     *crate::lock(&desktop.progress) = None;
     Arc::new(move |event: Progress| {
@@ -124,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_bar_moves_through_the_steps_and_their_bytes() {
-        let rt = "Ray 2.60.0 on Python 3.11";
+        let rt = &("2.60.0".to_string(), "3.11".to_string());
         let v = next(
             None,
             &Progress::Step {
@@ -171,6 +180,6 @@ mod tests {
             rt,
         );
         assert_eq!((v.step.as_str(), v.fraction), ("start_node", Some(1.0)));
-        assert_eq!(v.runtime, rt);
+        assert_eq!((v.ray.as_str(), v.python.as_str()), ("2.60.0", "3.11"));
     }
 }

@@ -16,7 +16,7 @@ label: string,
 /**
  * The runtime's Ray and Python versions.
  */
-runtime: string, 
+ray: string, python: string, 
 /**
  * Bytes done and expected in this step, when it counts bytes.
  */
