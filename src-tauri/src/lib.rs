@@ -2,20 +2,30 @@
 //! and why, notifications, start at login, and the dashboard in a window.
 //!
 //! The shell is thin. The agent is the same code `flotilla worker` runs
-//! ([`flotilla::worker::run_enrolled_until`]), in this process; the tray and the window read
-//! it through its local control channel ([`flotilla_agent::control`]), as `flotilla status` and
-//! `flotilla pause` do, so the app, the command line and a service all see one agent. Joining
-//! is [`flotilla::join::enroll`]; the cluster view is the control plane's snapshot read with
-//! this node's credential ([`flotilla_agent::enrollment::Enrollment::cluster`]).
+//! ([`flotilla::worker::run_enrolled_until`]), in this process; a computer that hosts the
+//! cluster runs what `flotilla up` runs instead ([`flotilla::up::start`]: the head and its own
+//! worker). The tray and the window read the agent through its local control channel
+//! ([`flotilla_agent::control`]), as `flotilla status` and `flotilla pause` do, so the app, the
+//! command line and a service all see one agent. Joining is [`flotilla::join::enroll`]; the
+//! cluster view is the control plane's snapshot, read with this node's credential
+//! ([`flotilla_agent::enrollment::Enrollment::cluster`]) or, on the host, from the control
+//! plane in this process.
 //!
 //! - [`status`]: the status the tray and the window show, from the agent's decision.
+//! - [`progress`]: the runtime's provisioning, for the window's progress bar.
 //! - [`tray`]: the icon, its tooltip and menu.
 //! - [`commands`]: what the window calls (Tauri IPC).
 //! - [`notify`]: which changes become notifications, rate-limited.
-//! - [`settings`]: the app's own settings (start at login, notifications, language).
+//! - [`settings`]: the app's own settings (start at login, notifications, language, the price
+//!   of a vCPU-hour, whether it hosts).
+//! - [`policy`]: the politeness settings of `flotilla.toml`, validated and written back.
+//! - [`logs`]: the app's log file and its tail.
 
 pub mod commands;
+pub mod logs;
 pub mod notify;
+pub mod policy;
+pub mod progress;
 pub mod settings;
 pub mod status;
 pub mod tray;
@@ -28,13 +38,21 @@ use flotilla_host::Dirs;
 use tauri::{AppHandle, Emitter, Manager};
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{DesktopStatus, Phase};
+use crate::status::{DesktopStatus, Phase, Role};
 
-/// What the app holds: the agent it runs, and the last status it showed.
+/// What the app holds: the agent (or the hosted cluster) it runs, and the last status it
+/// showed.
 #[derive(Debug)]
 pub struct Desktop {
     pub dirs: Dirs,
+    /// The worker's task, or the hosted cluster's.
     agent: Mutex<Option<RunningAgent>>,
+    /// The cluster this computer hosts, once it runs.
+    pub hosted: Mutex<Option<Hosted>>,
+    /// The latest join code made for the hosted cluster.
+    pub invite: Mutex<Option<flotilla_head::dto::InviteReply>>,
+    /// The runtime's provisioning, while the agent starts.
+    pub progress: Mutex<Option<progress::ProvisionView>>,
     pub status: Mutex<DesktopStatus>,
     /// Set when the agent stopped by itself (refused, removed, failed to start).
     pub agent_error: Mutex<Option<String>>,
@@ -50,11 +68,27 @@ struct RunningAgent {
     task: tauri::async_runtime::JoinHandle<()>,
 }
 
+/// What the window needs of a cluster this computer hosts.
+#[derive(Debug, Clone)]
+pub struct Hosted {
+    pub fleet: flotilla_head::fleet::ControlPlane,
+    pub info: flotilla_head::HeadInfo,
+    /// The fleet's `[policy]` defaults, as the head read them at start.
+    pub fleet_policy: String,
+}
+
+/// What a hosted cluster's join codes allow.
+pub const INVITE_USES: u32 = 10;
+pub const INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 impl Desktop {
     fn new() -> Desktop {
         Desktop {
             dirs: Dirs::from_env(),
             agent: Mutex::new(None),
+            hosted: Mutex::new(None),
+            invite: Mutex::new(None),
+            progress: Mutex::new(None),
             status: Mutex::new(DesktopStatus::default()),
             agent_error: Mutex::new(None),
             quit: CancellationToken::new(),
@@ -66,21 +100,61 @@ impl Desktop {
         Enrollment::load(&self.dirs).ok().flatten()
     }
 
-    /// Starts this machine's worker in the fleet it joined (no-op when it runs already).
-    pub fn start_agent(self: &Arc<Self>, enrolled: Enrollment) {
-        let mut agent = lock(&self.agent);
-        if agent
+    /// What this computer is to its cluster: the host (remembered in the settings), a worker
+    /// (it joined), or neither yet.
+    pub fn role(&self) -> Role {
+        if settings::load(&self.dirs).hosting {
+            Role::Host
+        } else if self.enrollment().is_some() {
+            Role::Worker
+        } else {
+            Role::None
+        }
+    }
+
+    /// The name of the hosting computer's own worker.
+    pub fn host_worker_name(&self) -> String {
+        flotilla::up::UpArgs::default()
+            .name
+            .unwrap_or_else(flotilla_host::hostname)
+    }
+
+    /// The fleet's policy defaults this computer's agent merges its own settings under.
+    pub fn fleet_policy(&self) -> String {
+        match self.role() {
+            Role::Host => lock(&self.hosted)
+                .as_ref()
+                .map(|h| h.fleet_policy.clone())
+                .unwrap_or_default(),
+            _ => self.enrollment().map(|e| e.policy_toml).unwrap_or_default(),
+        }
+    }
+
+    fn running(&self) -> bool {
+        lock(&self.agent)
             .as_ref()
             .is_some_and(|a| !a.task.inner().is_finished())
-        {
+    }
+
+    /// Starts this machine's worker in the fleet it joined (no-op when it runs already).
+    pub fn start_agent(self: &Arc<Self>, app: &AppHandle, enrolled: Enrollment) {
+        if self.running() {
             return;
         }
+        let mut agent = lock(&self.agent);
         *lock(&self.agent_error) = None;
         let shutdown = self.quit.child_token();
         let (me, stop) = (self.clone(), shutdown.clone());
+        let runtime = (
+            enrolled.ray_version.clone(),
+            enrolled.python_version.clone(),
+        );
+        let progress = progress::sink(app.clone(), self.clone(), runtime);
         let task = tauri::async_runtime::spawn(async move {
             let node = flotilla::worker::NodeArgs::default();
-            let ended = flotilla::worker::run_enrolled_until(enrolled, node, stop.clone()).await;
+            let ended =
+                flotilla::worker::run_enrolled_until(enrolled, node, stop.clone(), Some(progress))
+                    .await;
             if stop.is_cancelled() {
                 return;
             }
@@ -97,6 +171,89 @@ impl Desktop {
         *agent = Some(RunningAgent { shutdown, task });
     }
 
+    /// Hosts the cluster on this computer, as `flotilla up` does: the Ray head, the control
+    /// plane, the cluster API and this computer's own worker, in this process (no-op when it
+    /// runs already). Ports and sizes are `flotilla up`'s defaults, with their `FLOTILLA_*`
+    /// environment variables.
+    pub fn start_host(self: &Arc<Self>, app: &AppHandle) {
+        if self.running() {
+            return;
+        }
+        let mut agent = lock(&self.agent);
+        *lock(&self.agent_error) = None;
+        let shutdown = self.quit.child_token();
+        let (me, stop) = (self.clone(), shutdown.clone());
+        let spec = flotilla_ray::RuntimeSpec::default();
+        let runtime = (spec.ray.clone(), spec.python.clone());
+        let progress = progress::sink(app.clone(), self.clone(), runtime);
+        let task = tauri::async_runtime::spawn(async move {
+            let args = flotilla::up::UpArgs::default();
+            let say = |line: &str| tracing::info!("{line}");
+            let running = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = flotilla::up::start(&args, progress, &say) => r,
+            };
+            let running = match running {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!("cannot host the cluster: {e:#}");
+                    tracing::warn!("{why}");
+                    *lock(&me.agent_error) = Some(why);
+                    return;
+                }
+            };
+            tracing::info!(api = %running.info().api_url, ray = %running.info().ray_address, "hosting the cluster");
+            *lock(&me.hosted) = Some(Hosted {
+                fleet: running.head().fleet().clone(),
+                info: running.info().clone(),
+                fleet_policy: running.fleet_policy().to_string(),
+            });
+            let warn = |line: &str| tracing::warn!("{line}");
+            running.watch(&stop, &warn).await;
+            *lock(&me.hosted) = None;
+            *lock(&me.invite) = None;
+            running.stop().await;
+            tracing::info!("the hosted cluster stopped");
+        });
+        *agent = Some(RunningAgent { shutdown, task });
+    }
+
+    /// A join code for the hosted cluster: the last one made while it is valid for an hour
+    /// more, else (or with `fresh`) a new one.
+    pub async fn host_invite(
+        &self,
+        fresh: bool,
+    ) -> Result<flotilla_head::dto::InviteReply, String> {
+        let fleet = lock(&self.hosted)
+            .as_ref()
+            .map(|h| h.fleet.clone())
+            .ok_or("the cluster is not running yet")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if !fresh
+            && let Some(kept) = lock(&self.invite)
+                .as_ref()
+                .filter(|i| i.expires_unix > now + 3600)
+        {
+            return Ok(kept.clone());
+        }
+        let (code, expires_unix) = fleet
+            .invite(INVITE_USES, INVITE_TTL)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        // The code is a password: it goes to the window, never to the log.
+        tracing::info!(expires_unix, "made a join code");
+        let reply = flotilla_head::dto::InviteReply {
+            qr_svg: flotilla_head::qr_svg(&code),
+            code,
+            expires_unix,
+            uses: INVITE_USES,
+        };
+        *lock(&self.invite) = Some(reply.clone());
+        Ok(reply)
+    }
+
     /// Stops the worker (its Ray node stops gracefully) and waits for it.
     pub async fn stop_agent(&self) {
         let running = lock(&self.agent).take();
@@ -108,6 +265,20 @@ impl Desktop {
 
     pub fn agent_started(&self) -> bool {
         lock(&self.agent).is_some()
+    }
+
+    /// Starts what this computer runs: the hosted cluster, or the worker of the fleet it
+    /// joined; nothing on the first run.
+    pub fn start_role(self: &Arc<Self>, app: &AppHandle) {
+        match self.role() {
+            Role::Host => self.start_host(app),
+            Role::Worker => {
+                if let Some(e) = self.enrollment() {
+                    self.start_agent(app, e);
+                }
+            }
+            Role::None => {}
+        }
     }
 }
 
@@ -122,9 +293,15 @@ async fn follow(app: AppHandle, desktop: Arc<Desktop>) {
         let status = status::read(&desktop).await;
         let old = std::mem::replace(&mut *lock(&desktop.status), status.clone());
         notifier.on_tick(&app, &old, &status);
-        let changed = old != status;
-        if changed {
-            tray::show(&app, &status);
+        if old != status {
+            // The provisioning's progress moves the window's bar, not the tray.
+            let strip = |s: &DesktopStatus| DesktopStatus {
+                progress: None,
+                ..s.clone()
+            };
+            if strip(&old) != strip(&status) {
+                tray::show(&app, &status);
+            }
             let _ = app.emit("flotilla://status", &status);
         }
         tokio::select! {
@@ -168,20 +345,10 @@ pub fn quit(app: &AppHandle) {
     });
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
 /// The app's `main`.
 pub fn run() {
-    init_logging();
     let desktop = Arc::new(Desktop::new());
+    logs::init(&desktop.dirs.logs);
     let minimized = std::env::args().any(|a| a == "--minimized");
     let result = tauri::Builder::default()
         // A second launch shows the running app's window instead.
@@ -202,15 +369,23 @@ pub fn run() {
             commands::cluster,
             commands::settings,
             commands::set_settings,
+            commands::host,
+            commands::host_invite,
+            commands::computer,
+            commands::policy,
+            commands::set_policy,
+            commands::secrets,
+            commands::add_secret,
+            commands::remove_secret,
+            commands::logs,
         ])
         .setup(move |app| {
             let handle = app.handle().clone();
             tray::create(&handle)?;
-            let enrolled = desktop.enrollment();
-            match enrolled {
-                Some(e) => desktop.start_agent(e),
-                // First run: the window asks to join.
-                None => show_window(&handle),
+            desktop.start_role(&handle);
+            // First run: the window asks to join or host.
+            if desktop.role() == Role::None {
+                show_window(&handle);
             }
             if desktop.agent_started() && !minimized {
                 show_window(&handle);

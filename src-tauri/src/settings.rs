@@ -1,24 +1,34 @@
-//! The app's own settings, in `desktop.json` beside `flotilla.toml`: notifications on or off and
-//! the language (the OS locale unless chosen). Start at login lives with the OS (the autostart
-//! plugin) and is read from there.
+//! The app's own settings, in `desktop.json` beside `flotilla.toml`: notifications on or off,
+//! the language (the OS locale unless chosen), the price of a cloud vCPU-hour that contribution
+//! is compared with, and whether this computer hosts the cluster (so that it hosts again after
+//! a restart). Start at login lives with the OS (the autostart plugin) and is read from there.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub notifications: bool,
     /// `en` or `es`; `None` follows the OS.
     pub language: Option<String>,
+    /// What a cloud vCPU-hour costs, in US dollars, for the contribution's equivalent.
+    pub price_per_vcpu_hour: f64,
+    /// This computer hosts the cluster (the head and its own worker run in the app).
+    pub hosting: bool,
 }
+
+/// A typical on-demand price of one vCPU-hour, in US dollars.
+pub const DEFAULT_PRICE_PER_VCPU_HOUR: f64 = 0.04;
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             notifications: true,
             language: None,
+            price_per_vcpu_hour: DEFAULT_PRICE_PER_VCPU_HOUR,
+            hosting: false,
         }
     }
 }
@@ -43,6 +53,15 @@ pub fn save(dirs: &flotilla_host::Dirs, s: &Settings) -> std::io::Result<()> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("language {lang:?}: expected en or es"),
+        ));
+    }
+    if !(s.price_per_vcpu_hour.is_finite() && (0.0..=100.0).contains(&s.price_per_vcpu_hour)) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "price per vCPU-hour {}: expected a number of dollars from 0 to 100, such as 0.04",
+                s.price_per_vcpu_hour
+            ),
         ));
     }
     std::fs::create_dir_all(&dirs.config)?;
@@ -81,6 +100,8 @@ mod tests {
         let s = Settings {
             notifications: false,
             language: Some("es".into()),
+            price_per_vcpu_hour: 0.05,
+            hosting: true,
         };
         save(&dirs, &s).unwrap();
         assert_eq!(load(&dirs), s);
@@ -91,5 +112,19 @@ mod tests {
         };
         assert!(save(&dirs, &bad).unwrap_err().to_string().contains("fr"));
         assert_eq!(load(&dirs), s, "a refused setting changes nothing");
+        let bad = Settings {
+            price_per_vcpu_hour: -1.0,
+            ..Settings::default()
+        };
+        assert!(save(&dirs, &bad).unwrap_err().to_string().contains("price"));
+        // A file from before these settings reads with their defaults.
+        std::fs::write(
+            dirs.config.join("desktop.json"),
+            r#"{"notifications": false}"#,
+        )
+        .unwrap();
+        let old = load(&dirs);
+        assert_eq!(old.price_per_vcpu_hour, DEFAULT_PRICE_PER_VCPU_HOUR);
+        assert!(!old.notifications && !old.hosting);
     }
 }

@@ -22,6 +22,20 @@ pub enum Phase {
     Error,
 }
 
+/// What this computer is to its cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Not in a cluster.
+    #[default]
+    None,
+    /// A worker in a cluster it joined with a code.
+    Worker,
+    /// The cluster's head, with its own worker.
+    Host,
+}
+
 /// The state as the tray draws it (one icon per variant).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -39,6 +53,7 @@ pub enum TrayState {
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct DesktopStatus {
     pub phase: Phase,
+    pub role: Role,
     pub tray: TrayState,
     /// The agent's enforcement state: `full`, `cap`, `draining`, `paused`, or empty.
     pub state: String,
@@ -55,20 +70,29 @@ pub struct DesktopStatus {
     pub link_text: String,
     pub node_name: String,
     pub error: Option<String>,
+    /// While starting: how far provisioning the runtime (then starting the node) is.
+    pub progress: Option<crate::progress::ProvisionView>,
 }
 
 /// The status now.
 pub async fn read(desktop: &Desktop) -> DesktopStatus {
+    let role = desktop.role();
     if let Some(error) = crate::lock(&desktop.agent_error).clone() {
         return DesktopStatus {
             phase: Phase::Error,
+            role,
             tray: TrayState::Error,
             error: Some(error),
             ..Default::default()
         };
     }
-    let Some(enrolled) = desktop.enrollment() else {
-        return DesktopStatus::default();
+    let node_name = match role {
+        Role::None => return DesktopStatus::default(),
+        Role::Worker => desktop
+            .enrollment()
+            .map(|e| e.node_name)
+            .unwrap_or_default(),
+        Role::Host => desktop.host_worker_name(),
     };
     let reply = flotilla_agent::control::request(
         &desktop.dirs.run,
@@ -81,10 +105,12 @@ pub async fn read(desktop: &Desktop) -> DesktopStatus {
         Some(r) => of_decision(&r["decision"]),
         None => DesktopStatus {
             phase: Phase::Starting,
+            progress: crate::lock(&desktop.progress).clone(),
             ..Default::default()
         },
     };
-    status.node_name = enrolled.node_name;
+    status.role = role;
+    status.node_name = node_name;
     status
 }
 
@@ -111,6 +137,7 @@ pub fn of_decision(d: &Value) -> DesktopStatus {
     };
     DesktopStatus {
         phase: Phase::Running,
+        role: Role::None,
         tray,
         state,
         reason_code,
@@ -125,6 +152,7 @@ pub fn of_decision(d: &Value) -> DesktopStatus {
         link_text: d["session_text"].as_str().unwrap_or("").into(),
         node_name: String::new(),
         error: None,
+        progress: None,
     }
 }
 
@@ -145,6 +173,11 @@ mod tests {
         DesktopStatus::export_all(&cfg).unwrap();
         crate::commands::SettingsView::export_all(&cfg).unwrap();
         crate::commands::CommandError::export_all(&cfg).unwrap();
+        crate::commands::ComputerView::export_all(&cfg).unwrap();
+        crate::commands::SecretView::export_all(&cfg).unwrap();
+        crate::commands::PolicySaved::export_all(&cfg).unwrap();
+        crate::policy::PolicyView::export_all(&cfg).unwrap();
+        crate::logs::LogLine::export_all(&cfg).unwrap();
         let read = |d: &std::path::Path| -> std::collections::BTreeMap<String, String> {
             std::fs::read_dir(d)
                 .map(|es| {

@@ -213,6 +213,21 @@ fn on_menu(app: &AppHandle, id: &str) {
     }
 }
 
+/// Words the menu again in the language now chosen (after a change in the settings).
+pub fn relabel(app: &AppHandle) {
+    let lang = lang(app);
+    if let Some(items) = app.try_state::<Items>() {
+        for (which, m) in &items.0 {
+            if *which != TrayItem::Status {
+                let _ = m.set_text(which.label(lang));
+            }
+        }
+    }
+    let desktop = app.state::<Arc<Desktop>>();
+    let status = crate::lock(&desktop.status).clone();
+    show(app, &status);
+}
+
 /// Brings the icon, tooltip and menu up to date with `s`.
 pub fn show(app: &AppHandle, s: &DesktopStatus) {
     let lang = lang(app);

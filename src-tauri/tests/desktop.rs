@@ -1,10 +1,13 @@
 //! The desktop app for real: its window under Xvfb driven through tauri-driver and WebKit's
-//! WebDriver (first-run screen, join a local head with a code, the node list), and its tray in
-//! trayer with dunst as the notification daemon (the icon appears; "Pause for 1 hour" from the
-//! menu pauses the agent, as `flotilla status --json` shows, and a notification is shown).
+//! WebDriver (first-run screen, join a local head with a code, the node list; host a cluster
+//! from the first run, with its join code and QR code, then the settings, secrets and log
+//! views, and hosting again after a restart), and its tray in trayer with dunst as the
+//! notification daemon (the icon appears; "Pause for 1 hour" from the menu pauses the agent,
+//! as `flotilla status --json` shows, and a notification is shown).
 //!
-//! Each test runs its own X server, session bus and head (`flotilla up --no-worker`), with the
-//! Ray runtime shared through `FLOTILLA_DATA_DIR`. Needs (tests/run installs them): Xvfb,
+//! Each test runs its own X server and session bus, and its own head (`flotilla up
+//! --no-worker`, or the app itself when it hosts), with the Ray runtime shared through
+//! `FLOTILLA_DATA_DIR`. Needs (tests/run installs them): Xvfb,
 //! dbus-daemon, webkit2gtk-driver, trayer, dunst, xdotool, x11-utils, and tauri-driver
 //! (`cargo install tauri-driver`, found in `FLOTILLA_TAURI_DRIVER`, on the PATH or in
 //! `~/.cache/flotilla/tools/bin`). The `flotilla` binary must be built beside this one
@@ -111,7 +114,11 @@ impl Session {
             .tempdir_in("/tmp")
             .unwrap();
         let xvfb = xvfb::start_xvfb(&dir.path().join("xvfb.log"));
-        let out = Command::new(tool("dbus-daemon", "dbus"))
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        // What the bus starts (the keyring) lives in the session's home too.
+        let mut bus = Command::new(tool("dbus-daemon", "dbus"));
+        private_home(&mut bus, &dir.path().join("home"));
+        let out = bus
             .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
             .output()
             .unwrap();
@@ -132,9 +139,16 @@ impl Session {
         self.dir.path()
     }
 
-    /// `program` on this display and bus.
+    /// The session's own home: what the app, WebKit and the start-at-login entry write there
+    /// stays out of the user's.
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// `program` on this display and bus, in the session's home.
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
+        private_home(&mut c, &self.home());
         c.env("DISPLAY", &self.xvfb.display)
             .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
             .env("FLOTILLA_DATA_DIR", data_dir());
@@ -221,7 +235,17 @@ fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Durat
     start.elapsed()
 }
 
-/// The app's environment: its own home, a small node on ports from `node_ports`.
+/// `HOME` and the XDG directories under `home`. (Tauri's start at login writes
+/// `$HOME/.config/autostart` whatever `XDG_CONFIG_HOME` says.)
+fn private_home(c: &mut Command, home: &Path) {
+    c.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_CACHE_HOME", home.join(".cache"));
+}
+
+/// The app's environment: its own Flotilla home, a small node on ports from `node_ports`.
 fn app_env(c: &mut Command, home: &Path, node_ports: u16) {
     c.env("FLOTILLA_HOME", home)
         .env("FLOTILLA_CPUS", "1")
@@ -341,6 +365,33 @@ impl WebDriver {
         panic!("{css} did not appear within {within:?}: {last}");
     }
 
+    fn click(&self, css: &str) {
+        let el = self.find(css, Duration::from_secs(20));
+        self.call("POST", &format!("/element/{el}/click"), Some(json!({})));
+    }
+
+    /// Replaces the text of the field `css`.
+    fn fill(&self, css: &str, text: &str) {
+        let el = self.find(css, Duration::from_secs(20));
+        self.call("POST", &format!("/element/{el}/clear"), Some(json!({})));
+        if !text.is_empty() {
+            self.call(
+                "POST",
+                &format!("/element/{el}/value"),
+                Some(json!({"text": text})),
+            );
+        }
+    }
+
+    /// The visible text of the first element `css` matches, or "" when there is none.
+    fn text(&self, css: &str) -> String {
+        let js = format!(
+            "const e = document.querySelector({}); return e ? e.innerText : '';",
+            Value::from(css)
+        );
+        self.script(&js).as_str().unwrap_or("").to_string()
+    }
+
     fn script(&self, js: &str) -> Value {
         self.call(
             "POST",
@@ -452,6 +503,16 @@ fn the_window_joins_a_local_head_with_a_code_and_lists_the_nodes() {
         started.elapsed()
     );
     wd.screenshot(&artefacts().join("cluster.png"));
+    // Joining turned on start at login.
+    let entry = session.home().join(".config/autostart/Flotilla.desktop");
+    wait_for("the start-at-login entry", Duration::from_secs(10), || {
+        entry.is_file()
+    });
+    let text = std::fs::read_to_string(&entry).unwrap();
+    assert!(
+        text.contains("flotilla-desktop") && text.contains("--minimized"),
+        "{text}"
+    );
     // The head agrees: the desktop's node is connected.
     let agents = head.flotilla(&["status", "--json"]).unwrap()["agents"].clone();
     assert!(
@@ -463,10 +524,6 @@ fn the_window_joins_a_local_head_with_a_code_and_lists_the_nodes() {
     // Logging out (SIGTERM) quits the app, and its worker's Ray node stops with it. (Closing
     // the window through WebDriver would end the app too: the driver quits the browser with its
     // last window, so the tray test checks what closing and quitting do.)
-    let is_driver = |pid: &u32| {
-        std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|e| e.ends_with("tauri-driver") || e.ends_with("WebKitWebDriver"))
-    };
     let app = processes_of(home.path()).into_iter().find(|pid| {
         std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == Path::new(APP))
     });
@@ -695,4 +752,269 @@ fn the_tray_pauses_for_an_hour_and_says_so() {
     );
     drop(session);
     let _ = head;
+}
+
+/// The app's environment for hosting: `flotilla up`'s ports from `base`, on the LAN.
+fn host_env(c: &mut Command, home: &Path, base: u16) {
+    app_env(c, home, base + 500);
+    for (var, port) in [
+        ("FLOTILLA_API_PORT", base),
+        ("FLOTILLA_RAY_PORT", base + 1),
+        ("FLOTILLA_RAY_DASHBOARD_PORT", base + 2),
+        ("FLOTILLA_RAY_CLIENT_PORT", base + 3),
+        ("FLOTILLA_CONTROL_PORT", base + 4),
+        ("FLOTILLA_HEAD_NODE_PORTS", base + 100),
+    ] {
+        c.env(var, port.to_string());
+    }
+    c.env("FLOTILLA_NETWORK", "lan");
+}
+
+/// `flotilla ARGS --json` with the app's home, on the session's bus (the same secret store).
+fn flotilla_json(session: &Session, home: &Path, args: &[&str]) -> Value {
+    let out = session
+        .command(flotilla_bin())
+        .env("FLOTILLA_HOME", home)
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The node list shows this computer contributing (or holding back).
+fn lists_this_computer(wd: &WebDriver) -> bool {
+    let table = wd.text("table");
+    table
+        .lines()
+        .any(|l| l.contains("Contributing") || l.contains("Throttled"))
+}
+
+fn is_driver(pid: &u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|e| e.ends_with("tauri-driver") || e.ends_with("WebKitWebDriver"))
+}
+
+/// Sends SIGTERM to the app (logging out does) and waits until it and every process it
+/// started (the head's and the worker's Ray nodes) are gone.
+fn stop_app(home: &Path) {
+    let app = processes_of(home).into_iter().find(|pid| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == Path::new(APP))
+    });
+    let app = app.expect("the app runs");
+    // SAFETY: a signal to the app this test started.
+    unsafe { libc::kill(app as i32, libc::SIGTERM) };
+    let took = wait_for(
+        "the app and its Ray nodes to stop",
+        Duration::from_secs(90),
+        || processes_of(home).iter().all(is_driver),
+    );
+    eprintln!("the app and its cluster stopped {took:?} after SIGTERM");
+}
+
+#[test]
+fn the_window_hosts_a_cluster_and_edits_its_settings_secrets_and_logs() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let session = Session::start();
+    let home = tempfile::Builder::new()
+        .prefix("fldh")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (base, driver_port) = (10100, 10900);
+    let start_driver = || {
+        let mut td = session.command(find_tauri_driver());
+        td.args([
+            "--port",
+            &driver_port.to_string(),
+            "--native-port",
+            &(driver_port + 1).to_string(),
+            "--native-driver",
+        ])
+        .arg(tool("WebKitWebDriver", "webkit2gtk-driver"));
+        host_env(&mut td, home.path(), base);
+        spawn(td, &session.path().join("tauri-driver.log"))
+    };
+    let td = start_driver();
+    let wd = WebDriver::new_session(driver_port);
+
+    // First run: host a cluster on this computer.
+    wd.find("[data-view=first-run]", Duration::from_secs(60));
+    wd.click("[data-tab=host]");
+    wd.find("[data-action=host]", Duration::from_secs(5));
+    wd.screenshot(&artefacts().join("host-first-run.png"));
+    let started = Instant::now();
+    wd.click("[data-action=host]");
+    wd.find("[data-view=this-computer]", Duration::from_secs(30));
+    // The join code and its QR code, once the head runs.
+    let code = wd.find("[data-field=join-code]", Duration::from_secs(240));
+    let code = wd.call("GET", &format!("/element/{code}/text"), None);
+    let code = code.as_str().unwrap_or("").trim().to_string();
+    assert!(code.starts_with("flot1-"), "{code}");
+    eprintln!(
+        "hosting, with a join code, {:?} after the click",
+        started.elapsed()
+    );
+    let qr = wd.script(
+        "const i = document.querySelector('img[data-qr]'); return i ? i.complete && i.naturalWidth : 0;",
+    );
+    assert!(qr.as_u64().is_some_and(|w| w > 0), "no QR code drawn: {qr}");
+    let listed = wait_for(
+        "the node list to show this computer",
+        Duration::from_secs(120),
+        || lists_this_computer(&wd),
+    );
+    eprintln!("this computer listed {listed:?} after the code showed");
+    wd.screenshot(&artefacts().join("host.png"));
+    // The code is a real one: another home joins with it.
+    let other = tempfile::Builder::new()
+        .prefix("fldj")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut join = session.command(flotilla_bin());
+    join.env("FLOTILLA_HOME", other.path())
+        .args(["join", "-", "--no-start", "--name", "laptop-2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = join.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(code.as_bytes())
+        .unwrap();
+    let joined = child.wait_with_output().unwrap();
+    assert!(
+        joined.status.success(),
+        "join with the app's code: {joined:?}"
+    );
+    // A new code replaces it.
+    wd.click("[data-action=new-code]");
+    wait_for("a new join code", Duration::from_secs(20), || {
+        let now = wd.text("[data-field=join-code]");
+        now.starts_with("flot1-") && now.trim() != code
+    });
+
+    // This computer: live sensors and the contribution.
+    wd.click("a[data-view=computer]");
+    wait_for("the sensors", Duration::from_secs(30), || {
+        !wd.text("[data-sensor=cpus]").is_empty()
+            && !wd.text("[data-contribution=total]").is_empty()
+    });
+    wd.screenshot(&artefacts().join("this-computer.png"));
+
+    // Settings: a wrong value is refused beside its field and nothing is written...
+    let toml = home.path().join("config/flotilla.toml");
+    let before = std::fs::read(&toml).ok();
+    wd.click("a[data-view=settings]");
+    wd.find("[data-field=active_cpus]", Duration::from_secs(20));
+    wd.fill("[data-field=active_cpus]", "-1");
+    wd.click("[data-action=save-policy]");
+    let problem = wd.find("[data-problem=active_cpus]", Duration::from_secs(20));
+    let problem = wd.call("GET", &format!("/element/{problem}/text"), None);
+    assert!(
+        problem.as_str().is_some_and(|p| p.contains("whole number")),
+        "{problem}"
+    );
+    assert_eq!(
+        std::fs::read(&toml).ok(),
+        before,
+        "a refused value wrote nothing"
+    );
+    wd.screenshot(&artefacts().join("settings-refused.png"));
+    // ...and a right one is written and applied: lending nothing while Xvfb runs (it does).
+    wd.fill("[data-field=active_cpus]", "1");
+    wd.fill("[data-field=exclusive_apps]", "Xvfb");
+    wd.click("[data-action=save-policy]");
+    wd.find("[data-saved]", Duration::from_secs(20));
+    let written = std::fs::read_to_string(&toml).unwrap();
+    assert!(
+        written.contains("active_cpus = 1") && written.contains("exclusive_apps = [\"Xvfb\"]"),
+        "{written}"
+    );
+    let applied = wait_for(
+        "the agent to apply the new settings",
+        Duration::from_secs(30),
+        || {
+            let d = flotilla_json(
+                &session,
+                home.path(),
+                &["status", "--json", "--api", "http://127.0.0.1:9"],
+            );
+            d["this_machine"]["decision"]["reason"]["code"] == "exclusive_app"
+        },
+    );
+    eprintln!("the agent applied the settings {applied:?} after saving");
+    wd.screenshot(&artefacts().join("settings.png"));
+
+    // Secrets: one added through a password field, listed by `flotilla secret list`, removed.
+    let value = "s3cr3t-value-that-never-shows";
+    wd.click("a[data-view=secrets]");
+    wd.find("section[data-view=secrets]", Duration::from_secs(20));
+    wd.fill("[data-field=secret-name]", "test-api-key");
+    wd.fill("[data-field=secret-value]", value);
+    let kind = wd
+        .script("return document.querySelector('[data-field=secret-value]').getAttribute('type');");
+    assert_eq!(kind, "password");
+    wd.click("[data-action=add-secret]");
+    wd.find("tr[data-secret=test-api-key]", Duration::from_secs(20));
+    let names = |session: &Session| -> Vec<String> {
+        flotilla_json(session, home.path(), &["secret", "list", "--json"])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(names(&session).iter().any(|n| n == "test-api-key"));
+    let page = wd.script("return document.documentElement.outerHTML;");
+    assert!(
+        !page.as_str().unwrap_or("").contains(value),
+        "the value shows"
+    );
+    // Flotilla's own secrets are listed without a way to remove them.
+    let own = wd.script(
+        "return [...document.querySelectorAll('tr[data-secret^=\"flotilla.\"]')].map(r => !!r.querySelector('[data-action=remove-secret]'));",
+    );
+    let own = own.as_array().cloned().unwrap_or_default();
+    assert!(!own.is_empty() && own.iter().all(|r| r == false), "{own:?}");
+    wd.screenshot(&artefacts().join("secrets.png"));
+    wd.click("tr[data-secret=test-api-key] [data-action=remove-secret]");
+    wait_for("the secret to go", Duration::from_secs(20), || {
+        wd.script("return !document.querySelector('tr[data-secret=test-api-key]');") == true
+    });
+    assert!(!names(&session).iter().any(|n| n == "test-api-key"));
+
+    // Logs: the app's log, without the join codes or the secret.
+    wd.click("a[data-view=logs]");
+    wait_for("lines of the log", Duration::from_secs(30), || {
+        wd.script("return document.querySelectorAll('[data-log-line]').length;")
+            .as_u64()
+            .is_some_and(|n| n > 5)
+    });
+    let log = wd.text("section[data-view=logs]");
+    assert!(log.contains("hosting the cluster"), "{log}");
+    assert!(!log.contains(&code[6..]) && !log.contains(value), "{log}");
+    wd.screenshot(&artefacts().join("logs.png"));
+
+    // Logging out stops the app, the head and both Ray nodes...
+    stop_app(home.path());
+    assert!(!home.path().join("state/head.json").exists());
+    drop(wd);
+    // ...and the next start hosts again by itself.
+    let wd = WebDriver::new_session(driver_port);
+    wd.find("[data-field=join-code]", Duration::from_secs(240));
+    // (It lends nothing while Xvfb runs, by the settings above: listed, not contributing.)
+    let me = flotilla_host::hostname();
+    wait_for(
+        "the node list after the restart",
+        Duration::from_secs(120),
+        || wd.text("table").contains(&me),
+    );
+    wd.screenshot(&artefacts().join("host-restarted.png"));
+    stop_app(home.path());
+    drop(wd);
+    drop(td);
+    drop(session);
 }

@@ -8,6 +8,9 @@
 //! ```text
 //! -> {"idle_ms": 1234, "source": "desktop"}      <- {"ok": true}
 //! -> {"get": "decision"}                         <- {"ok": true, "decision": {...}}
+//! -> {"get": "contribution"}                     <- {"ok": true, "contribution": {...}}
+//! -> {"reload": "policy"}                        <- {"ok": true, "policy": {...}}
+//!                                                   | {"ok": false, "error": "...", "problems": [...]}
 //! -> {"pause": "finish" | "now" | "for", "secs": N | "until", "at": "08:00"}  <- {"ok": true}
 //! -> {"resume": true}                            <- {"ok": true}
 //! -> anything else                               <- {"ok": false, "error": "..."}
@@ -22,7 +25,8 @@
 //!   [`serve`] returns an error saying so.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -59,6 +63,9 @@ enum Request {
     Resume {
         resume: bool,
     },
+    Reload {
+        reload: String,
+    },
 }
 
 /// The channel's shared state.
@@ -67,6 +74,131 @@ pub struct Feeds {
     pub idle: IdleFeed,
     pub manual: ManualFeed,
     pub policy: crate::sampler::PolicyFeed,
+    /// Where the politeness settings come from, for `{"reload": "policy"}`.
+    pub source: PolicySource,
+    /// The enrolled agent's outbox, once its session runs (its tally answers
+    /// `{"get": "contribution"}`).
+    pub ledger: Arc<Mutex<Option<Arc<Mutex<crate::outbox::Outbox>>>>>,
+}
+
+/// Where the politeness settings come from: the fleet's defaults (the head's `[policy]`, as
+/// its latest `SetPolicy` sent them) under this machine's own `flotilla.toml`, which a reload
+/// reads again, so a change to the file applies without restarting the agent.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySource {
+    /// This machine's `flotilla.toml`; `None`: the agent has no file to reload.
+    pub file: Option<PathBuf>,
+    texts: Arc<Mutex<PolicyTexts>>,
+}
+
+#[derive(Debug, Default)]
+struct PolicyTexts {
+    fleet: String,
+    /// The file's text as last reloaded; `None` until a reload.
+    local: Option<String>,
+}
+
+/// Why a reload was refused: the file's problems (line, field, what is accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadError {
+    pub message: String,
+    pub problems: Vec<crate::config::Problem>,
+}
+
+impl PolicySource {
+    pub fn new(file: Option<PathBuf>, fleet: &str) -> PolicySource {
+        let source = PolicySource {
+            file,
+            texts: Default::default(),
+        };
+        source.lock().fleet = fleet.to_string();
+        source
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PolicyTexts> {
+        self.texts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fleet's new defaults, merged under this machine's own settings (the file's text as
+    /// last reloaded, else `local`, the text the agent started with).
+    pub fn set_fleet(&self, fleet: &str, local: &str) -> Result<flotilla_policy::Settings, String> {
+        let mut texts = self.lock();
+        texts.fleet = fleet.to_string();
+        let local = texts.local.as_deref().unwrap_or(local);
+        crate::config::merge_policy(fleet, local)
+    }
+
+    /// Reads the file again and validates it whole (as at start: a wrong `[secrets]` is as
+    /// wrong as a wrong `[policy]`); on success, the settings to apply.
+    pub fn reload(&self) -> Result<flotilla_policy::Settings, ReloadError> {
+        let Some(path) = &self.file else {
+            return Err(ReloadError {
+                message: "this agent was started without a flotilla.toml to reload".into(),
+                problems: vec![],
+            });
+        };
+        let refused = |e: crate::config::ConfigError| ReloadError {
+            message: e.to_string(),
+            problems: e.problems,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(ReloadError {
+                    message: format!("cannot read {}: {e}", path.display()),
+                    problems: vec![],
+                });
+            }
+        };
+        crate::config::parse(&text, path).map_err(refused)?;
+        let mut texts = self.lock();
+        let merged =
+            crate::config::merge_policy(&texts.fleet, &text).map_err(|message| ReloadError {
+                message,
+                problems: vec![],
+            })?;
+        texts.local = Some(text);
+        Ok(merged)
+    }
+}
+
+/// The Unix seconds at which the local day and the local week (Monday) began, given the time
+/// now and the local clock's reading of it.
+pub fn local_day_and_week_start(
+    now_unix: i64,
+    clock: flotilla_host::clock::LocalClock,
+) -> (i64, i64) {
+    let since_midnight =
+        i64::from(clock.hour) * 3600 + i64::from(clock.minute) * 60 + i64::from(clock.second);
+    let today = now_unix - since_midnight;
+    (today, today - i64::from(clock.weekday) * 86_400)
+}
+
+fn contribution(feeds: &Feeds) -> serde_json::Value {
+    let ledger = feeds
+        .ledger
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(outbox) = ledger else {
+        return serde_json::json!({
+            "ok": false,
+            "error": "this agent keeps no contribution ledger: it is not enrolled in a fleet (or its session has not started yet)"
+        });
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (today, week) = local_day_and_week_start(now, flotilla_host::clock::local_now());
+    let read = outbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contribution(today, week);
+    match read {
+        Ok(c) => serde_json::json!({"ok": true, "contribution": c}),
+        Err(e) => serde_json::json!({"ok": false, "error": format!("cannot read the outbox: {e}")}),
+    }
 }
 
 fn pause_request(
@@ -126,8 +258,26 @@ pub(crate) fn handle(
         Ok(Request::Get { get }) if get == "decision" => {
             serde_json::json!({"ok": true, "decision": decision.borrow().clone()})
         }
+        Ok(Request::Get { get }) if get == "contribution" => contribution(feeds),
         Ok(Request::Get { get }) => {
-            serde_json::json!({"ok": false, "error": format!("unknown item {get:?}; try \"decision\"")})
+            serde_json::json!({"ok": false, "error": format!("unknown item {get:?}; try \"decision\" or \"contribution\"")})
+        }
+        Ok(Request::Reload { reload }) if reload == "policy" => match feeds.source.reload() {
+            Ok(settings) => {
+                tracing::info!("flotilla.toml reloaded");
+                *feeds.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings.clone());
+                serde_json::json!({"ok": true, "policy": settings})
+            }
+            Err(e) => serde_json::json!({
+                "ok": false,
+                "error": e.message,
+                "problems": e.problems.iter().map(|p| serde_json::json!({
+                    "line": p.line, "field": p.field, "message": p.message,
+                })).collect::<Vec<_>>(),
+            }),
+        },
+        Ok(Request::Reload { reload }) => {
+            serde_json::json!({"ok": false, "error": format!("unknown item {reload:?}; try \"policy\"")})
         }
         Ok(Request::Pause { pause, secs, at }) => {
             match pause_request(&pause, secs, at.as_deref()) {
@@ -363,5 +513,97 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r["ok"], false);
+    }
+
+    #[test]
+    fn a_reload_applies_a_valid_file_and_refuses_a_wrong_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("flotilla.toml");
+        let (mut feeds, dec) = setup();
+        feeds.source = PolicySource::new(Some(file.clone()), "[policy]\nbattery_cpus = 3\n");
+        let ask = |feeds: &Feeds| -> serde_json::Value {
+            serde_json::from_str(&handle(
+                r#"{"reload": "policy"}"#,
+                feeds,
+                &dec,
+                Instant::now(),
+            ))
+            .unwrap()
+        };
+        // No file: the fleet's defaults alone.
+        let r = ask(&feeds);
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["policy"]["battery_cpus"], 3);
+        std::fs::write(&file, "# mine\n[policy]\nactive_cpus = 1\n").unwrap();
+        let r = ask(&feeds);
+        assert_eq!(
+            (
+                r["policy"]["active_cpus"].clone(),
+                r["policy"]["battery_cpus"].clone()
+            ),
+            (1.into(), 3.into())
+        );
+        let applied = feeds.policy.lock().unwrap().take().unwrap();
+        assert_eq!(applied.active_cpus, 1);
+        // A wrong value: refused with its line and field, nothing applied.
+        std::fs::write(&file, "[policy]\nowner_load_threshold = 7\n").unwrap();
+        let r = ask(&feeds);
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["problems"][0]["field"], "policy.owner_load_threshold");
+        assert_eq!(r["problems"][0]["line"], 2);
+        assert!(feeds.policy.lock().unwrap().is_none());
+        // The fleet's next defaults merge under the file as last reloaded, not the old text.
+        std::fs::write(&file, "[policy]\nactive_cpus = 1\n").unwrap();
+        assert_eq!(ask(&feeds)["ok"], true);
+        let s = feeds
+            .source
+            .set_fleet("[policy]\nactive_cpus = 4\nbattery_cpus = 2\n", "")
+            .unwrap();
+        assert_eq!((s.active_cpus, s.battery_cpus), (1, 2));
+        // An agent without a file says so.
+        let (plain, _) = setup();
+        assert_eq!(ask(&plain)["ok"], false);
+    }
+
+    #[test]
+    fn the_contribution_comes_from_the_outbox_tally() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (feeds, dec) = setup();
+        let get = |feeds: &Feeds| -> serde_json::Value {
+            serde_json::from_str(&handle(
+                r#"{"get": "contribution"}"#,
+                feeds,
+                &dec,
+                Instant::now(),
+            ))
+            .unwrap()
+        };
+        assert_eq!(get(&feeds)["ok"], false, "not enrolled");
+        let mut outbox = crate::outbox::Outbox::open(&tmp.path().join("o.sqlite")).unwrap();
+        outbox
+            .add(90.0, SystemTime::now(), Duration::from_secs(300))
+            .unwrap();
+        *feeds.ledger.lock().unwrap() = Some(Arc::new(Mutex::new(outbox)));
+        let r = get(&feeds);
+        assert_eq!(r["ok"], true, "{r}");
+        for k in ["today_cpu_seconds", "week_cpu_seconds", "total_cpu_seconds"] {
+            assert_eq!(r["contribution"][k], 90.0, "{k}: {r}");
+        }
+    }
+
+    #[test]
+    fn the_local_day_and_week_start_at_midnight_and_monday() {
+        use flotilla_host::clock::LocalClock;
+        // Wednesday 14:30:15 local.
+        let clock = LocalClock {
+            weekday: 2,
+            hour: 14,
+            minute: 30,
+            second: 15,
+        };
+        let now = 1_000_000;
+        let (today, week) = local_day_and_week_start(now, clock);
+        assert_eq!(today, now - (14 * 3600 + 30 * 60 + 15));
+        assert_eq!(week, today - 2 * 86_400);
     }
 }

@@ -50,6 +50,11 @@ pub struct AgentConfig {
     pub cluster_state: Option<flotilla_ray::StateClient>,
     /// The `[policy]` settings of `flotilla.toml`.
     pub policy: flotilla_policy::Settings,
+    /// `flotilla.toml`, read again on `{"reload": "policy"}` ([`control`]); `None`: no reload.
+    pub config_file: Option<PathBuf>,
+    /// The fleet's defaults (the head's `[policy]` as TOML text) that `policy` was merged
+    /// from; the session replaces them with the head's latest.
+    pub fleet_policy: String,
     /// The control-plane session, for an enrolled node; `None` runs the node without one.
     pub session: Option<SessionSetup>,
 }
@@ -115,7 +120,10 @@ impl Agent {
     /// ready.
     pub async fn start(config: AgentConfig, deps: Deps) -> Result<Agent> {
         let background = CancellationToken::new();
-        let feeds = control::Feeds::default();
+        let feeds = control::Feeds {
+            source: control::PolicySource::new(config.config_file.clone(), &config.fleet_policy),
+            ..Default::default()
+        };
         let (json_tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
         let (tx, published) = tokio::sync::watch::channel(None);
         let control = control::serve(
@@ -195,6 +203,7 @@ impl Agent {
                         published: published.clone(),
                         manual: feeds.manual.clone(),
                         policy: feeds.policy.clone(),
+                        policy_source: feeds.source.clone(),
                         ray_node_id: {
                             let node = node.clone();
                             std::sync::Arc::new(move || node.ray_node_id())
@@ -212,6 +221,7 @@ impl Agent {
                     background.clone(),
                 )?;
                 tasks.extend(handles.tasks);
+                *feeds.ledger.lock().unwrap_or_else(|e| e.into_inner()) = Some(handles.outbox);
                 (
                     Some(handles.link),
                     Some(handles.ended),
@@ -318,6 +328,8 @@ pub struct SessionHandles {
     pub ended: tokio::sync::oneshot::Receiver<session::Ended>,
     /// Connection lost and restored, for notifications (subscribe to hear them).
     pub notices: tokio::sync::broadcast::Sender<session::Notice>,
+    /// The outbox the ledger writes (its tally says what this machine contributed).
+    pub outbox: std::sync::Arc<std::sync::Mutex<outbox::Outbox>>,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -347,14 +359,18 @@ pub fn start_session(
         sources.restored.clone(),
         background.clone(),
     ));
-    let run = tokio::spawn(async move {
-        let end = session::run(setup.config, sources, outbox, link_tx, background).await;
-        let _ = ended_tx.send(end);
+    let run = tokio::spawn({
+        let outbox = outbox.clone();
+        async move {
+            let end = session::run(setup.config, sources, outbox, link_tx, background).await;
+            let _ = ended_tx.send(end);
+        }
     });
     Ok(SessionHandles {
         link,
         ended,
         notices,
+        outbox,
         tasks: vec![ledger, watcher, run],
     })
 }

@@ -5,7 +5,10 @@
 //! One SQLite file (`outbox.sqlite` in the agent's state directory, WAL) holds:
 //! - `meta`: the next sequence number (shared by reports and records, never reused) and the
 //!   open accumulator (the CPU-seconds of the record being filled and when it was opened);
-//! - `records(seq, hour_start, cpu_seconds)`: closed records not yet acknowledged.
+//! - `records(seq, hour_start, cpu_seconds)`: closed records not yet acknowledged;
+//! - `tally(hour_start, cpu_seconds)`: every closed record's CPU-seconds per clock hour, kept
+//!   after the head acknowledges them (never pruned: a row an hour is 9,000 rows a year), so
+//!   the machine can say what it contributed today, this week and in all ([`Outbox::contribution`]).
 //!
 //! Reports themselves are not queued: each one carries the node's whole current state, so the
 //! latest supersedes the rest; the CPU-seconds they report are folded into records here, so no
@@ -17,6 +20,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
 
 /// A closed record waiting for the head.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +29,18 @@ pub struct Record {
     /// Unix seconds, a whole hour.
     pub hour_start: i64,
     pub cpu_seconds: f64,
+}
+
+/// What this machine contributed, in CPU-seconds, the open record included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Contribution {
+    /// Since the start of the local day.
+    pub today_cpu_seconds: f64,
+    /// Since the start of the local week (Monday).
+    pub week_cpu_seconds: f64,
+    pub total_cpu_seconds: f64,
+    /// The first hour counted (Unix seconds), when anything was.
+    pub since_unix: Option<i64>,
 }
 
 /// The outbox of one enrolled node.
@@ -64,8 +80,25 @@ impl Outbox {
                  hour_start  INTEGER NOT NULL,
                  cpu_seconds REAL    NOT NULL
              ) STRICT;
+             CREATE TABLE IF NOT EXISTS tally (
+                 hour_start  INTEGER PRIMARY KEY,
+                 cpu_seconds REAL    NOT NULL
+             ) STRICT;
              INSERT OR IGNORE INTO meta (k, v) VALUES ('next_seq', 1);",
         )?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            // An outbox from before the tally: what still waits for the head is counted; what
+            // the head already acknowledged is gone from here (the head's ledger has it).
+            conn.execute_batch(
+                "BEGIN;
+                 INSERT INTO tally (hour_start, cpu_seconds)
+                     SELECT hour_start, sum(cpu_seconds) FROM records GROUP BY hour_start
+                     ON CONFLICT (hour_start) DO UPDATE SET cpu_seconds = cpu_seconds + excluded.cpu_seconds;
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
         Ok(Outbox {
             conn,
             reserved: None,
@@ -152,13 +185,16 @@ impl Outbox {
             .unwrap_or(0.0);
         let seq: f64 = tx.query_row("SELECT v FROM meta WHERE k = 'next_seq'", [], |r| r.get(0))?;
         tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'next_seq'", [])?;
+        let hour_start = (opened as i64).div_euclid(HOUR) * HOUR;
         tx.execute(
             "INSERT INTO records (seq, hour_start, cpu_seconds) VALUES (?1, ?2, ?3)",
-            params![
-                seq as i64,
-                (opened as i64).div_euclid(HOUR) * HOUR,
-                cpu.max(0.0)
-            ],
+            params![seq as i64, hour_start, cpu.max(0.0)],
+        )?;
+        // In the same transaction: the tally counts each record exactly once.
+        tx.execute(
+            "INSERT INTO tally (hour_start, cpu_seconds) VALUES (?1, ?2)
+             ON CONFLICT (hour_start) DO UPDATE SET cpu_seconds = cpu_seconds + excluded.cpu_seconds",
+            params![hour_start, cpu.max(0.0)],
         )?;
         tx.execute("DELETE FROM meta WHERE k IN ('open_at', 'open_cpu')", [])?;
         tx.commit()?;
@@ -195,6 +231,47 @@ impl Outbox {
     /// Whether no record waits.
     pub fn is_empty(&self) -> rusqlite::Result<bool> {
         self.len().map(|n| n == 0)
+    }
+
+    /// What this machine contributed: the tally plus the open record, counting the hours that
+    /// start at or after `today_start` and `week_start` (Unix seconds of the local day's and
+    /// week's start; an hour that straddles one is counted after it, as the ledger is per hour).
+    pub fn contribution(
+        &self,
+        today_start: i64,
+        week_start: i64,
+    ) -> rusqlite::Result<Contribution> {
+        let floor = |t: i64| t.div_euclid(HOUR) * HOUR;
+        let (today_from, week_from) = (floor(today_start), floor(week_start));
+        let mut c = self.conn.query_row(
+            "SELECT coalesce(sum(CASE WHEN hour_start >= ?1 THEN cpu_seconds END), 0),
+                    coalesce(sum(CASE WHEN hour_start >= ?2 THEN cpu_seconds END), 0),
+                    coalesce(sum(cpu_seconds), 0),
+                    min(hour_start)
+             FROM tally",
+            params![today_from, week_from],
+            |r| {
+                Ok(Contribution {
+                    today_cpu_seconds: r.get(0)?,
+                    week_cpu_seconds: r.get(1)?,
+                    total_cpu_seconds: r.get(2)?,
+                    since_unix: r.get(3)?,
+                })
+            },
+        )?;
+        if let (Some(opened), Some(cpu)) = (self.meta("open_at")?, self.meta("open_cpu")?) {
+            let hour = floor(opened as i64);
+            let cpu = cpu.max(0.0);
+            c.total_cpu_seconds += cpu;
+            if hour >= week_from {
+                c.week_cpu_seconds += cpu;
+            }
+            if hour >= today_from {
+                c.today_cpu_seconds += cpu;
+            }
+            c.since_unix = Some(c.since_unix.map_or(hour, |s| s.min(hour)));
+        }
+        Ok(c)
     }
 
     /// Drops every record the head acknowledged (`seq <= up_to`).
@@ -262,5 +339,70 @@ mod tests {
             [3 + 2 * SEQ_BLOCK]
         );
         assert_eq!(o.close().unwrap(), None, "nothing open");
+    }
+
+    #[test]
+    fn the_tally_keeps_what_the_head_acknowledged_and_counts_today_and_the_week() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("outbox.sqlite");
+        let every = Duration::from_secs(300);
+        // Monday 00:00 (UTC, 2027-01-18), and that week's Wednesday 00:00 as "today".
+        let monday: i64 = 20_836 * 86_400;
+        let wednesday = monday + 2 * 86_400;
+        let mut o = Outbox::open(&path).unwrap();
+        assert_eq!(
+            o.contribution(wednesday, monday).unwrap(),
+            Contribution::default(),
+            "nothing yet"
+        );
+        // Last week, Monday and Wednesday: three records in three hours.
+        o.add(100.0, at(monday as u64 - 86_400 + 10), every)
+            .unwrap();
+        o.close().unwrap();
+        o.add(200.0, at(monday as u64 + 3600 + 10), every).unwrap();
+        o.close().unwrap();
+        o.add(40.0, at(wednesday as u64 + 7200), every).unwrap();
+        o.close().unwrap();
+        // The head acknowledges everything: the outbox empties, the tally stays.
+        let last = o.pending(10).unwrap().last().unwrap().seq;
+        o.ack(last).unwrap();
+        assert!(o.is_empty().unwrap());
+        // An open record counts too.
+        o.add(2.5, at(wednesday as u64 + 7300), every).unwrap();
+        let c = o.contribution(wednesday, monday).unwrap();
+        assert!((c.today_cpu_seconds - 42.5).abs() < 1e-9, "{c:?}");
+        assert!((c.week_cpu_seconds - 242.5).abs() < 1e-9, "{c:?}");
+        assert!((c.total_cpu_seconds - 342.5).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.since_unix, Some(monday - 86_400));
+        drop(o);
+        // Reopened: the same figures, and closing the open record does not count it twice.
+        let mut o = Outbox::open(&path).unwrap();
+        o.close().unwrap();
+        let again = o.contribution(wednesday, monday).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn an_outbox_from_before_the_tally_counts_what_still_waits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("outbox.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (k TEXT PRIMARY KEY, v REAL NOT NULL) STRICT;
+                 CREATE TABLE records (seq INTEGER PRIMARY KEY, hour_start INTEGER NOT NULL,
+                                       cpu_seconds REAL NOT NULL) STRICT;
+                 INSERT INTO meta VALUES ('next_seq', 10);
+                 INSERT INTO records VALUES (7, 3600, 5.0), (8, 3600, 1.0), (9, 7200, 2.0);",
+            )
+            .unwrap();
+        }
+        let o = Outbox::open(&path).unwrap();
+        let c = o.contribution(0, 0).unwrap();
+        assert!((c.total_cpu_seconds - 8.0).abs() < 1e-9, "{c:?}");
+        drop(o);
+        // Migrated once only.
+        let o = Outbox::open(&path).unwrap();
+        assert!((o.contribution(0, 0).unwrap().total_cpu_seconds - 8.0).abs() < 1e-9);
     }
 }

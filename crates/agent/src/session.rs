@@ -218,6 +218,8 @@ pub struct Sources {
     pub manual: ManualFeed,
     /// Where the fleet's policy goes, merged with this machine's own settings.
     pub policy: crate::sampler::PolicyFeed,
+    /// The fleet's latest defaults and this machine's file as last reloaded.
+    pub policy_source: crate::control::PolicySource,
     /// The node's Ray node id, when it runs.
     pub ray_node_id: Arc<dyn Fn() -> Option<String> + Send + Sync>,
     /// The CPU time of the node's process tree so far, when it can be measured.
@@ -553,7 +555,10 @@ fn apply(
             }
         }
         Some(Cmd::SetPolicy(p)) => {
-            match crate::config::merge_policy(&p.toml, &config.local_config) {
+            match sources
+                .policy_source
+                .set_fleet(&p.toml, &config.local_config)
+            {
                 Ok(settings) => {
                     tracing::info!(
                         "the fleet's policy defaults apply (this machine's own settings win)"

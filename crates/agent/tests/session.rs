@@ -177,6 +177,7 @@ impl Agent {
             published: decision.clone(),
             manual,
             policy,
+            policy_source: Default::default(),
             ray_node_id: Arc::new(|| None),
             cpu_time: {
                 let cpu = cpu.clone();

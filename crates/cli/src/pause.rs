@@ -109,13 +109,25 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The local agent's latest decision, if one runs.
+/// This machine's agent's decision (with what it contributed), if an agent runs here.
 pub async fn local_decision() -> Option<serde_json::Value> {
     let dirs = Dirs::from_env();
     let reply =
         flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "decision"}))
             .await
             .ok()?;
-    (reply["ok"] == true && !reply["decision"].is_null()).then(|| reply["decision"].clone())
+    let mut decision =
+        (reply["ok"] == true && !reply["decision"].is_null()).then(|| reply["decision"].clone())?;
+    // What this machine contributed, from its outbox's tally (an enrolled agent keeps one).
+    if let Ok(c) =
+        flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "contribution"}))
+            .await
+        && c["ok"] == true
+        && let serde_json::Value::Object(map) = &mut decision
+    {
+        map.insert("contribution".into(), c["contribution"].clone());
+    }
+    Some(decision)
 }
 
 #[cfg(test)]

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use flotilla_ray::runtime::{Progress, ProgressFn};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A [`ProgressFn`] that draws on standard error (quietly, when it is not a terminal).
+/// A [`ProgressFn`] that draws on standard error (quietly, when it is not a terminal), and
+/// clears itself when the runtime is ready.
 pub fn bar() -> (ProgressFn, ProgressBar) {
     let pb = ProgressBar::new_spinner();
     pb.set_style(spinner_style());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     let handle = pb.clone();
     let f: ProgressFn = Arc::new(move |event| match event {
-        Progress::Step { label } => {
+        Progress::Step { label, .. } => {
             handle.set_style(spinner_style());
             handle.set_length(0);
             handle.set_position(0);
@@ -27,10 +28,8 @@ pub fn bar() -> (ProgressFn, ProgressBar) {
             }
             handle.set_position(done);
         }
-        Progress::Done { label } => {
-            handle.set_style(spinner_style());
-            handle.finish_with_message(label);
-        }
+        // Ready: the bar goes, so that what the command prints next is not drawn under it.
+        Progress::Done { .. } => handle.finish_and_clear(),
     });
     (f, pb)
 }
@@ -43,4 +42,17 @@ fn bytes_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes}")
         .expect("valid template")
         .progress_chars("=> ")
+}
+
+/// A [`ProgressFn`] that hands every event to `also` as well as to the terminal's bar.
+pub fn tee(also: Option<ProgressFn>) -> (ProgressFn, ProgressBar) {
+    let (bar_fn, pb) = bar();
+    let Some(also) = also else {
+        return (bar_fn, pb);
+    };
+    let f: ProgressFn = Arc::new(move |event: Progress| {
+        also(event.clone());
+        bar_fn(event);
+    });
+    (f, pb)
 }

@@ -153,7 +153,33 @@ fn this_machine(d: &serde_json::Value) -> String {
         .as_str()
         .map(|t| format!("\nControl plane: {t}"))
         .unwrap_or_default();
-    format!("This machine: {state}{advertised}: {reason}{session}")
+    let contribution = contribution_line(&d["contribution"])
+        .map(|l| format!("\n{l}"))
+        .unwrap_or_default();
+    format!("This machine: {state}{advertised}: {reason}{session}{contribution}")
+}
+
+/// "Contributed: 1.5 CPU-hours today, 12 this week, 80 in all".
+fn contribution_line(c: &serde_json::Value) -> Option<String> {
+    let hours = |k: &str| c[k].as_f64().map(|s| s / 3600.0);
+    let (today, week, total) = (
+        hours("today_cpu_seconds")?,
+        hours("week_cpu_seconds")?,
+        hours("total_cpu_seconds")?,
+    );
+    let h = |v: f64| {
+        if v >= 10.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    Some(format!(
+        "Contributed: {} CPU-hours today, {} this week, {} in all",
+        h(today),
+        h(week),
+        h(total)
+    ))
 }
 
 fn fmt_cpu(v: f64) -> String {
@@ -207,6 +233,18 @@ mod tests {
                 .any(|l| l.starts_with("laptop") && l.contains("2.5/8")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_contribution_reads_in_cpu_hours() {
+        let c = serde_json::json!({
+            "today_cpu_seconds": 5400.0, "week_cpu_seconds": 43_200.0, "total_cpu_seconds": 0.0,
+        });
+        assert_eq!(
+            contribution_line(&c).unwrap(),
+            "Contributed: 1.5 CPU-hours today, 12 this week, 0.0 in all"
+        );
+        assert_eq!(contribution_line(&serde_json::Value::Null), None);
     }
 
     #[tokio::test]

@@ -24,9 +24,17 @@ pub struct UninstallArgs {
 }
 
 /// The desktop app's start-at-login entries (XDG autostart on Linux, a LaunchAgent on macOS).
+/// Tauri's autostart writes `~/.config/autostart` even where `XDG_CONFIG_HOME` points
+/// elsewhere, so both are looked at.
 pub(crate) fn autostart_entries() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Some(config) = dirs::config_dir() {
+    let mut configs: Vec<PathBuf> = dirs::config_dir().into_iter().collect();
+    if let Some(home) = dirs::home_dir()
+        && !configs.contains(&home.join(".config"))
+    {
+        configs.push(home.join(".config"));
+    }
+    for config in configs {
         for name in ["Flotilla.desktop", "flotilla-desktop.desktop"] {
             out.push(config.join("autostart").join(name));
         }

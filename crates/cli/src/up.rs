@@ -1,4 +1,5 @@
-//! `flotilla up`: a one-machine cluster (Ray head + local worker + cluster API).
+//! `flotilla up`: a one-machine cluster (Ray head + local worker + cluster API). [`start`] and
+//! [`Running::stop`] are the library side, which the desktop app uses to host a cluster.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -7,22 +8,24 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use flotilla_agent::{Agent, AgentConfig, Deps};
-use flotilla_head::{Head, HeadConfig};
+use flotilla_head::{Head, HeadConfig, HeadInfo};
 use flotilla_host::Dirs;
 use flotilla_ray::ports::{
     DEFAULT_CLIENT_SERVER_PORT, DEFAULT_GCS_PORT, DEFAULT_HEAD_NODE_BASE,
     DEFAULT_RAY_DASHBOARD_PORT, DEFAULT_WORKER_NODE_BASE,
 };
+use flotilla_ray::runtime::ProgressFn;
 use flotilla_ray::{NodePorts, RuntimeManager, RuntimeSpec};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Port of the cluster API (`/api/v1/cluster`, `/healthz`).
-    #[arg(long, default_value_t = flotilla_head::DEFAULT_API_PORT)]
-    api_port: u16,
+    #[arg(long, env = "FLOTILLA_API_PORT", default_value_t = flotilla_head::DEFAULT_API_PORT)]
+    pub api_port: u16,
     /// Address the cluster API listens on. Loopback keeps it private to this machine.
     #[arg(long, default_value = "127.0.0.1")]
-    api_host: IpAddr,
+    pub api_host: IpAddr,
     /// How other machines reach this head: `auto` (over Tailscale when it runs here, else the
     /// LAN), `tailscale` (this machine's tailnet address and MagicDNS name; an error saying
     /// what to do when Tailscale is not ready), or `lan` (the address of the default route,
@@ -33,41 +36,54 @@ pub struct UpArgs {
         default_value = "auto",
         env = "FLOTILLA_NETWORK"
     )]
-    network: flotilla_net::Mode,
+    pub network: flotilla_net::Mode,
     /// The address other machines reach this head at, overriding `--network`.
     #[arg(long, value_name = "IP")]
-    node_ip: Option<IpAddr>,
+    pub node_ip: Option<IpAddr>,
     /// Port of the control plane (gRPC with TLS), where other machines join and report.
-    #[arg(long, default_value_t = flotilla_head::fleet::DEFAULT_CONTROL_PORT)]
-    control_port: u16,
+    #[arg(long, env = "FLOTILLA_CONTROL_PORT", default_value_t = flotilla_head::fleet::DEFAULT_CONTROL_PORT)]
+    pub control_port: u16,
     /// Port of the Ray GCS, the address Ray programs and other nodes connect to.
-    #[arg(long, default_value_t = DEFAULT_GCS_PORT)]
-    ray_port: u16,
+    #[arg(long, env = "FLOTILLA_RAY_PORT", default_value_t = DEFAULT_GCS_PORT)]
+    pub ray_port: u16,
     /// Port of Ray's own dashboard (loopback only).
-    #[arg(long, default_value_t = DEFAULT_RAY_DASHBOARD_PORT)]
-    ray_dashboard_port: u16,
+    #[arg(long, env = "FLOTILLA_RAY_DASHBOARD_PORT", default_value_t = DEFAULT_RAY_DASHBOARD_PORT)]
+    pub ray_dashboard_port: u16,
     /// Port of the Ray client server (`ray://` addresses).
-    #[arg(long, default_value_t = DEFAULT_CLIENT_SERVER_PORT)]
-    ray_client_port: u16,
+    #[arg(long, env = "FLOTILLA_RAY_CLIENT_PORT", default_value_t = DEFAULT_CLIENT_SERVER_PORT)]
+    pub ray_client_port: u16,
     /// First of the head node's own ports (it uses BASE..BASE+5 and BASE+20..BASE+49).
-    #[arg(long, value_name = "BASE", default_value_t = DEFAULT_HEAD_NODE_BASE)]
-    head_node_ports: u16,
+    #[arg(long, value_name = "BASE", env = "FLOTILLA_HEAD_NODE_PORTS", default_value_t = DEFAULT_HEAD_NODE_BASE)]
+    pub head_node_ports: u16,
     /// First of the local worker node's ports (BASE..BASE+5 and BASE+20..BASE+275).
-    #[arg(long, value_name = "BASE", default_value_t = DEFAULT_WORKER_NODE_BASE)]
-    node_ports: u16,
+    #[arg(long, value_name = "BASE", env = "FLOTILLA_NODE_PORTS", default_value_t = DEFAULT_WORKER_NODE_BASE)]
+    pub node_ports: u16,
     /// CPUs the local worker offers [default: all logical cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    cpus: Option<u32>,
+    #[arg(long, env = "FLOTILLA_CPUS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cpus: Option<u32>,
     /// Object store size of each node, in MiB [default: 10% of memory for the head, 20% for the
     /// worker, between 256 MiB and 4 GiB].
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(80..))]
-    object_store_mb: Option<u64>,
+    #[arg(long, value_name = "MIB", env = "FLOTILLA_OBJECT_STORE_MB", value_parser = clap::value_parser!(u64).range(80..))]
+    pub object_store_mb: Option<u64>,
     /// Run only the head (no local worker node).
     #[arg(long)]
-    no_worker: bool,
+    pub no_worker: bool,
     /// Name of the local worker node [default: this machine's host name].
     #[arg(long)]
-    name: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Default for UpArgs {
+    /// The options' defaults, as `flotilla up` with no options has them (the environment's
+    /// `FLOTILLA_*` ports, CPUs and object store included).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["flotilla"]).up
+    }
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -206,9 +222,34 @@ fn reach_from(
     })
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    check_ports(&args)?;
-    let reach = choose_reach(&args).await?;
+/// A running one-machine cluster: the head and, unless `--no-worker`, this machine's worker.
+#[derive(Debug)]
+pub struct Running {
+    dirs: Dirs,
+    reach: Reach,
+    head: Head,
+    worker: Option<LocalWorker>,
+    policy_toml: String,
+}
+
+/// The head machine's own worker, enrolled with its control plane directly.
+#[derive(Debug)]
+pub struct LocalWorker {
+    pub name: String,
+    pub cpus: u32,
+    agent: Agent,
+}
+
+/// Starts the head (Ray head, control plane, cluster API) and the local worker, as `flotilla
+/// up` does: the runtime is provisioned first (`progress` hears how far it is), and `say` is
+/// told each step in words. An error leaves nothing running.
+pub async fn start(
+    args: &UpArgs,
+    progress: ProgressFn,
+    say: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Running> {
+    check_ports(args)?;
+    let reach = choose_reach(args).await?;
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
@@ -232,15 +273,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     .await??;
 
     let spec = RuntimeSpec::default();
-    let (progress, bar) = crate::progress::bar();
     let runtime = RuntimeManager::new(&dirs.data)
         .ensure(&spec, progress)
-        .await;
-    bar.finish_and_clear();
-    let runtime = runtime?;
+        .await?;
 
-    let shutdown = shutdown_signal();
-    eprintln!("Starting the Ray head...");
+    say("Starting the Ray head...");
     let head = Head::start(HeadConfig {
         dirs: dirs.clone(),
         runtime: runtime.clone(),
@@ -259,139 +296,241 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         network: reach.network.into(),
         identity,
         admin_token,
-        policy_toml,
+        policy_toml: policy_toml.clone(),
     })
     .await?;
-    let info = head.info().clone();
+    if args.no_worker {
+        return Ok(Running {
+            dirs,
+            reach,
+            head,
+            worker: None,
+            policy_toml,
+        });
+    }
+    match start_worker(
+        args,
+        &dirs,
+        &head,
+        runtime,
+        config,
+        policy_toml.clone(),
+        say,
+    )
+    .await
+    {
+        Ok(worker) => Ok(Running {
+            dirs,
+            reach,
+            head,
+            worker: Some(worker),
+            policy_toml,
+        }),
+        Err(e) => {
+            head.stop(&dirs).await;
+            Err(e)
+        }
+    }
+}
 
-    let worker = if args.no_worker {
-        None
-    } else {
-        let name = args.name.clone().unwrap_or_else(flotilla_host::hostname);
-        let cpus = args
-            .cpus
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-        eprintln!(
-            "Starting the local worker node {name} ({})...",
-            cpus_text(cpus)
+async fn start_worker(
+    args: &UpArgs,
+    dirs: &Dirs,
+    head: &Head,
+    runtime: flotilla_ray::Runtime,
+    config: flotilla_agent::config::FileConfig,
+    policy_toml: String,
+    say: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<LocalWorker> {
+    let info = head.info();
+    let name = args.name.clone().unwrap_or_else(flotilla_host::hostname);
+    let cpus = args
+        .cpus
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    say(&format!(
+        "Starting the local worker node {name} ({})...",
+        cpus_text(cpus)
+    ));
+    let head_addr: SocketAddr = info
+        .ray_address
+        .parse()
+        .with_context(|| format!("the head reported an unusable address {}", info.ray_address))?;
+    // The local worker reports to the head like any other node, enrolled directly.
+    let (node_id, credential) = head
+        .fleet()
+        .enroll_local(&name, cpus)
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot enroll the local worker: {}", s.message()))?;
+    let session = flotilla_agent::SessionSetup {
+        config: flotilla_agent::session::SessionConfig::new(
+            info.control_addresses
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            info.fingerprint
+                .parse()
+                .context("the head's fingerprint is unreadable")?,
+            node_id.to_string(),
+            credential,
+        ),
+        outbox: dirs.state.join(format!("outbox-{name}.sqlite")),
+    };
+    let agent = Agent::start(
+        AgentConfig {
+            node_name: name.clone(),
+            head: head_addr,
+            node_ip: Some(head_addr.ip()),
+            num_cpus: Some(cpus),
+            object_store_bytes: object_store(0.20, args.object_store_mb),
+            ports: NodePorts::from_base(args.node_ports, 256),
+            token: head.token().clone(),
+            run_dir: dirs.run.clone(),
+            log_dir: dirs.logs.clone(),
+            env: vec![],
+            cluster_state: Some(head.ray_state().clone()),
+            policy: config.policy.clone(),
+            config_file: Some(dirs.config.join(flotilla_agent::config::FILE_NAME)),
+            fleet_policy: policy_toml,
+            session: Some(session),
+        },
+        Deps { runtime },
+    )
+    .await?;
+    Ok(LocalWorker { name, cpus, agent })
+}
+
+impl Running {
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    pub fn info(&self) -> &HeadInfo {
+        self.head.info()
+    }
+
+    pub fn worker(&self) -> Option<&LocalWorker> {
+        self.worker.as_ref()
+    }
+
+    /// The fleet's `[policy]` defaults, as the head read them from `flotilla.toml` at start.
+    pub fn fleet_policy(&self) -> &str {
+        &self.policy_toml
+    }
+
+    /// What `flotilla up` prints once the cluster is up: where everything is and how to use it.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let info = self.head.info();
+        let reach = &self.reach;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Flotilla is up: a one-machine Ray cluster (Ray {}, Python {}).",
+            info.ray_version, info.python_version
         );
-        let head_addr: SocketAddr = info.ray_address.parse().with_context(|| {
-            format!("the head reported an unusable address {}", info.ray_address)
-        })?;
-        // The local worker reports to the head like any other node, enrolled directly.
-        let (node_id, credential) = head
-            .fleet()
-            .enroll_local(&name, cpus)
-            .await
-            .map_err(|s| anyhow::anyhow!("cannot enroll the local worker: {}", s.message()))?;
-        let session = flotilla_agent::SessionSetup {
-            config: flotilla_agent::session::SessionConfig::new(
-                info.control_addresses
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .collect(),
-                info.fingerprint
-                    .parse()
-                    .context("the head's fingerprint is unreadable")?,
-                node_id.to_string(),
-                credential,
-            ),
-            outbox: dirs.state.join(format!("outbox-{name}.sqlite")),
-        };
-        let agent = Agent::start(
-            AgentConfig {
-                node_name: name.clone(),
-                head: head_addr,
-                node_ip: Some(head_addr.ip()),
-                num_cpus: Some(cpus),
-                object_store_bytes: object_store(0.20, args.object_store_mb),
-                ports: NodePorts::from_base(args.node_ports, 256),
-                token: head.token().clone(),
-                run_dir: dirs.run.clone(),
-                log_dir: dirs.logs.clone(),
-                env: vec![],
-                cluster_state: Some(head.ray_state().clone()),
-                policy: config.policy.clone(),
-                session: Some(session),
+        let _ = writeln!(out, "  Cluster API   {}/api/v1/cluster", info.api_url);
+        let _ = writeln!(
+            out,
+            "  Network       {}{}",
+            match reach.network {
+                "tailscale" => "Tailscale",
+                "given" => "the address given (--node-ip)",
+                _ => "LAN",
             },
-            Deps {
-                runtime: runtime.clone(),
-            },
-        )
-        .await;
-        match agent {
-            Ok(a) => Some((name, cpus, a)),
-            Err(e) => {
-                head.stop(&dirs).await;
-                return Err(e.into());
+            if reach.names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reach.names.join(", "))
+            }
+        );
+        let _ = writeln!(out, "  Ray address   {}", info.ray_address);
+        let _ = writeln!(
+            out,
+            "  Control plane {} (TLS; add machines with `flotilla invite`)",
+            info.control_addresses.join(", ")
+        );
+        match &self.worker {
+            Some(w) => {
+                let _ = writeln!(
+                    out,
+                    "  Nodes         head (coordinator, 0 CPUs) + {} ({})",
+                    w.name,
+                    cpus_text(w.cpus)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  Nodes         head (coordinator, 0 CPUs), no worker");
             }
         }
-    };
-
-    println!();
-    println!(
-        "Flotilla is up: a one-machine Ray cluster (Ray {}, Python {}).",
-        info.ray_version, info.python_version
-    );
-    println!("  Cluster API   {}/api/v1/cluster", info.api_url);
-    println!(
-        "  Network       {}{}",
-        match reach.network {
-            "tailscale" => "Tailscale",
-            "given" => "the address given (--node-ip)",
-            _ => "LAN",
-        },
-        if reach.names.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", reach.names.join(", "))
-        }
-    );
-    println!("  Ray address   {}", info.ray_address);
-    println!(
-        "  Control plane {} (TLS; add machines with `flotilla invite`)",
-        info.control_addresses.join(", ")
-    );
-    match &worker {
-        Some((name, cpus, _)) => println!(
-            "  Nodes         head (coordinator, 0 CPUs) + {name} ({})",
-            cpus_text(*cpus)
-        ),
-        None => println!("  Nodes         head (coordinator, 0 CPUs), no worker"),
+        let _ = writeln!(out, "  Logs          {}", self.dirs.logs.display());
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Run Ray programs on it as jobs (add --secret NAME to pass an API key):"
+        );
+        let _ = writeln!(out, "  flotilla submit -- python your_program.py");
+        let _ = writeln!(
+            out,
+            "or connect a driver directly (ray.init() reads these):"
+        );
+        let _ = writeln!(
+            out,
+            "  export RAY_ADDRESS={} RAY_AUTH_MODE=token",
+            info.ray_address
+        );
+        let _ = writeln!(
+            out,
+            "  export RAY_AUTH_TOKEN=\"$(flotilla secret get {} --reveal)\"",
+            flotilla_head::RAY_TOKEN_SECRET
+        );
+        out
     }
-    println!("  Logs          {}", dirs.logs.display());
+
+    /// Follows the head's and the worker's Ray nodes until `shutdown`, telling `say` when one
+    /// exits, comes back or fails.
+    pub async fn watch(&self, shutdown: &CancellationToken, say: &(dyn Fn(&str) + Send + Sync)) {
+        let mut worker_status = self
+            .worker
+            .as_ref()
+            .map(|w| w.agent.supervisor().subscribe());
+        let mut head_status = self.head.ray_supervisor().map(|s| s.subscribe());
+        loop {
+            let line = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(s) = changed(&mut worker_status) => report("worker", &s),
+                Some(s) = changed(&mut head_status) => report("head", &s),
+            };
+            if let Some(line) = line {
+                say(&line);
+            }
+        }
+    }
+
+    /// Stops the local worker (its Ray node drains), then the head and its Ray node.
+    pub async fn stop(self) {
+        if let Some(w) = self.worker {
+            w.agent.stop().await;
+        }
+        self.head.stop(&self.dirs).await;
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let (progress, bar) = crate::progress::bar();
+    let say = |line: &str| eprintln!("{line}");
+    let running = start(&args, progress, &say).await;
+    bar.finish_and_clear();
+    let running = running?;
+    let shutdown = shutdown_signal();
     println!();
-    println!("Run Ray programs on it as jobs (add --secret NAME to pass an API key):");
-    println!("  flotilla submit -- python your_program.py");
-    println!("or connect a driver directly (ray.init() reads these):");
-    println!(
-        "  export RAY_ADDRESS={} RAY_AUTH_MODE=token",
-        info.ray_address
-    );
-    println!(
-        "  export RAY_AUTH_TOKEN=\"$(flotilla secret get {} --reveal)\"",
-        flotilla_head::RAY_TOKEN_SECRET
-    );
+    print!("{}", running.summary());
     println!();
     println!(
         "Try `flotilla demo` and `flotilla status` in another terminal. Ctrl-C stops the cluster."
     );
-
-    let mut worker_status = worker.as_ref().map(|(_, _, a)| a.supervisor().subscribe());
-    let mut head_status = head.ray_supervisor().map(|s| s.subscribe());
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(s) = changed(&mut worker_status) => report("worker", &s),
-            Some(s) = changed(&mut head_status) => report("head", &s),
-        }
-    }
-
+    running.watch(&shutdown, &say).await;
     eprintln!("Stopping...");
-    if let Some((_, _, agent)) = worker {
-        agent.stop().await;
-    }
-    head.stop(&dirs).await;
+    running.stop().await;
     eprintln!("Stopped. No Ray process of this cluster is left running.");
     Ok(ExitCode::SUCCESS)
 }
@@ -419,17 +558,17 @@ async fn changed(
     }
 }
 
-fn report(role: &str, s: &flotilla_ray::NodeStatus) {
+fn report(role: &str, s: &flotilla_ray::NodeStatus) -> Option<String> {
     use flotilla_ray::NodePhase as P;
     match &s.phase {
-        P::Restarting { in_secs, last_exit } => {
-            eprintln!("The {role} node exited ({last_exit}); restarting in {in_secs:.1} s.")
-        }
+        P::Restarting { in_secs, last_exit } => Some(format!(
+            "The {role} node exited ({last_exit}); restarting in {in_secs:.1} s."
+        )),
         P::Ready if s.restarts > 0 => {
-            eprintln!("The {role} node is back (restart {}).", s.restarts)
+            Some(format!("The {role} node is back (restart {}).", s.restarts))
         }
-        P::Failed { error } => eprintln!("The {role} node failed: {error}"),
-        _ => {}
+        P::Failed { error } => Some(format!("The {role} node failed: {error}")),
+        _ => None,
     }
 }
 

@@ -10,6 +10,7 @@ use clap::Args;
 use flotilla_agent::enrollment::{self, Enrollment};
 use flotilla_agent::session::{SessionConfig, describe};
 use flotilla_agent::{Agent, AgentConfig, Deps, SessionSetup};
+use flotilla_ray::runtime::ProgressFn;
 use flotilla_ray::{NodePorts, RayToken, RuntimeManager, RuntimeSpec};
 
 #[derive(Debug, Args)]
@@ -83,17 +84,19 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 /// Runs the agent of an enrolled machine until Ctrl-C, or until the head removes it. When the
 /// head's Ray settings change (a rotated token, a new address), the node restarts with them.
 pub async fn run_enrolled(enrolled: Enrollment, node: NodeArgs) -> anyhow::Result<ExitCode> {
-    run_enrolled_until(enrolled, node, crate::up::shutdown_signal()).await
+    run_enrolled_until(enrolled, node, crate::up::shutdown_signal(), None).await
 }
 
-/// [`run_enrolled`] until `shutdown` is cancelled (the desktop app's Quit).
+/// [`run_enrolled`] until `shutdown` is cancelled (the desktop app's Quit); `progress`, when
+/// given, also hears how the runtime's provisioning goes.
 pub async fn run_enrolled_until(
     mut enrolled: Enrollment,
     node: NodeArgs,
     shutdown: tokio_util::sync::CancellationToken,
+    progress: Option<ProgressFn>,
 ) -> anyhow::Result<ExitCode> {
     loop {
-        match run_once(&enrolled, &node, &shutdown).await? {
+        match run_once(&enrolled, &node, &shutdown, progress.clone()).await? {
             Outcome::Exit(code) => return Ok(code),
             Outcome::RayChanged(ray) => {
                 let mut updated = enrolled.clone();
@@ -124,6 +127,7 @@ async fn run_once(
     enrolled: &Enrollment,
     node: &NodeArgs,
     shutdown: &tokio_util::sync::CancellationToken,
+    progress: Option<ProgressFn>,
 ) -> anyhow::Result<Outcome> {
     let (dirs, config, credential, token) = tokio::task::spawn_blocking(|| {
         let (dirs, config, store) = crate::secret_cmd::load_store()?;
@@ -196,7 +200,7 @@ async fn run_once(
         }
         let started = start(
             &dirs,
-            policy.clone(),
+            (policy.clone(), enrolled.policy_toml.clone()),
             spec.clone(),
             head,
             name.clone(),
@@ -204,6 +208,7 @@ async fn run_once(
             node.clone(),
             Some(setup.clone()),
             run_dir.clone(),
+            progress.clone(),
         )
         .await;
         match started {
@@ -320,7 +325,7 @@ async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<E
     let name = node.name.clone().unwrap_or_else(flotilla_host::hostname);
     let agent = start(
         &dirs,
-        config.policy,
+        (config.policy, String::new()),
         RuntimeSpec::default(),
         address,
         name.clone(),
@@ -328,6 +333,7 @@ async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<E
         node,
         None,
         dirs.run.join(format!("worker-{name}")),
+        None,
     )
     .await?;
     eprintln!("Worker {name} joined the cluster at {address}. Ctrl-C stops it.");
@@ -337,10 +343,11 @@ async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `policy`: the settings to start with, and the fleet's defaults they were merged from.
 #[allow(clippy::too_many_arguments)]
 async fn start(
     dirs: &flotilla_host::Dirs,
-    policy: flotilla_policy::Settings,
+    (policy, fleet_policy): (flotilla_policy::Settings, String),
     spec: RuntimeSpec,
     head: SocketAddr,
     name: String,
@@ -348,8 +355,9 @@ async fn start(
     node: NodeArgs,
     session: Option<SessionSetup>,
     run_dir: std::path::PathBuf,
+    progress: Option<ProgressFn>,
 ) -> anyhow::Result<Agent> {
-    let (progress, bar) = crate::progress::bar();
+    let (progress, bar) = crate::progress::tee(progress);
     let runtime = RuntimeManager::new(&dirs.data)
         .ensure(&spec, progress)
         .await;
@@ -369,6 +377,8 @@ async fn start(
             env: vec![],
             cluster_state: None,
             policy,
+            config_file: Some(dirs.config.join(flotilla_agent::config::FILE_NAME)),
+            fleet_policy,
             session,
         },
         Deps { runtime },

@@ -115,7 +115,7 @@ fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() 
 #[test]
 fn kill_9_of_flotilla_leaves_no_ray_process_within_5_s() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut up = Up::start(30000);
+    let mut up = Up::start(23200);
     up.wait_status(2);
     assert!(processes_of(up.home.path()).len() > 5, "the Ray trees run");
     // SAFETY: plain kill of our own child.
@@ -130,7 +130,7 @@ fn kill_9_of_flotilla_leaves_no_ray_process_within_5_s() {
     assert!(up.home.path().join("state/head.json").exists());
     let home = std::mem::replace(&mut up.home, tempfile::tempdir().unwrap());
     drop(up);
-    let mut again = Up::start_in(home, 30000);
+    let mut again = Up::start_in(home, 23200);
     again.wait_status(2);
     // SAFETY: plain kill of our own child.
     unsafe { libc::kill(again.pid(), libc::SIGINT) };

@@ -430,14 +430,7 @@ async fn invite(State(s): State<Arc<ApiState>>, headers: HeaderMap, bytes: Bytes
     };
     // The code carries the join secret: it goes to the admin only, never to the log.
     tracing::info!(uses, expires_unix, "invite made from the HTTP API");
-    let qr_svg = match qrcode::QrCode::new(code.as_bytes()) {
-        Ok(qr) => qr
-            .render::<qrcode::render::svg::Color<'_>>()
-            .min_dimensions(240, 240)
-            .quiet_zone(true)
-            .build(),
-        Err(_) => String::new(),
-    };
+    let qr_svg = qr_svg(&code);
     Json(InviteReply {
         code,
         expires_unix,
@@ -445,6 +438,19 @@ async fn invite(State(s): State<Arc<ApiState>>, headers: HeaderMap, bytes: Bytes
         qr_svg,
     })
     .into_response()
+}
+
+/// The QR code of a join code as an SVG document (empty if the code cannot be drawn), for the
+/// dashboards to show beside the code.
+pub fn qr_svg(code: &str) -> String {
+    match qrcode::QrCode::new(code.as_bytes()) {
+        Ok(qr) => qr
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(240, 240)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod snapshot;
 pub mod tls;
 mod ui;
 
-pub use api::{Snapshots, serve};
+pub use api::{Snapshots, qr_svg, serve};
 pub use instance::{
     Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, admin_token, cluster_token, read_cluster_token,
 };

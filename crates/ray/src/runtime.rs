@@ -25,12 +25,46 @@ pub const APPROX_RUNTIME_BYTES: u64 = 360 * 1024 * 1024;
 /// A progress event while a runtime is provisioned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
-    /// A new step starts.
-    Step { label: String },
+    /// A new step starts: which one, and its description in English.
+    Step { step: Step, label: String },
     /// Bytes downloaded or installed in the current step; `total` when it is known.
     Bytes { done: u64, total: Option<u64> },
     /// The runtime is ready.
     Done { label: String },
+}
+
+/// The steps of provisioning, in order (a warm runtime only has [`Step::Check`]), so that a
+/// caller can word them itself (the desktop app, in the owner's language) and tell how far
+/// along it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// An installed runtime is checked.
+    Check,
+    /// A half-installed runtime is removed to be built again.
+    Repair,
+    /// uv is downloaded.
+    DownloadUv,
+    /// The Python environment is created.
+    CreateEnv,
+    /// Ray is installed into it (the long one: about 360 MB).
+    InstallRay,
+    /// The new runtime is checked.
+    Verify,
+}
+
+impl Step {
+    /// Where the step falls among a cold install's steps: `(index, count)`, both from 1.
+    pub fn position(self) -> (u32, u32) {
+        let index = match self {
+            Step::Check | Step::Repair => 1,
+            Step::DownloadUv => 2,
+            Step::CreateEnv => 3,
+            Step::InstallRay => 4,
+            Step::Verify => 5,
+        };
+        (index, 5)
+    }
 }
 
 /// Receives [`Progress`] events; must be cheap (it is called from the installing task).
@@ -132,6 +166,7 @@ impl RuntimeManager {
         let dir = self.path_of(spec);
         if dir.exists() {
             progress(Progress::Step {
+                step: Step::Check,
                 label: format!("Checking {spec}"),
             });
             match self.verify(spec, &dir).await {
@@ -144,6 +179,7 @@ impl RuntimeManager {
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), "repairing runtime: {e}");
                     progress(Progress::Step {
+                        step: Step::Repair,
                         label: format!("Repairing {spec} (it was incomplete)"),
                     });
                     remove_dir(&dir)?;
@@ -242,6 +278,7 @@ impl RuntimeManager {
     ) -> Result<Runtime> {
         let uv = crate::uv::ensure_uv(&self.data_dir, progress).await?;
         progress(Progress::Step {
+            step: Step::CreateEnv,
             label: format!("Creating a Python {} environment", spec.python),
         });
         let mut venv = Command::new(&uv);
@@ -256,6 +293,7 @@ impl RuntimeManager {
         })?;
 
         progress(Progress::Step {
+            step: Step::InstallRay,
             label: format!("Installing Ray {} (about 360 MB)", spec.ray),
         });
         let mut pip = Command::new(&uv);
@@ -274,6 +312,7 @@ impl RuntimeManager {
         })?;
 
         progress(Progress::Step {
+            step: Step::Verify,
             label: "Verifying the runtime".into(),
         });
         let python_full = run_capture(

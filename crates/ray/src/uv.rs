@@ -100,6 +100,7 @@ async fn download_uv(index: &str, data_dir: &Path, progress: &ProgressFn) -> Res
         detail,
     };
     progress(Progress::Step {
+        step: crate::runtime::Step::DownloadUv,
         label: "Downloading uv".into(),
     });
     let client = reqwest::Client::builder()

@@ -234,7 +234,7 @@ async fn a_corrupt_or_half_installed_runtime_is_repaired() {
         .unwrap()
         .iter()
         .filter_map(|e| match e {
-            flotilla_ray::Progress::Step { label } => Some(label.clone()),
+            flotilla_ray::Progress::Step { label, .. } => Some(label.clone()),
             _ => None,
         })
         .collect();

@@ -10,42 +10,78 @@ import type { InviteReply } from "../generated/InviteReply";
 import type { InviteRequest } from "../generated/InviteRequest";
 import type { NodeEvent } from "../generated/NodeEvent";
 import type { PauseRequest } from "../generated/PauseRequest";
+import type { ComputerView } from "../generated/desktop/ComputerView";
+import type { ContributionView } from "../generated/desktop/ContributionView";
 import type { DesktopStatus } from "../generated/desktop/DesktopStatus";
+import type { FieldProblem } from "../generated/desktop/FieldProblem";
+import type { LogLine } from "../generated/desktop/LogLine";
+import type { PolicySaved } from "../generated/desktop/PolicySaved";
+import type { PolicyView } from "../generated/desktop/PolicyView";
+import type { ProvisionView } from "../generated/desktop/ProvisionView";
+import type { SecretView } from "../generated/desktop/SecretView";
+import type { SensorsView } from "../generated/desktop/SensorsView";
 import type { SettingsView } from "../generated/desktop/SettingsView";
 
 export type {
   AgentView,
   ClusterSnapshot,
   CommandReply,
+  ComputerView,
+  ContributionView,
   DesktopStatus,
+  FieldProblem,
   InviteReply,
   InviteRequest,
+  LogLine,
   NodeEvent,
   PauseRequest,
+  PolicySaved,
+  PolicyView,
+  ProvisionView,
+  SecretView,
+  SensorsView,
   SettingsView,
 };
 
 /** How long this computer pauses, from the tray or the window. */
 export type LocalPause = "hour" | "tomorrow" | "indefinite" | "finish";
 
-/** This computer, in the desktop app: its worker, joining, and the app's settings. */
+/** This computer, in the desktop app: its worker (or the cluster it hosts), joining, and the
+ * app's settings, secrets and log. */
 export interface DesktopApi {
   status(): Promise<DesktopStatus>;
-  /** Follows the status (every change) until the returned function is called. */
+  /** Follows the status (every change, and the provisioning's progress) until the returned
+   * function is called. */
   watchStatus(onStatus: (s: DesktopStatus) => void): () => void;
   /** Joins the cluster of a join code; throws `BackendError` (`bad_code`, `join_failed`...). */
   join(code: string, name?: string): Promise<DesktopStatus>;
+  /** Hosts a cluster on this computer (the head and its own worker). */
+  host(): Promise<DesktopStatus>;
+  /** A join code for the hosted cluster (the current one, or a new one with `fresh`). */
+  hostInvite(fresh: boolean): Promise<InviteReply>;
   pause(kind: LocalPause): Promise<void>;
   resume(): Promise<void>;
+  /** Sensors and contribution. */
+  computer(): Promise<ComputerView>;
   settings(): Promise<SettingsView>;
   setSettings(s: SettingsView): Promise<SettingsView>;
+  /** The politeness settings in force. */
+  policy(): Promise<PolicyView>;
+  /** Throws `BackendError("invalid")` with `problems` when a field is refused (nothing saved). */
+  setPolicy(p: PolicyView): Promise<PolicySaved>;
+  secrets(): Promise<SecretView[]>;
+  addSecret(name: string, value: string): Promise<SecretView[]>;
+  removeSecret(name: string): Promise<SecretView[]>;
+  logs(lines: number): Promise<LogLine[]>;
 }
 
-/** A failure with a stable code (the head's error codes, plus `unreachable`) to translate. */
+/** A failure with a stable code (the head's error codes, plus `unreachable`) to translate;
+ * `problems` name the refused fields of a form. */
 export class BackendError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    readonly problems: FieldProblem[] = [],
   ) {
     super(message);
     this.name = "BackendError";

@@ -10,10 +10,16 @@ import {
   type Backend,
   type ClusterSnapshot,
   type CommandReply,
+  type ComputerView,
   type DesktopApi,
   type DesktopStatus,
   type InviteReply,
   type LocalPause,
+  type LogLine,
+  type PolicySaved,
+  type PolicyView,
+  type ProvisionView,
+  type SecretView,
   type SettingsView,
   type WatchHandlers,
 } from "./index";
@@ -27,7 +33,7 @@ async function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> 
   } catch (e) {
     const err = e as Partial<CommandError> | string;
     if (typeof err === "object" && err && typeof err.code === "string") {
-      throw new BackendError(err.code, err.message ?? err.code);
+      throw new BackendError(err.code, err.message ?? err.code, err.problems ?? []);
     }
     throw new BackendError("internal", String(e));
   }
@@ -43,20 +49,67 @@ class Desktop implements DesktopApi {
 
   watchStatus(onStatus: (s: DesktopStatus) => void): () => void {
     let stopped = false;
-    let unlisten: (() => void) | null = null;
-    this.status().then((s) => !stopped && onStatus(s), () => {});
-    listen<DesktopStatus>("flotilla://status", (e) => onStatus(e.payload)).then((u) => {
-      if (stopped) u();
-      else unlisten = u;
+    let last: DesktopStatus | null = null;
+    const unlisten: (() => void)[] = [];
+    const show = (s: DesktopStatus) => {
+      last = s;
+      if (!stopped) onStatus(s);
+    };
+    this.status().then(show, () => {});
+    const follow = <T>(event: string, on: (payload: T) => void) =>
+      listen<T>(event, (e) => on(e.payload)).then((u) => {
+        if (stopped) u();
+        else unlisten.push(u);
+      });
+    follow<DesktopStatus>("flotilla://status", show);
+    // The provisioning's steps and bytes come between the status's once-a-second updates.
+    follow<ProvisionView>("flotilla://progress", (progress) => {
+      if (last && last.phase !== "running") show({ ...last, progress });
     });
     return () => {
       stopped = true;
-      unlisten?.();
+      unlisten.forEach((u) => u());
     };
   }
 
   join(code: string, name?: string): Promise<DesktopStatus> {
     return call("join", { code, name: name || null });
+  }
+
+  host(): Promise<DesktopStatus> {
+    return call("host");
+  }
+
+  hostInvite(fresh: boolean): Promise<InviteReply> {
+    return call("host_invite", { fresh });
+  }
+
+  computer(): Promise<ComputerView> {
+    return call("computer");
+  }
+
+  policy(): Promise<PolicyView> {
+    return call("policy");
+  }
+
+  setPolicy(policy: PolicyView): Promise<PolicySaved> {
+    return call("set_policy", { policy });
+  }
+
+  secrets(): Promise<SecretView[]> {
+    return call("secrets");
+  }
+
+  addSecret(name: string, value: string): Promise<SecretView[]> {
+    return call("add_secret", { name, value });
+  }
+
+  removeSecret(name: string): Promise<SecretView[]> {
+    return call("remove_secret", { name });
+  }
+
+  logs(lines: number): Promise<LogLine[]> {
+    return call("logs", { lines });
   }
 
   pause(kind: LocalPause): Promise<void> {

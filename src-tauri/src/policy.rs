@@ -1,0 +1,366 @@
+//! The politeness settings in the window: `[policy]` of `flotilla.toml`, shown as the agent
+//! applies them (the fleet's defaults under this machine's own keys), checked by the same
+//! validator that reads the file at start ([`flotilla_agent::config::parse`]), and written back
+//! with every other section, comment and key left as it was.
+//!
+//! A field left empty removes this machine's key (the fleet's value or the default applies);
+//! a field that still shows the value in force is not written, so a machine pins only what its
+//! owner changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flotilla_agent::config;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `[policy]` as the window edits it. Numbers are plain numbers (a wrong one, such as `-1`
+/// CPUs or `1.5` seconds, reaches the validator, which names the field and what it accepts);
+/// `None` is "not set here".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(default)]
+pub struct PolicyView {
+    pub active_after_input_secs: Option<f64>,
+    pub active_cpus: Option<f64>,
+    pub keep_cpus_for_owner: Option<f64>,
+    pub ramp_up_after_secs: Option<f64>,
+    /// `finish`, `pause_now`, `keep` or `ignore`.
+    pub on_battery: Option<String>,
+    pub battery_cpus: Option<f64>,
+    pub pause_below_battery_percent: Option<f64>,
+    pub owner_load_threshold: Option<f64>,
+    pub owner_load_trigger_secs: Option<f64>,
+    pub owner_load_release_secs: Option<f64>,
+    pub min_free_memory_fraction: Option<f64>,
+    pub max_temperature_c: Option<f64>,
+    /// Weekday (`monday`..`sunday`) -> windows (`"HH:MM-HH:MM"`); `None`: any time.
+    pub schedule: Option<BTreeMap<String, Vec<String>>>,
+    pub exclusive_apps: Option<Vec<String>>,
+}
+
+/// One field the validator refused, named as in [`PolicyView`] (`active_cpus`,
+/// `schedule.monday`, `exclusive_apps`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// Why settings were not saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// The whole message, file and lines included.
+    pub message: String,
+    pub problems: Vec<FieldProblem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Int,
+    Float,
+    Text,
+    List,
+    Schedule,
+}
+
+/// Every key of `[policy]`, with how it is written.
+const KEYS: [(&str, Kind); 14] = [
+    ("active_after_input_secs", Kind::Int),
+    ("active_cpus", Kind::Int),
+    ("keep_cpus_for_owner", Kind::Int),
+    ("ramp_up_after_secs", Kind::Int),
+    ("on_battery", Kind::Text),
+    ("battery_cpus", Kind::Int),
+    ("pause_below_battery_percent", Kind::Int),
+    ("owner_load_threshold", Kind::Float),
+    ("owner_load_trigger_secs", Kind::Int),
+    ("owner_load_release_secs", Kind::Int),
+    ("min_free_memory_fraction", Kind::Float),
+    ("max_temperature_c", Kind::Float),
+    ("schedule", Kind::Schedule),
+    ("exclusive_apps", Kind::List),
+];
+
+pub fn file(dirs: &flotilla_host::Dirs) -> PathBuf {
+    dirs.config.join(config::FILE_NAME)
+}
+
+fn read(path: &Path) -> Result<String, Refused> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(general(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn general(message: String) -> Refused {
+    Refused {
+        message,
+        problems: vec![],
+    }
+}
+
+/// The settings in force: the fleet's defaults (`fleet`, a `[policy]` document) under the
+/// file's own keys.
+pub fn effective(fleet: &str, path: &Path) -> Result<PolicyView, Refused> {
+    let text = read(path)?;
+    let settings = config::merge_policy(fleet, &text).map_err(general)?;
+    let json = serde_json::to_value(settings).expect("plain data");
+    serde_json::from_value(json).map_err(|e| general(e.to_string()))
+}
+
+/// Numbers compared as numbers (the settings' integers against the window's floats).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn item(kind: Kind, v: &Value) -> toml_edit::Item {
+    use toml_edit::value;
+    let strings = |v: &Value| -> toml_edit::Array {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    match kind {
+        // A whole number is written as one; anything else as it is, for the validator to refuse.
+        Kind::Int => match v.as_f64() {
+            Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => value(n as i64),
+            Some(n) => value(n),
+            None => value(v.to_string()),
+        },
+        Kind::Float => value(v.as_f64().unwrap_or(f64::NAN)),
+        Kind::Text => value(v.as_str().unwrap_or_default()),
+        Kind::List => value(strings(v)),
+        Kind::Schedule => {
+            let mut days = toml_edit::Table::new();
+            for (day, windows) in v.as_object().into_iter().flatten() {
+                days.insert(day, value(strings(windows)));
+            }
+            toml_edit::Item::Table(days)
+        }
+    }
+}
+
+/// `text` with the view's changes made to its `[policy]` (see the module's rules), everything
+/// else untouched.
+pub fn edit(text: &str, view: &PolicyView, effective: &PolicyView) -> Result<String, Refused> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| general(format!("flotilla.toml: {e}")))?;
+    let new = serde_json::to_value(view).expect("plain data");
+    let now = serde_json::to_value(effective).expect("plain data");
+    if !doc.contains_key("policy") {
+        let mut t = toml_edit::Table::new();
+        t.set_implicit(true);
+        doc.insert("policy", toml_edit::Item::Table(t));
+    }
+    let policy = doc["policy"]
+        .as_table_like_mut()
+        .ok_or_else(|| general("flotilla.toml: `policy` is not a table".into()))?;
+    for (key, kind) in KEYS {
+        let wanted = &new[key];
+        if wanted.is_null() {
+            policy.remove(key);
+            continue;
+        }
+        if same(wanted, &now[key]) {
+            continue;
+        }
+        let new = item(kind, wanted);
+        match policy.get_mut(key) {
+            // The same key, a new value: its comment and spacing stay.
+            Some(toml_edit::Item::Value(old)) if new.is_value() => {
+                let decor = old.decor().clone();
+                let mut v = new.into_value().expect("checked");
+                *v.decor_mut() = decor;
+                *old = v;
+            }
+            _ => {
+                policy.insert(key, new);
+            }
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// The validator's problems, named as the window's fields.
+fn problems(e: &config::ConfigError) -> Vec<FieldProblem> {
+    e.problems
+        .iter()
+        .map(|p| {
+            let field = p
+                .field
+                .as_deref()
+                .map(|f| f.strip_prefix("policy.").unwrap_or(f))
+                .map(|f| f.split('[').next().unwrap_or(f).to_string())
+                .unwrap_or_default();
+            FieldProblem {
+                field,
+                message: p.message.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Checks the view against the file and the fleet's defaults and, when every field is
+/// accepted, writes the file (atomically); nothing is written otherwise. Returns the settings
+/// now in force.
+pub fn save(fleet: &str, path: &Path, view: &PolicyView) -> Result<PolicyView, Refused> {
+    let text = read(path)?;
+    let now = effective(fleet, path)?;
+    let edited = edit(&text, view, &now)?;
+    config::parse(&edited, path).map_err(|e| Refused {
+        message: e.to_string(),
+        problems: problems(&e),
+    })?;
+    // The file alone is valid; with the fleet's defaults under it, it must be too (a ramp-up
+    // shorter than the fleet's idle threshold).
+    config::merge_policy(fleet, &edited).map_err(general)?;
+    if edited != text {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| general(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, &edited)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| general(format!("cannot write {}: {e}", path.display())))?;
+    }
+    effective(fleet, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "# Flotilla on my laptop\n\
+        [policy]\n\
+        active_cpus = 3 # while I work\n\
+        \n\
+        [secrets]\n\
+        backend = \"auto\"\n";
+
+    fn setup(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("flotilla.toml");
+        if !text.is_empty() {
+            std::fs::write(&path, text).unwrap();
+        }
+        (tmp, path)
+    }
+
+    #[test]
+    fn the_view_shows_the_fleets_defaults_under_the_machines_keys() {
+        let (_tmp, path) = setup(FILE);
+        let v = effective("[policy]\nactive_cpus = 1\nbattery_cpus = 4\n", &path).unwrap();
+        assert_eq!(v.active_cpus, Some(3.0));
+        assert_eq!(v.battery_cpus, Some(4.0));
+        assert_eq!(v.on_battery.as_deref(), Some("finish"));
+        assert_eq!(v.schedule, None);
+        assert_eq!(v.exclusive_apps, Some(vec![]));
+    }
+
+    #[test]
+    fn a_change_is_written_with_the_rest_of_the_file_kept() {
+        let (_tmp, path) = setup(FILE);
+        let mut v = effective("", &path).unwrap();
+        v.active_cpus = Some(1.0);
+        v.exclusive_apps = Some(vec!["zoom".into()]);
+        v.schedule = Some(BTreeMap::from([(
+            "monday".to_string(),
+            vec!["18:00-08:00".to_string()],
+        )]));
+        let saved = save("", &path, &v).unwrap();
+        assert_eq!(saved.active_cpus, Some(1.0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# Flotilla on my laptop\n[policy]\n"),
+            "{text}"
+        );
+        assert!(text.contains("active_cpus = 1 # while I work"), "{text}");
+        assert!(text.contains("exclusive_apps = [\"zoom\"]"), "{text}");
+        assert!(
+            text.contains("[policy.schedule]\nmonday = [\"18:00-08:00\"]"),
+            "{text}"
+        );
+        assert!(text.contains("[secrets]\nbackend = \"auto\""), "{text}");
+        // Values left as they were are not pinned in the file.
+        assert!(!text.contains("battery_cpus"), "{text}");
+        // The agent's own reader agrees.
+        let read = config::load(&path).unwrap().policy;
+        assert_eq!(read.active_cpus, 1);
+        assert_eq!(read.exclusive_apps, ["zoom"]);
+        // An empty field removes this machine's key.
+        let mut v = saved;
+        v.active_cpus = None;
+        assert_eq!(save("", &path, &v).unwrap().active_cpus, Some(2.0));
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("active_cpus")
+        );
+    }
+
+    #[test]
+    fn a_wrong_value_is_refused_by_field_and_nothing_is_written() {
+        let (_tmp, path) = setup(FILE);
+        let before = std::fs::read(&path).unwrap();
+        let mut v = effective("", &path).unwrap();
+        v.active_cpus = Some(-1.0);
+        let e = save("", &path, &v).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e:?}");
+        assert_eq!(e.problems[0].field, "active_cpus");
+        assert!(e.problems[0].message.contains("whole number"), "{e:?}");
+        let mut v = effective("", &path).unwrap();
+        v.owner_load_threshold = Some(1.5);
+        v.exclusive_apps = Some(vec!["zoom".into(), " ".into()]);
+        v.schedule = Some(BTreeMap::from([(
+            "monday".to_string(),
+            vec!["25:00-08:00".to_string()],
+        )]));
+        let e = save("", &path, &v).unwrap_err();
+        let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+        assert!(fields.contains(&"schedule.monday"), "{e:?}");
+        let mut v = effective("", &path).unwrap();
+        v.owner_load_threshold = Some(1.5);
+        v.exclusive_apps = Some(vec!["zoom".into(), " ".into()]);
+        let e = save("", &path, &v).unwrap_err();
+        let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["owner_load_threshold", "exclusive_apps"], "{e:?}");
+        let mut v = effective("", &path).unwrap();
+        v.on_battery = Some("sleep".into());
+        let e = save("", &path, &v).unwrap_err();
+        assert_eq!(e.problems[0].field, "on_battery", "{e:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "nothing was written");
+    }
+
+    #[test]
+    fn a_missing_file_is_created_only_when_something_changes() {
+        let (_tmp, path) = setup("");
+        let v = effective("", &path).unwrap();
+        save("", &path, &v).unwrap();
+        assert!(!path.exists());
+        let mut v = v;
+        v.active_after_input_secs = Some(120.0);
+        v.ramp_up_after_secs = Some(240.0);
+        save("", &path, &v).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "[policy]\nactive_after_input_secs = 120\nramp_up_after_secs = 240\n"
+        );
+    }
+}
