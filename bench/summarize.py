@@ -86,11 +86,29 @@ def figures(docs):
     kb = get(d, "bundle_kb_gzipped")
     row("desktop", "dashboard download (JS + CSS, gzipped)", kb, "KB", "<= 300 KB", kb is not None and kb <= 300)
 
-    for r in get(docs["scaling"], "nodes") or []:
-        n, eff = r.get("nodes"), r.get("efficiency")
-        goal, met = ("(reference)", None) if n == 1 else ((">= 0.9", eff is not None and eff >= 0.9) if n == 3 else ("(reported)", None))
-        row("scaling", f"sweep on {n} node(s): efficiency (speedup {fmt(r.get('speedup'))}, median {fmt(r.get('median_s'))} s)", eff, "", goal, met)
+    sc = docs["scaling"]
+    goal_paths = get(sc, "goal_paths")
+    for w in scaling_workloads(sc):
+        paths = w.get("paths") or 0
+        kind = f"sweep, each evaluation also on {paths} resamples" if paths else "sweep"
+        judged = paths == goal_paths
+        for r in w.get("nodes") or []:
+            n, eff = r.get("nodes"), r.get("efficiency")
+            if n == 1:
+                goal, met = "(reference)", None
+            elif n == 3 and judged:
+                goal, met = ">= 0.9", eff is not None and eff >= 0.9
+            else:
+                goal, met = "(reported)", None
+            row("scaling", f"{kind} on {n} node(s): efficiency (speedup {fmt(r.get('speedup'))}, median {fmt(r.get('median_s'))} s, first evaluations after {fmt(r.get('startup_s'))} s)", eff, "", goal, met)
     return rows
+
+
+def scaling_workloads(sc):
+    """The scaling benchmark's workloads (older reports had one, as `nodes`)."""
+    if get(sc, "workloads"):
+        return get(sc, "workloads")
+    return [{"paths": 0, "nodes": get(sc, "nodes") or []}] if sc else []
 
 
 def plot_politeness(pol, out):
@@ -172,12 +190,15 @@ def plot_fleet(fleet, out):
 
 
 def plot_scaling(sc, out):
-    rows = get(sc, "nodes") or []
-    if not rows:
+    workloads = [w for w in scaling_workloads(sc) if w.get("nodes")]
+    if not workloads:
         return []
-    ns = [r["nodes"] for r in rows]
+    ns = [r["nodes"] for r in workloads[0]["nodes"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(ns, [r["speedup"] for r in rows], marker="o", label="measured speedup")
+    for w in workloads:
+        rows = w["nodes"]
+        label = f"{w['paths']} resamples per evaluation" if w.get("paths") else "the sweep"
+        ax.plot([r["nodes"] for r in rows], [r["speedup"] for r in rows], marker="o", label=label)
     ax.plot(ns, ns, linestyle="--", color="grey", label="ideal")
     ax.plot(ns, [0.9 * n for n in ns], linestyle=":", color="red", label="goal: efficiency 0.9")
     ax.set_xticks(ns)

@@ -10,6 +10,8 @@ in-process for comparison. Results are bit-for-bit identical in both modes.
     python sweep.py                       # on the cluster (RAY_ADDRESS or "auto")
     python sweep.py --local               # in-process, Ray not needed
     python sweep.py --evals 400 --json results.json
+    python sweep.py --paths 20            # and how each result holds up on 20
+                                          # bootstrap resamples of the market
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ ANNUAL_VOLATILITY = 0.65
 
 # Taker-style fee charged on entry and on exit, as a fraction of the notional.
 FEE = 0.0005
+
+# Robustness checks resample the market in blocks of a week of hourly moves, which keeps the
+# volatility clustering within a block.
+BLOCK_HOURS = 168
+MAX_PATHS = 1000
 
 # The default 80-point grid (5 x 4 x 4); windows are in hours.
 BASE_FAST = (6, 12, 24, 48, 72)
@@ -228,18 +235,80 @@ def evaluate(candles: dict[str, np.ndarray], fast: int, slow: int,
     }
 
 
-def run_one(candles: dict[str, np.ndarray], idx: int, params: dict) -> dict:
-    """One grid point, in the result format shared by both modes."""
+def resample(candles: dict[str, np.ndarray], block: int,
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A moving-block bootstrap of the market: the same hourly moves, drawn in blocks of
+    `block` consecutive bars, in another order, from the same first price.
+
+    Every bar keeps its own shape relative to its close (open, high, low), and prices are
+    rebuilt by multiplying the moves in order, with operations that round the same way on
+    every machine (no exp or log), so a resample is bit-for-bit the same wherever it runs.
+    """
+    open_, high, low, close = candles["open"], candles["high"], candles["low"], candles["close"]
+    n = close.shape[0]
+    block = max(1, min(block, n - 1))
+    count = -(-(n - 1) // block)
+    # Source bars 1..n-1: bar t moved the price by close[t] / close[t-1].
+    starts = rng.integers(1, n - block + 1, size=count)
+    src = (starts[:, None] + np.arange(block)).ravel()[: n - 1]
+    new_close = np.empty(n)
+    new_close[0] = close[0]
+    new_close[1:] = close[0] * np.cumprod(close[src] / close[src - 1])
+    new_open = np.empty(n)
+    new_open[0] = open_[0]
+    new_open[1:] = new_close[:-1] * (open_[src] / close[src - 1])
+    bars = np.concatenate(([0], src))
+    return {
+        "open": new_open,
+        "high": new_close * (high[bars] / close[bars]),
+        "low": new_close * (low[bars] / close[bars]),
+        "close": new_close,
+        "volume": candles["volume"][bars],
+    }
+
+
+def robustness(candles: dict[str, np.ndarray], idx: int, params: dict, paths: int,
+               seed: int) -> dict:
+    """How one parameter set holds up on `paths` bootstrap resamples of the market: the 5th
+    percentile and the median of its Sharpe ratio, and the share of resamples it made money
+    on. The resamples depend on the seed and the grid point only, not on where they run."""
+    rng = np.random.default_rng([seed, idx])
+    sharpes, profitable = [], 0
+    for _ in range(paths):
+        m = evaluate(resample(candles, BLOCK_HOURS, rng), params["fast"], params["slow"],
+                     params["stop_loss"])
+        sharpes.append(m["sharpe"])
+        profitable += m["total_return"] > 0.0
+    ranked = np.sort(np.array(sharpes))
+    return {
+        "paths": paths,
+        "sharpe_p05": float(np.percentile(ranked, 5)),
+        "sharpe_median": float(np.median(ranked)),
+        "profitable_share": profitable / paths,
+    }
+
+
+def run_one(candles: dict[str, np.ndarray], idx: int, params: dict, paths: int = 0,
+            seed: int = 0) -> dict:
+    """One grid point, in the result format shared by both modes; with `paths`, also its
+    robustness on that many resamples of the market."""
     metrics = evaluate(candles, params["fast"], params["slow"], params["stop_loss"])
-    return {"id": idx, "params": dict(params), **metrics}
+    result = {"id": idx, "params": dict(params), **metrics}
+    if paths:
+        result["robustness"] = robustness(candles, idx, params, paths, seed)
+    return result
 
 
-def _run_one_on_ray(candles, idx, params):
-    # Runs on a worker, where Ray is always importable; the node id lets the
-    # driver show how the sweep was spread across machines.
+def _run_one_on_ray(candles, idx, params, paths, seed):
+    # Runs on a worker, where Ray is always importable; the node id and the time
+    # the evaluation took let the driver show how the sweep was spread across
+    # machines and when each began.
     import ray
 
-    return run_one(candles, idx, params), ray.get_runtime_context().get_node_id()
+    start = time.perf_counter()
+    result = run_one(candles, idx, params, paths, seed)
+    took = time.perf_counter() - start
+    return result, ray.get_runtime_context().get_node_id(), took
 
 
 # --------------------------------------------------------------------------
@@ -259,17 +328,18 @@ def _progress(done: int, total: int, result: dict, quiet: bool) -> None:
               file=sys.stderr, flush=True)
 
 
-def run_local(candles, grid, quiet=False):
+def run_local(candles, grid, quiet=False, paths=0, seed=0):
     """Evaluate every grid point in this process, in grid order.
 
-    Returns (results, nodes, wall seconds).
+    Returns (results, nodes, timing, wall seconds).
     """
     start = time.perf_counter()
     results = []
     for idx, params in enumerate(grid):
-        results.append(run_one(candles, idx, params))
+        results.append(run_one(candles, idx, params, paths, seed))
         _progress(len(results), len(grid), results[-1], quiet)
-    return results, {"local": len(results)}, time.perf_counter() - start
+    wall = time.perf_counter() - start
+    return results, {"local": len(results)}, {"local": {"first_s": 0.0, "busy_s": wall}}, wall
 
 
 def _connect(address: str, quiet: bool):
@@ -315,10 +385,14 @@ def _node_names(ray) -> dict[str, str]:
             for nid, name in names.items()}
 
 
-def run_ray(candles, grid, address, quiet=False):
+def run_ray(candles, grid, address, quiet=False, paths=0, seed=0):
     """Evaluate every grid point as its own Ray task, collecting results as
-    they finish. Returns (results, nodes, wall seconds); the clock starts
-    once connected, so it measures the sweep rather than the handshake.
+    they finish. Returns (results, nodes, timing, wall seconds); the clock
+    starts once connected, so it measures the sweep rather than the handshake.
+
+    The timing says, per node, when its first evaluation began and how long
+    its evaluations took in all, by this process's clock alone (a result's
+    arrival less the time it took), so other machines' clocks never enter.
     """
     ray = _connect(address, quiet)
     try:
@@ -333,23 +407,29 @@ def run_ray(candles, grid, address, quiet=False):
         # One copy of the candles in the object store, shared by every task
         # on a node instead of being serialised into each call.
         data = ray.put(candles)
-        pending = [task.remote(data, idx, params) for idx, params in enumerate(grid)]
-        results, by_node = [], Counter()
+        pending = [task.remote(data, idx, params, paths, seed) for idx, params in enumerate(grid)]
+        results, by_node, first, busy = [], Counter(), {}, Counter()
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 try:
-                    result, node_id = ray.get(ref)
+                    result, node_id, took = ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     raise SweepError(f"an evaluation failed: {exc}", EXIT_TASK_FAILED) from None
+                began = max(0.0, time.perf_counter() - start - took)
+                first[node_id] = min(first.get(node_id, began), began)
+                busy[node_id] += took
                 results.append(result)
                 by_node[node_id] += 1
                 _progress(len(results), len(grid), result, quiet)
         wall = time.perf_counter() - start
 
         names = _node_names(ray)
-        nodes = dict(sorted((names.get(nid, nid[:12]), count) for nid, count in by_node.items()))
-        return results, nodes, wall
+        name = lambda nid: names.get(nid, nid[:12])
+        nodes = dict(sorted((name(nid), count) for nid, count in by_node.items()))
+        timing = {name(nid): {"first_s": round(first[nid], 3), "busy_s": round(busy[nid], 3)}
+                  for nid in sorted(by_node, key=name)}
+        return results, nodes, timing, wall
     finally:
         ray.shutdown()
 
@@ -360,17 +440,23 @@ def run_ray(candles, grid, address, quiet=False):
 
 def format_table(results: list[dict], top: int = 10) -> str:
     best = sorted(results, key=lambda r: (-r["sharpe"], r["id"]))[:top]
-    lines = [
-        f"{'rank':>4} {'id':>4} {'fast':>5} {'slow':>5} {'stop':>6} "
-        f"{'sharpe':>7} {'return':>11} {'max dd':>7} {'trades':>7}",
-    ]
+    robust = any("robustness" in r for r in results)
+    header = (f"{'rank':>4} {'id':>4} {'fast':>5} {'slow':>5} {'stop':>6} "
+              f"{'sharpe':>7} {'return':>11} {'max dd':>7} {'trades':>7}")
+    if robust:
+        header += f" {'p5 sharpe':>9} {'profitable':>10}"
+    lines = [header]
     for rank, r in enumerate(best, 1):
         p = r["params"]
-        lines.append(
+        line = (
             f"{rank:>4} {r['id']:>4} {p['fast']:>5} {p['slow']:>5} {p['stop_loss']:>6.1%} "
             f"{r['sharpe']:>7.2f} {r['total_return']:>+11.1%} {r['max_drawdown']:>7.1%} "
             f"{r['trades']:>7}"
         )
+        if robust:
+            rb = r["robustness"]
+            line += f" {rb['sharpe_p05']:>9.2f} {rb['profitable_share']:>10.0%}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -392,6 +478,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run in this process without Ray")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or "auto",
                         help="Ray cluster address (default: $RAY_ADDRESS, else 'auto')")
+    parser.add_argument("--paths", type=int, default=0,
+                        help="also backtest every parameter set on this many bootstrap "
+                             "resamples of the market (blocks of a week) and report how its "
+                             "Sharpe ratio holds up; each evaluation then costs about "
+                             "paths + 1 times as much (default: 0)")
     parser.add_argument("--json", metavar="PATH", help="also write all results to this JSON file")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress or table, only the summary line")
@@ -400,6 +491,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--candles must be at least 2")
     if args.seed < 0:
         parser.error("--seed must be non-negative")
+    if not 0 <= args.paths <= MAX_PATHS:
+        parser.error(f"--paths must be between 0 and {MAX_PATHS}")
     try:
         args.grid = build_grid(args.evals)
     except ValueError as exc:
@@ -413,9 +506,11 @@ def main(argv=None) -> int:
 
     try:
         if args.local:
-            results, nodes, wall = run_local(candles, args.grid, args.quiet)
+            results, nodes, timing, wall = run_local(candles, args.grid, args.quiet, args.paths,
+                                                     args.seed)
         else:
-            results, nodes, wall = run_ray(candles, args.grid, args.address, args.quiet)
+            results, nodes, timing, wall = run_ray(candles, args.grid, args.address, args.quiet,
+                                                   args.paths, args.seed)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
@@ -429,10 +524,12 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "candles": args.candles,
             "evals": len(args.grid),
+            "paths": args.paths,
             "mode": "local" if args.local else "ray",
             "wall_seconds": wall,
             "results": results,
             "nodes": nodes,
+            "timing": timing,
         }
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2)

@@ -115,17 +115,17 @@ def test_grid_is_deterministic_and_prefix_stable():
 
 def test_results_are_deterministic(candles):
     grid = sweep.build_grid(EVALS)
-    first, _, _ = sweep.run_local(candles, grid, quiet=True)
-    second, _, _ = sweep.run_local(sweep.generate_candles(CANDLES, SEED), grid, quiet=True)
+    first, _, _, _ = sweep.run_local(candles, grid, quiet=True)
+    second, _, _, _ = sweep.run_local(sweep.generate_candles(CANDLES, SEED), grid, quiet=True)
     # Exact equality: floats must match bit for bit.
     assert first == second
-    other, _, _ = sweep.run_local(sweep.generate_candles(CANDLES, SEED + 1), grid, quiet=True)
+    other, _, _, _ = sweep.run_local(sweep.generate_candles(CANDLES, SEED + 1), grid, quiet=True)
     assert other != first
 
 
 def test_results_are_well_formed(candles):
     grid = sweep.build_grid(EVALS)
-    results, nodes, seconds = sweep.run_local(candles, grid, quiet=True)
+    results, nodes, _, seconds = sweep.run_local(candles, grid, quiet=True)
     assert nodes == {"local": EVALS}
     assert seconds >= 0
     assert [r["id"] for r in results] == list(range(EVALS))
@@ -172,7 +172,11 @@ def test_json_output_schema(tmp_path, candles):
     assert proc.stderr == ""
 
     report = json.loads(out.read_text())
-    assert set(report) == {"seed", "candles", "evals", "mode", "wall_seconds", "results", "nodes"}
+    assert set(report) == {"seed", "candles", "evals", "paths", "mode", "wall_seconds", "results",
+                           "nodes", "timing"}
+    assert report["timing"]["local"]["first_s"] == 0.0
+    assert report["timing"]["local"]["busy_s"] >= 0.0
+    assert report["paths"] == 0
     assert report["seed"] == SEED
     assert report["candles"] == CANDLES
     assert report["evals"] == EVALS
@@ -185,7 +189,7 @@ def test_json_output_schema(tmp_path, candles):
         assert set(r["params"]) == {"fast", "slow", "stop_loss"}
 
     # JSON round-trips floats exactly, so another process must agree bit for bit.
-    expected, _, _ = sweep.run_local(candles, sweep.build_grid(EVALS), quiet=True)
+    expected, _, _, _ = sweep.run_local(candles, sweep.build_grid(EVALS), quiet=True)
     assert report["results"] == expected
 
 
@@ -228,3 +232,61 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path):
     assert "flotilla up" in proc.stderr
     assert "RAY_AUTH_TOKEN" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_resample_in_one_block_is_the_market_itself(candles):
+    # One block of every bar, starting at the first move: the original market, rebuilt by
+    # multiplying its own moves in order.
+    rng = np.random.default_rng(0)
+    again = sweep.resample(candles, CANDLES - 1, rng)
+    for key in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_allclose(again[key], candles[key], rtol=1e-9, err_msg=key)
+
+
+def test_resamples_are_deterministic_and_plausible(candles):
+    a = sweep.resample(candles, sweep.BLOCK_HOURS, np.random.default_rng([SEED, 3]))
+    b = sweep.resample(candles, sweep.BLOCK_HOURS, np.random.default_rng([SEED, 3]))
+    c = sweep.resample(candles, sweep.BLOCK_HOURS, np.random.default_rng([SEED, 4]))
+    for key in a:
+        assert a[key].tobytes() == b[key].tobytes(), key
+        assert a[key].shape == candles[key].shape
+    assert a["close"].tobytes() != c["close"].tobytes()
+    assert a["close"][0] == candles["close"][0]
+    assert np.all(a["low"] > 0)
+    assert np.all(a["low"] <= np.minimum(a["open"], a["close"]) * (1 + 1e-12))
+    assert np.all(a["high"] >= np.maximum(a["open"], a["close"]) * (1 - 1e-12))
+    # The moves are the market's own: every resampled hourly move is one of the original's.
+    moves = np.sort(candles["close"][1:] / candles["close"][:-1])
+    drawn = a["close"][1:] / a["close"][:-1]
+    nearest = moves[np.clip(np.searchsorted(moves, drawn), 0, len(moves) - 1)]
+    below = moves[np.clip(np.searchsorted(moves, drawn) - 1, 0, len(moves) - 1)]
+    assert np.all(np.minimum(abs(nearest - drawn), abs(below - drawn)) < 1e-9)
+
+
+def test_robustness_is_reported_and_deterministic(candles):
+    grid = sweep.build_grid(3)
+    first, _, _, _ = sweep.run_local(candles, grid, quiet=True, paths=4, seed=SEED)
+    second, _, _, _ = sweep.run_local(candles, grid, quiet=True, paths=4, seed=SEED)
+    assert first == second
+    plain, _, _, _ = sweep.run_local(candles, grid, quiet=True)
+    for r, p in zip(first, plain):
+        rb = r.pop("robustness")
+        assert r == p, "robustness must not change the evaluation itself"
+        assert rb["paths"] == 4
+        assert rb["sharpe_p05"] <= rb["sharpe_median"]
+        assert 0.0 <= rb["profitable_share"] <= 1.0
+    other, _, _, _ = sweep.run_local(candles, grid, quiet=True, paths=4, seed=SEED + 1)
+    assert [r["robustness"] for r in other] != [r.get("robustness") for r in second]
+
+
+def test_cli_paths_in_the_table_and_the_json(tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_cli("--local", "--evals", "3", "--candles", "2000", "--paths", "2",
+                   "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "p5 sharpe" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["paths"] == 2
+    assert all(r["robustness"]["paths"] == 2 for r in report["results"])
+    bad = run_cli("--local", "--paths", "-1")
+    assert bad.returncode == 2 and "--paths must be between 0 and" in bad.stderr

@@ -23,6 +23,10 @@ pub struct DemoArgs {
     /// Seed of the synthetic market.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also backtest every parameter set on this many bootstrap resamples of the market and
+    /// report how it holds up; each evaluation then costs about PATHS + 1 times as much.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    paths: u32,
     /// Also run the sweep locally, without Ray, and check that the results are identical.
     #[arg(long)]
     verify: bool,
@@ -55,6 +59,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.candles.to_string(),
         "--seed".into(),
         args.seed.to_string(),
+        "--paths".into(),
+        args.paths.to_string(),
     ];
     let ray_json = work.join("ray.json");
     let mut cmd = tokio::process::Command::new(&python);
@@ -102,8 +108,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "expected": args.evals,
             "candles": args.candles,
             "seed": args.seed,
+            "paths": args.paths,
             "wall_seconds": ray["wall_seconds"],
             "nodes": ray["nodes"],
+            "timing": ray["timing"],
             "identical_to_local": identical,
             "results": ray["results"],
         });

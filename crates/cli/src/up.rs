@@ -516,12 +516,14 @@ impl Running {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    // Before anything starts: a Ctrl-C while the cluster comes up stops it cleanly once it is
+    // up, rather than killing this process with its nodes half-started.
+    let shutdown = shutdown_signal();
     let (progress, bar) = crate::progress::bar();
     let say = |line: &str| eprintln!("{line}");
     let running = start(&args, progress, &say).await;
     bar.finish_and_clear();
     let running = running?;
-    let shutdown = shutdown_signal();
     println!();
     print!("{}", running.summary());
     println!();

@@ -133,8 +133,11 @@ impl Up {
             .unwrap();
     }
 
+    /// Waits until `alive` nodes are ALIVE. A cluster that is not up in 5 minutes is hung, not
+    /// slow: it is killed, and the panic shows its last status and what `flotilla up` printed.
     pub fn wait_status(&mut self, alive: usize) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut last;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let out = self.child.wait_with_output_ref();
@@ -149,8 +152,19 @@ impl Up {
                 if v["totals"]["nodes_alive"] == alive {
                     return v;
                 }
+                last = v["nodes"].to_string();
+            } else {
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
             }
-            assert!(Instant::now() < deadline, "cluster not up in time");
+            if Instant::now() >= deadline {
+                // SAFETY: plain kill of our own child; its output pipe then reaches its end.
+                unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+                let printed = self.child.wait_with_output_ref();
+                panic!(
+                    "{alive} nodes not ALIVE within 5 minutes; the last status: {last}\n\
+                     --- flotilla up printed:\n{printed}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }
