@@ -21,6 +21,11 @@ need_pkg() {
   command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$1" || flotilla_missing+=("$2")
 }
 
+# need_file PATH PACKAGE: queue PACKAGE when PATH does not exist (data files, keyrings).
+need_file() {
+  [ -e "$1" ] || flotilla_missing+=("$2")
+}
+
 # What building the desktop app (src-tauri/, Tauri on WebKitGTK) needs.
 need_desktop_build() {
   need_cmd pkg-config pkg-config
