@@ -443,18 +443,7 @@ fn the_window_joins_a_local_head_with_a_code_and_lists_the_nodes() {
         .tempdir_in("/tmp")
         .unwrap();
     let driver_port = 12800;
-    let driver = find_tauri_driver();
-    let mut td = session.command(driver);
-    td.args([
-        "--port",
-        &driver_port.to_string(),
-        "--native-port",
-        &(driver_port + 1).to_string(),
-        "--native-driver",
-    ])
-    .arg(tool("WebKitWebDriver", "webkit2gtk-driver"));
-    app_env(&mut td, home.path(), 12500);
-    let _td = spawn(td, &session.path().join("tauri-driver.log"));
+    let _td = start_tauri_driver(&session, driver_port, |c| app_env(c, home.path(), 12500));
     let wd = WebDriver::new_session(driver_port);
 
     // First run: the window asks to join.
@@ -538,6 +527,22 @@ fn the_window_joins_a_local_head_with_a_code_and_lists_the_nodes() {
     drop(wd);
     drop(session);
     let _ = head;
+}
+
+/// tauri-driver on `port`, driving WebKitWebDriver on the next port, for the app as `env` sets
+/// it up (the driver starts the app itself, with the driver's environment).
+fn start_tauri_driver(session: &Session, port: u16, env: impl FnOnce(&mut Command)) -> Proc {
+    let mut td = session.command(find_tauri_driver());
+    td.args([
+        "--port",
+        &port.to_string(),
+        "--native-port",
+        &(port + 1).to_string(),
+        "--native-driver",
+    ])
+    .arg(tool("WebKitWebDriver", "webkit2gtk-driver"));
+    env(&mut td);
+    spawn(td, &session.path().join("tauri-driver.log"))
 }
 
 fn find_tauri_driver() -> PathBuf {
@@ -820,20 +825,7 @@ fn the_window_hosts_a_cluster_and_edits_its_settings_secrets_and_logs() {
         .tempdir_in("/tmp")
         .unwrap();
     let (base, driver_port) = (10100, 10900);
-    let start_driver = || {
-        let mut td = session.command(find_tauri_driver());
-        td.args([
-            "--port",
-            &driver_port.to_string(),
-            "--native-port",
-            &(driver_port + 1).to_string(),
-            "--native-driver",
-        ])
-        .arg(tool("WebKitWebDriver", "webkit2gtk-driver"));
-        host_env(&mut td, home.path(), base);
-        spawn(td, &session.path().join("tauri-driver.log"))
-    };
-    let td = start_driver();
+    let td = start_tauri_driver(&session, driver_port, |c| host_env(c, home.path(), base));
     let wd = WebDriver::new_session(driver_port);
 
     // First run: host a cluster on this computer.

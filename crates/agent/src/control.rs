@@ -437,6 +437,15 @@ mod tests {
         (Feeds::default(), rx)
     }
 
+    /// The reply to one request line, parsed.
+    fn reply(
+        line: &str,
+        feeds: &Feeds,
+        dec: &watch::Receiver<serde_json::Value>,
+    ) -> serde_json::Value {
+        serde_json::from_str(&handle(line, feeds, dec, Instant::now())).unwrap()
+    }
+
     #[test]
     fn idle_readings_are_stored_and_bad_ones_refused() {
         let (feed, dec) = setup();
@@ -459,8 +468,7 @@ mod tests {
             r#"{"idle_ms": 999999999999}"#,
             r#"{"idle_ms": 1, "x": 2}"#,
         ] {
-            let r: serde_json::Value =
-                serde_json::from_str(&handle(bad, &feed, &dec, now)).unwrap();
+            let r = reply(bad, &feed, &dec);
             assert_eq!(r["ok"], false, "{bad}");
             assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()));
         }
@@ -469,10 +477,7 @@ mod tests {
     #[test]
     fn pauses_and_resumes_are_queued_for_the_loop() {
         let (feeds, dec) = setup();
-        let now = Instant::now();
-        let ask = |line: &str| -> serde_json::Value {
-            serde_json::from_str(&handle(line, &feeds, &dec, now)).unwrap()
-        };
+        let ask = |line: &str| reply(line, &feeds, &dec);
         let last = || *feeds.manual.lock().unwrap();
         assert_eq!(ask(r#"{"pause": "finish"}"#)["ok"], true);
         assert_eq!(last(), Some(ManualRequest::Finish));
@@ -497,21 +502,9 @@ mod tests {
     #[test]
     fn the_decision_can_be_read() {
         let (feed, dec) = setup();
-        let r: serde_json::Value = serde_json::from_str(&handle(
-            r#"{"get": "decision"}"#,
-            &feed,
-            &dec,
-            Instant::now(),
-        ))
-        .unwrap();
+        let r = reply(r#"{"get": "decision"}"#, &feed, &dec);
         assert_eq!(r["decision"]["target_cpus"], 2);
-        let r: serde_json::Value = serde_json::from_str(&handle(
-            r#"{"get": "secrets"}"#,
-            &feed,
-            &dec,
-            Instant::now(),
-        ))
-        .unwrap();
+        let r = reply(r#"{"get": "secrets"}"#, &feed, &dec);
         assert_eq!(r["ok"], false);
     }
 
@@ -521,15 +514,7 @@ mod tests {
         let file = tmp.path().join("flotilla.toml");
         let (mut feeds, dec) = setup();
         feeds.source = PolicySource::new(Some(file.clone()), "[policy]\nbattery_cpus = 3\n");
-        let ask = |feeds: &Feeds| -> serde_json::Value {
-            serde_json::from_str(&handle(
-                r#"{"reload": "policy"}"#,
-                feeds,
-                &dec,
-                Instant::now(),
-            ))
-            .unwrap()
-        };
+        let ask = |feeds: &Feeds| reply(r#"{"reload": "policy"}"#, feeds, &dec);
         // No file: the fleet's defaults alone.
         let r = ask(&feeds);
         assert_eq!(r["ok"], true, "{r}");
@@ -569,15 +554,7 @@ mod tests {
     fn the_contribution_comes_from_the_outbox_tally() {
         let tmp = tempfile::tempdir().unwrap();
         let (feeds, dec) = setup();
-        let get = |feeds: &Feeds| -> serde_json::Value {
-            serde_json::from_str(&handle(
-                r#"{"get": "contribution"}"#,
-                feeds,
-                &dec,
-                Instant::now(),
-            ))
-            .unwrap()
-        };
+        let get = |feeds: &Feeds| reply(r#"{"get": "contribution"}"#, feeds, &dec);
         assert_eq!(get(&feeds)["ok"], false, "not enrolled");
         let mut outbox = crate::outbox::Outbox::open(&tmp.path().join("o.sqlite")).unwrap();
         outbox

@@ -252,12 +252,7 @@ impl Fleet {
                 .args(node_args(name, index))
                 .stdin(Stdio::piped());
             let mut child = spawn_logged(join, home.path(), "agent");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(code.as_bytes())
-                .unwrap();
+            give_stdin(&mut child, code.as_bytes());
             let worker = Worker {
                 name,
                 index,

@@ -63,12 +63,7 @@ fn join(home: &Path, code: &str, name: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(code.as_bytes())
-        .unwrap();
+    give_stdin(&mut child, code.as_bytes());
     child
 }
 

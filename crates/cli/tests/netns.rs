@@ -10,7 +10,6 @@ mod common;
 use common::netns::Lab;
 use common::*;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -134,12 +133,7 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
         join.args(join_args(name, BASE + 800, "0.5"))
             .stdin(Stdio::piped());
         let mut child = spawn_logged(join, home, "join");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(code.as_bytes())
-            .unwrap();
+        give_stdin(&mut child, code.as_bytes());
         workers.push(child);
     }
     // The cluster forms: three nodes ALIVE in Flotilla's snapshot, both workers in session.

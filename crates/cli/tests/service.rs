@@ -296,8 +296,7 @@ fn uninstall_purge_asks_first_then_leaves_nothing_of_flotilla() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    use std::io::Write;
-    set.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    give_stdin(&mut set, b"s3cret\n");
     assert!(set.wait().unwrap().success());
     std::fs::create_dir_all(h.join("data/runtimes/ray-2.60.0-py3.11")).unwrap();
     std::fs::create_dir_all(fh.join("logs")).unwrap();

@@ -43,18 +43,21 @@ pub fn join_args(name: &str, node_ports: u16, report_every: &str) -> Vec<String>
 
 /// Stores `value` as the secret `name` in `home`'s store, through standard input.
 pub fn set_secret(home: &Path, name: &str, value: &str) {
-    use std::io::Write;
     let mut set = flotilla(home)
         .args(["secret", "set", name, "--from-stdin"])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
+    give_stdin(&mut set, format!("{value}\n").as_bytes());
     assert!(set.wait().unwrap().success());
+}
+
+/// Writes `bytes` to a child started with a piped standard input and closes it (how join codes
+/// and secrets reach `flotilla`: never in argv).
+pub fn give_stdin(child: &mut Child, bytes: &[u8]) {
+    use std::io::Write;
+    let mut stdin = child.stdin.take().expect("a child with a piped stdin");
+    stdin.write_all(bytes).unwrap();
 }
 
 /// The port options of one test's cluster, from a base, so tests never collide.

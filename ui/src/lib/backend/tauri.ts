@@ -5,6 +5,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import type { CommandError } from "../generated/desktop/CommandError";
+import { poll } from "../poll";
 import {
   BackendError,
   type Backend,
@@ -137,31 +138,24 @@ export class TauriBackend implements Backend {
   }
 
   watch(h: WatchHandlers): () => void {
-    let stopped = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const tick = async () => {
-      // A hidden window (closed to the tray) asks nothing: the app stays quiet in the tray.
-      if (document.hidden) {
-        timer = setTimeout(tick, POLL_MS);
-        return;
-      }
-      try {
-        const s = await this.snapshot();
-        if (stopped) return;
-        h.link("open");
-        h.agents(s.agents);
-        h.cluster(s);
-      } catch {
-        if (!stopped) h.link("lost");
-      }
-      if (!stopped) timer = setTimeout(tick, POLL_MS);
-    };
     h.link("connecting");
-    tick();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
+    // A hidden window (closed to the tray) asks nothing: the app stays quiet in the tray.
+    const p = poll(
+      async (live) => {
+        try {
+          const s = await this.snapshot();
+          if (!live()) return;
+          h.link("open");
+          h.agents(s.agents);
+          h.cluster(s);
+        } catch {
+          if (live()) h.link("lost");
+        }
+      },
+      POLL_MS,
+      () => document.hidden,
+    );
+    return p.stop;
   }
 
   isAdmin(): boolean {
