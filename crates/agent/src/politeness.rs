@@ -14,8 +14,16 @@ use tokio_util::sync::CancellationToken;
 use crate::enforce::{Enforcement, Enforcer};
 use crate::sampler::{IdleFeed, ManualFeed, ManualRequest, PolicyFeed, Sampler, SensorReport};
 
-/// How often the loop senses, decides and enforces.
+/// How often the loop senses, decides and enforces while the node works.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often it does so while the node is quiet (using under [`QUIET_BELOW`] cores): there is
+/// nothing to hold back then, so owner input need not be seen within a tick, and a node that
+/// starts working is seen within this long. A pause, resume or new settings asked for are
+/// still taken at the next tick.
+pub const QUIET_TICK: Duration = Duration::from_secs(1);
+/// The node's CPU use, in cores, below which it counts as quiet (an idle Ray node uses about
+/// 0.01; one task, a whole core).
+pub const QUIET_BELOW: f64 = 0.05;
 /// How often the list of Flotilla's own processes is refreshed (it walks the process table).
 const OWN_EVERY: Duration = Duration::from_secs(5);
 
@@ -69,6 +77,7 @@ pub async fn run(
     let mut own_pids = Vec::new();
     let mut own_at: Option<Instant> = None;
     let mut last_line = String::new();
+    let mut last_round: Option<Instant> = None;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -77,6 +86,15 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         let now = Instant::now();
+        let asked = is_waiting(&inputs.manual) || is_waiting(&inputs.policy);
+        let quiet = sampler.own_cores().is_some_and(|c| c < QUIET_BELOW);
+        if !asked
+            && quiet
+            && last_round.is_some_and(|t| now.duration_since(t) + TICK / 2 < QUIET_TICK)
+        {
+            continue;
+        }
+        last_round = Some(now);
         // The node's throttle counts its tree's CPU in one read; without it, the tree's pids
         // (refreshed every few seconds, since finding them walks the process table).
         let node = driven.as_ref().map(|d| d.node.clone());
@@ -135,6 +153,11 @@ pub async fn run(
         }
         let _ = tx.send(Some(Arc::new(published)));
     }
+}
+
+/// Whether a feed holds a request the loop has not taken yet.
+fn is_waiting<T>(feed: &std::sync::Mutex<Option<T>>) -> bool {
+    feed.lock().unwrap_or_else(|e| e.into_inner()).is_some()
 }
 
 fn to_manual(r: ManualRequest, now: Duration, local: flotilla_policy::LocalTime) -> Manual {

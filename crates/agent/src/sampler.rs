@@ -105,6 +105,8 @@ pub struct Sampler {
     apps: Option<(Instant, Option<Vec<String>>, String)>,
     slow: Option<Slow>,
     total_cpus: u32,
+    /// Cores Flotilla's own tree used between the last two slow readings.
+    own_cores: Option<f64>,
 }
 
 /// The readings taken every [`SLOW_EVERY`] rather than every tick.
@@ -128,7 +130,14 @@ impl Sampler {
             apps: None,
             slow: None,
             total_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            own_cores: None,
         }
+    }
+
+    /// How many cores Flotilla's own tree (the node) used over the last second or so; `None`
+    /// until two readings were taken.
+    pub fn own_cores(&self) -> Option<f64> {
+        self.own_cores
     }
 
     /// Takes one set of readings. `own` are the pids of Flotilla's own processes (the Ray tree),
@@ -167,6 +176,11 @@ impl Sampler {
                     .is_some_and(|(t, _, _)| now.duration_since(*t) > LOAD_WINDOW)
                 {
                     self.cpu.pop_front();
+                }
+                if let Some((at, _, last_own)) = self.cpu.back() {
+                    let secs = now.duration_since(*at).as_secs_f64();
+                    self.own_cores = (secs > 0.0)
+                        .then(|| own_ticks.saturating_sub(*last_own) as f64 / 100.0 / secs);
                 }
                 if let Some((_, first, first_own)) = self.cpu.front() {
                     machine = flotilla_host::sensors::busy_fraction(first, &times);
@@ -357,5 +371,24 @@ mod tests {
         assert_eq!(again.owner_cpu_load, Some(owner));
         assert!(r.available_memory_fraction.is_some());
         assert!(!r.running_apps.is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_nodes_own_cores_come_from_its_cpu_time_between_slow_readings() {
+        let mut s = Sampler::new(Sensors::new(), Arc::default());
+        let t0 = Instant::now();
+        let cpu = |secs: f64| move || Own::CpuTime(Duration::from_secs_f64(secs));
+        s.sample_own(t0, cpu(10.0));
+        assert_eq!(s.own_cores(), None, "one reading tells no rate");
+        // Between slow readings the figure stands.
+        s.sample_own(t0 + SLOW_EVERY / 2, cpu(99.0));
+        assert_eq!(s.own_cores(), None);
+        s.sample_own(t0 + Duration::from_secs(2), cpu(11.0));
+        let cores = s.own_cores().unwrap();
+        assert!((cores - 0.5).abs() < 1e-9, "{cores}");
+        // A counter that went back (the node restarted) reads as idle, not negative.
+        s.sample_own(t0 + Duration::from_secs(4), cpu(1.0));
+        assert_eq!(s.own_cores(), Some(0.0));
     }
 }
