@@ -86,6 +86,13 @@ def figures(docs):
     kb = get(d, "bundle_kb_gzipped")
     row("desktop", "dashboard download (JS + CSS, gzipped)", kb, "KB", "<= 300 KB", kb is not None and kb <= 300)
 
+    soak = docs["soak"]
+    for who, f in sorted((get(soak, "processes") or {}).items()):
+        label = "the head's flotilla" if who == "head" else f"agent {who}"
+        g = f.get("growth")
+        pct = None if g is None else round(g * 100, 1)
+        row("soak", f"{label}: RSS growth over {fmt((get(soak, 'seconds') or 0) / 60)} min of sweeps with faults ({fmt((f.get('first_after_warmup_kib') or 0) / 1024)} -> {fmt((f.get('late_median_kib') or 0) / 1024)} MB)", pct, "%", "< 10 %", pct is not None and pct < 10)
+
     sc = docs["scaling"]
     goal_paths = get(sc, "goal_paths")
     for w in scaling_workloads(sc):
@@ -209,6 +216,24 @@ def plot_scaling(sc, out):
     return [save(fig, out, "scaling.png")]
 
 
+def plot_soak(soak, out):
+    procs = get(soak, "processes") or {}
+    if not procs:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for who, f in sorted(procs.items()):
+        samples = f.get("samples") or []
+        label = "head (flotilla up)" if who == "head" else f"agent {who}"
+        # One sample every 10 s.
+        ax.plot([i * 10 / 60 for i in range(len(samples))], [kib / 1024 for kib in samples], label=label)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("RSS (MB)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Soak: sweeps with faults")
+    ax.legend(fontsize=8)
+    return [save(fig, out, "soak.png")]
+
+
 def save(fig, out, name):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
@@ -228,11 +253,11 @@ def fmt(v):
 
 def main():
     results, date = sys.argv[1], sys.argv[2]
-    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "desktop"]
+    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "desktop", "soak"]
     docs = {n: load(results, n, date) for n in names}
     rows = figures(docs)
     out = os.path.join(results, date)
-    plots = plot_politeness(docs["politeness"], out) + plot_control_plane(docs["control-plane"], out) + plot_fleet(docs["fleet"], out) + plot_scaling(docs["scaling"], out)
+    plots = plot_politeness(docs["politeness"], out) + plot_control_plane(docs["control-plane"], out) + plot_fleet(docs["fleet"], out) + plot_scaling(docs["scaling"], out) + plot_soak(docs["soak"], out)
     machine = get(docs["politeness"], "machine") or get(docs["fleet"], "machine") or {}
     combined = {
         "date": date,

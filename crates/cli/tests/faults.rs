@@ -12,7 +12,9 @@
 //!   cuts of 10-25 s, about four minutes in all);
 //! - `FLOTILLA_SOAK_SECS=N`: the soak's length (default 70 s; 3600 for the hour-long soak):
 //!   sweeps in a loop with occasional faults while the resident memory of the head's and the
-//!   agents' `flotilla` processes is sampled every 10 s.
+//!   agents' `flotilla` processes is sampled every 10 s;
+//! - `FLOTILLA_SOAK_OUT=PATH`: the soak's figures also written there as JSON (`bench/report
+//!   --soak` puts them beside the benchmarks').
 //!
 //! Only faults a real fleet sees are injected, and at most one worker is disrupted at a time
 //! (a paused, cut or restarting worker), so the sweep always has somewhere to run.
@@ -134,12 +136,6 @@ fn spawn_logged(mut cmd: std::process::Command, home: &Path, name: &str) -> Chil
         .stderr(log)
         .spawn()
         .unwrap()
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The node options a worker runs with, the same for `join` and for the restarted
@@ -698,6 +694,11 @@ impl Injector {
         if !has(Disruption::Cut) {
             kinds.push(Kind::CutLink);
         }
+        if kinds.is_empty() {
+            // Paused, cut off and without its agent at once: nothing is left to do to it
+            // until one of those ends.
+            return;
+        }
         let kind = self.rng.pick(&kinds);
         let name = fleet.workers[i].name;
         let old = snapshot.and_then(|s| alive_id(s, name));
@@ -1119,6 +1120,7 @@ fn a_soak_keeps_the_flotilla_processes_memory_flat() {
     eprintln!("{sweeps} sweeps in {secs} s");
 
     let mut failed = Vec::new();
+    let mut figures = serde_json::Map::new();
     for (who, samples) in &series {
         let n = samples.len();
         assert!(n >= 5, "too few samples of {who}: {samples:?}");
@@ -1137,6 +1139,32 @@ fn a_soak_keeps_the_flotilla_processes_memory_flat() {
         if growth > 0.10 {
             failed.push(format!("{who}: {first} -> {late} KiB"));
         }
+        figures.insert(
+            who.to_string(),
+            serde_json::json!({
+                "first_after_warmup_kib": first,
+                "late_median_kib": late,
+                "growth": (growth * 1e4).round() / 1e4,
+                "min_kib": samples.iter().min(),
+                "max_kib": samples.iter().max(),
+                "samples": samples,
+            }),
+        );
+    }
+    if let Ok(out) = std::env::var("FLOTILLA_SOAK_OUT") {
+        let doc = serde_json::json!({
+            "benchmark": "soak",
+            "what": "resident memory (VmRSS) of the head's `flotilla up` and of each worker's agent, sampled every 10 s while sweeps run in a loop with occasional faults (link cuts, pauses, kill -9 of a raylet) and the owner flips between active and idle; growth = median of the last 20% of samples over the first sample after the first 20%",
+            "seconds": secs,
+            "seed": seed,
+            "sweeps": sweeps,
+            "goal_growth": 0.10,
+            "processes": figures,
+            "meets_goal": failed.is_empty(),
+        });
+        std::fs::write(&out, format!("{:#}\n", doc))
+            .unwrap_or_else(|e| panic!("cannot write {out}: {e}"));
+        eprintln!("wrote {out}");
     }
     fleet.stop();
     assert!(

@@ -3,7 +3,7 @@
 
 pub mod netns;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -144,7 +144,10 @@ impl Up {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let out = self.child.wait_with_output_ref();
-                panic!("flotilla up exited early ({status}): {out}");
+                panic!(
+                    "flotilla up exited early ({status}): {out}{}",
+                    ray_logs(self.home.path())
+                );
             }
             let out = flotilla(self.home.path())
                 .args(["status", "--json"])
@@ -165,7 +168,8 @@ impl Up {
                 let printed = self.child.wait_with_output_ref();
                 panic!(
                     "{alive} nodes not ALIVE within 5 minutes; the last status: {last}\n\
-                     --- flotilla up printed:\n{printed}"
+                     --- flotilla up printed:\n{printed}{}",
+                    ray_logs(self.home.path())
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -175,6 +179,30 @@ impl Up {
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
+}
+
+/// The last `lines` lines of a text file (nothing if it cannot be read).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The last lines of every Ray node's log under a Flotilla home (`logs/ray-*.log`), for the
+/// message of a test whose cluster did not come up: the home is gone once the test ends.
+pub fn ray_logs(home: &Path) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(home.join("logs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("ray-") && n.ends_with(".log"))
+    });
+    logs.sort();
+    logs.iter()
+        .map(|p| format!("\n--- the end of {}:\n{}", p.display(), tail(p, 40)))
+        .collect()
 }
 
 pub trait OutputRef {
