@@ -107,7 +107,11 @@ def figures(docs):
                 goal, met = ">= 0.9", eff is not None and eff >= 0.9
             else:
                 goal, met = "(reported)", None
-            row("scaling", f"{kind} on {n} node(s): efficiency (speedup {fmt(r.get('speedup'))}, median {fmt(r.get('median_s'))} s, first evaluations after {fmt(r.get('startup_s'))} s)", eff, "", goal, met)
+            busy = r.get("nodes_busy")
+            busy_text = f", nodes busy {fmt(busy * 100)}%" if busy is not None else ""
+            per_eval = r.get("seconds_per_evaluation")
+            eval_text = f", {fmt(per_eval)} s per evaluation" if per_eval is not None else ""
+            row("scaling", f"{kind} on {n} node(s): efficiency (speedup {fmt(r.get('speedup'))}, median {fmt(r.get('median_s'))} s, first evaluations after {fmt(r.get('startup_s'))} s{eval_text}{busy_text})", eff, "", goal, met)
     return rows
 
 

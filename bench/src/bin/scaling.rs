@@ -4,12 +4,14 @@
 //! Speedup and efficiency against one node.
 //!
 //! Two workloads: the sweep as `flotilla demo` runs it (each evaluation a tenth of a second on
-//! half a core), and the same 80 evaluations each also backtested on 12 bootstrap resamples of
-//! the market (`--paths`; a couple of seconds each), nearer the weight of a real sweep. Every
-//! sweep is a Ray job of its own, and Ray starts a job's Python worker on each node when the job
-//! first needs it, whatever ran there before: that start is measured apart (`startup_s`, when
-//! each node's first evaluation began), since it is a fixed cost that a short sweep cannot
-//! spread.
+//! half a core), and the same 80 evaluations each also backtested on 30 bootstrap resamples of
+//! the market (`--paths`; about five seconds each), nearer the weight of a real sweep, whose
+//! evaluations take minutes. Every sweep is a Ray job of its own, and Ray starts a job's Python
+//! worker on each node when the job first needs it, whatever ran there before: that start is
+//! measured apart (`startup_s`, when each node's first evaluation began), since it is a fixed
+//! cost that a short sweep cannot spread. So is how busy the nodes were (`nodes_busy`: their
+//! evaluation time over N x the sweep's time), which the machine's drift between runs does not
+//! move, unlike the speedup.
 //!
 //! So that three 1-CPU nodes fit on a small build machine without taking each other's cores,
 //! each node's processes are held to the same share of a core (`--quota`, default 0.5) by a
@@ -70,8 +72,8 @@ mod linux {
         no_write: bool,
     }
 
-    const USAGE: &str = "usage: scaling [--nodes 1,2,3] [--reps N (3)] [--evals N (80)] \
-                         [--candles N (297000)] [--paths 0,12 (resamples per evaluation, one \
+    const USAGE: &str = "usage: scaling [--nodes 1,2,3] [--reps N (2)] [--evals N (80)] \
+                         [--candles N (297000)] [--paths 0,30 (resamples per evaluation, one \
                          workload each; the goal is the last's)] [--quota CORES (0.5; 0 = \
                          none)] [--quick] [--flotilla PATH] [--no-write]";
 
@@ -79,10 +81,10 @@ mod linux {
         let mut args = Args {
             flotilla: None,
             nodes: vec![1, 2, 3],
-            reps: 3,
+            reps: 2,
             evals: 80,
             candles: 297_000,
-            paths: vec![0, 12],
+            paths: vec![0, 30],
             quota: 0.5,
             no_write: false,
         };
@@ -120,7 +122,7 @@ mod linux {
                         .collect::<Option<Vec<_>>>()
                         .filter(|p| !p.is_empty())
                         .ok_or(format!(
-                            "--paths: expected numbers 0-1000 like 0,12, got {v}"
+                            "--paths: expected numbers 0-1000 like 0,30, got {v}"
                         ))?;
                 }
                 "--evals" => args.evals = positive("--evals", value("--evals")?)? as u32,
@@ -510,26 +512,66 @@ mod linux {
         }
     }
 
+    /// One sweep's figures.
+    #[derive(Clone)]
+    struct Run {
+        nodes: usize,
+        /// The sweep's own clock, seconds.
+        wall: f64,
+        /// When the nodes' first evaluations began, on average (Ray starting the job's
+        /// Python worker on each node).
+        startup: f64,
+        /// Seconds an evaluation took on its node, on average.
+        per_eval: f64,
+        /// The nodes' evaluation time over their time in the sweep (`nodes` x wall).
+        busy: f64,
+        by_node: Value,
+    }
+
+    impl Run {
+        fn from_sweep(nodes: usize, wall: f64, v: &Value) -> Run {
+            let timing: Vec<&Value> = v["timing"]
+                .as_object()
+                .map(|t| t.values().collect())
+                .unwrap_or_default();
+            let sum = |key: &str| timing.iter().filter_map(|n| n[key].as_f64()).sum::<f64>();
+            let evals = v["evaluations"].as_f64().unwrap_or(0.0);
+            Run {
+                nodes,
+                wall,
+                startup: sum("first_s") / timing.len().max(1) as f64,
+                per_eval: sum("busy_s") / evals.max(1.0),
+                busy: sum("busy_s") / (nodes as f64 * wall),
+                by_node: v["nodes"].clone(),
+            }
+        }
+    }
+
     /// One workload's figures: per node count the runs, their median, speedup and efficiency
-    /// against one node, and when the nodes' first evaluations began.
-    fn workload(args: &Args, paths: u32, rows: &[(usize, Vec<f64>, Vec<f64>, Value)]) -> Value {
+    /// against one node, when the nodes' first evaluations began, how long an evaluation took
+    /// and how busy the nodes were.
+    fn workload(args: &Args, paths: u32, rows: &[(usize, Vec<Run>)]) -> Value {
+        let med =
+            |runs: &[Run], f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         let one = rows
             .iter()
-            .find(|(n, ..)| *n == 1)
-            .map(|(_, w, ..)| median(w));
+            .find(|(n, _)| *n == 1)
+            .map(|(_, runs)| med(runs, |r| r.wall));
         let nodes: Vec<Value> = rows
             .iter()
-            .map(|(n, walls, startups, by_node)| {
-                let m = median(walls);
+            .map(|(n, runs)| {
+                let m = med(runs, |r| r.wall);
                 let speedup = one.map(|t1| t1 / m);
                 json!({
                     "nodes": n,
-                    "runs_s": walls.iter().map(|w| round(*w, 3)).collect::<Vec<_>>(),
+                    "runs_s": runs.iter().map(|r| round(r.wall, 3)).collect::<Vec<_>>(),
                     "median_s": round(m, 3),
                     "speedup": speedup.map(|s| round(s, 3)),
                     "efficiency": speedup.map(|s| round(s / *n as f64, 3)),
-                    "startup_s": round(median(startups), 3),
-                    "evaluations_by_node_last_run": by_node,
+                    "startup_s": round(med(runs, |r| r.startup), 3),
+                    "seconds_per_evaluation": round(med(runs, |r| r.per_eval), 3),
+                    "nodes_busy": round(med(runs, |r| r.busy), 3),
+                    "evaluations_by_node_last_run": runs.last().map(|r| r.by_node.clone()),
                 })
             })
             .collect();
@@ -574,38 +616,60 @@ mod linux {
         ));
         let cluster = Cluster::start(&bin, most, args.quota)?;
         let mut workloads = Vec::new();
-        for &paths in &args.paths {
-            // Once on every node, checked against a local run, before the clock counts.
-            cluster.use_nodes(most)?;
-            log(format!(
-                "{paths} resample(s) per evaluation: a first sweep on every node, checked \
-                 against a local run"
-            ));
-            cluster.sweep(args.evals, args.candles, paths, true)?;
-            let mut rows = Vec::new();
-            for &n in &args.nodes {
-                cluster.use_nodes(n)?;
-                let (mut walls, mut startups) = (Vec::new(), Vec::new());
-                let mut by_node = Value::Null;
-                for rep in 0..args.reps {
+        for (w, &paths) in args.paths.iter().enumerate() {
+            // Before the clock counts, the first workload runs once on every node (which starts
+            // what a first run starts), checked against a local run. A local run of a heavier
+            // workload would take longer than all its measured runs, so each of those is
+            // checked against the workload's first run instead.
+            let mut reference = None;
+            if w == 0 {
+                cluster.use_nodes(most)?;
+                log(format!(
+                    "{paths} resample(s) per evaluation: a first sweep on every node, checked \
+                     against a local run"
+                ));
+                let (_, v) = cluster.sweep(args.evals, args.candles, paths, true)?;
+                reference = Some(v["results"].clone());
+            }
+            // The node counts take turns, in an order that reverses every repetition (1 2 3,
+            // 3 2 1, ...): a machine whose speed drifts during the benchmark then slows every
+            // count alike instead of the ones measured last.
+            let mut runs: Vec<Run> = Vec::new();
+            for rep in 0..args.reps {
+                let mut order = args.nodes.clone();
+                if rep % 2 == 1 {
+                    order.reverse();
+                }
+                for n in order {
+                    cluster.use_nodes(n)?;
                     let (wall, v) = cluster.sweep(args.evals, args.candles, paths, false)?;
-                    let firsts: Vec<f64> = v["timing"]
-                        .as_object()
-                        .map(|t| t.values().filter_map(|n| n["first_s"].as_f64()).collect())
-                        .unwrap_or_default();
-                    let startup = firsts.iter().sum::<f64>() / firsts.len().max(1) as f64;
+                    match &reference {
+                        None => reference = Some(v["results"].clone()),
+                        Some(r) if *r != v["results"] => bail!(
+                            "{paths} resample(s) on {n} node(s): the results differ from the \
+                             workload's first run"
+                        ),
+                        Some(_) => {}
+                    }
+                    let run = Run::from_sweep(n, wall, &v);
                     log(format!(
-                        "{paths} resample(s), {n} node(s), run {}: {wall:.2} s, the nodes' \
-                         first evaluations after {startup:.2} s, {}",
+                        "{paths} resample(s), {n} node(s), repetition {}: {wall:.2} s, the \
+                         nodes' first evaluations after {:.2} s, {:.3} s per evaluation, \
+                         nodes busy {:.1}% of the time, {}",
                         rep + 1,
+                        run.startup,
+                        run.per_eval,
+                        run.busy * 100.0,
                         v["nodes"]
                     ));
-                    walls.push(wall);
-                    startups.push(startup);
-                    by_node = v["nodes"].clone();
+                    runs.push(run);
                 }
-                rows.push((n, walls, startups, by_node));
             }
+            let rows: Vec<(usize, Vec<Run>)> = args
+                .nodes
+                .iter()
+                .map(|&n| (n, runs.iter().filter(|r| r.nodes == n).cloned().collect()))
+                .collect();
             workloads.push(workload(args, paths, &rows));
         }
         drop(cluster);
@@ -617,7 +681,7 @@ mod linux {
             "benchmark": "scaling",
             "date": today(),
             "machine": machine(),
-            "what": "the strategy sweep's own clock (connected to last result) on N worker nodes of 1 CPU, each in its own network namespace; speedup = T(1)/T(N), efficiency = speedup/N; median of the runs; startup_s = when the nodes' first evaluations began (Ray starting the job's worker on each node); one workload per number of bootstrap resamples per evaluation, the goal judged on the last",
+            "what": "the strategy sweep's own clock (connected to last result) on N worker nodes of 1 CPU, each in its own network namespace; speedup = T(1)/T(N), efficiency = speedup/N; median of the runs, the node counts taking turns (1 2 3, 3 2 1, ...); startup_s = when the nodes' first evaluations began (Ray starting the job's worker on each node); seconds_per_evaluation = an evaluation's time on its node; nodes_busy = the nodes' evaluation time over N x the sweep's time; one workload per number of bootstrap resamples per evaluation, the goal judged on the last",
             "evals": args.evals,
             "candles": args.candles,
             "quota_cores_per_node": args.quota,
@@ -631,13 +695,15 @@ mod linux {
             for r in w["nodes"].as_array().into_iter().flatten() {
                 log(format!(
                     "{} resample(s), {} node(s): median {} s, speedup {}, efficiency {}, \
-                     startup {} s",
+                     startup {} s, {} s per evaluation, nodes busy {}",
                     w["paths"],
                     r["nodes"],
                     r["median_s"],
                     r["speedup"],
                     r["efficiency"],
-                    r["startup_s"]
+                    r["startup_s"],
+                    r["seconds_per_evaluation"],
+                    r["nodes_busy"]
                 ));
             }
         }
