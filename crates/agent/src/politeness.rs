@@ -72,6 +72,7 @@ pub async fn run(
 ) {
     let mut policy = Policy::new(settings);
     let mut sampler = Sampler::new(inputs.sensors, inputs.idle);
+    sampler.set_read_apps(!policy.settings().exclusive_apps.is_empty());
     let epoch = Instant::now();
     let mut manual = Manual::None;
     let mut own_pids = Vec::new();
@@ -118,6 +119,7 @@ pub async fn run(
         if let Some(s) = settings {
             tracing::info!("politeness settings changed");
             policy.set_settings(s);
+            sampler.set_read_apps(!policy.settings().exclusive_apps.is_empty());
         }
         let request = inputs
             .manual

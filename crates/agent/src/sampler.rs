@@ -107,7 +107,13 @@ pub struct Sampler {
     total_cpus: u32,
     /// Cores Flotilla's own tree used between the last two slow readings.
     own_cores: Option<f64>,
+    /// Whether the running programs are read (walking the process table); only the exclusive
+    /// apps rule needs them.
+    read_apps: bool,
 }
+
+/// The `from` of the running programs while no exclusive apps are configured.
+pub const APPS_NOT_READ: &str = "not read: no exclusive apps are configured";
 
 /// The readings taken every [`SLOW_EVERY`] rather than every tick.
 #[derive(Debug, Clone)]
@@ -131,6 +137,16 @@ impl Sampler {
             slow: None,
             total_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             own_cores: None,
+            read_apps: true,
+        }
+    }
+
+    /// Whether to read the running programs (on by default). Off, the process table is not
+    /// walked, and the readings list no programs.
+    pub fn set_read_apps(&mut self, read: bool) {
+        if read != self.read_apps {
+            self.read_apps = read;
+            self.apps = None;
         }
     }
 
@@ -219,7 +235,11 @@ impl Sampler {
             .front()
             .map_or(0.0, |(t, _, _)| now.duration_since(*t).as_secs_f64());
 
-        if self
+        if !self.read_apps {
+            if self.apps.is_none() {
+                self.apps = Some((now, None, APPS_NOT_READ.to_owned()));
+            }
+        } else if self
             .apps
             .as_ref()
             .is_none_or(|(t, _, _)| now.duration_since(*t) >= APPS_EVERY)
@@ -322,6 +342,26 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_running_programs_are_read_only_while_asked_for() {
+        let mut s = Sampler::new(Sensors::new(), Arc::default());
+        let t0 = Instant::now();
+        s.set_read_apps(false);
+        let (r, rep) = s.sample(t0, &[]);
+        assert!(r.running_apps.is_empty());
+        assert_eq!(rep.running_programs.value, None);
+        assert_eq!(rep.running_programs.from, APPS_NOT_READ);
+        // Asked for again, they are read at once, not after the usual interval.
+        s.set_read_apps(true);
+        let (r, rep) = s.sample(t0 + Duration::from_millis(250), &[]);
+        assert!(!r.running_apps.is_empty());
+        assert_eq!(rep.running_programs.value, Some(r.running_apps.len()));
+        s.set_read_apps(false);
+        let (r, _) = s.sample(t0 + Duration::from_millis(500), &[]);
+        assert!(r.running_apps.is_empty());
+    }
 
     #[test]
     fn a_fresh_fed_idle_reading_wins_and_ages_with_time() {
