@@ -69,6 +69,12 @@ mod tests;
 /// How long a statement waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most memory SQLite's page cache of the registry may hold, in KiB. The registry appends
+/// an event at every state change, and SQLite keeps the pages it wrote in its cache (2 MB by
+/// default), so a long-running head grew by that much; the pages the head reads again (nodes,
+/// credentials, the latest events) fit in far less.
+pub const CACHE_KIB: i64 = 512;
+
 /// The shortest node credential or invite secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 
@@ -412,6 +418,8 @@ impl Registry {
     fn setup(mut conn: Connection, path: Option<PathBuf>) -> Result<Registry> {
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Negative: a size in KiB rather than a number of pages.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         let shown = path
             .as_ref()
             .map_or_else(|| ":memory:".to_string(), |p| p.display().to_string());

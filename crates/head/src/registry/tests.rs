@@ -177,6 +177,49 @@ fn a_failed_migration_leaves_the_previous_version() {
 }
 
 #[test]
+fn the_page_cache_stays_bounded_while_events_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path().join("registry.db")).unwrap();
+    let node = enroll(&reg, "w1", CRED_A);
+    let cache_used = |reg: &Registry| {
+        let conn = reg.conn();
+        let (mut now, mut high) = (0, 0);
+        // SAFETY: the handle is the open connection's, held by the guard for the call.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                &mut now,
+                &mut high,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        i64::from(now)
+    };
+    // About 4 MB of events: twice SQLite's default cache.
+    let reason = "x".repeat(200);
+    for i in 0..20_000u64 {
+        let state = if i % 2 == 0 {
+            NodeState::Paused
+        } else {
+            NodeState::Online
+        };
+        assert!(
+            reg.record_state(node, state, &format!("{reason} {i}"), t(i))
+                .unwrap()
+        );
+    }
+    let used = cache_used(&reg);
+    assert!(
+        used <= (CACHE_KIB + 64) * 1024,
+        "the page cache holds {used} bytes, over {CACHE_KIB} KiB"
+    );
+    // What the head reads still comes back whole.
+    assert_eq!(reg.events(0, 100_000).unwrap().len(), 20_001);
+}
+
+#[test]
 fn a_file_database_runs_in_wal_mode_with_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registry.db");
