@@ -72,7 +72,8 @@ pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child,
         })?;
     let background = opts.background;
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
-    // (setpgid, open, write, close, setpriority, sched_setscheduler, prctl, getppid, _exit)
+    // (setpgid, open, write, close, setpriority, sched_setscheduler, signal, prctl, getppid,
+    // _exit)
     // without allocating.
     unsafe {
         cmd.pre_exec(move || {
@@ -100,6 +101,10 @@ pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child,
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
+            // A shell cannot trap a signal that was ignored when it started, and the agent may
+            // run with SIGHUP ignored (under `nohup`, or a parent that ignores it): the guard
+            // would then outlive the agent. It starts with the default disposition instead.
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) != 0 {
                 return Err(io::Error::last_os_error());
             }
