@@ -115,9 +115,23 @@ fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() 
 #[test]
 fn kill_9_of_flotilla_leaves_no_ray_process_within_5_s() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut up = Up::start(23200);
+    // Started as `nohup` starts it, the harder case: a tree's guard that inherited an ignored
+    // SIGHUP could not act on the parent-death signal.
+    let mut up = Up::start_ignoring_sighup(23200);
     up.wait_status(2);
     assert!(processes_of(up.home.path()).len() > 5, "the Ray trees run");
+    let guards: Vec<u32> = processes_of(up.home.path())
+        .into_iter()
+        .filter(|pid| is_guard(*pid))
+        .collect();
+    assert!(!guards.is_empty(), "the Ray trees have guards");
+    assert!(ignores_sighup(up.child.id()), "started as under nohup");
+    for pid in guards {
+        assert!(
+            !ignores_sighup(pid),
+            "guard {pid} ignores SIGHUP: it would outlive a killed `flotilla up`"
+        );
+    }
     // SAFETY: plain kill of our own child.
     unsafe { libc::kill(up.pid(), libc::SIGKILL) };
     let _ = up.child.wait();
@@ -179,4 +193,21 @@ fn help_teaches_the_commands() {
     for word in ["up", "status", "demo", "runtime"] {
         assert!(help.contains(word), "{help}");
     }
+}
+
+/// Whether `pid` has SIGHUP (signal 1, bit 0 of the mask) ignored, per `/proc/<pid>/status`.
+fn ignores_sighup(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
+/// Whether `pid` is a process tree's guard (`sh -c <guard> flotilla-guard <program>...`).
+fn is_guard(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmd| cmd.split(|&b| b == 0).any(|arg| arg == b"flotilla-guard"))
 }

@@ -109,14 +109,43 @@ impl Up {
     }
 
     pub fn start_in(home: tempfile::TempDir, base: u16) -> Up {
-        let child = flotilla(home.path())
-            .arg("up")
+        Up::launch(home, base, false)
+    }
+
+    /// As `nohup flotilla up` does: SIGHUP is ignored from the start, and every child inherits
+    /// that unless it resets it.
+    pub fn start_ignoring_sighup(base: u16) -> Up {
+        Up::launch(
+            tempfile::Builder::new()
+                .prefix("fl")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            base,
+            true,
+        )
+    }
+
+    fn launch(home: tempfile::TempDir, base: u16, ignore_sighup: bool) -> Up {
+        let mut cmd = flotilla(home.path());
+        cmd.arg("up")
             .args(up_args(base))
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Up { child, home, base }
+            .stderr(Stdio::piped());
+        if ignore_sighup {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: signal() is async-signal-safe and allocates nothing.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        Up {
+            child: cmd.spawn().unwrap(),
+            home,
+            base,
+        }
     }
 
     /// Stops the cluster (SIGTERM, as Ctrl-C does) and waits for it to exit.
