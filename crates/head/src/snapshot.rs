@@ -8,6 +8,10 @@ use flotilla_ray::StateClient;
 use flotilla_ray::state::{RayJob, RayNode, ResourceUsage, TaskCounts};
 use flotilla_ray::supervisor::NODE_LABEL;
 
+/// How many jobs a snapshot lists when more have finished: a head that runs for months must not
+/// carry, send and draw its whole history every two seconds.
+pub const JOBS_SHOWN: usize = 50;
+
 /// Everything the dashboard and `flotilla status` show about the cluster.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -18,6 +22,9 @@ pub struct ClusterSnapshot {
     pub nodes: Vec<NodeView>,
     pub totals: Totals,
     pub tasks: TaskTotals,
+    /// Every job still pending or running, then the most recent others, 50 in all
+    /// (`JOBS_SHOWN`), newest first. Ray keeps every job of the cluster's life; its own
+    /// dashboard lists them all.
     pub jobs: Vec<JobView>,
     /// Every node enrolled with the control plane, with its state and reason as its agent
     /// reports them (match `ray_node_id` with `nodes[].node_id`).
@@ -272,6 +279,18 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
         })
         .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time_ms));
+    let mut room = JOBS_SHOWN.saturating_sub(
+        jobs.iter()
+            .filter(|j| matches!(j.status.as_str(), "PENDING" | "RUNNING"))
+            .count(),
+    );
+    jobs.retain(|j| {
+        matches!(j.status.as_str(), "PENDING" | "RUNNING") || {
+            let keep = room > 0;
+            room = room.saturating_sub(1);
+            keep
+        }
+    });
     ClusterSnapshot {
         ray_version,
         ray_address: ray_address.to_string(),
@@ -442,5 +461,36 @@ mod tests {
         assert_eq!(s.jobs[0].id, "raysubmit_x");
         assert_eq!(s.jobs[1].id, "01");
         assert_eq!(s.jobs[1].end_time_ms, None);
+    }
+
+    #[test]
+    fn a_long_history_shows_every_live_job_and_the_latest_finished_ones() {
+        let job = |n: u64, status: &str| RayJob {
+            job_id: Some(format!("{n:08}")),
+            status: status.into(),
+            start_time: Some(n),
+            ..Default::default()
+        };
+        // Ten thousand finished jobs, and a sweep still running from long ago.
+        let mut jobs: Vec<RayJob> = (1..=10_000).map(|n| job(n, "SUCCEEDED")).collect();
+        jobs.push(job(0, "RUNNING"));
+        jobs.push(job(10_001, "PENDING"));
+        let s = merge(
+            "",
+            RayRead {
+                jobs,
+                ..Default::default()
+            },
+            0,
+        );
+        assert_eq!(s.jobs.len(), JOBS_SHOWN);
+        let ids: Vec<&str> = s.jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids[0], "00010001", "newest first");
+        assert_eq!(ids[1], "00010000");
+        assert_eq!(
+            ids[JOBS_SHOWN - 2],
+            format!("{:08}", 10_001 - (JOBS_SHOWN - 2))
+        );
+        assert_eq!(ids[JOBS_SHOWN - 1], "00000000", "the old running job stays");
     }
 }

@@ -123,12 +123,12 @@ struct Envelope<T> {
     data: Option<T>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct ListData<T> {
     result: ListResult<T>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct ListResult<T> {
     result: T,
 }
@@ -153,7 +153,10 @@ impl StateClient {
         &self.base
     }
 
-    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+    /// The body of a successful GET. Answers that grow with the cluster's history (nodes, jobs)
+    /// are decoded from these bytes straight into their types, never through a
+    /// `serde_json::Value` tree several times their size.
+    async fn get_body(&self, path: &str) -> Result<(String, Vec<u8>)> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.get(&url);
         if let Some(t) = &self.token {
@@ -182,17 +185,28 @@ impl StateClient {
                 detail,
             });
         }
-        resp.json().await.map_err(|e| Error::Http {
+        match resp.bytes().await {
+            Ok(body) => Ok((url, body.to_vec())),
+            Err(e) => Err(Error::Unreachable {
+                url,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
+        let (url, body) = self.get_body(path).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Http {
             url,
-            status: status.as_u16(),
-            detail: format!("not JSON: {e}"),
+            status: 200,
+            detail: format!("not the expected JSON: {e}"),
         })
     }
 
     async fn get_data<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
-        let v = self.get_json(path).await?;
-        parse_envelope(v).map_err(|detail| Error::Http {
-            url: format!("{}{path}", self.base),
+        let (url, body) = self.get_body(path).await?;
+        parse_envelope(&body).map_err(|detail| Error::Http {
+            url,
             status: 200,
             detail,
         })
@@ -210,7 +224,7 @@ impl StateClient {
 
     /// The Ray version the dashboard runs.
     pub async fn ray_version(&self) -> Result<String> {
-        let v = self.get_json("/api/version").await?;
+        let v: serde_json::Value = self.get_json("/api/version").await?;
         Ok(v["ray_version"].as_str().unwrap_or_default().to_string())
     }
 
@@ -221,7 +235,7 @@ impl StateClient {
     }
 
     pub async fn resource_usage(&self) -> Result<ResourceUsage> {
-        let v = self.get_json("/api/cluster_status").await?;
+        let v: serde_json::Value = self.get_json("/api/cluster_status").await?;
         parse_usage(&v).map_err(|detail| Error::Http {
             url: format!("{}/api/cluster_status", self.base),
             status: 200,
@@ -230,16 +244,11 @@ impl StateClient {
     }
 
     pub async fn jobs(&self) -> Result<Vec<RayJob>> {
-        let v = self.get_json("/api/jobs/").await?;
-        serde_json::from_value(v).map_err(|e| Error::Http {
-            url: format!("{}/api/jobs/", self.base),
-            status: 200,
-            detail: e.to_string(),
-        })
+        self.get_json("/api/jobs/").await
     }
 
     pub async fn task_counts(&self) -> Result<TaskCounts> {
-        let v = self.get_json("/api/v0/tasks/summarize").await?;
+        let v: serde_json::Value = self.get_json("/api/v0/tasks/summarize").await?;
         parse_task_counts(&v).map_err(|detail| Error::Http {
             url: format!("{}/api/v0/tasks/summarize", self.base),
             status: 200,
@@ -248,13 +257,19 @@ impl StateClient {
     }
 }
 
-fn parse_envelope<T: for<'de> Deserialize<'de>>(
-    v: serde_json::Value,
-) -> std::result::Result<T, String> {
-    let env: Envelope<T> = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    match env.data {
-        Some(d) if env.result => Ok(d),
-        _ => Err(format!("Ray reported an error: {}", env.msg)),
+fn parse_envelope<T: for<'de> Deserialize<'de>>(body: &[u8]) -> std::result::Result<T, String> {
+    match serde_json::from_slice::<Envelope<T>>(body) {
+        Ok(Envelope {
+            result: true,
+            data: Some(d),
+            ..
+        }) => Ok(d),
+        Ok(env) => Err(format!("Ray reported an error: {}", env.msg)),
+        // An error's `data` need not have the shape of a success's.
+        Err(e) => match serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(body) {
+            Ok(env) if !env.result => Err(format!("Ray reported an error: {}", env.msg)),
+            _ => Err(format!("not the expected JSON: {e}")),
+        },
     }
 }
 
@@ -306,14 +321,21 @@ fn parse_task_counts(v: &serde_json::Value) -> std::result::Result<TaskCounts, S
 mod tests {
     use super::*;
 
+    fn fixture_bytes(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
     fn fixture(name: &str) -> serde_json::Value {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        serde_json::from_slice(&fixture_bytes(name)).unwrap()
     }
 
     #[test]
     fn parses_nodes_as_ray_2_60_reports_them() {
-        let d: ListData<Vec<RayNode>> = parse_envelope(fixture("nodes.json")).unwrap();
+        let d: ListData<Vec<RayNode>> = parse_envelope(&fixture_bytes("nodes.json")).unwrap();
         let nodes = d.result.result;
         assert_eq!(nodes.len(), 2);
         let head = nodes.iter().find(|n| n.is_head_node).unwrap();
@@ -348,7 +370,7 @@ mod tests {
 
     #[test]
     fn parses_jobs() {
-        let jobs: Vec<RayJob> = serde_json::from_value(fixture("jobs.json")).unwrap();
+        let jobs: Vec<RayJob> = serde_json::from_slice(&fixture_bytes("jobs.json")).unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].kind, "DRIVER");
         assert_eq!(jobs[0].status, "RUNNING");
@@ -358,8 +380,14 @@ mod tests {
 
     #[test]
     fn an_error_envelope_is_an_error() {
-        let v = serde_json::json!({"result": false, "msg": "GCS down", "data": null});
-        let e = parse_envelope::<serde_json::Value>(v).unwrap_err();
+        let body = br#"{"result": false, "msg": "GCS down", "data": null}"#;
+        let e = parse_envelope::<serde_json::Value>(body).unwrap_err();
         assert!(e.contains("GCS down"));
+        // Whatever shape an error's data has.
+        let body = br#"{"result": false, "msg": "GCS down", "data": {"oops": 1}}"#;
+        let e = parse_envelope::<ListData<Vec<RayNode>>>(body).unwrap_err();
+        assert!(e.contains("Ray reported an error: GCS down"), "{e}");
+        let e = parse_envelope::<ListData<Vec<RayNode>>>(b"[1, 2]").unwrap_err();
+        assert!(e.contains("not the expected JSON"), "{e}");
     }
 }

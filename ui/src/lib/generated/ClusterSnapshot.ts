@@ -8,7 +8,13 @@ import type { Totals } from "./Totals";
 /**
  * Everything the dashboard and `flotilla status` show about the cluster.
  */
-export type ClusterSnapshot = { ray_version: string, ray_address: string, generated_at_ms: number, nodes: Array<NodeView>, totals: Totals, tasks: TaskTotals, jobs: Array<JobView>, 
+export type ClusterSnapshot = { ray_version: string, ray_address: string, generated_at_ms: number, nodes: Array<NodeView>, totals: Totals, tasks: TaskTotals, 
+/**
+ * Every job still pending or running, then the most recent others, 50 in all
+ * (`JOBS_SHOWN`), newest first. Ray keeps every job of the cluster's life; its own
+ * dashboard lists them all.
+ */
+jobs: Array<JobView>, 
 /**
  * Every node enrolled with the control plane, with its state and reason as its agent
  * reports them (match `ray_node_id` with `nodes[].node_id`).
