@@ -2,5 +2,6 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 fn main() {
+    flotilla_host::memory::limit_arenas();
     flotilla_desktop::run();
 }

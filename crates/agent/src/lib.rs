@@ -174,6 +174,9 @@ impl Agent {
         node.wait_ready(Duration::from_secs(120)).await?;
         let marker = node.marker().to_string();
         let mut tasks = vec![control];
+        tasks.push(tokio::spawn(flotilla_host::memory::keep_releasing(
+            background.clone().cancelled_owned(),
+        )));
         // Network changes and wakes prompt the session and the node to check themselves.
         let net = flotilla_net::NetWatch::start();
         {

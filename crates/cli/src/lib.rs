@@ -101,6 +101,7 @@ enum Command {
 
 /// The `flotilla` binary's `main`.
 pub fn main() -> ExitCode {
+    flotilla_host::memory::limit_arenas();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()

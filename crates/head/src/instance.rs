@@ -231,6 +231,9 @@ impl Head {
         // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s; the
         // whole snapshot also goes to the dashboards' event streams.
         let (snapshots_tx, snapshots) = tokio::sync::watch::channel(None);
+        tokio::spawn(flotilla_host::memory::keep_releasing(
+            api_cancel.clone().cancelled_owned(),
+        ));
         {
             let (fleet, dashboard, address, gcs, cancel) = (
                 fleet.clone(),

@@ -12,6 +12,7 @@
 pub mod addr;
 pub mod clock;
 pub mod dirs;
+pub mod memory;
 pub mod process;
 pub mod sensors;
 pub mod throttle;
