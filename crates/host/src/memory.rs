@@ -1,8 +1,8 @@
 //! Handing freed heap memory back to the operating system.
 //!
-//! The head and the agent run for weeks with a small, flat live heap (well under a megabyte of
-//! live allocations), yet their resident memory crept up by about 1% every ten minutes: the
-//! allocator kept the pages that freed fragments sat on, spread over one arena per busy thread.
+//! The head and the agent run for weeks with a live heap of about two megabytes, yet their
+//! resident memory crept up by about 1% every ten minutes, partly because the allocator kept the
+//! pages that freed fragments sat on, spread over one arena per busy thread.
 //! [`limit_arenas`] keeps the arenas few, and [`keep_releasing`] gives the free pages back once a
 //! minute ([`RELEASE_EVERY`]).
 //!
