@@ -267,7 +267,7 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
         cpus_total: alive.clone().map(|n| n.cpus_total).sum(),
         cpus_used: alive.map(|n| n.cpus_used).sum(),
     };
-    let mut jobs: Vec<JobView> = jobs
+    let jobs: Vec<JobView> = jobs
         .into_iter()
         .map(|j| JobView {
             id: j.submission_id.or(j.job_id).unwrap_or_default(),
@@ -278,19 +278,14 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
             end_time_ms: j.end_time.filter(|t| *t > 0),
         })
         .collect();
+    // Every live job, then the newest finished ones up to JOBS_SHOWN in all.
+    let (mut jobs, mut finished): (Vec<JobView>, Vec<JobView>) = jobs
+        .into_iter()
+        .partition(|j| matches!(j.status.as_str(), "PENDING" | "RUNNING"));
+    finished.sort_by_key(|j| std::cmp::Reverse(j.start_time_ms));
+    finished.truncate(JOBS_SHOWN.saturating_sub(jobs.len()));
+    jobs.append(&mut finished);
     jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time_ms));
-    let mut room = JOBS_SHOWN.saturating_sub(
-        jobs.iter()
-            .filter(|j| matches!(j.status.as_str(), "PENDING" | "RUNNING"))
-            .count(),
-    );
-    jobs.retain(|j| {
-        matches!(j.status.as_str(), "PENDING" | "RUNNING") || {
-            let keep = room > 0;
-            room = room.saturating_sub(1);
-            keep
-        }
-    });
     ClusterSnapshot {
         ray_version,
         ray_address: ray_address.to_string(),

@@ -111,6 +111,19 @@ mod tests {
             .unwrap()
     }
 
+    #[tokio::test]
+    async fn the_release_loop_ends_when_told() {
+        let stop = stop_soon();
+        tokio::time::timeout(std::time::Duration::from_secs(5), keep_releasing(stop))
+            .await
+            .expect("keep_releasing returns once its stop future completes");
+    }
+
+    /// A stop that completes a moment after the loop starts.
+    async fn stop_soon() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     #[test]
     fn freed_fragments_go_back_to_the_system() {
         // 64 MB in blocks small enough to come from the heap rather than mmap, each touched;

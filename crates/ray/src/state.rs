@@ -199,7 +199,7 @@ impl StateClient {
         serde_json::from_slice(&body).map_err(|e| Error::Http {
             url,
             status: 200,
-            detail: format!("not the expected JSON: {e}"),
+            detail: unreadable(&e.to_string()),
         })
     }
 
@@ -257,6 +257,14 @@ impl StateClient {
     }
 }
 
+/// What to say of an answer that is not the JSON Ray's dashboard sends.
+fn unreadable(error: &str) -> String {
+    format!(
+        "not the expected JSON ({error}); check that this port is the cluster's Ray dashboard, \
+         of the Ray version `flotilla runtime list` shows"
+    )
+}
+
 fn parse_envelope<T: for<'de> Deserialize<'de>>(body: &[u8]) -> std::result::Result<T, String> {
     match serde_json::from_slice::<Envelope<T>>(body) {
         Ok(Envelope {
@@ -268,7 +276,7 @@ fn parse_envelope<T: for<'de> Deserialize<'de>>(body: &[u8]) -> std::result::Res
         // An error's `data` need not have the shape of a success's.
         Err(e) => match serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(body) {
             Ok(env) if !env.result => Err(format!("Ray reported an error: {}", env.msg)),
-            _ => Err(format!("not the expected JSON: {e}")),
+            _ => Err(unreadable(&e.to_string())),
         },
     }
 }
