@@ -2,7 +2,11 @@
 
 The mark: two white sails over a hull on a rounded square whose colour says the state.
 
-    python3 icons/generate.py      # rewrites the PNG files beside this script
+    python3 icons/generate.py      # rewrites the icon files beside this script
+
+Besides the PNGs, `icon.ico` (Windows: the executable's and the installer's icon) and
+`icon.icns` (macOS: the app bundle's) hold PNG images at the sizes each system looks for; both
+formats take PNG data as it is (Windows Vista and later, macOS 10.7 and later).
 """
 
 import os
@@ -90,6 +94,29 @@ def png(w, h, raw):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
+def ico(images):
+    """A Windows icon: a directory of (size, PNG) entries, then the PNGs."""
+    head = struct.pack("<HHH", 0, 1, len(images))
+    offset = len(head) + 16 * len(images)
+    entries, blobs = b"", b""
+    for size, data in images:
+        # A width or height of 256 is written as 0.
+        entries += struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(data), offset)
+        offset += len(data)
+        blobs += data
+    return head + entries + blobs
+
+
+# The ICNS element types that hold PNG data, by pixel size.
+ICNS_TYPES = {16: b"icp4", 32: b"icp5", 64: b"icp6", 128: b"ic07", 256: b"ic08", 512: b"ic09"}
+
+
+def icns(images):
+    """A macOS icon family: big-endian (type, length) elements after the file header."""
+    body = b"".join(ICNS_TYPES[size] + struct.pack(">I", 8 + len(data)) + data for size, data in images)
+    return b"icns" + struct.pack(">I", 8 + len(body)) + body
+
+
 def write(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
@@ -99,6 +126,8 @@ def write(path, data):
 def main():
     for name, size in (("32x32.png", 32), ("128x128.png", 128), ("128x128@2x.png", 256), ("icon.png", 512)):
         write(os.path.join(HERE, name), draw(size, APP))
+    write(os.path.join(HERE, "icon.ico"), ico([(s, draw(s, APP)) for s in (16, 24, 32, 48, 64, 256)]))
+    write(os.path.join(HERE, "icon.icns"), icns([(s, draw(s, APP)) for s in (16, 32, 64, 128, 256, 512)]))
     for state, colour in TRAY.items():
         write(os.path.join(HERE, "tray", f"{state}.png"), draw(64, colour, hollow=state == "offline"))
 

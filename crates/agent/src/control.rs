@@ -18,11 +18,10 @@
 //!
 //! # Platform behavior
 //!
-//! - Unix: a Unix socket `agent.sock` in Flotilla's run dir. The dir is `0700` and the socket
-//!   `0600`, and every connection's peer credentials must name the agent's own user: other
-//!   users are refused even if the permissions were loosened.
-//! - Windows (a named pipe limited to the same user) and other systems: not available yet;
-//!   [`serve`] returns an error saying so.
+//! The channel is `flotilla_host::ipc`, named by `agent.sock` in Flotilla's run dir (made
+//! `0700`): a Unix socket (`0600`, peers of other users refused) or, on Windows, a named pipe
+//! derived from that path (no remote clients, writable by this user only). An agent never takes
+//! over the channel of another live agent: [`serve`] fails instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -303,32 +302,22 @@ pub(crate) fn handle(
     reply.to_string()
 }
 
-/// Serves the control channel until `shutdown`; binds before returning.
-#[cfg(unix)]
+/// Serves the control channel until `shutdown`; binds before returning. Fails with
+/// [`std::io::ErrorKind::AddrInUse`] when another agent answers on this run dir's channel.
 pub async fn serve(
     run_dir: &Path,
     feeds: Feeds,
     decision: watch::Receiver<serde_json::Value>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use std::os::unix::fs::PermissionsExt;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
     flotilla_host::dirs::create_private_dir(run_dir)?;
-    let path = socket_path(run_dir);
-    // A socket left by an agent that died is in the way; a live agent is refused by the
-    // caller's instance lock before this point.
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    // SAFETY: getuid cannot fail and has no preconditions.
-    let me = unsafe { libc::getuid() };
+    let mut listener = flotilla_host::ipc::Listener::bind(&socket_path(run_dir))?;
     Ok(tokio::spawn(async move {
         loop {
-            let (stream, _) = tokio::select! {
+            let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!("control channel: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -336,96 +325,80 @@ pub async fn serve(
                     }
                 },
             };
-            let uid = stream.peer_cred().map(|c| c.uid()).ok();
-            if uid != Some(me) {
-                tracing::warn!(
-                    ?uid,
-                    "control channel: refused a connection from another user"
-                );
-                continue;
-            }
-            let (feeds, decision, shutdown) = (feeds.clone(), decision.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut reader = BufReader::new(r);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    // At most one line plus one byte: a longer one is refused, not buffered.
-                    let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
-                    let read = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        n = limited.read_until(b'\n', &mut buf) => n,
-                    };
-                    match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let too_long = buf.last() != Some(&b'\n') && buf.len() > MAX_LINE;
-                    let reply = if too_long {
-                        serde_json::json!({"ok": false, "error": "request too long"}).to_string()
-                    } else {
-                        let line = String::from_utf8_lossy(&buf);
-                        handle(line.trim_end(), &feeds, &decision, Instant::now())
-                    };
-                    if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() || too_long {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(converse(
+                stream,
+                feeds.clone(),
+                decision.clone(),
+                shutdown.clone(),
+            ));
         }
-        let _ = std::fs::remove_file(&path);
+        // Dropping the listener removes the channel.
+        drop(listener);
     }))
 }
 
+/// Answers one connection's requests, a line each, until it closes.
+async fn converse(
+    stream: flotilla_host::ipc::Stream,
+    feeds: Feeds,
+    decision: watch::Receiver<serde_json::Value>,
+    shutdown: CancellationToken,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (r, mut w) = tokio::io::split(stream);
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // At most one line plus one byte: a longer one is refused, not buffered.
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            n = limited.read_until(b'\n', &mut buf) => n,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let too_long = buf.last() != Some(&b'\n') && buf.len() > MAX_LINE;
+        let reply = if too_long {
+            serde_json::json!({"ok": false, "error": "request too long"}).to_string()
+        } else {
+            let line = String::from_utf8_lossy(&buf);
+            handle(line.trim_end(), &feeds, &decision, Instant::now())
+        };
+        let sent = w.write_all(format!("{reply}\n").as_bytes()).await;
+        if sent.is_err() || w.flush().await.is_err() || too_long {
+            break;
+        }
+    }
+}
+
 /// Sends one request to the agent running with `run_dir` and returns its reply.
-#[cfg(unix)]
 pub async fn request(
     run_dir: &Path,
     req: &serde_json::Value,
 ) -> std::io::Result<serde_json::Value> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let path = socket_path(run_dir);
-    let stream = tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::UnixStream::connect(&path),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer"))??;
-    let (r, mut w) = stream.into_split();
+    let no_answer =
+        || std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer");
+    let stream = flotilla_host::ipc::connect(&socket_path(run_dir), Duration::from_secs(3))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => no_answer(),
+            _ => e,
+        })?;
+    let (r, mut w) = tokio::io::split(stream);
     w.write_all(format!("{req}\n").as_bytes()).await?;
+    w.flush().await?;
     let mut line = String::new();
     tokio::time::timeout(
         Duration::from_secs(3),
         BufReader::new(r).read_line(&mut line),
     )
     .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer"))??;
+    .map_err(|_| no_answer())??;
     serde_json::from_str(&line).map_err(std::io::Error::other)
-}
-
-#[cfg(not(unix))]
-pub async fn request(
-    _run_dir: &Path,
-    _req: &serde_json::Value,
-) -> std::io::Result<serde_json::Value> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "the local control channel is not available on this system yet",
-    ))
-}
-
-#[cfg(not(unix))]
-pub async fn serve(
-    _run_dir: &Path,
-    _feeds: Feeds,
-    _decision: watch::Receiver<serde_json::Value>,
-    _shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "the local control channel is not available on this system yet",
-    ))
 }
 
 #[cfg(test)]
@@ -435,6 +408,51 @@ mod tests {
     fn setup() -> (Feeds, watch::Receiver<serde_json::Value>) {
         let (_tx, rx) = watch::channel(serde_json::json!({"target_cpus": 2}));
         (Feeds::default(), rx)
+    }
+
+    /// The served channel end to end, on every OS (Windows under Wine in `tests/cross-os`): a
+    /// request and its reply, a pause taken, and a second agent kept off a live channel.
+    #[test]
+    fn the_channel_serves_requests_and_belongs_to_one_agent() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (tx, rx) = watch::channel(serde_json::json!({"target_cpus": 3}));
+            let feeds = Feeds::default();
+            let stop = CancellationToken::new();
+            let task = serve(dir.path(), feeds.clone(), rx.clone(), stop.clone())
+                .await
+                .unwrap();
+            let reply = request(dir.path(), &serde_json::json!({"get": "decision"}))
+                .await
+                .unwrap();
+            assert_eq!(reply["decision"]["target_cpus"], 3);
+            let reply = request(dir.path(), &serde_json::json!({"pause": "now"}))
+                .await
+                .unwrap();
+            assert_eq!(reply["ok"], true, "{reply}");
+            assert!(feeds.manual.lock().unwrap().is_some());
+
+            let second = serve(dir.path(), Feeds::default(), rx, CancellationToken::new())
+                .await
+                .unwrap_err();
+            assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse, "{second}");
+            // The first agent still answers.
+            let reply = request(dir.path(), &serde_json::json!({"get": "decision"}))
+                .await
+                .unwrap();
+            assert_eq!(reply["ok"], true);
+
+            stop.cancel();
+            task.await.unwrap();
+            drop(tx);
+            let gone = request(dir.path(), &serde_json::json!({"get": "decision"})).await;
+            assert!(gone.is_err(), "{gone:?}");
+        });
     }
 
     /// The reply to one request line, parsed.

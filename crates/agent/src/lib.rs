@@ -88,6 +88,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "another Flotilla agent of this user runs with the same run directory ({}): stop it \
+         (`flotilla status` reaches it), or give this one its own FLOTILLA_HOME",
+        path.display()
+    )]
+    AnotherAgent { path: std::path::PathBuf },
     #[error("cannot open the outbox {}: {source}", path.display())]
     Outbox {
         path: std::path::PathBuf,
@@ -133,9 +139,12 @@ impl Agent {
             background.clone(),
         )
         .await
-        .map_err(|e| Error::Control {
-            path: control::socket_path(&config.run_dir),
-            source: e,
+        .map_err(|e| {
+            let path = control::socket_path(&config.run_dir);
+            match e.kind() {
+                std::io::ErrorKind::AddrInUse => Error::AnotherAgent { path },
+                _ => Error::Control { path, source: e },
+            }
         })?;
         // Until the agent is up, an early return stops the control channel again.
         let guard = background.clone().drop_guard();

@@ -330,7 +330,37 @@ pub async fn run(
 pub(crate) async fn precheck(addresses: &[HeadAddress]) -> Result<(), String> {
     let hosts: Vec<String> = addresses.iter().map(|a| a.host().to_string()).collect();
     let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    flotilla_net::tailscale::precheck_head(&hosts).await
+    flotilla_net::tailscale::precheck_head(&hosts).await?;
+    local_network_precheck(addresses).await
+}
+
+/// On macOS 15 and later, Local Network privacy refuses a LAN peer as though it had no route,
+/// which would show as a timeout; one plain connection to each of the head's LAN addresses tells
+/// that apart and gives the reason to show (in `flotilla status`, the window and the tray).
+/// Elsewhere it returns at once.
+async fn local_network_precheck(addresses: &[HeadAddress]) -> Result<(), String> {
+    let Some(major) = flotilla_host::macos_major().filter(|&m| m >= 15) else {
+        return Ok(());
+    };
+    for a in addresses {
+        let Ok(mut found) = tokio::net::lookup_host(a.to_string()).await else {
+            continue;
+        };
+        let Some(dest) = found.next() else { continue };
+        let tried =
+            tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(dest))
+                .await;
+        if let Ok(Err(e)) = tried
+            && let Some(hint) = flotilla_net::lan::local_network_privacy_hint(
+                Some(major),
+                e.raw_os_error(),
+                dest.ip(),
+            )
+        {
+            return Err(format!("{dest}: {hint}"));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on the next change a network watch reports; never without one.

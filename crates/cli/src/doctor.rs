@@ -535,8 +535,25 @@ async fn fleet_checks(e: &Enrollment, store: &flotilla_secrets::SecretStore) -> 
             tokio::net::TcpStream::connect(address.as_str()),
         )
         .await;
+        // macOS's Local Network privacy refuses a LAN peer as though it had no route.
+        let privacy = match &reach {
+            Ok(Err(e)) => address.parse::<std::net::SocketAddr>().ok().and_then(|to| {
+                flotilla_net::lan::local_network_privacy_hint(
+                    flotilla_host::macos_major(),
+                    e.raw_os_error(),
+                    to.ip(),
+                )
+            }),
+            _ => None,
+        };
         out.push(match reach {
             Ok(Ok(_)) => check("ray gcs", Status::Ok, format!("{address} is reachable")),
+            Ok(Err(e)) if privacy.is_some() => check(
+                "local network",
+                Status::Fail,
+                format!("{address}: {e} (macOS's Local Network privacy)"),
+            )
+            .fix(privacy.unwrap_or_default()),
             _ => check(
                 "ray gcs",
                 Status::Fail,

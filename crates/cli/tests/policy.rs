@@ -1,4 +1,9 @@
 //! `flotilla sensors` and `flotilla policy explain` as a user runs them.
+//!
+//! Linux only: it runs the binary through the Unix helpers of `common` (a private home, its
+//! environment); `flotilla sensors --json` is checked on Windows by `tests/cross-os` under Wine.
+
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::flotilla;

@@ -1,9 +1,10 @@
 //! The operating-system edge of Flotilla.
 //!
 //! This crate owns everything that differs between Linux, macOS and Windows: where Flotilla keeps
-//! its files ([`dirs`]) and how it starts a process tree that cannot outlive the process that
-//! started it ([`process`]). It knows nothing about Ray, the policy or the control plane: callers
-//! hand it a program and arguments.
+//! its files ([`dirs`]), how it starts a process tree that cannot outlive the process that
+//! started it ([`process`]), what it senses of the machine ([`sensors`]), how it holds a tree
+//! back ([`throttle`]) and how its processes talk on one machine ([`ipc`]). It knows nothing
+//! about Ray, the policy or the control plane: callers hand it a program and arguments.
 //!
 //! Each capability is one facade type whose behaviour comes from a per-OS module (`linux`,
 //! `macos`, `windows`, `unsupported`), chosen at compile time, so that callers never write
@@ -12,10 +13,14 @@
 pub mod addr;
 pub mod clock;
 pub mod dirs;
+pub mod ipc;
 pub mod memory;
 pub mod process;
 pub mod sensors;
 pub mod throttle;
+
+#[cfg(all(test, windows))]
+mod windows_tests;
 
 pub use dirs::Dirs;
 pub use process::{ProcessTree, TreeSpec};
@@ -62,5 +67,38 @@ fn raw_hostname() -> Option<String> {
 
 #[cfg(not(any(unix, windows)))]
 fn raw_hostname() -> Option<String> {
+    None
+}
+
+/// The major version of macOS (15 for Sequoia, 26 for Tahoe), or `None` on another OS or when
+/// it cannot be read. Some of macOS's rules depend on it (Local Network privacy, from 15).
+pub fn macos_major() -> Option<u32> {
+    macos_product_version()?.split('.').next()?.parse().ok()
+}
+
+#[cfg(target_os = "macos")]
+fn macos_product_version() -> Option<String> {
+    let mut buf = [0u8; 64];
+    let mut len = buf.len();
+    // SAFETY: the name is a C string; `buf` is writable for `len` bytes and `len` says so.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            c"kern.osproductversion".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let text = &buf[..len.min(buf.len())];
+    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    Some(String::from_utf8_lossy(&text[..end]).into_owned())
+}
+
+#[cfg(not(target_os = "macos"))]
+fn macos_product_version() -> Option<String> {
     None
 }

@@ -134,8 +134,97 @@ fn lan_address(
     }
 }
 
+/// `EHOSTUNREACH` on macOS ("No route to host").
+pub const MACOS_EHOSTUNREACH: i32 = 65;
+
+/// What to do when macOS's Local Network privacy (macOS 15 and later) is the likely reason a
+/// connection to `dest` failed with the OS error `os_error`; `None` when it is not.
+///
+/// That privacy setting makes the kernel refuse connections to addresses on the local network
+/// (private and link-local ranges) from an app the owner has not allowed, and from processes a
+/// launchd agent starts, with a plain `EHOSTUNREACH`, as though there were no route: nothing
+/// tells the user why. Tailscale's addresses (100.64.0.0/10) are not the local network and are
+/// not blocked, nor is loopback.
+pub fn local_network_privacy_hint(
+    macos_major: Option<u32>,
+    os_error: Option<i32>,
+    dest: IpAddr,
+) -> Option<&'static str> {
+    let blocked_kind = match dest {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        // Unique local (fc00::/7) and link-local (fe80::/10).
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    (macos_major.is_some_and(|m| m >= 15)
+        && os_error == Some(MACOS_EHOSTUNREACH)
+        && blocked_kind
+        && !crate::tailscale::is_tailscale_ip(dest))
+    .then_some(
+        "macOS's Local Network privacy is blocking Flotilla: in System Settings > Privacy & \
+         Security > Local Network, turn on Flotilla (or the terminal that runs `flotilla`), then \
+         try again; or join the head over Tailscale, which macOS does not block",
+    )
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn local_network_privacy_is_named_only_where_macos_blocks_it() {
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        let hint = |major, err, ip| local_network_privacy_hint(major, err, ip).is_some();
+        // macOS 15 and 26 refusing a LAN peer with EHOSTUNREACH: the privacy setting.
+        assert!(hint(Some(15), Some(MACOS_EHOSTUNREACH), lan));
+        assert!(hint(Some(26), Some(MACOS_EHOSTUNREACH), lan));
+        assert!(hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "10.0.0.7".parse().unwrap()
+        ));
+        assert!(hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "169.254.10.1".parse().unwrap()
+        ));
+        assert!(hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "fe80::1".parse().unwrap()
+        ));
+        assert!(hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "fd7a:1::5".parse().unwrap()
+        ));
+        // Older macOS, another OS, another error: a real network problem.
+        assert!(!hint(Some(14), Some(MACOS_EHOSTUNREACH), lan));
+        assert!(!hint(None, Some(MACOS_EHOSTUNREACH), lan));
+        assert!(!hint(Some(15), Some(61), lan)); // ECONNREFUSED: something answered
+        assert!(!hint(Some(15), None, lan));
+        // The tailnet, the internet and loopback are not the local network.
+        assert!(!hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "100.101.102.103".parse().unwrap()
+        ));
+        assert!(!hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "fd7a:115c:a1e0::1".parse().unwrap()
+        ));
+        assert!(!hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "8.8.8.8".parse().unwrap()
+        ));
+        assert!(!hint(
+            Some(15),
+            Some(MACOS_EHOSTUNREACH),
+            "127.0.0.1".parse().unwrap()
+        ));
+    }
     use super::*;
 
     fn fixture(name: &str) -> Status {

@@ -1,6 +1,10 @@
 //! The network watch against the real kernel: each test runs in a network namespace of its own
 //! (made with `unshare` for one thread, so the machine's own interfaces are untouched), changes
 //! links and addresses with iproute2, and checks that every change is noticed. Needs root.
+//!
+//! Linux only: the namespaces and iproute2 it drives are Linux's.
+
+#![cfg(target_os = "linux")]
 
 use std::process::Command;
 use std::time::{Duration, Instant};

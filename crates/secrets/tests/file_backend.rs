@@ -238,6 +238,7 @@ fn auto_without_a_session_bus_needs_the_fallback_allowed() {
     assert_eq!(mode(store.file_path().unwrap()), 0o600);
 }
 
+#[cfg(target_os = "linux")]
 const LOCKED_CHILD: &str = "FLOTILLA_SECRETS_LOCKED_CHILD";
 
 /// `auto` on a session bus where the Secret Service is there but its keyring is locked

@@ -56,6 +56,7 @@ impl Role {
         }
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn title(self) -> &'static str {
         match self {
             Role::Worker => "worker",

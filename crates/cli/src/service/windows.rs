@@ -63,3 +63,41 @@ pub fn active(plan: &Plan) -> bool {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("RUNNING"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_service_is_created_to_start_at_boot_and_removed_by_name() {
+        let exe = Path::new(r"C:\Program Files\Flotilla\flotilla.exe");
+        let plan = plan(Role::Worker, Scope::System, exe).unwrap();
+        let create = &plan.commands[0];
+        assert_eq!(
+            &create[..5],
+            ["sc.exe", "create", "flotilla-worker", "start=", "auto"]
+        );
+        // sc.exe takes the whole command line as one argument after `binPath=`, the program
+        // quoted because of the space in its path.
+        let bin = create.iter().position(|a| a == "binPath=").unwrap();
+        assert_eq!(
+            create[bin + 1],
+            r#""C:\Program Files\Flotilla\flotilla.exe" worker"#
+        );
+        assert_eq!(plan.commands[1], ["sc.exe", "start", "flotilla-worker"]);
+        assert_eq!(
+            stop_commands(&plan),
+            [
+                ["sc.exe", "stop", "flotilla-worker"],
+                ["sc.exe", "delete", "flotilla-worker"]
+            ]
+        );
+        assert!(plan.path.ends_with(r"flotilla\flotilla-worker.service"));
+    }
+
+    #[test]
+    fn a_per_user_service_is_refused_with_what_to_do() {
+        let err = plan(Role::Head, Scope::User, Path::new("flotilla.exe")).unwrap_err();
+        assert!(err.to_string().contains("--system"), "{err}");
+    }
+}

@@ -15,10 +15,14 @@ pub struct Tree {
 pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child, Tree)> {
     cmd.process_group(0);
     if opts.background {
-        // Lowest CPU priority, inherited by the tree; background QoS comes with the throttle.
+        // The Darwin background band (what `taskpolicy -b` sets): lowest CPU and I/O priority
+        // and, on Apple Silicon, the efficiency cores only, inherited by every process the
+        // leader starts; plus nice 19 for the scheduler's other classes. Set before exec, so no
+        // process of the tree ever runs outside it.
         // SAFETY: the closure calls only setpriority, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
+                libc::setpriority(libc::PRIO_DARWIN_PROCESS, 0, libc::PRIO_DARWIN_BG);
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
                 Ok(())
             });

@@ -1,38 +1,44 @@
 //! Linux: every reading but idle time comes from `/proc` and `/sys` text, read by
 //! [`super::kernel`]; idle time comes from [`super::idle`].
 
-use std::path::Path;
-
-pub use super::idle::IdleSource;
+use super::idle::IdleSource;
 use super::kernel;
-use super::{AppsReading, CpuReading, IdleReading, MemoryReading, PowerReading, ProcessCpuReading};
+use super::{
+    AppsReading, CpuReading, IdleReading, MemoryReading, Paths, PowerReading, ProcessCpuReading,
+};
 
 pub const IS_SUPPORTED: bool = true;
 
-pub fn power(power_supply: &Path) -> PowerReading {
-    kernel::power_from_dir(power_supply)
+/// What Linux keeps between readings: the idle sources (an X connection, the last terminals
+/// reading).
+pub type Source = IdleSource;
+
+pub fn power(paths: &Paths, _: &Source) -> PowerReading {
+    kernel::power_from_dir(&paths.power_supply)
 }
 
-pub fn memory(proc: &Path) -> MemoryReading {
-    kernel::read_meminfo(&proc.join("meminfo"))
+pub fn memory(paths: &Paths, _: &Source) -> MemoryReading {
+    kernel::read_meminfo(&paths.proc.join("meminfo"))
 }
 
-pub fn cpu_times(proc: &Path) -> CpuReading {
-    kernel::read_cpu_times(&proc.join("stat"))
+pub fn cpu_times(paths: &Paths, _: &Source) -> CpuReading {
+    kernel::read_cpu_times(&paths.proc.join("stat"))
 }
 
-pub fn process_cpu(proc: &Path, pid: u32) -> ProcessCpuReading {
-    kernel::read_process_cpu(proc, pid)
+pub fn processes_cpu(paths: &Paths, _: &Source, pids: &[u32]) -> Vec<ProcessCpuReading> {
+    pids.iter()
+        .map(|&pid| kernel::read_process_cpu(&paths.proc, pid))
+        .collect()
 }
 
-pub fn processes_from(proc: &Path) -> String {
-    format!("procfs:{}/<pid>/stat", proc.display())
+pub fn processes_from(paths: &Paths) -> String {
+    format!("procfs:{}/<pid>/stat", paths.proc.display())
 }
 
-pub fn running_apps(proc: &Path) -> AppsReading {
-    kernel::read_running_apps(proc)
+pub fn running_apps(paths: &Paths, _: &Source) -> AppsReading {
+    kernel::read_running_apps(&paths.proc)
 }
 
-pub fn idle(dev: &Path, source: &IdleSource) -> IdleReading {
-    source.read(dev)
+pub fn idle(paths: &Paths, source: &Source) -> IdleReading {
+    source.read(&paths.dev)
 }

@@ -11,32 +11,35 @@
 //! is how tests point it at recorded fixture trees. [`Sensors::with_display`] reads the real
 //! system with an explicit X display instead of `DISPLAY`.
 //!
-//! CPU figures are in clock ticks (`USER_HZ`), the unit of both `/proc/stat` and
-//! `/proc/<pid>/stat`, so the machine's load and Flotilla's own share compare directly:
-//! [`owner_busy_fraction`] is "machine load minus Flotilla's own tree".
+//! CPU figures are in clock ticks of [`TICKS_PER_SECOND`], the unit of Linux's `/proc/stat` and
+//! `/proc/<pid>/stat` (`USER_HZ`); the other systems' counters are converted to it, so the
+//! machine's load and Flotilla's own share compare directly: [`owner_busy_fraction`] is "machine
+//! load minus Flotilla's own tree".
 //!
 //! # Platform behavior
 //!
 //! - Linux: power from `/sys/class/power_supply` (see [`kernel::power_from_dir`] for how
 //!   mains, batteries, peripherals and UPSes are told apart), memory from `/proc/meminfo`, CPU
-//!   from `/proc/stat` and `/proc/<pid>/stat`, running programs from `/proc/*/comm`. UPower over
-//!   D-Bus is a later addition; sysfs is what UPower itself reads. Idle time from the X
-//!   display's screen saver extension (libX11 and libXss loaded at run time, the connection kept
-//!   open), else from terminal access times under `/dev` as BOINC does on headless machines,
-//!   else unknown ([`NO_IDLE_SOURCE`]). Wayland (`ext-idle-notify-v1`, Mutter's `IdleMonitor`)
-//!   and logind's `IdleSinceHint` are later additions: they need D-Bus or a Wayland client.
-//! - macOS: power from `pmset -g batt` (cached 5 s) and idle time from IOKit's `HIDIdleTime`
-//!   through `ioreg` (cached 1 s, aged), which unlike `CGEventSource` a daemon can read. Memory,
-//!   CPU and the process list (`host_statistics64`, `proc_pidinfo`) are later additions and read
-//!   as unknown.
-//! - Windows: power from `GetSystemPowerStatus`, memory from `GlobalMemoryStatusEx`, idle time
-//!   from `GetLastInputInfo` (`GetTickCount() - dwTime` in wrapping u32 arithmetic: both wrap
-//!   every 49.7 days). A service in session 0 cannot see the desktop's input; the desktop app
-//!   feeds it. CPU times and the process list are later additions.
-//!
-//! The macOS and Windows formats are parsed in [`foreign`], which builds everywhere so that
-//! recorded values are tested on any machine.
+//!   from `/proc/stat` and `/proc/<pid>/stat`, running programs from `/proc/*/comm`: the files
+//!   `sysinfo` would read, read directly so that [`Sensors::with_root`] can point them at
+//!   recorded fixture trees. Idle time from the X display's screen saver extension (libX11 and
+//!   libXss loaded at run time, the connection kept open), else from terminal access times under
+//!   `/dev` as BOINC does on headless machines, else unknown ([`NO_IDLE_SOURCE`]). Wayland
+//!   (`ext-idle-notify-v1`, Mutter's `IdleMonitor`) and logind's `IdleSinceHint` are later
+//!   additions: they need D-Bus or a Wayland client.
+//! - macOS: power and battery from IOKit's power sources (`starship-battery`), idle time from
+//!   IOKit's `HIDIdleTime`, which unlike `CGEventSource` a daemon can read, the machine's CPU
+//!   times from `host_statistics(HOST_CPU_LOAD_INFO)`; memory, each process's CPU time and the
+//!   running programs from the process table through `sysinfo`. No tool is spawned.
+//! - Windows: power from `GetSystemPowerStatus`, idle time from `GetLastInputInfo`
+//!   (`GetTickCount() - dwTime` in wrapping u32 arithmetic: both wrap every 49.7 days; a
+//!   service in session 0 cannot see the desktop's input, so the desktop app feeds it), the
+//!   machine's CPU times from `GetSystemTimes`; memory, each process's CPU time and the running
+//!   programs through `sysinfo` (`GlobalMemoryStatusEx`, `NtQuerySystemInformation`).
 //! - Elsewhere: every reading is unknown, `from` = [`UNSUPPORTED`].
+//!
+//! The macOS and Windows values are turned into readings by plain functions in [`foreign`], which
+//! build everywhere so that recorded values are tested on any machine.
 //!
 //! [`IS_SUPPORTED`] says at compile time whether the readings can be anything but unknown, as
 //! `sysinfo::IS_SUPPORTED_SYSTEM` does.
@@ -58,6 +61,8 @@ pub use idle::NO_IDLE_SOURCE;
 pub const NO_IDLE_SOURCE: &str = "no display and no terminals";
 
 pub mod foreign;
+#[cfg(any(target_os = "macos", windows))]
+mod table;
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -80,6 +85,10 @@ pub const IS_SUPPORTED: bool = imp::IS_SUPPORTED;
 
 /// The `from` of every reading on an OS that has no sensors yet.
 pub const UNSUPPORTED: &str = "unsupported on this OS";
+
+/// The unit of every CPU time here: clock ticks of 1/100 s, as Linux's `/proc` counts them
+/// (`USER_HZ`). Other systems' counters are converted to it.
+pub const TICKS_PER_SECOND: u64 = 100;
 
 /// Where the machine's power comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,11 +311,14 @@ impl IdleReading {
 #[derive(Debug, Clone)]
 pub struct Sensors {
     paths: Paths,
-    idle: imp::IdleSource,
+    /// What the OS's backend keeps between readings (an X connection, a process table).
+    os: imp::Source,
 }
 
-/// Where the readings come from: the real system, or a tree laid out like it.
+/// Where the readings come from: the real system, or a tree laid out like it. Only Linux reads
+/// files; the other systems answer system calls.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct Paths {
     proc: PathBuf,
     power_supply: PathBuf,
@@ -346,24 +358,26 @@ impl Sensors {
                 power_supply: root.join("sys/class/power_supply"),
                 dev: root.join("dev"),
             },
-            idle: imp::IdleSource::new(display),
+            os: imp::Source::new(display),
         }
     }
 
     pub fn power(&self) -> PowerReading {
-        imp::power(&self.paths.power_supply)
+        imp::power(&self.paths, &self.os)
     }
 
     pub fn memory(&self) -> MemoryReading {
-        imp::memory(&self.paths.proc)
+        imp::memory(&self.paths, &self.os)
     }
 
     pub fn cpu_times(&self) -> CpuReading {
-        imp::cpu_times(&self.paths.proc)
+        imp::cpu_times(&self.paths, &self.os)
     }
 
     pub fn process_cpu(&self, pid: u32) -> ProcessCpuReading {
-        imp::process_cpu(&self.paths.proc, pid)
+        imp::processes_cpu(&self.paths, &self.os, &[pid])
+            .pop()
+            .unwrap_or_else(|| ProcessCpuReading::unknown(pid, UNSUPPORTED))
     }
 
     /// The CPU time of `pids` summed, e.g. Flotilla's own tree. Processes that are gone are left
@@ -374,8 +388,8 @@ impl Sensors {
         pids.dedup();
         let mut sum = 0u64;
         let mut counted = 0;
-        for &pid in &pids {
-            if let Some(ticks) = self.process_cpu(pid).ticks {
+        for reading in imp::processes_cpu(&self.paths, &self.os, &pids) {
+            if let Some(ticks) = reading.ticks {
                 sum = sum.saturating_add(ticks);
                 counted += 1;
             }
@@ -384,17 +398,16 @@ impl Sensors {
             ticks: (counted > 0).then_some(sum),
             counted,
             asked: pids.len(),
-            from: imp::processes_from(&self.paths.proc),
+            from: imp::processes_from(&self.paths),
         }
     }
 
     pub fn running_apps(&self) -> AppsReading {
-        imp::running_apps(&self.paths.proc)
+        imp::running_apps(&self.paths, &self.os)
     }
 
-    /// The time since the owner's last input: from the X display, else from terminal access
-    /// times, else unknown (see the module documentation for each OS).
+    /// The time since the owner's last input (see the module documentation for each OS).
     pub fn idle(&self) -> IdleReading {
-        imp::idle(&self.paths.dev, &self.idle)
+        imp::idle(&self.paths, &self.os)
     }
 }

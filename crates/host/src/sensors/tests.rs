@@ -336,8 +336,11 @@ fn long_names_match_their_comm() {
 // The facade.
 
 #[test]
-fn is_supported_only_on_linux() {
-    assert_eq!(IS_SUPPORTED, cfg!(target_os = "linux"));
+fn is_supported_on_linux_macos_and_windows() {
+    assert_eq!(
+        IS_SUPPORTED,
+        cfg!(any(target_os = "linux", target_os = "macos", windows))
+    );
 }
 
 #[cfg(target_os = "linux")]
@@ -368,9 +371,9 @@ fn facade_reads_a_fixture_root() {
     assert_eq!(laptop.memory().total_bytes, None);
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 #[test]
-fn facade_is_unknown_off_linux() {
+fn facade_is_unknown_where_unsupported() {
     let sensors = Sensors::with_root(fixture("proc"));
     assert_eq!(sensors.power(), PowerReading::unknown(UNSUPPORTED));
     assert_eq!(sensors.memory(), MemoryReading::unknown(UNSUPPORTED));
@@ -445,6 +448,62 @@ fn the_test_process_is_among_the_running_apps() {
     assert_eq!(apps.contains(name), Some(true), "{name} in {apps:?}");
     let own = std::fs::read_to_string("/proc/self/comm").unwrap();
     assert!(apps.names.unwrap().contains(&own.trim_end().to_owned()));
+}
+
+// macOS and Windows read the real system only (no fixture roots): these run on the machine
+// itself, and on Windows under Wine too, which implements the calls used.
+
+#[cfg(any(target_os = "macos", windows))]
+#[test]
+fn the_real_system_gives_readings_from_its_own_calls() {
+    let sensors = Sensors::new();
+    let memory = sensors.memory();
+    let total = memory.total_bytes.expect("total memory");
+    let available = memory.available_bytes.expect("available memory");
+    assert!(total > 0 && available <= total, "{memory:?}");
+    assert_eq!(memory.from, "sysinfo:memory");
+
+    let cpu = sensors.cpu_times();
+    assert!(cpu.times.expect("CPU times").total() > 0, "{cpu:?}");
+    assert_ne!(cpu.from, UNSUPPORTED);
+
+    let power = sensors.power();
+    assert_ne!(power.from, UNSUPPORTED);
+}
+
+#[cfg(any(target_os = "macos", windows))]
+#[test]
+fn this_process_cpu_time_grows_while_it_computes_here_too() {
+    let sensors = Sensors::new();
+    let pid = std::process::id();
+    let before = sensors.process_cpu(pid).ticks.expect("own CPU time");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut x = 0u64;
+    loop {
+        for i in 0..1_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        if sensors.process_cpu(pid).ticks.expect("own CPU time") > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tick in 20 s of work"
+        );
+    }
+    let tree = sensors.processes_cpu([pid, u32::MAX - 7]);
+    assert_eq!((tree.counted, tree.asked), (1, 2));
+    assert!(tree.ticks.unwrap() > before);
+    assert_eq!(tree.from, "sysinfo:process table");
+}
+
+#[cfg(any(target_os = "macos", windows))]
+#[test]
+fn the_test_process_is_among_the_running_apps_here_too() {
+    let apps = Sensors::new().running_apps();
+    let exe = std::env::current_exe().unwrap();
+    let name = exe.file_stem().unwrap().to_str().unwrap();
+    assert_eq!(apps.contains(name), Some(true), "{name} in {apps:?}");
 }
 
 // Idle time.
@@ -560,7 +619,7 @@ fn a_display_that_cannot_be_opened_falls_through_and_says_why() {
     );
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 #[test]
 fn idle_is_unknown_where_unsupported() {
     assert_eq!(Sensors::new().idle(), IdleReading::unknown(UNSUPPORTED));

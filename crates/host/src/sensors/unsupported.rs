@@ -1,48 +1,48 @@
 //! Other platforms: no sensors; every reading is unknown.
 
-use std::path::Path;
-
-use super::{
-    AppsReading, CpuReading, IdleReading, MemoryReading, PowerReading, ProcessCpuReading,
+use crate::sensors::{
+    AppsReading, CpuReading, IdleReading, MemoryReading, Paths, PowerReading, ProcessCpuReading,
     UNSUPPORTED,
 };
 
 pub const IS_SUPPORTED: bool = false;
 
-pub fn power(_power_supply: &Path) -> PowerReading {
-    PowerReading::unknown(UNSUPPORTED)
-}
-
-pub fn memory(_proc: &Path) -> MemoryReading {
-    MemoryReading::unknown(UNSUPPORTED)
-}
-
-pub fn cpu_times(_proc: &Path) -> CpuReading {
-    CpuReading::unknown(UNSUPPORTED)
-}
-
-pub fn process_cpu(_proc: &Path, pid: u32) -> ProcessCpuReading {
-    ProcessCpuReading::unknown(pid, UNSUPPORTED)
-}
-
-pub fn processes_from(_proc: &Path) -> String {
-    UNSUPPORTED.to_owned()
-}
-
-pub fn running_apps(_proc: &Path) -> AppsReading {
-    AppsReading::unknown(UNSUPPORTED)
-}
-
-/// Nothing to keep: idle time is unknown here.
+/// Nothing to keep between readings.
 #[derive(Debug, Clone, Default)]
-pub struct IdleSource;
+pub struct Source;
 
-impl IdleSource {
-    pub fn new(_display: Option<String>) -> IdleSource {
-        IdleSource
+impl Source {
+    pub fn new(_display: Option<String>) -> Source {
+        Source
     }
 }
 
-pub fn idle(_dev: &Path, _source: &IdleSource) -> IdleReading {
+pub fn power(_: &Paths, _: &Source) -> PowerReading {
+    PowerReading::unknown(UNSUPPORTED)
+}
+
+pub fn memory(_: &Paths, _: &Source) -> MemoryReading {
+    MemoryReading::unknown(UNSUPPORTED)
+}
+
+pub fn cpu_times(_: &Paths, _: &Source) -> CpuReading {
+    CpuReading::unknown(UNSUPPORTED)
+}
+
+pub fn processes_cpu(_: &Paths, _: &Source, pids: &[u32]) -> Vec<ProcessCpuReading> {
+    pids.iter()
+        .map(|&pid| ProcessCpuReading::unknown(pid, UNSUPPORTED))
+        .collect()
+}
+
+pub fn processes_from(_: &Paths) -> String {
+    UNSUPPORTED.to_owned()
+}
+
+pub fn running_apps(_: &Paths, _: &Source) -> AppsReading {
+    AppsReading::unknown(UNSUPPORTED)
+}
+
+pub fn idle(_: &Paths, _: &Source) -> IdleReading {
     IdleReading::unknown(UNSUPPORTED)
 }

@@ -1,25 +1,23 @@
 //! Windows: power from `GetSystemPowerStatus`, idle time from `GetLastInputInfo` (meaningful in
-//! the owner's session only: a service in session 0 gets the desktop app's feed instead), and
-//! memory from `GlobalMemoryStatusEx`. CPU times and the process list are later additions
-//! (`GetSystemTimes`, the Toolhelp snapshot) and read as unknown.
+//! the owner's session only: a service in session 0 gets the desktop app's feed instead), the
+//! machine's CPU times from `GetSystemTimes`, and memory, each process's CPU time and the
+//! running programs from the process table ([`super::table`]).
 
-use std::path::Path;
-
+use windows_sys::Win32::Foundation::FILETIME;
 use windows_sys::Win32::System::Power::{GetSystemPowerStatus, SYSTEM_POWER_STATUS};
-use windows_sys::Win32::System::SystemInformation::{
-    GetTickCount, GlobalMemoryStatusEx, MEMORYSTATUSEX,
-};
+use windows_sys::Win32::System::SystemInformation::GetTickCount;
+use windows_sys::Win32::System::Threading::GetSystemTimes;
 use windows_sys::Win32::UI::Input::KeyboardAndMouse::{GetLastInputInfo, LASTINPUTINFO};
 
-use super::{IdleReading, MemoryReading, PowerReading, foreign};
-
-#[path = "unsupported.rs"]
-mod fallback;
-pub use fallback::{IdleSource, cpu_times, process_cpu, processes_from, running_apps};
+use super::{CpuReading, IdleReading, Paths, PowerReading, foreign};
 
 pub const IS_SUPPORTED: bool = true;
 
-pub fn power(_power_supply: &Path) -> PowerReading {
+/// What Windows keeps between readings: the process table.
+pub use super::table::Table as Source;
+pub use super::table::{memory, processes_cpu, processes_from, running_apps};
+
+pub fn power(_: &Paths, _: &Source) -> PowerReading {
     // SAFETY: the struct is plain data (all-zero is valid) and outlives the call.
     let mut st: SYSTEM_POWER_STATUS = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -29,7 +27,7 @@ pub fn power(_power_supply: &Path) -> PowerReading {
     foreign::power_from_system_power_status(st.ACLineStatus, st.BatteryFlag, st.BatteryLifePercent)
 }
 
-pub fn idle(_dev: &Path, _source: &IdleSource) -> IdleReading {
+pub fn idle(_: &Paths, _: &Source) -> IdleReading {
     let mut info = LASTINPUTINFO {
         cbSize: std::mem::size_of::<LASTINPUTINFO>() as u32,
         dwTime: 0,
@@ -43,17 +41,23 @@ pub fn idle(_dev: &Path, _source: &IdleSource) -> IdleReading {
     foreign::idle_from_ticks(now, info.dwTime)
 }
 
-pub fn memory(_proc: &Path) -> MemoryReading {
-    // SAFETY: plain data; dwLength is set below, as the call requires.
-    let mut m: MEMORYSTATUSEX = unsafe { std::mem::zeroed() };
-    m.dwLength = std::mem::size_of::<MEMORYSTATUSEX>() as u32;
-    // SAFETY: `m` is initialised with its size and outlives the call.
-    if unsafe { GlobalMemoryStatusEx(&mut m) } == 0 {
-        return MemoryReading::unknown("GlobalMemoryStatusEx failed");
+pub fn cpu_times(_: &Paths, _: &Source) -> CpuReading {
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut idle, mut kernel, mut user) = (zero, zero, zero);
+    // SAFETY: three valid, writable FILETIMEs that outlive the call.
+    if unsafe { GetSystemTimes(&mut idle, &mut kernel, &mut user) } == 0 {
+        return CpuReading::unknown("GetSystemTimes failed");
     }
-    MemoryReading {
-        total_bytes: Some(m.ullTotalPhys),
-        available_bytes: Some(m.ullAvailPhys),
-        from: "GlobalMemoryStatusEx".into(),
+    let value = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
+    CpuReading {
+        times: Some(foreign::cpu_times_from_system_times(
+            value(idle),
+            value(kernel),
+            value(user),
+        )),
+        from: "GetSystemTimes".into(),
     }
 }

@@ -214,6 +214,17 @@ impl Backend {
         };
         if ok == 0 {
             let e = io::Error::last_os_error();
+            // ERROR_NOT_SUPPORTED, ERROR_INVALID_PARAMETER: the system has no CPU rate control
+            // for jobs at all, which no retry changes.
+            if matches!(e.raw_os_error(), Some(50 | 87)) {
+                return Err(ThrottleError::Unavailable {
+                    backend: KIND.name(),
+                    reason: format!(
+                        "this system refuses CPU rate control on a job ({e}); Wine has none, and \
+                         Windows none under Remote Desktop's Dynamic Fair Share Scheduling"
+                    ),
+                });
+            }
             return Err(io_error(
                 "set the CPU rate of",
                 format!("job object {}", self.name),
@@ -231,6 +242,28 @@ impl Backend {
     /// process), so a freeze is the smallest rate: 0.01 % of the machine.
     pub fn freeze(&self, on: bool) -> Result<()> {
         self.change(|s| s.frozen = on)
+    }
+
+    /// The job's CPU rate control as Windows holds it: (control flags, rate).
+    #[cfg(test)]
+    pub fn cpu_rate(&self) -> Option<(u32, u32)> {
+        let mut info = JOBOBJECT_CPU_RATE_CONTROL_INFORMATION {
+            ControlFlags: 0,
+            Anonymous: JOBOBJECT_CPU_RATE_CONTROL_INFORMATION_0 { CpuRate: 0 },
+        };
+        // SAFETY: `info` is the structure the class names, writable and outliving the call.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.job.0,
+                JobObjectCpuRateControlInformation,
+                (&raw mut info).cast(),
+                std::mem::size_of::<JOBOBJECT_CPU_RATE_CONTROL_INFORMATION>() as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        // SAFETY: every member of the union is a u32.
+        let rate = unsafe { info.Anonymous.CpuRate };
+        (ok != 0).then_some((info.ControlFlags, rate))
     }
 
     /// The time of every process since it entered the job, exited ones included.
