@@ -100,9 +100,27 @@ enum Command {
 }
 
 /// The `flotilla` binary's `main`.
+impl Command {
+    /// Whether the command runs for long, with connections of its own (a node, a job it follows):
+    /// those keep a closed pipe an error to handle rather than the end of the process.
+    fn keeps_running(&self) -> bool {
+        matches!(
+            self,
+            Command::Up(_)
+                | Command::Join(_)
+                | Command::Worker(_)
+                | Command::Demo(_)
+                | Command::Submit(_)
+        )
+    }
+}
+
 pub fn main() -> ExitCode {
     flotilla_host::memory::limit_arenas();
     let cli = Cli::parse();
+    if !cli.command.keeps_running() {
+        flotilla_host::process::end_quietly_on_closed_pipe();
+    }
     init_logging(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

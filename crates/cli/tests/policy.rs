@@ -130,3 +130,32 @@ fn sensors_report_every_reading_with_its_source() {
         assert!(v["load_window_secs"].as_f64().unwrap() >= 0.9, "{v}");
     }
 }
+
+/// `flotilla ... | head -1` with the reader gone before the command prints: the command ends
+/// quietly (as any command-line tool does), not with a panic about a broken pipe.
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["policy", "explain"][..],
+        &["sensors", "--json"],
+        &["policy", "explain", "--json"],
+    ] {
+        let mut child = flotilla(home.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Both sample the machine for a second before printing: the reader is gone by then.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && out.status.code() != Some(101),
+            "flotilla {}: {:?}\n{stderr}",
+            args.join(" "),
+            out.status
+        );
+    }
+}

@@ -198,6 +198,23 @@ impl Drop for ProcessTree {
     }
 }
 
+/// Makes this process end quietly when a pipe it writes to is closed (`flotilla nodes | head`),
+/// as command-line tools do, instead of failing on the write.
+///
+/// # Platform behavior
+///
+/// - Unix: `SIGPIPE` goes back to its default action (Rust starts programs with it ignored).
+///   Only for commands that print and exit: a long-running process keeps it ignored, so that a
+///   peer closing a socket is an error to handle, not the end of the process.
+/// - Windows: a closed pipe is already an error on the write, nothing to change.
+pub fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Process ids of the live processes that carry `marker` (empty where the OS cannot tell; see
 /// [`CAN_SCAN_MARKED`]).
 pub fn marked_processes(marker: &str) -> Vec<u32> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::plan::{duty_split, mach_ticks_to_duration};
+use super::plan::{darwin_background, duty_split, mach_ticks_to_duration};
 use super::{BackendKind, Guarantees, PERIOD, Result, ThrottleConfig, ThrottleError};
 
 const KIND: BackendKind = BackendKind::DarwinBackground;
@@ -80,6 +80,26 @@ impl Prepared {
                     let e = std::io::Error::last_os_error();
                     tracing::warn!(pid, "cannot put the process in the background band: {e}");
                 }
+            }
+            // Read back: the kernel answers for the band it applies, which a sandbox or a
+            // policy of the system's may overrule.
+            let pids = group_pids(group);
+            let outside: Vec<libc::pid_t> = pids
+                .iter()
+                .copied()
+                .filter(|&pid| {
+                    // SAFETY: getpriority has no memory-safety preconditions.
+                    let v =
+                        unsafe { libc::getpriority(libc::PRIO_DARWIN_PROCESS, pid as libc::id_t) };
+                    !darwin_background(v)
+                })
+                .collect();
+            if !outside.is_empty() {
+                tracing::warn!(
+                    ?outside,
+                    of = pids.len(),
+                    "processes of the node are not in the background band"
+                );
             }
         }
         let shared = Arc::new(Shared {

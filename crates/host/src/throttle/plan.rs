@@ -59,8 +59,31 @@ pub fn mach_ticks_to_duration(ticks: u64, numer: u32, denom: u32) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// `PRIO_DARWIN_BG` of macOS's `<sys/resource.h>`.
+pub const DARWIN_BG: i32 = 0x1000;
+
+/// Whether `getpriority(PRIO_DARWIN_PROCESS, pid)` says the process runs in the Darwin
+/// background band: the kernel answers with flags, `PRIO_DARWIN_BG` among them (alone, or with
+/// `PRIO_DARWIN_NONUI` for a background process without UI), and 0 for an ordinary process;
+/// -1 is an error (no such process, not permitted).
+pub fn darwin_background(getpriority: i32) -> bool {
+    getpriority != -1 && getpriority & DARWIN_BG != 0
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_background_band_is_read_from_getprioritys_flags() {
+        // What macOS answers for a process after setpriority(PRIO_DARWIN_PROCESS, pid,
+        // PRIO_DARWIN_BG), with and without PRIO_DARWIN_NONUI, for an ordinary process, and on
+        // an error.
+        assert!(darwin_background(0x1000));
+        assert!(darwin_background(0x1001));
+        assert!(!darwin_background(0));
+        assert!(!darwin_background(0x0001));
+        assert!(!darwin_background(-1));
+    }
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
