@@ -23,6 +23,8 @@ pub enum Kind {
     Restored,
     Paused,
     Resumed,
+    /// Ray cannot run the node (its reason is the body).
+    RayFailed,
 }
 
 /// What to say, in the app's language.
@@ -52,6 +54,8 @@ pub fn text(kind: Kind, s: &DesktopStatus, lang: &str) -> (String, String) {
         Kind::Paused => ("Flotilla: paused", reason.clone()),
         Kind::Resumed if es => ("Flotilla: reanudado", reason.clone()),
         Kind::Resumed => ("Flotilla: resumed", reason.clone()),
+        Kind::RayFailed if es => ("Flotilla: Ray no arranca", reason.clone()),
+        Kind::RayFailed => ("Flotilla: Ray cannot start", reason.clone()),
     };
     (title.to_string(), body)
 }
@@ -89,6 +93,12 @@ impl Notifier {
             if std::mem::take(&mut self.lost_told) {
                 out.push(Kind::Restored);
             }
+        }
+        if running
+            && new.state == "error"
+            && (old.state != "error" || old.reason_en != new.reason_en)
+        {
+            out.push(Kind::RayFailed);
         }
         if paused(new) && !paused(old) && old.phase == Phase::Running {
             out.push(Kind::Paused);
@@ -178,6 +188,16 @@ mod tests {
         assert_eq!(
             n.due(&down, &full, t1 + Duration::from_secs(40)),
             vec![Kind::Restored]
+        );
+
+        // Ray refusing the node is said once per reason.
+        let mut failed = running("error", true);
+        failed.reason_en = "Ray cannot run this node: Ray refuses this node's versions".into();
+        let t2 = t1 + Duration::from_secs(100);
+        assert_eq!(n.due(&full, &failed, t2), vec![Kind::RayFailed]);
+        assert_eq!(
+            n.due(&failed, &failed, t2 + Duration::from_secs(60)),
+            vec![]
         );
     }
 

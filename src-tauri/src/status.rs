@@ -130,10 +130,27 @@ pub fn of_decision(d: &Value) -> DesktopStatus {
         TrayState::Offline
     } else {
         match state.as_str() {
+            "error" => TrayState::Error,
             "paused" | "draining" => TrayState::Paused,
             "cap" => TrayState::Throttled,
             _ => TrayState::Contributing,
         }
+    };
+    // Ray's reason, while it cannot run the node, comes before the politeness decision's.
+    let failure = e["failure"]["reason"].as_str().filter(|_| state == "error");
+    let (reason_code, reason_en, reason_es) = match failure {
+        Some(f) => (
+            e["failure"]["kind"]
+                .as_str()
+                .map_or(reason_code, str::to_string),
+            format!("Ray cannot run this node: {f}"),
+            format!("Ray no puede ejecutar este nodo: {f}"),
+        ),
+        None => (
+            reason_code,
+            d["reason_en"].as_str().unwrap_or("").into(),
+            d["reason_es"].as_str().unwrap_or("").into(),
+        ),
     };
     DesktopStatus {
         phase: Phase::Running,
@@ -141,8 +158,8 @@ pub fn of_decision(d: &Value) -> DesktopStatus {
         tray,
         state,
         reason_code,
-        reason_en: d["reason_en"].as_str().unwrap_or("").into(),
-        reason_es: d["reason_es"].as_str().unwrap_or("").into(),
+        reason_en,
+        reason_es,
         cpus_advertised: e["advertised_cpus"]
             .as_f64()
             .or_else(|| d["decision"]["target_cpus"].as_f64()),
@@ -215,6 +232,24 @@ mod tests {
             "session": {"link": link},
             "session_text": "connected to the head at 10.0.0.1:7470",
         })
+    }
+
+    #[test]
+    fn a_node_ray_cannot_run_shows_rays_reason() {
+        let mut d = decision("error", "connected", "idle");
+        d["enforcement"]["failure"] = serde_json::json!({
+            "kind": "ray_version_mismatch",
+            "reason": "Ray refuses this node's versions: it has Python 3.11.2 (the cluster runs 3.11.7)",
+        });
+        let s = of_decision(&d);
+        assert_eq!(s.tray, TrayState::Error);
+        assert_eq!(s.reason_code, "ray_version_mismatch");
+        assert!(
+            s.reason_en.ends_with("(the cluster runs 3.11.7)"),
+            "{}",
+            s.reason_en
+        );
+        assert!(s.reason_es.starts_with("Ray no puede"), "{}", s.reason_es);
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl ResizeMode {
 /// What the enforcer last did, as shown in status and logs.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Enforcement {
-    /// `full`, `cap`, `paused` (held after a drain) or `draining`.
+    /// `full`, `cap`, `paused` (held after a drain), `draining`, or `error` while the Ray node
+    /// cannot run (`failure` says why).
     pub state: String,
     /// The OS cap in cores, when capped.
     pub cap_cpus: Option<f64>,
@@ -71,6 +72,8 @@ pub struct Enforcement {
     /// How the advertised CPUs follow the decision.
     pub resize: ResizeMode,
     pub last_error: Option<String>,
+    /// Ray's reason why the node is not running, while it is not.
+    pub failure: Option<flotilla_ray::Failure>,
 }
 
 /// Applies decisions to one node.
@@ -135,6 +138,13 @@ impl Enforcer {
         match d.pause {
             Pause::None => self.contribute(d.target_cpus, node).await,
             Pause::Finish | Pause::Now => self.pause(d.pause, node).await,
+        }
+        self.status.failure = match node.status().phase {
+            NodePhase::Ready => None,
+            _ => node.failure(),
+        };
+        if self.status.failure.is_some() && d.pause == Pause::None {
+            self.status.state = "error".into();
         }
         &self.status
     }

@@ -171,6 +171,11 @@ pub struct Machine {
     pub hostname: String,
     pub cpus: u32,
     pub memory_bytes: u64,
+    /// The Python versions this machine can run a node on (`3.11.2`), and whether it can
+    /// download others: the head refuses a machine that cannot run its Python's minor version
+    /// before the code is used. Empty: not known.
+    pub python_versions: Vec<String>,
+    pub python_downloads: bool,
 }
 
 impl Machine {
@@ -183,6 +188,8 @@ impl Machine {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
             }),
             memory_bytes: 0,
+            python_versions: Vec::new(),
+            python_downloads: false,
         }
     }
 }
@@ -225,6 +232,8 @@ pub async fn join(
         arch: std::env::consts::ARCH.into(),
         cpus: machine.cpus,
         memory_bytes: machine.memory_bytes,
+        python_versions: machine.python_versions.clone(),
+        python_downloads: machine.python_downloads,
         agent_version: env!("CARGO_PKG_VERSION").into(),
     });
     request.set_timeout(Duration::from_secs(30));

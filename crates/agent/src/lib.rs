@@ -149,6 +149,15 @@ impl Agent {
         // Until the agent is up, an early return stops the control channel again.
         let guard = background.clone().drop_guard();
         let settings = config.policy.clone();
+        // The head shows which Python each node runs (a patch may differ from the cluster's).
+        let python = deps.runtime.python_full.clone();
+        let config = AgentConfig {
+            session: config.session.map(|mut s| {
+                s.config.node_python = python;
+                s
+            }),
+            ..config
+        };
         let node_ip = match config.node_ip {
             Some(ip) => ip,
             None => route_to(config.head)?,
@@ -180,7 +189,18 @@ impl Agent {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         let token = node.token.clone().expect("workers always carry the token");
         let node = std::sync::Arc::new(Supervisor::start(node).await?);
-        node.wait_ready(Duration::from_secs(120)).await?;
+        // A first start that fails (Ray refuses the node, a port is taken) does not stop the
+        // agent: the node keeps trying with backoff, and the session tells the head why.
+        match node
+            .wait_ready(flotilla_ray::supervisor::START_AT_MOST)
+            .await
+        {
+            Ok(()) => {}
+            Err(flotilla_ray::Error::NodeFailed { failure }) => {
+                tracing::warn!("the Ray node cannot start yet: {failure}");
+            }
+            Err(e) => return Err(e.into()),
+        }
         let marker = node.marker().to_string();
         let mut tasks = vec![control];
         tasks.push(tokio::spawn(flotilla_host::memory::keep_releasing(
@@ -312,6 +332,14 @@ impl Agent {
 
     pub fn status(&self) -> NodeStatus {
         self.node.status()
+    }
+
+    /// Ray's reason why the node is not running, while it is not.
+    pub fn failure(&self) -> Option<flotilla_ray::Failure> {
+        match self.node.status().phase {
+            flotilla_ray::NodePhase::Ready => None,
+            _ => self.node.failure(),
+        }
     }
 
     pub fn node_ip(&self) -> IpAddr {

@@ -60,6 +60,8 @@ pub struct SessionConfig {
     pub ray: Option<RaySettings>,
     /// This machine's own `flotilla.toml` text: its `[policy]` keys override the fleet's.
     pub local_config: String,
+    /// The Python version the node's runtime runs (`3.11.2`), reported to the head.
+    pub node_python: String,
 }
 
 /// How a node joins Ray.
@@ -101,6 +103,7 @@ impl SessionConfig {
             record_every: Duration::from_secs(300),
             ray: None,
             local_config: String::new(),
+            node_python: String::new(),
         }
     }
 }
@@ -674,6 +677,7 @@ fn report(
         node_id: config.node_id.clone(),
         time_unix_ms: unix_ms() as i64,
         ray_node_id: (sources.ray_node_id)().unwrap_or_default(),
+        python_version: config.node_python.clone(),
         contributed_cpu_seconds: contributed,
         contributions: records
             .iter()
@@ -719,6 +723,18 @@ pub fn fill(r: &mut pb::AgentReport, p: &Published) {
         text_en: p.reason_en.clone(),
         text_es: p.reason_es.clone(),
     });
+    if let Some(f) = e
+        .filter(|e| e.state == "error")
+        .and_then(|e| e.failure.as_ref())
+    {
+        // Ray's own words: they have no Spanish, so the Spanish text says what they are.
+        r.state = pb::NodeState::Error as i32;
+        r.reason = Some(pb::Reason {
+            code: f.kind.code().into(),
+            text_en: format!("Ray cannot run this node: {}", f.reason),
+            text_es: format!("Ray no puede ejecutar este nodo: {}", f.reason),
+        });
+    }
     r.advertised_cpus = e.and_then(|e| e.advertised_cpus).unwrap_or(target);
     r.capped_cpus = e.and_then(|e| e.cap_cpus).unwrap_or(total);
     r.owner_active = p

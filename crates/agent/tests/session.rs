@@ -236,6 +236,8 @@ fn machine(name: &str) -> Machine {
         hostname: "test-host".into(),
         cpus: 4,
         memory_bytes: 0,
+        python_versions: vec![],
+        python_downloads: false,
     }
 }
 

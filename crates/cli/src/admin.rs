@@ -13,6 +13,8 @@ use flotilla_proto::v1::{self as pb, fleet_client::FleetClient, head_command::Co
 use tonic::transport::Channel;
 
 struct Admin {
+    /// The cluster's Python version (the head's).
+    python_version: String,
     client: FleetClient<Channel>,
     auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
@@ -48,6 +50,7 @@ impl Admin {
                 .await?;
         let token = token.expose_str().context("the admin token is not text")?;
         Ok(Admin {
+            python_version: info.python_version.clone(),
             client: FleetClient::new(channel),
             auth: format!("Admin {token}")
                 .parse()
@@ -158,10 +161,14 @@ pub async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|n| {
             let reason = n.reason.clone().unwrap_or_default();
+            let python = (!n.python_version.is_empty()).then_some(n.python_version.as_str());
             serde_json::json!({
                 "node_id": n.node_id,
                 "name": n.name,
                 "state": state_name(n.state),
+                "python_version": python,
+                // Another patch of the cluster's Python: Ray accepts it, and says so in its log.
+                "python_differs": python.map(|p| p != admin.python_version),
                 "reason_code": reason.code,
                 "reason_en": reason.text_en,
                 "reason_es": reason.text_es,
@@ -182,8 +189,8 @@ pub async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<4} {:<20} {:<13} {:>9}  {:<10} REASON",
-        "ID", "NAME", "STATE", "CPUS", "LAST SEEN"
+        "{:<4} {:<20} {:<13} {:>9}  {:<10} {:<9} REASON",
+        "ID", "NAME", "STATE", "CPUS", "LAST SEEN", "PYTHON"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -200,15 +207,31 @@ pub async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
                 _ => format!("{}h ago", s / 3600),
             }
         };
+        let python = match (r["python_version"].as_str(), r["python_differs"].as_bool()) {
+            (Some(p), Some(true)) => format!("{p}*"),
+            (Some(p), _) => p.to_string(),
+            (None, _) => "-".into(),
+        };
         println!(
-            "{:<4} {:<20} {:<13} {:>4}/{:<4}  {:<10} {}",
+            "{:<4} {:<20} {:<13} {:>4}/{:<4}  {:<10} {:<9} {}",
             r["node_id"].as_str().unwrap_or(""),
             r["name"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
             r["cpus_advertised"].as_f64().unwrap_or(0.0),
             r["cpus_total"].as_f64().unwrap_or(0.0),
             ago,
+            python,
             r["reason_en"].as_str().unwrap_or(""),
+        );
+    }
+    if snap
+        .nodes
+        .iter()
+        .any(|n| !n.python_version.is_empty() && n.python_version != admin.python_version)
+    {
+        println!(
+            "* another patch of the cluster's Python {}: Ray accepts it; install {} there to match exactly.",
+            admin.python_version, admin.python_version
         );
     }
     Ok(ExitCode::SUCCESS)

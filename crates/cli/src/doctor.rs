@@ -86,21 +86,39 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let enrolled = Enrollment::load(&dirs).ok().flatten();
     let head = HeadInfo::read(&dirs);
 
-    // The runtime this machine's nodes need.
+    // The runtime this machine's nodes need: the cluster's Python down to the patch, or another
+    // patch of its minor (Ray accepts it).
     let spec = match &enrolled {
         Some(e) => RuntimeSpec {
             ray: e.ray_version.clone(),
-            python: e
-                .python_version
-                .split('.')
-                .take(2)
-                .collect::<Vec<_>>()
-                .join("."),
+            python: e.python_version.clone(),
         },
         None => RuntimeSpec::default(),
     };
-    checks.push(match RuntimeManager::new(&dirs.data).installed(&spec) {
-        Ok(rt) => check(
+    let manager = RuntimeManager::new(&dirs.data);
+    let found = match &enrolled {
+        Some(_) => manager.installed_matching(&spec.ray, &spec.python),
+        None => manager.installed(&spec).ok(),
+    };
+    checks.push(match found {
+        Some(rt) if enrolled.is_some() && rt.python_full != spec.python => check(
+            "runtime",
+            Status::Warn,
+            format!(
+                "Ray {} with Python {} in {}: the cluster runs Python {} (Ray accepts another \
+                 patch of the same minor, and says so in its log)",
+                rt.spec.ray,
+                rt.python_full,
+                rt.dir.display(),
+                spec.python
+            ),
+        )
+        .fix(format!(
+            "install Python {} here (python.org, `uv python install {}`, your package manager); \
+             the node uses it from its next start",
+            spec.python, spec.python
+        )),
+        Some(rt) => check(
             "runtime",
             Status::Ok,
             format!(
@@ -110,7 +128,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 rt.dir.display()
             ),
         ),
-        Err(_) => check(
+        None => check(
             "runtime",
             Status::Warn,
             format!(
@@ -150,6 +168,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     });
 
     checks.push(ports_check(&dirs, head.is_some()).await);
+    checks.extend(node_check(&dirs).await);
     checks.push(start_at_login_check());
 
     // The head: this machine's, or the one it joined.
@@ -201,6 +220,38 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Status::Warn => 1,
         Status::Fail => 2,
     }))
+}
+
+/// The running worker's Ray node, as its agent reports it: Ray's own reason when Ray cannot run
+/// it. `None` when no worker runs here.
+async fn node_check(dirs: &flotilla_host::Dirs) -> Option<Check> {
+    let reply =
+        flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "decision"}))
+            .await
+            .ok()?;
+    let e = &reply["decision"]["enforcement"];
+    Some(match e["failure"]["reason"].as_str() {
+        Some(reason) if e["state"] == "error" => {
+            check("ray node", Status::Fail, format!("Ray cannot run this machine's node: {reason}"))
+                .fix(match e["failure"]["kind"].as_str() {
+                    Some("ray_version_mismatch") => {
+                        "install the cluster's Python (the version above); the worker tries again every minute"
+                    }
+                    Some("ray_port_taken") => {
+                        "stop the program on that port, or give the worker other ports (--node-ports)"
+                    }
+                    _ => "see the node's log under Flotilla's logs directory; the worker keeps trying",
+                })
+        }
+        _ => check(
+            "ray node",
+            Status::Ok,
+            format!(
+                "the worker's Ray node runs ({})",
+                e["state"].as_str().unwrap_or("starting")
+            ),
+        ),
+    })
 }
 
 /// The ports Flotilla and its Ray nodes listen on by default: free, or held by Flotilla itself

@@ -55,7 +55,19 @@ pub async fn enroll(
     name: String,
     cpus: Option<u32>,
 ) -> anyhow::Result<enrollment::Enrollment> {
-    let machine = Machine::this(name, cpus);
+    let mut machine = Machine::this(name, cpus);
+    // The head refuses, before the code is used, a machine that cannot run its Python.
+    let dirs = flotilla_host::Dirs::from_env();
+    match flotilla_ray::RuntimeManager::new(&dirs.data)
+        .pythons()
+        .await
+    {
+        Ok(p) => {
+            machine.python_versions = p.versions;
+            machine.python_downloads = p.downloads;
+        }
+        Err(e) => tracing::warn!("cannot list this machine's Pythons: {e}"),
+    }
     let (enrolled, credential, token) = enrollment::join(code, &machine).await?;
     let saved = enrolled.clone();
     tokio::task::spawn_blocking(move || {

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 pub mod admin;
 pub mod demo;
 pub mod doctor;
+pub mod env_cmd;
+pub mod jobs;
 pub mod join;
 pub mod pause;
 pub mod progress;
@@ -78,6 +80,14 @@ enum Command {
     /// Run a command as a Ray job on the cluster, optionally with stored secrets as its
     /// environment variables, and follow its logs.
     Submit(submit::SubmitArgs),
+    /// Create a Python environment that matches the cluster (its Python and Ray) for your own
+    /// drivers and packages.
+    Env(env_cmd::EnvArgs),
+    /// Run a driver on this machine against the cluster (RAY_ADDRESS and the token set), after
+    /// checking that its Python and Ray can join it.
+    Run(env_cmd::RunArgs),
+    /// The cluster's jobs: list them (with why a job failed), print a job's logs, stop one.
+    Jobs(jobs::JobsArgs),
     /// Manage secrets (API keys, tokens) in the OS keyring.
     #[command(subcommand)]
     Secret(secret_cmd::SecretCommand),
@@ -111,6 +121,7 @@ impl Command {
                 | Command::Worker(_)
                 | Command::Demo(_)
                 | Command::Submit(_)
+                | Command::Run(_)
         )
     }
 }
@@ -148,6 +159,9 @@ pub fn main() -> ExitCode {
             Command::Sensors(args) => sense::sensors(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Submit(args) => submit::run(args).await,
+            Command::Jobs(args) => jobs::run(args).await,
+            Command::Env(args) => env_cmd::env(args).await,
+            Command::Run(args) => env_cmd::run(args).await,
             Command::Pause(args) => pause::pause(args).await,
             Command::Resume(args) => pause::resume(args).await,
             Command::Secret(cmd) => secret_cmd::run(cmd).await,

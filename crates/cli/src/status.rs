@@ -143,6 +143,10 @@ fn this_machine(d: &serde_json::Value) -> String {
         ),
         "draining" => "finishing its tasks, then pausing".into(),
         "paused" => "paused".into(),
+        "error" => format!(
+            "cannot run its Ray node ({})",
+            e["failure"]["reason"].as_str().unwrap_or("see its log")
+        ),
         _ => format!("{} CPUs decided", d["decision"]["target_cpus"]),
     };
     let advertised = e["advertised_cpus"]

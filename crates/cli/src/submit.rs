@@ -25,6 +25,18 @@ pub struct SubmitArgs {
     /// Upload this directory and run the command inside it on every node.
     #[arg(long, value_name = "DIR")]
     working_dir: Option<PathBuf>,
+    /// Install these packages (pip requirement specifiers, e.g. `pandas==2.2.3`) for the job on
+    /// every node it uses, in a virtualenv made from the cluster's runtime and cached by Ray.
+    #[arg(long, value_name = "PKG", num_args = 1..)]
+    pip: Vec<String>,
+    /// Install the packages of this requirements file for the job (as --pip does).
+    #[arg(long, value_name = "FILE")]
+    requirements: Option<PathBuf>,
+    /// The job's Ray runtime environment from a YAML or JSON file, as `ray job submit
+    /// --runtime-env` reads it (`pip`, `uv`, `working_dir`, `py_modules`, `env_vars`, ...);
+    /// the options above are added to it.
+    #[arg(long, value_name = "FILE")]
+    runtime_env: Option<PathBuf>,
     /// Print the job id and return at once instead of following the logs.
     #[arg(long)]
     no_wait: bool,
@@ -63,6 +75,25 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, String)> {
     Ok((name, var))
 }
 
+/// The requirement lines of a requirements file: comments and blank lines dropped, options
+/// (`-r other.txt`, `--index-url ...`) kept, since pip reads them in Ray's requirements file too.
+fn read_requirements(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--requirements {}: cannot read it", file.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "--requirements {}: the file lists no package",
+        file.display()
+    );
+    Ok(lines)
+}
+
 /// Quotes one word for a POSIX shell (Ray runs the entrypoint through one).
 fn shell_quote(word: &str) -> String {
     if !word.is_empty()
@@ -82,6 +113,17 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| parse_secret(s))
         .collect::<anyhow::Result<_>>()?;
+    let mut pip = args.pip.clone();
+    if let Some(file) = &args.requirements {
+        pip.extend(read_requirements(file)?);
+    }
+    let runtime_env_text = match &args.runtime_env {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--runtime-env {}: cannot read it", f.display()))?,
+        ),
+        None => None,
+    };
     let working_dir = match &args.working_dir {
         Some(d) => Some(
             std::fs::canonicalize(d)
@@ -115,12 +157,16 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = working_dir {
         runtime_env.insert("working_dir".into(), serde_json::json!(d));
     }
+    if !pip.is_empty() {
+        runtime_env.insert("pip".into(), serde_json::json!(pip));
+    }
     let entrypoint: Vec<String> = args.command.iter().map(|w| shell_quote(w)).collect();
     let spec = serde_json::json!({
         "address": info.ray_dashboard,
         "entrypoint": entrypoint.join(" "),
         "runtime_env": runtime_env,
-        "wait": !args.no_wait,
+        "runtime_env_file": args.runtime_env.as_ref().map(|f| f.display().to_string()),
+        "runtime_env_text": runtime_env_text,
     });
 
     let python = info.runtime().python();
@@ -132,6 +178,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .envs(token.env())
         .env_remove("RAY_ADDRESS")
         .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot run {}", python.display()))?;
@@ -141,12 +188,31 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         use tokio::io::AsyncWriteExt;
         stdin.write_all(&bytes).await?;
     }
-    let status = child.wait().await?;
-    std::io::stdout().flush().ok();
-    Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
-        None => ExitCode::FAILURE,
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        return Ok(ExitCode::from(
+            out.status.code().unwrap_or(1).clamp(1, 255) as u8
+        ));
+    }
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    anyhow::ensure!(
+        !id.is_empty(),
+        "the cluster accepted the job but gave no id"
+    );
+    if args.no_wait {
+        println!("{id}");
+        std::io::stdout().flush().ok();
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "Job {id} submitted; following its logs (Ctrl-C stops following, not the job; \
+         `flotilla jobs logs {id}` shows them later)."
+    );
+    let api = crate::jobs::job_api().await?;
+    Ok(match crate::jobs::follow_job(&api, &id).await? {
+        Some(job) if job.status == "SUCCEEDED" => ExitCode::SUCCESS,
+        Some(_) => ExitCode::FAILURE,
+        None => ExitCode::from(130),
     })
 }
 
@@ -167,6 +233,33 @@ mod tests {
         let e = parse_secret("k=1BAD").unwrap_err().to_string();
         assert!(e.contains("NAME=VAR"), "{e}");
         assert!(parse_secret("k=A-B").is_err());
+    }
+
+    #[test]
+    fn requirements_files_keep_requirements_and_options() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("requirements.txt");
+        std::fs::write(
+            &f,
+            "# the sweep's needs\npandas==2.2.3  # data\n\n  ta>=0.11\n--index-url https://pypi.org/simple\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_requirements(&f).unwrap(),
+            [
+                "pandas==2.2.3",
+                "ta>=0.11",
+                "--index-url https://pypi.org/simple"
+            ]
+        );
+        std::fs::write(&f, "# nothing\n\n").unwrap();
+        assert!(
+            read_requirements(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("no package")
+        );
+        assert!(read_requirements(&tmp.path().join("missing.txt")).is_err());
     }
 
     #[test]

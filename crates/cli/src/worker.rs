@@ -149,14 +149,11 @@ async fn run_once(
                 enrolled.gcs_addresses
             )
         })?;
+    // The head's exact Python where this machine has it or can get it, else another patch of
+    // its minor version.
     let spec = RuntimeSpec {
         ray: enrolled.ray_version.clone(),
-        python: enrolled
-            .python_version
-            .split('.')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("."),
+        python: enrolled.python_version.clone(),
     };
     let fingerprint = enrolled
         .fingerprint()
@@ -192,6 +189,7 @@ async fn run_once(
     // One enrolled agent per home: its control socket is where `flotilla pause` and `status`
     // look for it.
     let run_dir = dirs.run.clone();
+    let mut failures = 0u32;
     let mut agent = loop {
         // A service starts at boot, perhaps before the network, and a laptop may start away
         // from its head: wait for the head rather than exit.
@@ -217,7 +215,21 @@ async fn run_once(
             Err(e) if lost_the_head(&e) => {
                 eprintln!("{e:#}\nThe head went out of reach while the worker started.");
             }
-            Err(e) => return Err(e),
+            Err(e) if gives_up(&e) => return Err(e),
+            // A port taken, a runtime that could not be installed (offline, no Python yet):
+            // a joined machine keeps trying, as a service would, and says why each time.
+            Err(e) => {
+                failures += 1;
+                let wait = retry_delay(failures);
+                eprintln!(
+                    "error: {e:#}\n  Trying again in {} s; Ctrl-C stops.",
+                    wait.as_secs()
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(Outcome::Exit(ExitCode::SUCCESS)),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         }
     };
     eprintln!(
@@ -225,6 +237,7 @@ async fn run_once(
         enrolled.head.join(", ")
     );
     let mut shown = None;
+    let mut failure_shown = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     let outcome = loop {
         tokio::select! {
@@ -247,6 +260,20 @@ async fn run_once(
                 };
             }
             _ = tick.tick() => {
+                // Ray's reason, once per reason, while the node cannot run; the worker keeps
+                // trying (a mismatch mended by installing Python is noticed on the next try).
+                let failure = agent.failure();
+                if failure != failure_shown {
+                    match &failure {
+                        Some(f) => eprintln!(
+                            "error: Ray cannot run this machine's node: {f}\n  {}",
+                            crate::worker::advice(f)
+                        ),
+                        None if failure_shown.is_some() => eprintln!("The Ray node runs again."),
+                        None => {}
+                    }
+                    failure_shown = failure;
+                }
                 // Lost and restored are shown once each, not every retry; "connecting" only
                 // before the first connection.
                 if let Some(link) = agent.link() {
@@ -269,6 +296,59 @@ async fn run_once(
     eprintln!("Stopping...");
     agent.stop().await;
     Ok(outcome)
+}
+
+/// How long a joined worker waits before starting again after its `failures`-th failed start:
+/// 5 s, doubling, at most a minute.
+fn retry_delay(failures: u32) -> std::time::Duration {
+    let secs = 5u64.saturating_mul(1 << failures.saturating_sub(1).min(4));
+    std::time::Duration::from_secs(secs.min(60))
+}
+
+/// Whether a failed start ends the worker rather than being tried again: another agent of this
+/// home runs already (two would fight over the node), its control channel cannot be made, or a
+/// version or argument is malformed.
+fn gives_up(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<flotilla_agent::Error>(),
+            Some(
+                flotilla_agent::Error::AnotherAgent { .. } | flotilla_agent::Error::Control { .. }
+            )
+        ) || matches!(
+            cause.downcast_ref::<flotilla_ray::Error>(),
+            Some(
+                flotilla_ray::Error::InvalidVersion { .. }
+                    | flotilla_ray::Error::InvalidArgument { .. }
+            )
+        )
+    })
+}
+
+/// What to do about a node Ray cannot run, in one line.
+pub fn advice(f: &flotilla_ray::Failure) -> &'static str {
+    use flotilla_ray::FailureKind as K;
+    match f.kind {
+        K::VersionMismatch => {
+            "Install the cluster's Python (the version above) on this machine, or run \
+             `flotilla doctor`; the worker keeps trying every minute"
+        }
+        K::PortTaken => {
+            "Stop the program that uses the port, or choose others with --node-ports; the \
+             worker keeps trying every minute"
+        }
+        K::GcsUnreachable => {
+            "Check that the head runs and that this machine reaches its Ray port; the worker \
+             keeps trying"
+        }
+        K::OutOfMemory => {
+            "Free some memory or give the node a smaller object store (--object-store-mb); \
+             the worker keeps trying"
+        }
+        K::ProcessExited | K::Stalled | K::Other => {
+            "The worker keeps trying; Ray's logs are in the `flotilla doctor` output"
+        }
+    }
 }
 
 /// Whether starting failed because the head went out of reach (the network's doing: wait for
@@ -359,10 +439,18 @@ async fn start(
 ) -> anyhow::Result<Agent> {
     let (progress, bar) = crate::progress::tee(progress);
     let runtime = RuntimeManager::new(&dirs.data)
-        .ensure(&spec, progress)
+        .ensure_matching(&spec.ray, &spec.python, progress)
         .await;
     bar.finish_and_clear();
     let runtime = runtime?;
+    if runtime.python_full != spec.python && spec.python.split('.').count() == 3 {
+        eprintln!(
+            "This machine runs the node on Python {} (the cluster runs {}): uv cannot get {} \
+             here, and Ray accepts another patch of the same minor version. Install Python {} \
+             to match exactly.",
+            runtime.python_full, spec.python, spec.python, spec.python
+        );
+    }
     let agent = Agent::start(
         AgentConfig {
             node_name: name.clone(),
@@ -410,6 +498,29 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::NetworkUnreachable),
         };
         assert!(lost_the_head(&anyhow::Error::from(no_route)));
+    }
+
+    #[test]
+    fn failed_starts_are_tried_again_ever_more_slowly_unless_they_cannot_mend() {
+        let secs: Vec<u64> = (1..=7).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 60, 60, 60]);
+        let another = flotilla_agent::Error::AnotherAgent {
+            path: "/run/agent.sock".into(),
+        };
+        assert!(gives_up(&anyhow::Error::from(another).context("starting")));
+        let taken = flotilla_ray::Error::PortInUse {
+            port: 7480,
+            what: "Ray node manager",
+            option: "--node-ports",
+        };
+        assert!(!gives_up(&anyhow::Error::from(flotilla_agent::Error::Ray(
+            taken
+        ))));
+        let offline = flotilla_ray::Error::Offline {
+            spec: "Ray 2.60.0 on Python 3.11".into(),
+            detail: "dns error".into(),
+        };
+        assert!(!gives_up(&anyhow::Error::from(offline)));
     }
 
     #[test]

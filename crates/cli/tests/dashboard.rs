@@ -1,8 +1,9 @@
 //! The dashboard as a person uses it: a real one-machine cluster (`flotilla up`), its head
 //! serving the built UI, and Debian's chromium driven by `ui/tests/e2e/dashboard.mjs`
 //! (playwright-core): the nodes and their badges, signing in with the admin token, pausing
-//! and resuming the local worker from the page, the head restarting under the page, and the
-//! page in Spanish. Screenshots go to `$CARGO_TARGET_DIR/artefacts/dashboard/` (printed).
+//! and resuming the local worker from the page, the job list with a failed job's reason and a
+//! running job stopped from the page, the head restarting under the page, and the page in
+//! Spanish. Screenshots go to `$CARGO_TARGET_DIR/artefacts/dashboard/` (printed).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -182,6 +183,29 @@ fn the_dashboard_shows_the_cluster_and_pauses_a_node_in_a_real_browser() {
     );
     print!("{}", String::from_utf8_lossy(&size.stdout));
 
+    // Two jobs for the page's job list: one whose dependency does not exist (it fails with
+    // the installer's message), one that runs until an admin stops it from the page.
+    let failed = flotilla(up.home.path())
+        .args([
+            "submit",
+            "--no-wait",
+            "--pip",
+            "flotilla-no-such-package-4e1c==1.0",
+            "--",
+        ])
+        .args(["python", "-c", "print('never')"])
+        .output()
+        .unwrap();
+    assert!(failed.status.success(), "{}", text(&failed));
+    let failed = String::from_utf8_lossy(&failed.stdout).trim().to_string();
+    let long = flotilla(up.home.path())
+        .args(["submit", "--no-wait", "--", "python", "-c"])
+        .arg("import time\nwhile True: time.sleep(1)")
+        .output()
+        .unwrap();
+    assert!(long.status.success(), "{}", text(&long));
+    let long = String::from_utf8_lossy(&long.stdout).trim().to_string();
+
     println!("screenshots: {}", artefacts.display());
     let mut script = Command::new("node")
         .arg(ui.join("tests/e2e/dashboard.mjs"))
@@ -190,6 +214,8 @@ fn the_dashboard_shows_the_cluster_and_pauses_a_node_in_a_real_browser() {
         .env("FLOTILLA_ADMIN_TOKEN", &token)
         .env("ARTEFACTS", &artefacts)
         .env("WORKER", "w1")
+        .env("JOB_FAILED", &failed)
+        .env("JOB_LONG", &long)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -227,6 +253,7 @@ fn the_dashboard_shows_the_cluster_and_pauses_a_node_in_a_real_browser() {
         "cluster-en",
         "admin-en",
         "admin-paused-en",
+        "admin-jobs-en",
         "admin-es",
         "cluster-es",
     ] {

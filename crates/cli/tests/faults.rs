@@ -21,7 +21,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::netns::Lab;
+use common::netns::{Lab, wait_for};
 use common::*;
 
 use std::collections::{BTreeMap, HashMap};
@@ -411,18 +411,6 @@ fn ask(socket: &Path, req: &str) -> Option<serde_json::Value> {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).ok()?;
     serde_json::from_str(&line).ok()
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    start.elapsed()
 }
 
 /// The Ray node id under which `name` is ALIVE, if it is.

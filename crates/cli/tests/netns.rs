@@ -7,48 +7,14 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::netns::Lab;
+use common::netns::{Lab, home, spawn_logged, wait_for};
 use common::*;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const BASE: u16 = 19000;
-
-fn home() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("fn")
-        .tempdir_in("/tmp")
-        .unwrap()
-}
-
-/// Starts a long-running command with its output in a file of `home` (a pipe nobody reads
-/// could fill up and stall it).
-fn spawn_logged(mut cmd: std::process::Command, home: &Path, name: &str) -> Child {
-    let log = std::fs::File::create(home.join(format!("{name}.out"))).unwrap();
-    cmd.stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn status(lab: &Lab, head: &Path) -> Option<serde_json::Value> {
-    let out = lab
-        .flotilla("h", head)
-        .args([
-            "status",
-            "--json",
-            "--api",
-            &format!("http://127.0.0.1:{BASE}"),
-        ])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
 
 /// Whether Ray lists a node of this name ALIVE.
 fn alive(snapshot: &serde_json::Value, name: &str) -> bool {
@@ -66,18 +32,6 @@ fn alive_at(snapshot: &serde_json::Value, name: &str, ip: &str) -> bool {
             .iter()
             .any(|n| n["name"] == name && n["state"] == "ALIVE" && n["ip"] == ip)
     })
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    start.elapsed()
 }
 
 fn demo(lab: &Lab, head: &Path, evals: u32) -> std::process::Command {
@@ -114,7 +68,8 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
         .env("RAY_health_check_failure_threshold", "5");
     let mut up = spawn_logged(up, head, "up");
     wait_for("the head", Duration::from_secs(180), || {
-        status(&lab, head).is_some_and(|s| s["totals"]["nodes_alive"] == 1)
+        lab.status("h", head, BASE)
+            .is_some_and(|s| s["totals"]["nodes_alive"] == 1)
     });
 
     let out = lab
@@ -138,9 +93,10 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     }
     // The cluster forms: three nodes ALIVE in Flotilla's snapshot, both workers in session.
     wait_for("three nodes", Duration::from_secs(180), || {
-        status(&lab, head).is_some_and(|s| s["totals"]["nodes_alive"] == 3)
+        lab.status("h", head, BASE)
+            .is_some_and(|s| s["totals"]["nodes_alive"] == 3)
     });
-    let snap = status(&lab, head).unwrap();
+    let snap = lab.status("h", head, BASE).unwrap();
     let agents = snap["agents"].as_array().unwrap();
     for name in ["a", "b"] {
         assert!(
@@ -176,7 +132,7 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     wait_for(
         "the head to see a's Ray node dead",
         Duration::from_secs(60),
-        || status(&lab, head).is_some_and(|s| !alive(&s, "a")),
+        || lab.status("h", head, BASE).is_some_and(|s| !alive(&s, "a")),
     );
     check_sweep(&sweep.wait_with_output().unwrap(), 400);
     std::thread::sleep(Duration::from_secs(90).saturating_sub(cut_at.elapsed()));
@@ -184,7 +140,7 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     let back = wait_for(
         "a to rejoin after 90 s away",
         Duration::from_secs(120),
-        || status(&lab, head).is_some_and(|s| alive(&s, "a")),
+        || lab.status("h", head, BASE).is_some_and(|s| alive(&s, "a")),
     );
     eprintln!("after a 90 s cut, a was ALIVE again {back:?} after its link returned");
 
@@ -193,12 +149,12 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     for i in 0..5 {
         lab.cut("a");
         wait_for("a declared dead", Duration::from_secs(60), || {
-            status(&lab, head).is_some_and(|s| !alive(&s, "a"))
+            lab.status("h", head, BASE).is_some_and(|s| !alive(&s, "a"))
         });
         std::thread::sleep(Duration::from_secs(5));
         lab.restore("a");
         let t = wait_for("a to rejoin", Duration::from_secs(120), || {
-            status(&lab, head).is_some_and(|s| alive(&s, "a"))
+            lab.status("h", head, BASE).is_some_and(|s| alive(&s, "a"))
         });
         eprintln!("cut {}: ALIVE again {t:?} after the link returned", i + 1);
         rejoins.push(t);
@@ -211,13 +167,16 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     let t = wait_for(
         "a to rejoin at its new address",
         Duration::from_secs(120),
-        || status(&lab, head).is_some_and(|s| alive_at(&s, "a", &new_ip)),
+        || {
+            lab.status("h", head, BASE)
+                .is_some_and(|s| alive_at(&s, "a", &new_ip))
+        },
     );
     eprintln!("address change: a ALIVE at {new_ip} {t:?} after the change");
 
     // The control session came back too, and the cluster still computes right.
     wait_for("a's session", Duration::from_secs(60), || {
-        status(&lab, head).is_some_and(|s| {
+        lab.status("h", head, BASE).is_some_and(|s| {
             s["agents"]
                 .as_array()
                 .is_some_and(|a| a.iter().any(|a| a["name"] == "a" && a["connected"] == true))

@@ -9,8 +9,8 @@
 //!
 //! Admin, with `Authorization: Bearer <admin token>` (the token the control plane checks for
 //! `Admin` gRPC calls, compared by [`ControlPlane::is_admin_token`]): `GET /api/v1/whoami`,
-//! `POST /api/v1/nodes/{node}/pause` and `/resume`, `POST /api/v1/invites`. The request and
-//! reply bodies are in [`crate::dto`].
+//! `POST /api/v1/nodes/{node}/pause` and `/resume`, `POST /api/v1/invites`,
+//! `POST /api/v1/jobs/{id}/stop`. The request and reply bodies are in [`crate::dto`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,7 @@ fn router(state: ApiState) -> Router {
         .route("/api/v1/nodes/{node}/pause", post(pause))
         .route("/api/v1/nodes/{node}/resume", post(resume))
         .route("/api/v1/invites", post(invite))
+        .route("/api/v1/jobs/{id}/stop", post(stop_job))
         .route("/metrics", get(metrics))
         .fallback(crate::ui::serve)
         .with_state(Arc::new(state))
@@ -99,6 +100,7 @@ async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
         Ok(mut snap) => {
             if let Some(f) = &s.fleet {
                 snap.agents = f.agents();
+                snap.python_version = f.python_version();
             }
             Json(snap).into_response()
         }
@@ -182,6 +184,7 @@ async fn events(
             {
                 let mut full = ClusterSnapshot::clone(&snap);
                 full.agents = fleet.agents();
+                full.python_version = fleet.python_version();
                 sent = Some(snap);
                 let event = Event::default()
                     .event("cluster")
@@ -402,6 +405,32 @@ async fn resume(
     };
     tracing::info!(node, "resume from the HTTP API");
     send_command(fleet, &node, Cmd::Resume(pb::Resume {}))
+}
+
+/// Asks Ray to stop a job (Ray ends its driver and tasks; the snapshot shows it STOPPED).
+async fn stop_job(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&s, &headers) {
+        return r;
+    }
+    tracing::info!(job = id, "stop from the HTTP API");
+    match s.ray.stop_job(&id).await {
+        Ok(stopped) => Json(crate::dto::StopJobReply { id, stopped }).into_response(),
+        Err(flotilla_ray::Error::InvalidArgument { .. }) => error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "not a Ray job id (letters, digits, `_` and `-`)",
+        ),
+        Err(flotilla_ray::Error::Http { status: 404, .. }) => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("the cluster has no job {id:?}"),
+        ),
+        Err(e) => to_response(&e),
+    }
 }
 
 async fn invite(State(s): State<Arc<ApiState>>, headers: HeaderMap, bytes: Bytes) -> Response {

@@ -78,6 +78,15 @@ pub struct CommandReply {
     pub delivered: bool,
 }
 
+/// The reply to `POST /api/v1/jobs/{id}/stop`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct StopJobReply {
+    pub id: String,
+    /// Whether Ray stopped it now (`false`: it had already ended).
+    pub stopped: bool,
+}
+
 /// The body of `POST /api/v1/invites` (all optional: one machine, 24 hours).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -149,6 +158,7 @@ mod tests {
         super::InviteRequest::export_all(&cfg).unwrap();
         super::InviteReply::export_all(&cfg).unwrap();
         super::Whoami::export_all(&cfg).unwrap();
+        super::StopJobReply::export_all(&cfg).unwrap();
     }
 
     /// Run with `FLOTILLA_WRITE_BINDINGS=1` to rewrite `ui/src/lib/generated/`.

@@ -109,6 +109,7 @@ impl RayView {
                         _ => pb::JobStatus::Unspecified,
                     } as i32,
                     entrypoint: j.entrypoint.clone(),
+                    reason: j.reason.clone().unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -252,6 +253,11 @@ impl ControlPlane {
             python_version: ray.python_version.clone(),
             ray_token: ray.token.expose().to_string(),
         }
+    }
+
+    /// The cluster's Python version (the head's, `3.11.7`).
+    pub fn python_version(&self) -> String {
+        self.inner.config.ray.python_version.clone()
     }
 
     /// Takes Ray's latest view of the cluster for the snapshot.
@@ -765,6 +771,7 @@ impl ControlPlane {
                     name: l.record.name.clone(),
                     state: view.proto_state,
                     reason: l.report.as_ref().and_then(|r| r.reason.clone()),
+                    python_version: view.python_version.clone(),
                     cpus_advertised: view.cpus_advertised,
                     cpus_total: f64::from(l.record.cpus),
                     cpus_used: l
@@ -830,6 +837,9 @@ pub struct AgentView {
     pub battery_percent: Option<f64>,
     pub ray_node_id: String,
     pub last_seen_unix_ms: i64,
+    /// The Python version the node's runtime runs (`3.11.2`; empty until it reports one).
+    #[serde(default)]
+    pub python_version: String,
     #[serde(skip)]
     proto_state: i32,
 }
@@ -870,6 +880,7 @@ impl AgentView {
             battery_percent: n.battery_percent,
             ray_node_id: String::new(),
             last_seen_unix_ms: n.last_seen_unix_ms,
+            python_version: n.python_version.clone(),
             proto_state: n.state,
         }
     }
@@ -939,9 +950,48 @@ impl AgentView {
             battery_percent: r.and_then(|r| r.battery_percent),
             ray_node_id: r.map(|r| r.ray_node_id.clone()).unwrap_or_default(),
             last_seen_unix_ms: l.last_seen_ms,
+            python_version: r.map(|r| r.python_version.clone()).unwrap_or_default(),
             proto_state,
         }
     }
+}
+
+fn redeem_status(e: registry::RedeemError) -> Status {
+    match e {
+        registry::RedeemError::Unknown => Status::permission_denied(
+            "the head does not know this join code (it was made by another head, or mistyped); \
+             ask for a new one",
+        ),
+        registry::RedeemError::Expired => Status::permission_denied(
+            "this join code has expired; ask the head's admin for a new one (`flotilla invite`)",
+        ),
+        registry::RedeemError::UsedUp => Status::permission_denied(
+            "this join code has already been used as many times as it allows; ask for a new \
+             one (`flotilla invite --uses N`)",
+        ),
+        registry::RedeemError::Registry(e) => internal(e),
+    }
+}
+
+/// Why a machine offering `offered` Pythons (and downloads, or not) cannot run a node of a
+/// cluster on Python `cluster` (`3.11.7`): Ray accepts another patch of the same minor, never
+/// another minor. `None` when it can, or when the machine did not say (an older agent).
+pub fn python_refusal(offered: &[String], downloads: bool, cluster: &str) -> Option<String> {
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    let wanted = minor(cluster);
+    if offered.is_empty() || downloads || offered.iter().any(|v| minor(v) == wanted) {
+        return None;
+    }
+    let mut has: Vec<&str> = offered.iter().map(String::as_str).collect();
+    has.sort_unstable();
+    has.dedup();
+    Some(format!(
+        "this machine has Python {} and cannot download another, but the fleet runs Python \
+         {cluster}, and Ray needs the same minor version ({wanted}) on every node. Install Python \
+         {wanted} (from python.org, `brew install python@{wanted}`, `apt install python{wanted}`, \
+         or `uv python install {cluster}`) and join again with the same code: it was not used",
+        has.join(", ")
+    ))
 }
 
 fn ms_of(t: SystemTime) -> i64 {
@@ -1059,24 +1109,20 @@ impl Fleet for ControlPlane {
                 req.arch.clone(),
                 req.cpus,
             );
+            let cluster_python = self.inner.config.ray.python_version.clone();
+            let refusal =
+                python_refusal(&req.python_versions, req.python_downloads, &cluster_python);
             blocking(move || {
+                if let Some(why) = refusal {
+                    // Said only to holders of a usable code, and the code stays unused.
+                    registry
+                        .check_invite(&secret, SystemTime::now())
+                        .map_err(redeem_status)?;
+                    return Err(Status::failed_precondition(why));
+                }
                 registry
                     .redeem_invite(&secret, SystemTime::now())
-                    .map_err(|e| match e {
-                        registry::RedeemError::Unknown => Status::permission_denied(
-                            "the head does not know this join code (it was made by another head, \
-                         or mistyped); ask for a new one",
-                        ),
-                        registry::RedeemError::Expired => Status::permission_denied(
-                            "this join code has expired; ask the head's admin for a new one \
-                         (`flotilla invite`)",
-                        ),
-                        registry::RedeemError::UsedUp => Status::permission_denied(
-                            "this join code has already been used as many times as it allows; ask \
-                         for a new one (`flotilla invite --uses N`)",
-                        ),
-                        registry::RedeemError::Registry(e) => internal(e),
-                    })?;
+                    .map_err(redeem_status)?;
                 let id = registry
                     .enroll(
                         &name,
@@ -1313,6 +1359,34 @@ impl Fleet for ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_machine_without_the_clusters_minor_python_is_refused_with_what_to_install() {
+        let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Another patch of the same minor, several Pythons, or one it can download: accepted.
+        assert_eq!(python_refusal(&v(&["3.11.2"]), false, "3.11.7"), None);
+        assert_eq!(
+            python_refusal(&v(&["3.12.1", "3.11.9"]), false, "3.11.7"),
+            None
+        );
+        assert_eq!(python_refusal(&v(&["3.12.1"]), true, "3.11.7"), None);
+        // Not said (an older agent): accepted, as before.
+        assert_eq!(python_refusal(&[], false, "3.11.7"), None);
+        // Only other minors, no downloads: refused, naming both sides and the fix.
+        let why = python_refusal(&v(&["3.12.1", "3.10.13", "3.12.1"]), false, "3.11.7").unwrap();
+        for part in [
+            "Python 3.10.13, 3.12.1",
+            "the fleet runs Python 3.11.7",
+            "same minor version (3.11)",
+            "Install Python 3.11",
+            "uv python install 3.11.7",
+            "it was not used",
+        ] {
+            assert!(why.contains(part), "{part:?} in {why}");
+        }
+        // 3.1 is not 3.11.
+        assert!(python_refusal(&v(&["3.1.4"]), false, "3.11.7").is_some());
+    }
 
     fn plane() -> ControlPlane {
         ControlPlane::new(FleetConfig {

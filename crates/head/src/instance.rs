@@ -215,7 +215,15 @@ impl Head {
         };
         let dashboard = node.dashboard().expect("a head node has a dashboard");
         let ray = Supervisor::start(node).await?;
-        ray.wait_ready(Duration::from_secs(120)).await?;
+        // No fixed limit: the supervisor gives up once the node stops making progress, and a
+        // failed start ends this with Ray's reason.
+        if let Err(e) = ray
+            .wait_ready(flotilla_ray::supervisor::START_AT_MOST)
+            .await
+        {
+            ray.stop().await;
+            return Err(e.into());
+        }
         let head_ip = dashboard
             .nodes()
             .await?

@@ -471,33 +471,21 @@ impl Registry {
         let now = millis(now)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
-        let rows: Vec<InviteRow> = {
-            let mut stmt =
-                tx.prepare("SELECT id, salt, hash, uses_left, expires_at FROM invites")?;
-            stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?
-        };
-        let mut found = None;
-        for (id, salt, hash, uses_left, expires_at) in rows {
-            if hash_matches(INVITE_DOMAIN, &salt, &hash, secret) {
-                found = Some((id, uses_left, expires_at));
-            }
-        }
-        let (id, uses_left, expires_at) = found.ok_or(RedeemError::Unknown)?;
-        if now >= expires_at {
-            return Err(RedeemError::Expired);
-        }
-        if uses_left <= 0 {
-            return Err(RedeemError::UsedUp);
-        }
+        let id = usable_invite(&tx, secret, now)?;
         tx.execute(
             "UPDATE invites SET uses_left = uses_left - 1 WHERE id = ?1",
-            [id],
+            [id.0],
         )?;
         tx.commit()?;
-        Ok(InviteId(id))
+        Ok(id)
+    }
+
+    /// Whether `secret` is an invite that could be redeemed now, without using it.
+    pub fn check_invite(&self, secret: &Secret, now: SystemTime) -> Result<InviteId, RedeemError> {
+        let now = millis(now)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        usable_invite(&tx, secret, now)
     }
 
     /// Enrolls a node under `name` with its credential (stored hashed). The caller has redeemed
@@ -1034,4 +1022,33 @@ fn create_private_file(path: &Path) -> Result<()> {
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
+}
+
+/// The invite `secret` opens, if it can be redeemed at `now` (Unix ms).
+fn usable_invite(
+    tx: &rusqlite::Transaction<'_>,
+    secret: &Secret,
+    now: i64,
+) -> Result<InviteId, RedeemError> {
+    let rows: Vec<InviteRow> = {
+        let mut stmt = tx.prepare("SELECT id, salt, hash, uses_left, expires_at FROM invites")?;
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let mut found = None;
+    for (id, salt, hash, uses_left, expires_at) in rows {
+        if hash_matches(INVITE_DOMAIN, &salt, &hash, secret) {
+            found = Some((id, uses_left, expires_at));
+        }
+    }
+    let (id, uses_left, expires_at) = found.ok_or(RedeemError::Unknown)?;
+    if now >= expires_at {
+        return Err(RedeemError::Expired);
+    }
+    if uses_left <= 0 {
+        return Err(RedeemError::UsedUp);
+    }
+    Ok(InviteId(id))
 }

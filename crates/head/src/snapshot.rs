@@ -17,6 +17,10 @@ pub const JOBS_SHOWN: usize = 50;
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ClusterSnapshot {
     pub ray_version: String,
+    /// The cluster's Python version (the head's; a node may run another patch of it, see
+    /// `agents[].python_version`). Empty where not known.
+    #[serde(default)]
+    pub python_version: String,
     pub ray_address: String,
     pub generated_at_ms: u64,
     pub nodes: Vec<NodeView>,
@@ -71,6 +75,7 @@ impl ClusterSnapshot {
                         })
                         .into(),
                     entrypoint: j.entrypoint.clone(),
+                    reason: Some(j.reason.clone()).filter(|m| !m.is_empty()),
                     ..Default::default()
                 })
                 .collect(),
@@ -128,6 +133,13 @@ pub struct JobView {
     pub entrypoint: String,
     pub start_time_ms: Option<u64>,
     pub end_time_ms: Option<u64>,
+    /// Ray's whole message about the job (for a failed one, with Ray's traceback).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Why the job ended as it did, in one line: for a failed one, Ray's reason, or the
+    /// installer's error when its dependencies did not install.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A node's resources and state as the GCS knows them right now. The dashboard's node table
@@ -276,6 +288,11 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
             entrypoint: j.entrypoint,
             start_time_ms: j.start_time.filter(|t| *t > 0),
             end_time_ms: j.end_time.filter(|t| *t > 0),
+            reason: j
+                .message
+                .as_deref()
+                .and_then(flotilla_ray::state::job_reason),
+            message: j.message.filter(|m| !m.is_empty()),
         })
         .collect();
     // Every live job, then the newest finished ones up to JOBS_SHOWN in all.
@@ -288,6 +305,7 @@ pub(crate) fn merge(ray_address: &str, read: RayRead, generated_at_ms: u64) -> C
     jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time_ms));
     ClusterSnapshot {
         ray_version,
+        python_version: String::new(),
         ray_address: ray_address.to_string(),
         generated_at_ms,
         nodes: views,
@@ -341,6 +359,7 @@ mod tests {
                 id: "raysubmit_1".into(),
                 status: pb::JobStatus::Running as i32,
                 entrypoint: "python sweep.py".into(),
+                reason: String::new(),
             }],
         };
         let d = ClusterSnapshot::of_fleet(&s);

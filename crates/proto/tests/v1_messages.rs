@@ -39,6 +39,7 @@ fn report() -> AgentReport {
         memory_available_bytes: 9 << 30,
         ray_node_id: "a1b2c3".into(),
         running_tasks: 4,
+        python_version: "3.11.2".into(),
         contributed_cpu_seconds: 29.75,
         contributions: vec![
             ContributionRecord {
@@ -65,6 +66,8 @@ fn join_messages_round_trip() {
         arch: "x86_64".into(),
         cpus: 16,
         memory_bytes: 32 << 30,
+        python_versions: vec!["3.12.1".into(), "3.11.2".into()],
+        python_downloads: false,
         agent_version: "0.1.0".into(),
     });
     round_trip(&JoinReply {
@@ -118,6 +121,7 @@ fn cluster_and_admin_messages_round_trip() {
             name: "laptop".into(),
             state: NodeState::Paused as i32,
             reason: Some(reason()),
+            python_version: "3.11.2".into(),
             cpus_advertised: 0.0,
             cpus_total: 8.0,
             cpus_used: 0.0,
@@ -137,6 +141,7 @@ fn cluster_and_admin_messages_round_trip() {
             id: "raysubmit_1".into(),
             status: JobStatus::Running as i32,
             entrypoint: "python sweep.py".into(),
+            reason: "installing the job's dependencies failed: No matching distribution".into(),
         }],
     });
     round_trip(&InviteRequest {

@@ -68,12 +68,19 @@ pub enum Error {
     )]
     HeadUnreachable { addr: SocketAddr, detail: String },
 
-    #[error("the Ray {role} node did not become ready within {secs} s; its log is {}", log.display())]
+    #[error(
+        "the Ray {role} node made no progress for {secs} s without becoming ready; its log is {}",
+        log.display()
+    )]
     NotReady {
         role: &'static str,
         secs: u64,
         log: PathBuf,
     },
+
+    /// The node's first start failed, with Ray's reason; its supervisor keeps retrying.
+    #[error("the Ray node cannot start: {failure}")]
+    NodeFailed { failure: crate::Failure },
 
     #[error("the Ray dashboard at {url} answered {status}: {detail}")]
     Http {

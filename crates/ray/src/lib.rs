@@ -12,6 +12,7 @@
 //! `ray stop` (which kills every Ray process on the machine).
 
 pub mod error;
+pub mod failure;
 pub mod grpc;
 pub mod ports;
 pub mod runtime;
@@ -22,6 +23,7 @@ pub mod uv;
 pub mod versions;
 
 pub use error::{Error, Result};
+pub use failure::{Failure, FailureKind};
 pub use ports::NodePorts;
 pub use runtime::{Progress, Runtime, RuntimeManager};
 pub use state::StateClient;

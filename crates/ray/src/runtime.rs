@@ -83,6 +83,10 @@ pub struct Marker {
     /// The interpreter's full version, e.g. `3.11.7`.
     pub python_full: String,
     pub created_unix: u64,
+    /// The packages installed beside Ray ([`EXTRA_PACKAGES`] when the runtime was made or last
+    /// brought up to date); a runtime missing some gets them on its next check.
+    #[serde(default)]
+    pub extras: Vec<String>,
 }
 
 /// An installed, verified runtime.
@@ -117,7 +121,8 @@ fn ray_in(dir: &Path) -> PathBuf {
     Runtime::bin_dir(dir).join(if cfg!(windows) { "ray.exe" } else { "ray" })
 }
 
-fn python_in(dir: &Path) -> PathBuf {
+/// The Python interpreter of the virtual environment at `dir`.
+pub fn python_in(dir: &Path) -> PathBuf {
     Runtime::bin_dir(dir).join(if cfg!(windows) {
         "python.exe"
     } else {
@@ -263,10 +268,231 @@ impl RuntimeManager {
             )));
         }
         check_ray_version(spec, dir).await?;
+        let missing: Vec<&str> = EXTRA_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| !marker.extras.iter().any(|e| e == p))
+            .collect();
+        if !missing.is_empty() {
+            // Made by an older Flotilla: add what is new rather than build it again.
+            let uv = crate::uv::ensure_uv(&self.data_dir, &no_progress()).await?;
+            let mut pip = Command::new(&uv);
+            pip.args(["pip", "install", "--no-config", "--quiet", "--python"])
+                .arg(python_in(dir))
+                .args(&missing);
+            uv_run(&mut pip).await.map_err(|detail| {
+                classify(&detail, spec, dir).unwrap_or(Error::Install {
+                    spec: spec.to_string(),
+                    detail,
+                })
+            })?;
+            write_marker(
+                dir,
+                &Marker {
+                    extras: EXTRA_PACKAGES.iter().map(|p| p.to_string()).collect(),
+                    ..marker.clone()
+                },
+            )?;
+        }
         Ok(Runtime {
             spec: spec.clone(),
             dir: dir.to_path_buf(),
             python_full: marker.python_full,
+        })
+    }
+
+    /// The installed runtime [`ensure_matching`](Self::ensure_matching) would pick for a node
+    /// of a cluster on Ray `ray` and Python `python_full`, without checking or installing
+    /// anything: one on exactly that Python, else one on the same minor.
+    pub fn installed_matching(&self, ray: &str, python_full: &str) -> Option<Runtime> {
+        let minor = crate::versions::minor_of(python_full);
+        let runtimes: Vec<RuntimeEntry> = self
+            .list()
+            .ok()?
+            .into_iter()
+            .filter(|e| e.complete && e.spec.ray == ray)
+            .collect();
+        let pick = runtimes
+            .iter()
+            .find(|e| e.python_full.as_deref() == Some(python_full))
+            .or_else(|| {
+                runtimes.iter().find(|e| {
+                    e.python_full
+                        .as_deref()
+                        .is_some_and(|p| crate::versions::minor_of(p) == minor)
+                })
+            })?;
+        Some(Runtime {
+            spec: pick.spec.clone(),
+            dir: pick.dir.clone(),
+            python_full: pick.python_full.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Creates (or brings up to date) a Python environment at `dir` for the user's own drivers
+    /// and packages: exactly the cluster's Python where uv finds or downloads it (else another
+    /// patch of its minor), with the cluster's Ray and pip. Returns its Python's version.
+    pub async fn project_env(
+        &self,
+        dir: &Path,
+        ray: &str,
+        python_full: &str,
+        progress: ProgressFn,
+    ) -> Result<String> {
+        let spec = RuntimeSpec {
+            ray: ray.into(),
+            python: python_full.into(),
+        };
+        spec.validate()?;
+        let uv = crate::uv::ensure_uv(&self.data_dir, &progress).await?;
+        let current = probe(&python_in(dir)).await.ok();
+        let fits = current.as_ref().is_some_and(|p| {
+            crate::versions::minor_of(&p.python) == crate::versions::minor_of(python_full)
+        });
+        if !fits {
+            progress(Progress::Step {
+                step: Step::CreateEnv,
+                label: format!(
+                    "Creating a Python {python_full} environment in {}",
+                    dir.display()
+                ),
+            });
+            let venv = |python: &str| {
+                let mut c = Command::new(&uv);
+                c.args([
+                    "venv",
+                    "--no-project",
+                    "--no-config",
+                    "--quiet",
+                    "--allow-existing",
+                    "--python",
+                ])
+                .arg(python)
+                .arg(dir);
+                c
+            };
+            let minor = crate::versions::minor_of(python_full);
+            if let Err(detail) = uv_run(&mut venv(python_full)).await {
+                match classify(&detail, &spec, dir) {
+                    Some(Error::NoPython { .. } | Error::Offline { .. })
+                        if minor != python_full =>
+                    {
+                        uv_run(&mut venv(&minor)).await.map_err(|detail| {
+                            classify(&detail, &spec, dir).unwrap_or(Error::NoPython {
+                                python: minor.clone(),
+                                detail,
+                            })
+                        })?;
+                    }
+                    Some(e) => return Err(e),
+                    None => {
+                        return Err(Error::Install {
+                            spec: format!("a Python {python_full} environment"),
+                            detail,
+                        });
+                    }
+                }
+            }
+        }
+        if current.and_then(|p| p.ray).as_deref() != Some(ray) {
+            progress(Progress::Step {
+                step: Step::InstallRay,
+                label: format!("Installing Ray {ray} into {}", dir.display()),
+            });
+            let mut pip = Command::new(&uv);
+            pip.args(["pip", "install", "--no-config", "--quiet", "--python"])
+                .arg(python_in(dir))
+                .arg(format!("ray[default]=={ray}"))
+                .arg("pip");
+            let watcher = watch_size(dir.to_path_buf(), progress.clone());
+            let result = uv_run(&mut pip).await;
+            watcher.abort();
+            result.map_err(|detail| {
+                classify(&detail, &spec, dir).unwrap_or(Error::Install {
+                    spec: spec.to_string(),
+                    detail,
+                })
+            })?;
+        }
+        let now = probe(&python_in(dir))
+            .await
+            .map_err(|detail| Error::Verify {
+                path: dir.to_path_buf(),
+                detail,
+            })?;
+        Ok(now.python)
+    }
+
+    /// The Pythons uv finds on this machine (installed ones: on `PATH`, uv's own, the OS's
+    /// registry), and whether uv may download others.
+    pub async fn pythons(&self) -> Result<Pythons> {
+        let uv = crate::uv::ensure_uv(&self.data_dir, &no_progress()).await?;
+        let out = run_capture(Command::new(&uv).args([
+            "python",
+            "list",
+            "--only-installed",
+            "--no-config",
+            "--output-format",
+            "json",
+        ]))
+        .await
+        .map_err(|detail| Error::Install {
+            spec: "the list of this machine's Pythons".into(),
+            detail,
+        })?;
+        Ok(Pythons {
+            versions: parse_python_list(&out),
+            downloads: downloads_allowed(|k| std::env::var(k).ok()),
+        })
+    }
+
+    /// The runtime a node of a cluster running Ray `ray` on Python `python_full` (e.g.
+    /// `3.11.7`) should use: one already installed with exactly that Python, else a new one
+    /// on exactly that Python where uv can find or download it, else one on another patch of
+    /// the same minor (Ray accepts it at the `minor` match level, [`crate::versions::match_level`]).
+    /// Fails, saying what to install, when not even the minor is available.
+    pub async fn ensure_matching(
+        &self,
+        ray: &str,
+        python_full: &str,
+        progress: ProgressFn,
+    ) -> Result<Runtime> {
+        let minor = crate::versions::minor_of(python_full);
+        for entry in self.list()? {
+            if entry.complete
+                && entry.spec.ray == ray
+                && entry.python_full.as_deref() == Some(python_full)
+            {
+                return self.ensure(&entry.spec, progress).await;
+            }
+        }
+        let exact = RuntimeSpec {
+            ray: ray.into(),
+            python: python_full.into(),
+        };
+        if python_full != minor {
+            match self.ensure(&exact, progress.clone()).await {
+                Ok(rt) => return Ok(rt),
+                Err(Error::NoPython { detail, .. } | Error::Offline { detail, .. }) => {
+                    tracing::info!(
+                        "Python {python_full} is not available here ({}); using another Python {minor}",
+                        detail.lines().last().unwrap_or_default()
+                    );
+                    let _ = self.remove(&exact).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let spec = RuntimeSpec {
+            ray: ray.into(),
+            python: minor.clone(),
+        };
+        self.ensure(&spec, progress).await.map_err(|e| match e {
+            Error::NoPython { detail, .. } => Error::NoPython {
+                python: minor,
+                detail,
+            },
+            e => e,
         })
     }
 
@@ -334,19 +560,11 @@ impl RuntimeManager {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            extras: EXTRA_PACKAGES.iter().map(|p| p.to_string()).collect(),
         };
-        let marker_tmp = dir.join(format!("{MARKER}.tmp"));
-        std::fs::write(
-            &marker_tmp,
-            serde_json::to_vec_pretty(&marker).expect("plain struct"),
-        )
-        .map_err(|e| io_or_disk_full(e, dir))?;
-        // Written under another name first: a failed check leaves no marker behind.
-        if let Err(e) = check_ray_version(spec, dir).await {
-            let _ = std::fs::remove_file(&marker_tmp);
-            return Err(e);
-        }
-        std::fs::rename(&marker_tmp, dir.join(MARKER)).map_err(|e| io_or_disk_full(e, dir))?;
+        // Written last: a failed check leaves no marker behind.
+        check_ray_version(spec, dir).await?;
+        write_marker(dir, &marker)?;
         Ok(Runtime {
             spec: spec.clone(),
             dir: dir.to_path_buf(),
@@ -370,6 +588,71 @@ async fn check_ray_version(spec: &RuntimeSpec, dir: &Path) -> Result<()> {
     } else {
         Err(bad(format!("`ray --version` printed {:?}", out.trim())))
     }
+}
+
+/// The Pythons a machine offers for a runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pythons {
+    /// CPython versions found (`3.11.2`), each once, in uv's order (best first).
+    pub versions: Vec<String>,
+    /// Whether uv may download a Python it does not find.
+    pub downloads: bool,
+}
+
+/// The CPython versions of `uv python list --output-format json`.
+fn parse_python_list(json: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Entry {
+        version: String,
+        #[serde(default)]
+        implementation: String,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(json).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for e in entries {
+        if e.implementation.eq_ignore_ascii_case("cpython") && !out.contains(&e.version) {
+            out.push(e.version);
+        }
+    }
+    out
+}
+
+/// uv downloads a missing Python unless `UV_PYTHON_DOWNLOADS` says `never` or `manual`, or
+/// `UV_OFFLINE` is set (the runtime manager runs uv with `--no-config`: only the environment
+/// counts).
+fn downloads_allowed(var: impl Fn(&str) -> Option<String>) -> bool {
+    let never = var("UV_PYTHON_DOWNLOADS")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "never" | "manual"));
+    let offline = var("UV_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    !never && !offline
+}
+
+/// What a Python interpreter is: its version and the Ray it can import, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Probe {
+    pub python: String,
+    pub ray: Option<String>,
+}
+
+/// Asks `python` its version and its Ray's (without starting Ray).
+pub async fn probe(python: &Path) -> std::result::Result<Probe, String> {
+    const SCRIPT: &str = "import json, sys\n\
+        try:\n    from importlib.metadata import version\n    ray = version('ray')\n\
+        except Exception:\n    ray = None\n\
+        print(json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'ray': ray}))";
+    let out = run_capture(Command::new(python).args(["-c", SCRIPT])).await?;
+    serde_json::from_str(out.trim()).map_err(|e| format!("unexpected answer {:?}: {e}", out.trim()))
+}
+
+/// Writes the marker beside and renames it into place, so it is whole or absent.
+fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
+    let tmp = dir.join(format!("{MARKER}.tmp"));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(marker).expect("plain struct"),
+    )
+    .map_err(|e| io_or_disk_full(e, dir))?;
+    std::fs::rename(&tmp, dir.join(MARKER)).map_err(|e| io_or_disk_full(e, dir))
 }
 
 fn read_marker(dir: &Path) -> Option<Marker> {
@@ -566,6 +849,7 @@ mod tests {
             python: done.python.clone(),
             python_full: "3.11.7".into(),
             created_unix: 1,
+            extras: vec![],
         };
         std::fs::write(
             m.path_of(&done).join(MARKER),
@@ -583,6 +867,38 @@ mod tests {
             m.installed(&half),
             Err(Error::RuntimeMissing { .. })
         ));
+    }
+
+    #[test]
+    fn pythons_are_read_from_uvs_list() {
+        let json = r#"[
+            {"key":"cpython-3.12.1-linux-x86_64-gnu","version":"3.12.1","implementation":"cpython","path":"/a"},
+            {"key":"cpython-3.11.2-linux-x86_64-gnu","version":"3.11.2","implementation":"cpython","path":"/usr/bin/python3.11"},
+            {"key":"cpython-3.11.2-linux-x86_64-gnu","version":"3.11.2","implementation":"cpython","path":"/usr/bin/python3"},
+            {"key":"pypy-3.10.14-linux-x86_64-gnu","version":"3.10.14","implementation":"pypy","path":"/p"}
+        ]"#;
+        assert_eq!(parse_python_list(json), ["3.12.1", "3.11.2"]);
+        assert_eq!(parse_python_list("not json"), Vec::<String>::new());
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(downloads_allowed(env(&[])));
+        assert!(downloads_allowed(env(&[(
+            "UV_PYTHON_DOWNLOADS",
+            "automatic"
+        )])));
+        assert!(!downloads_allowed(env(&[("UV_PYTHON_DOWNLOADS", "never")])));
+        assert!(!downloads_allowed(env(&[(
+            "UV_PYTHON_DOWNLOADS",
+            "Manual"
+        )])));
+        assert!(!downloads_allowed(env(&[("UV_OFFLINE", "1")])));
+        assert!(downloads_allowed(env(&[("UV_OFFLINE", "0")])));
     }
 
     #[test]

@@ -158,14 +158,7 @@ impl StateClient {
     /// `serde_json::Value` tree several times their size.
     async fn get_body(&self, path: &str) -> Result<(String, Vec<u8>)> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
-        }
-        let resp = req.send().await.map_err(|e| Error::Unreachable {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
+        let resp = self.send(self.http.get(&url), &url).await?;
         let status = resp.status();
         if !status.is_success() {
             let detail = match status.as_u16() {
@@ -212,6 +205,17 @@ impl StateClient {
         })
     }
 
+    /// Sends `req` to `url` with the token.
+    async fn send(&self, mut req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        req.send().await.map_err(|e| Error::Unreachable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
     /// Whether the GCS answers (`/api/gcs_healthz`).
     pub async fn gcs_healthy(&self) -> bool {
         let url = format!("{}/api/gcs_healthz", self.base);
@@ -247,12 +251,99 @@ impl StateClient {
         self.get_json("/api/jobs/").await
     }
 
+    /// One job, by its submission id (or job id).
+    pub async fn job(&self, id: &str) -> Result<RayJob> {
+        self.get_json(&format!("/api/jobs/{}", path_segment(id)?))
+            .await
+    }
+
+    /// Everything a job has printed so far (Ray keeps a job's driver log whole).
+    pub async fn job_logs(&self, id: &str) -> Result<String> {
+        let v: serde_json::Value = self
+            .get_json(&format!("/api/jobs/{}/logs", path_segment(id)?))
+            .await?;
+        Ok(v["logs"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Asks Ray to stop a job; `false` when it had already ended.
+    pub async fn stop_job(&self, id: &str) -> Result<bool> {
+        let url = format!("{}/api/jobs/{}/stop", self.base, path_segment(id)?);
+        let resp = self.send(self.http.post(&url), &url).await?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(Error::Http {
+                url,
+                status: status.as_u16(),
+                detail: text.chars().take(300).collect(),
+            });
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        Ok(v["stopped"].as_bool().unwrap_or(false))
+    }
+
     pub async fn task_counts(&self) -> Result<TaskCounts> {
         let v: serde_json::Value = self.get_json("/api/v0/tasks/summarize").await?;
         parse_task_counts(&v).map_err(|detail| Error::Http {
             url: format!("{}/api/v0/tasks/summarize", self.base),
             status: 200,
             detail,
+        })
+    }
+}
+
+/// One line saying why a job ended as it did, from Ray's message about it. For a job whose
+/// dependencies did not install (Ray's `runtime_env setup failed`, with the installer's output
+/// after a traceback), the installer's own error: pip's last `ERROR:` line, or uv's `cause:`
+/// (else `error:`) line. Otherwise the message's first line.
+pub fn job_reason(message: &str) -> Option<String> {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let first = lines.first()?;
+    if message.contains("runtime_env setup failed") || message.contains("RuntimeEnvSetupError") {
+        let last_with = |prefixes: &[&str]| {
+            lines.iter().rev().find_map(|l| {
+                prefixes
+                    .iter()
+                    .find_map(|p| l.strip_prefix(p))
+                    .map(str::trim)
+            })
+        };
+        if let Some(why) = last_with(&["ERROR:"])
+            .or_else(|| last_with(&["cause:"]))
+            .or_else(|| last_with(&["error:"]))
+        {
+            return Some(format!("installing the job's dependencies failed: {why}"));
+        }
+        return Some(format!("setting up the job's environment failed: {first}"));
+    }
+    // "Job entrypoint command failed with exit code 1, last available logs:" and the logs.
+    if let Some(head) = first.strip_suffix(", last available logs:")
+        && let Some(last) = lines.last().filter(|l| *l != first)
+    {
+        return Some(format!("{head}: {last}"));
+    }
+    Some(first.to_string())
+}
+
+/// A job id as one URL path segment: Ray's ids are letters, digits, `_` and `-`; anything
+/// else is refused rather than escaped into another path.
+fn path_segment(id: &str) -> Result<&str> {
+    if !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(id)
+    } else {
+        Err(Error::InvalidArgument {
+            what: "job id",
+            value: id.chars().take(130).collect(),
+            expected: "a Ray job id such as raysubmit_XvzXd3wQ (see `flotilla jobs`)",
         })
     }
 }
@@ -328,6 +419,62 @@ fn parse_task_counts(v: &serde_json::Value) -> std::result::Result<TaskCounts, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_whose_dependencies_fail_says_what_the_installer_said() {
+        let head = "runtime_env setup failed: Failed to set up runtime environment.\n\
+            Could not create the actor because its associated runtime env failed to be created.\n\
+            [Node 10.0.0.1] Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n\
+            ray._private.runtime_env.utils.SubprocessCalledProcessError: Run cmd[18] failed.\n\
+            Last 50 lines of stdout:\n";
+        let pip = format!(
+            "{head}    Looking in links: /opt/wheels\n    ERROR: Could not find a version that \
+             satisfies the requirement nope==1.0 (from versions: none)\n    ERROR: No matching \
+             distribution found for nope==1.0\n"
+        );
+        assert_eq!(
+            job_reason(&pip).unwrap(),
+            "installing the job's dependencies failed: No matching distribution found for nope==1.0"
+        );
+        let uv = format!(
+            "{head}    Using Python 3.11.7 environment at: /tmp/v\n    error: No solution found \
+             when resolving dependencies\n      cause: Because nope was not found in the package \
+             registry, your requirements are unsatisfiable.\n"
+        );
+        assert_eq!(
+            job_reason(&uv).unwrap(),
+            "installing the job's dependencies failed: Because nope was not found in the package \
+             registry, your requirements are unsatisfiable."
+        );
+        let other = format!("{head}    something unexpected\n");
+        assert!(
+            job_reason(&other)
+                .unwrap()
+                .starts_with("setting up the job's environment failed: runtime_env setup failed")
+        );
+        assert_eq!(
+            job_reason("Job finished successfully.").unwrap(),
+            "Job finished successfully."
+        );
+        assert_eq!(
+            job_reason("Job entrypoint command failed with exit code 1, last available logs:\nTraceback:\nValueError: boom\n").unwrap(),
+            "Job entrypoint command failed with exit code 1: ValueError: boom"
+        );
+        assert_eq!(job_reason("  \n"), None);
+    }
+
+    #[test]
+    fn job_ids_that_could_leave_their_path_are_refused() {
+        assert_eq!(
+            path_segment("raysubmit_XvzXd3wQ").unwrap(),
+            "raysubmit_XvzXd3wQ"
+        );
+        assert_eq!(path_segment("02000000").unwrap(), "02000000");
+        for bad in ["", "../nodes", "a/b", "a?b=1", "a b", "%2e%2e"] {
+            assert!(path_segment(bad).is_err(), "{bad}");
+        }
+        assert!(path_segment(&"a".repeat(129)).is_err());
+    }
 
     fn fixture_bytes(name: &str) -> Vec<u8> {
         std::fs::read(format!(

@@ -150,6 +150,12 @@ impl NodeConfig {
             // Ray's Python components log a job's whole runtime env, environment variables
             // included, at INFO: job secrets would land in every node's log files.
             ("RAY_LOGGER_LEVEL".into(), "warning".into()),
+            // A node, or a driver it starts, on another patch of the cluster's Python joins
+            // (Ray logs a warning): see `versions::match_level`.
+            (
+                crate::versions::MATCH_LEVEL_VAR.into(),
+                crate::versions::match_level().into(),
+            ),
         ];
         // The runtime's own `python` (with Ray) comes first on the PATH of everything the node
         // starts, job drivers included: `flotilla submit -- python sweep.py` runs the
@@ -356,6 +362,9 @@ struct Control {
     started_cpus: std::sync::Mutex<Option<u32>>,
     /// The current incarnation's Ray node id, once found (finding it walks the process table).
     node_id: std::sync::Mutex<Option<String>>,
+    /// Ray's reason for the last failure to start or unexpected exit; cleared once the node is
+    /// ready again.
+    failure: std::sync::Mutex<Option<crate::Failure>>,
 }
 
 impl Control {
@@ -408,6 +417,7 @@ impl Supervisor {
             restart: tokio::sync::Notify::new(),
             started_cpus: std::sync::Mutex::new(None),
             node_id: std::sync::Mutex::new(None),
+            failure: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(supervise(
             config,
@@ -511,6 +521,16 @@ impl Supervisor {
         self.status.borrow().clone()
     }
 
+    /// Ray's reason why the node last failed to start or exited, while it is not running
+    /// again ([`NodePhase::Ready`] clears it).
+    pub fn failure(&self) -> Option<crate::Failure> {
+        self.control
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
     }
@@ -520,17 +540,32 @@ impl Supervisor {
         &self.marker
     }
 
-    /// Waits until the node is ready; fails if it fails to start for good or `timeout` passes.
+    /// Waits until the node is ready; fails if it fails to start for good, if a start fails
+    /// for a reason only a person can mend or starts keep failing for [`FAILING_FOR`] (with
+    /// Ray's reason: [`Error::NodeFailed`]; the supervisor goes on retrying), or if `timeout`
+    /// passes.
+    /// A slow start that makes progress is waited for: the supervisor gives up on an attempt
+    /// only once it stalls ([`NodeConfig::ready_timeout`]).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let mut rx = self.status.clone();
+        let mut failing_since: Option<Instant> = None;
         let wait = async {
             loop {
-                match &rx.borrow_and_update().phase {
+                let status = rx.borrow_and_update().clone();
+                match &status.phase {
                     NodePhase::Ready => return Ok(()),
                     NodePhase::Failed { error } => {
                         return Err(Error::io("the Ray node failed to start")(
                             std::io::Error::other(error.clone()),
                         ));
+                    }
+                    NodePhase::Restarting { .. } => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if let Some(failure) = self.failure()
+                            && (failure.kind.needs_a_person() || since.elapsed() >= FAILING_FOR)
+                        {
+                            return Err(Error::NodeFailed { failure });
+                        }
                     }
                     _ => {}
                 }
@@ -577,6 +612,32 @@ const HEAD_POLL: Duration = Duration::from_secs(2);
 /// ([`Supervisor::recheck`]) come at once; this is the net under them, kept rare because each
 /// check reads the whole cluster's state from the GCS.
 const WATCHDOG_EVERY: Duration = Duration::from_secs(120);
+
+/// How long [`Supervisor::wait_ready`] sits through failed starts (a restarted head whose old
+/// Ray processes are still leaving, say) before it reports the failure.
+pub const FAILING_FOR: Duration = Duration::from_secs(60);
+/// How long a node that failed for a reason only a person can mend (a version mismatch, a
+/// port taken) waits before it tries again.
+const NEEDS_A_PERSON_RETRY: Duration = Duration::from_secs(60);
+/// The longest a node's start is waited for while it still makes progress.
+pub const START_AT_MOST: Duration = Duration::from_secs(15 * 60);
+
+/// Ray's reason for the end of the incarnation whose launcher output starts at `log_from`.
+fn explain_exit(config: &NodeConfig, log_from: u64) -> Option<crate::Failure> {
+    let launcher = crate::failure::read_from(&config.log, log_from);
+    crate::failure::explain_node(&launcher, &config.temp_dir)
+}
+
+/// A number that grows while a starting node makes progress: the bytes its launcher and its
+/// processes have logged.
+fn start_progress(config: &NodeConfig) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let logs = config.temp_dir.join("session_latest").join("logs");
+    let in_logs: u64 = std::fs::read_dir(&logs)
+        .map(|entries| entries.flatten().map(|e| size(&e.path())).sum())
+        .unwrap_or(0);
+    size(&config.log) + in_logs
+}
 
 fn raylet_node_id(marker: &str) -> Option<String> {
     if !flotilla_host::process::CAN_SCAN_MARKED {
@@ -735,6 +796,7 @@ async fn supervise(
                 spec.background = false;
             }
         }
+        let log_from = std::fs::metadata(&config.log).map_or(0, |m| m.len());
         let mut tree = match ProcessTree::spawn(spec) {
             Ok(t) => t,
             Err(e) => {
@@ -775,10 +837,16 @@ async fn supervise(
                 match ready {
                     Ok(()) => {
                         tracing::info!(node = %config.node_name, secs = started.elapsed().as_secs_f32(), "Ray node ready");
+                        *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
                         set(NodePhase::Ready, Some(pid), restarts);
                         tokio::select! {
                             _ = cancel.cancelled() => None,
-                            status = tree.wait() => Some(status.to_string()),
+                            status = tree.wait() => {
+                                let failure = explain_exit(&config, log_from);
+                                let text = failure.as_ref().map_or_else(|| status.to_string(), |f| f.reason.clone());
+                                *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+                                Some(text)
+                            }
                             () = drained(&marker, held.clone()) => {
                                 // A drained raylet exits on its own, but `ray start --block`
                                 // treats that as graceful and keeps waiting; with the raylet
@@ -802,9 +870,17 @@ async fn supervise(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(node = %config.node_name, "{e}");
                         tree.kill();
-                        Some(e.to_string())
+                        let failure = explain_exit(&config, log_from).or_else(|| {
+                            matches!(e, Error::NotReady { .. }).then(|| crate::Failure {
+                                kind: crate::FailureKind::Stalled,
+                                reason: e.to_string(),
+                            })
+                        });
+                        let text = failure.as_ref().map_or_else(|| e.to_string(), |f| f.reason.clone());
+                        tracing::warn!(node = %config.node_name, "the Ray node did not start: {text}");
+                        *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+                        Some(text)
                     }
                 }
             }
@@ -839,7 +915,17 @@ async fn supervise(
         }
         attempt += 1;
         restarts += 1;
-        let delay = config.backoff.delay(attempt);
+        let mut delay = config.backoff.delay(attempt);
+        let needs_a_person = control
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|f| f.kind.needs_a_person());
+        if needs_a_person {
+            // Trying again soon cannot mend it; trying now and then notices when it is mended.
+            delay = delay.max(NEEDS_A_PERSON_RETRY);
+        }
         tracing::warn!(node = %config.node_name, %last_exit, ?delay, "Ray node exited; restarting");
         set(
             NodePhase::Restarting {
@@ -887,9 +973,21 @@ fn has_raylet(marker: &str) -> bool {
 /// can read it (the head, or a worker beside it); elsewhere, a worker's node manager accepts
 /// connections. Fails if the launcher exits first or time runs out.
 async fn wait_ready(config: &NodeConfig, tree: &ProcessTree) -> Result<()> {
-    let deadline = Instant::now() + config.ready_timeout;
+    let start = Instant::now();
+    let mut deadline = start + config.ready_timeout;
+    let mut progress = start_progress(config);
+    let mut progress_at = start;
     let dashboard = config.node_table();
     loop {
+        // A busy machine starts Ray slowly: as long as the node logs more, it is not stuck.
+        if progress_at.elapsed() >= Duration::from_secs(2) {
+            progress_at = Instant::now();
+            let now = start_progress(config);
+            if now != progress {
+                progress = now;
+                deadline = (progress_at + config.ready_timeout).min(start + START_AT_MOST);
+            }
+        }
         if let Some(status) = tree.try_status() {
             return Err(Error::io(format!(
                 "the Ray {} node exited during start ({status}); its log is {}",

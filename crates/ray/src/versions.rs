@@ -7,7 +7,29 @@ pub const DEFAULT_RAY_VERSION: &str = "2.60.0";
 /// The Python minor version a new cluster runs. Ray requires the same minor on every node.
 pub const DEFAULT_PYTHON_VERSION: &str = "3.11";
 /// Packages installed into every runtime beside Ray, so that every node can run the same jobs.
-pub const EXTRA_PACKAGES: &[&str] = &["numpy"];
+/// `pip` and `uv` are what Ray's `runtime_env` runs to install a job's own dependencies
+/// (`{"pip": [...]}` runs `python -m pip`, `{"uv": [...]}` runs `python -m uv`, each in a
+/// virtualenv cloned from the runtime); `virtualenv` comes with Ray.
+pub const EXTRA_PACKAGES: &[&str] = &["numpy", "pip", "uv"];
+
+/// The environment variable that sets how closely a Ray process's Python must match the
+/// cluster's: `patch` (Ray's default) or `minor`.
+pub const MATCH_LEVEL_VAR: &str = "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL";
+
+/// The match level for every Ray process Flotilla starts: Ray's own `minor`, so that a machine
+/// that can only offer another patch of the cluster's Python still joins (Ray logs a warning).
+/// A value set in Flotilla's own environment wins.
+pub fn match_level() -> String {
+    std::env::var(MATCH_LEVEL_VAR)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "minor".into())
+}
+
+/// `3.11` of `3.11.7` (or of `3.11`).
+pub fn minor_of(python: &str) -> String {
+    python.split('.').take(2).collect::<Vec<_>>().join(".")
+}
 
 /// A (Ray version, Python version) pair: one runtime on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -88,6 +110,22 @@ mod tests {
             None
         );
         assert_eq!(RuntimeSpec::from_dir_name("something-else"), None);
+        let exact = RuntimeSpec {
+            ray: "2.60.0".into(),
+            python: "3.11.7".into(),
+        };
+        assert_eq!(exact.dir_name(), "ray-2.60.0-py3.11.7");
+        assert_eq!(
+            RuntimeSpec::from_dir_name("ray-2.60.0-py3.11.7"),
+            Some(exact)
+        );
+    }
+
+    #[test]
+    fn minors_of_versions() {
+        assert_eq!(minor_of("3.11.7"), "3.11");
+        assert_eq!(minor_of("3.11"), "3.11");
+        assert_eq!(minor_of("3.12.0rc1"), "3.12");
     }
 
     #[test]

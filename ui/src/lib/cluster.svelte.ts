@@ -30,7 +30,9 @@ export class Cluster {
   /** The wall clock, ticking every second, for "last seen". */
   now = $state(Date.now());
 
-  rows: Row[] = $derived(mergeRows(this.agents, this.snapshot?.nodes ?? []));
+  rows: Row[] = $derived(
+    mergeRows(this.agents, this.snapshot?.nodes ?? [], this.snapshot?.python_version ?? ""),
+  );
 
   private stop: (() => void) | null = null;
   private clock: ReturnType<typeof setInterval> | undefined;

@@ -37,6 +37,7 @@ const agent = (over: Partial<AgentView>): AgentView => ({
   battery_percent: null,
   ray_node_id: "r1",
   last_seen_unix_ms: 5,
+  python_version: "3.11.7",
   ...over,
 });
 
@@ -69,5 +70,25 @@ describe("mergeRows", () => {
     const rows = mergeRows([agent({ connected: false, state: "offline", reason_code: "" })], []);
     expect(rows[0].reason).toBe("disconnected");
     expect(rows[0].cpusAdvertised).toBeNull();
+  });
+
+  it("gives each agent its Python, marked against the cluster's, and the head the cluster's", () => {
+    const rows = mergeRows(
+      [
+        agent({ node_id: 1, name: "same", python_version: "3.11.7" }),
+        agent({ node_id: 2, name: "patch", ray_node_id: "", python_version: "3.11.2" }),
+        agent({ node_id: 3, name: "unknown", ray_node_id: "", python_version: "" }),
+      ],
+      [node({ node_id: "h", name: "head", is_head: true }), node({ node_id: "x", name: "plain" })],
+      "3.11.7",
+    );
+    const python = Object.fromEntries(rows.map((r) => [r.name, r.python]));
+    expect(python).toEqual({
+      head: { version: "3.11.7", cluster: "3.11.7", diff: null },
+      same: { version: "3.11.7", cluster: "3.11.7", diff: null },
+      patch: { version: "3.11.2", cluster: "3.11.7", diff: "patch" },
+      unknown: null,
+      plain: null,
+    });
   });
 });

@@ -3,6 +3,7 @@
 
 import type { AgentView } from "./generated/AgentView";
 import type { NodeView } from "./generated/NodeView";
+import { pythonDiff, type PythonDiff } from "./python";
 
 export interface Row {
   /** Stable across updates: `agent:<id>` or `ray:<name>`. */
@@ -26,6 +27,8 @@ export interface Row {
   /** The control plane's id, for admin commands; null for a node without an agent. */
   agentId: number | null;
   connected: boolean;
+  /** The Python the node runs, and how it differs from the cluster's; null while not known. */
+  python: { version: string; cluster: string; diff: PythonDiff } | null;
 }
 
 function utilisation(n: NodeView | undefined): number | null {
@@ -33,7 +36,11 @@ function utilisation(n: NodeView | undefined): number | null {
   return n.cpus_total > 0 ? Math.min(1, n.cpus_used / n.cpus_total) : 0;
 }
 
-export function mergeRows(agents: AgentView[], nodes: NodeView[]): Row[] {
+/** The rows; `clusterPython` is the cluster's Python (`ClusterSnapshot.python_version`), which
+ * each agent's is compared with and which the head's coordinator runs. */
+export function mergeRows(agents: AgentView[], nodes: NodeView[], clusterPython = ""): Row[] {
+  const python = (version: string) =>
+    version ? { version, cluster: clusterPython, diff: pythonDiff(version, clusterPython) } : null;
   const unused = new Set(nodes);
   const take = (pred: (n: NodeView) => boolean) => {
     const found = [...unused].find(pred);
@@ -64,6 +71,7 @@ export function mergeRows(agents: AgentView[], nodes: NodeView[]): Row[] {
       lastSeenMs: a.last_seen_unix_ms > 0 ? a.last_seen_unix_ms : null,
       agentId: a.node_id,
       connected: a.connected,
+      python: python(a.python_version),
     };
   });
   for (const n of unused) {
@@ -84,6 +92,8 @@ export function mergeRows(agents: AgentView[], nodes: NodeView[]): Row[] {
       lastSeenMs: null,
       agentId: null,
       connected: alive,
+      // The head's coordinator runs the cluster's Python; a plain Ray node does not say.
+      python: n.is_head ? python(clusterPython) : null,
     });
   }
   // The head first, then by name.

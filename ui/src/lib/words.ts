@@ -30,3 +30,9 @@ export function errorText(e: unknown): string {
   }
   return t("error.generic", { message: e instanceof Error ? e.message : String(e) });
 }
+
+/** An error of a job's action: the head's `not_found` there is about the job, not a machine. */
+export function jobErrorText(e: unknown): string {
+  if (e instanceof BackendError && e.code === "not_found") return t("jobs.notFound");
+  return errorText(e);
+}

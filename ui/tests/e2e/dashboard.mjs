@@ -3,7 +3,8 @@
 //
 // Environment: DASHBOARD_URL (the head's API), FLOTILLA_ADMIN_TOKEN (never in argv),
 // ARTEFACTS (a directory for screenshots), WORKER (the local worker's name, default w1),
-// CHROMIUM (default /usr/bin/chromium).
+// JOB_FAILED and JOB_LONG (a failed job's id and a running one's), CHROMIUM (default
+// /usr/bin/chromium).
 //
 // The head is restarted once, mid-test, by the Rust side: this script prints a line
 // `@restart-head` and waits for a line on its standard input once the head is back.
@@ -25,6 +26,9 @@ const ARTEFACTS = env("ARTEFACTS");
 const WORKER = env("WORKER", "w1");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const PAUSE_BUDGET_MS = Number(env("PAUSE_BUDGET_MS", "2000"));
+// A job whose dependency does not exist (failed), and one that runs until stopped.
+const JOB_FAILED = env("JOB_FAILED");
+const JOB_LONG = env("JOB_LONG");
 
 const catalogue = (lang) =>
   JSON.parse(readFileSync(new URL(`../../src/lib/i18n/${lang}.json`, import.meta.url), "utf8"));
@@ -159,6 +163,25 @@ try {
   await row(WORKER).locator('[data-action="resume"]').click();
   const resumed = await until("the worker contributing again", contributing, 60_000);
   log(`resume reaction: ${resumed.ms} ms (badge -> ${await state(WORKER)})`);
+
+  // 4b. Jobs: the failed one says why (the installer's message); the running one stops when
+  // an admin clicks Stop.
+  const job = (id) => page.locator(`tr[data-job="${id}"]`);
+  await until("the failed job with its reason", async () => {
+    if ((await job(JOB_FAILED).getAttribute("data-status")) !== "FAILED") return false;
+    const text = await job(JOB_FAILED).locator("td[data-message]").innerText();
+    return text.includes("installing the job's dependencies failed") && text.includes("flotilla-no-such-package-4e1c");
+  }, 120_000);
+  await until("the long job running", async () => (await job(JOB_LONG).getAttribute("data-status")) === "RUNNING", 120_000);
+  if (await job(JOB_FAILED).locator('[data-action="stop-job"]').count()) throw new Error("a failed job offers Stop");
+  await job(JOB_LONG).locator('[data-action="stop-job"]').click();
+  const stopped = await until(
+    "the long job stopped",
+    async () => (await job(JOB_LONG).getAttribute("data-status")) === "STOPPED",
+    60_000,
+  );
+  log(`job stop: STOPPED on the page ${stopped.ms} ms after the click`);
+  await shot("admin-jobs-en");
 
   // 5. The head goes away and comes back: the page says so and recovers by itself.
   tolerate = (url) => url.includes("/api/v1/");

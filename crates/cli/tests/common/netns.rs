@@ -11,7 +11,8 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -101,7 +102,12 @@ impl Lab {
 
     /// `program` run inside `host`.
     pub fn exec(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
+        // By its path: a test may give the command a PATH without the system's directories.
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("ip");
+        let mut c = Command::new(ip);
         c.args(["netns", "exec", &self.host(host).ns])
             .arg(program)
             .stdin(Stdio::null());
@@ -115,6 +121,40 @@ impl Lab {
             .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
             .stdin(Stdio::null());
         c
+    }
+
+    /// Gives the test's own namespace an address on the lab's bridge (`.254` of its subnet), so
+    /// that a server the test runs there (a package index, say) is reachable from every host.
+    pub fn attach_outside(&self) -> Ipv4Addr {
+        let o = self.hosts[0].addr.octets();
+        let addr = Ipv4Addr::new(o[0], o[1], o[2], 254);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &format!("{}br", self.prefix),
+        ]);
+        addr
+    }
+
+    /// `flotilla status --json` of the head running in `host` with `home` and its API on
+    /// `api_port`; `None` while it does not answer.
+    pub fn status(&self, host: &str, home: &Path, api_port: u16) -> Option<serde_json::Value> {
+        let out = self
+            .flotilla(host, home)
+            .args([
+                "status",
+                "--json",
+                "--api",
+                &format!("http://127.0.0.1:{api_port}"),
+            ])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 
     /// Cuts `host` off the network (its link to the bridge goes down).
@@ -157,6 +197,38 @@ impl Lab {
         h.addr = new;
         new
     }
+}
+
+/// A private home for one host of a lab.
+pub fn home() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fn")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// Starts a long-running command with its output in `<home>/<name>.out` (a pipe nobody reads
+/// could fill up and stall it).
+pub fn spawn_logged(mut cmd: Command, home: &Path, name: &str) -> Child {
+    let log = std::fs::File::create(home.join(format!("{name}.out"))).unwrap();
+    cmd.stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `ok`, checking twice a second; fails the test after `within`. Returns how long
+/// it took.
+pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    start.elapsed()
 }
 
 impl Drop for Lab {

@@ -337,6 +337,29 @@ fn an_invite_is_refused_once_its_uses_run_out() {
 }
 
 #[test]
+fn checking_an_invite_uses_none_of_it() {
+    let reg = Registry::open_in_memory().unwrap();
+    let id = reg.create_invite(&secret(INVITE), 1, t(100)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(reg.check_invite(&secret(INVITE), t(0)).unwrap(), id);
+    }
+    assert!(matches!(
+        reg.check_invite(&secret("not-the-code"), t(0)),
+        Err(RedeemError::Unknown)
+    ));
+    assert!(matches!(
+        reg.check_invite(&secret(INVITE), t(100)),
+        Err(RedeemError::Expired)
+    ));
+    // Its one use is still there.
+    assert_eq!(reg.redeem_invite(&secret(INVITE), t(1)).unwrap(), id);
+    assert!(matches!(
+        reg.check_invite(&secret(INVITE), t(2)),
+        Err(RedeemError::UsedUp)
+    ));
+}
+
+#[test]
 fn an_invite_is_refused_from_its_expiry_on() {
     let reg = Registry::open_in_memory().unwrap();
     let id = reg.create_invite(&secret(INVITE), 5, t(100)).unwrap();

@@ -12,6 +12,7 @@ import {
   type InviteRequest,
   type NodeEvent,
   type PauseRequest,
+  type StopJobReply,
   type WatchHandlers,
 } from "./index";
 
@@ -137,5 +138,9 @@ export class HttpBackend implements Backend {
 
   invite(request: InviteRequest): Promise<InviteReply> {
     return this.request("POST", "/api/v1/invites", request);
+  }
+
+  stopJob(id: string): Promise<StopJobReply> {
+    return this.request("POST", `/api/v1/jobs/${encodeURIComponent(id)}/stop`, {});
   }
 }

@@ -8,8 +8,10 @@ import type { ClusterSnapshot } from "../generated/ClusterSnapshot";
 import type { CommandReply } from "../generated/CommandReply";
 import type { InviteReply } from "../generated/InviteReply";
 import type { InviteRequest } from "../generated/InviteRequest";
+import type { JobView } from "../generated/JobView";
 import type { NodeEvent } from "../generated/NodeEvent";
 import type { PauseRequest } from "../generated/PauseRequest";
+import type { StopJobReply } from "../generated/StopJobReply";
 import type { ComputerView } from "../generated/desktop/ComputerView";
 import type { ContributionView } from "../generated/desktop/ContributionView";
 import type { DesktopStatus } from "../generated/desktop/DesktopStatus";
@@ -32,6 +34,7 @@ export type {
   FieldProblem,
   InviteReply,
   InviteRequest,
+  JobView,
   LogLine,
   NodeEvent,
   PauseRequest,
@@ -41,6 +44,7 @@ export type {
   SecretView,
   SensorsView,
   SettingsView,
+  StopJobReply,
 };
 
 /** How long this computer pauses, from the tray or the window. */
@@ -118,6 +122,8 @@ export interface Backend {
   pause(node: string, request: PauseRequest): Promise<CommandReply>;
   resume(node: string): Promise<CommandReply>;
   invite(request: InviteRequest): Promise<InviteReply>;
+  /** Asks Ray to stop a job, by its id (`JobView.id`). */
+  stopJob(id: string): Promise<StopJobReply>;
 
   /** Present in the desktop app only. */
   readonly desktop?: DesktopApi;

@@ -22,6 +22,7 @@ import {
   type ProvisionView,
   type SecretView,
   type SettingsView,
+  type StopJobReply,
   type WatchHandlers,
 } from "./index";
 
@@ -181,6 +182,10 @@ export class TauriBackend implements Backend {
   }
 
   invite(): Promise<InviteReply> {
+    return unsupported();
+  }
+
+  stopJob(): Promise<StopJobReply> {
     return unsupported();
   }
 }

@@ -7,4 +7,8 @@ export type AgentView = { node_id: number, name: string, hostname: string, os: s
 /**
  * `contributing`, `throttled`, `paused`, `draining`, `offline`, `error` or `unknown`.
  */
-state: string, reason_code: string, reason_en: string, reason_es: string, connected: boolean, cpus_advertised: number, cpus_capped: number, owner_active: boolean | null, on_battery: boolean, battery_percent: number | null, ray_node_id: string, last_seen_unix_ms: number, };
+state: string, reason_code: string, reason_en: string, reason_es: string, connected: boolean, cpus_advertised: number, cpus_capped: number, owner_active: boolean | null, on_battery: boolean, battery_percent: number | null, ray_node_id: string, last_seen_unix_ms: number, 
+/**
+ * The Python version the node's runtime runs (`3.11.2`; empty until it reports one).
+ */
+python_version: string, };

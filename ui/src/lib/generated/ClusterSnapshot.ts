@@ -8,7 +8,12 @@ import type { Totals } from "./Totals";
 /**
  * Everything the dashboard and `flotilla status` show about the cluster.
  */
-export type ClusterSnapshot = { ray_version: string, ray_address: string, generated_at_ms: number, nodes: Array<NodeView>, totals: Totals, tasks: TaskTotals, 
+export type ClusterSnapshot = { ray_version: string, 
+/**
+ * The cluster's Python version (the head's; a node may run another patch of it, see
+ * `agents[].python_version`). Empty where not known.
+ */
+python_version: string, ray_address: string, generated_at_ms: number, nodes: Array<NodeView>, totals: Totals, tasks: TaskTotals, 
 /**
  * Every job still pending or running, then the most recent others, 50 in all
  * (`JOBS_SHOWN`), newest first. Ray keeps every job of the cluster's life; its own
