@@ -335,7 +335,7 @@ pub fn advice(f: &flotilla_ray::Failure) -> &'static str {
         }
         K::PortTaken => {
             "Stop the program that uses the port, or choose others with --node-ports; the \
-             worker keeps trying every minute"
+             worker keeps trying"
         }
         K::GcsUnreachable => {
             "Check that the head runs and that this machine reaches its Ray port; the worker \

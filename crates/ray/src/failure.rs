@@ -47,9 +47,11 @@ impl FailureKind {
         }
     }
 
-    /// Whether starting again cannot mend it without someone changing something.
+    /// Whether starting again cannot mend it without someone changing something. A port
+    /// taken is not among them: ports are checked before a node's first start, so one taken
+    /// later is most often a previous incarnation's, gone a few seconds on.
     pub fn needs_a_person(self) -> bool {
-        matches!(self, FailureKind::VersionMismatch | FailureKind::PortTaken)
+        matches!(self, FailureKind::VersionMismatch)
     }
 }
 
@@ -329,6 +331,9 @@ This process on node 10.200.1.2 was started with:
         let f = explain(MISMATCH).unwrap();
         assert_eq!(f.kind, FailureKind::VersionMismatch);
         assert_eq!(f.kind.code(), "ray_version_mismatch");
+        assert!(f.kind.needs_a_person());
+        assert!(!FailureKind::PortTaken.needs_a_person());
+        assert!(!FailureKind::ProcessExited.needs_a_person());
         assert_eq!(
             serde_json::to_value(f.kind).unwrap(),
             "ray_version_mismatch"

@@ -616,8 +616,8 @@ const WATCHDOG_EVERY: Duration = Duration::from_secs(120);
 /// How long [`Supervisor::wait_ready`] sits through failed starts (a restarted head whose old
 /// Ray processes are still leaving, say) before it reports the failure.
 pub const FAILING_FOR: Duration = Duration::from_secs(60);
-/// How long a node that failed for a reason only a person can mend (a version mismatch, a
-/// port taken) waits before it tries again.
+/// How long a node that failed for a reason only a person can mend (a version mismatch) waits
+/// before it tries again.
 const NEEDS_A_PERSON_RETRY: Duration = Duration::from_secs(60);
 /// The longest a node's start is waited for while it still makes progress.
 pub const START_AT_MOST: Duration = Duration::from_secs(15 * 60);
