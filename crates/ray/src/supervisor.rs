@@ -628,15 +628,15 @@ fn explain_exit(config: &NodeConfig, log_from: u64) -> Option<crate::Failure> {
     crate::failure::explain_node(&launcher, &config.temp_dir)
 }
 
-/// A number that grows while a starting node makes progress: the bytes its launcher and its
-/// processes have logged.
-fn start_progress(config: &NodeConfig) -> u64 {
-    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+/// What changes while a starting node makes progress: what its launcher printed (`ray start`
+/// says each step) and how many log files its session has (each of Ray's components starts
+/// its own). The growth of a component's own log is not progress: a raylet that cannot reach
+/// its GCS logs every retry.
+fn start_progress(config: &NodeConfig) -> (u64, usize) {
+    let launcher = std::fs::metadata(&config.log).map_or(0, |m| m.len());
     let logs = config.temp_dir.join("session_latest").join("logs");
-    let in_logs: u64 = std::fs::read_dir(&logs)
-        .map(|entries| entries.flatten().map(|e| size(&e.path())).sum())
-        .unwrap_or(0);
-    size(&config.log) + in_logs
+    let files = std::fs::read_dir(&logs).map_or(0, |entries| entries.count());
+    (launcher, files)
 }
 
 fn raylet_node_id(marker: &str) -> Option<String> {
