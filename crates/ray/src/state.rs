@@ -437,7 +437,7 @@ mod tests {
             "installing the job's dependencies failed: No matching distribution found for nope==1.0"
         );
         let uv = format!(
-            "{head}    Using Python 3.11.7 environment at: /tmp/v\n    error: No solution found \
+            "{head}    Using Python 3.11.7 environment at: /srv/job/virtualenv\n    error: No solution found \
              when resolving dependencies\n      cause: Because nope was not found in the package \
              registry, your requirements are unsatisfiable.\n"
         );
