@@ -38,7 +38,7 @@ pub struct SpecArgs {
     /// Ray version.
     #[arg(long, default_value = DEFAULT_RAY_VERSION)]
     ray: String,
-    /// Python version (minor, like 3.11).
+    /// Python version: a minor version (3.11: any patch uv finds) or an exact one (3.11.7).
     #[arg(long, default_value = DEFAULT_PYTHON_VERSION)]
     python: String,
 }

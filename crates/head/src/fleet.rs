@@ -977,7 +977,7 @@ fn redeem_status(e: registry::RedeemError) -> Status {
 /// cluster on Python `cluster` (`3.11.7`): Ray accepts another patch of the same minor, never
 /// another minor. `None` when it can, or when the machine did not say (an older agent).
 pub fn python_refusal(offered: &[String], downloads: bool, cluster: &str) -> Option<String> {
-    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    let minor = flotilla_ray::versions::minor_of;
     let wanted = minor(cluster);
     if offered.is_empty() || downloads || offered.iter().any(|v| minor(v) == wanted) {
         return None;

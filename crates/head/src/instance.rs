@@ -51,12 +51,7 @@ impl HeadInfo {
         Runtime {
             spec: flotilla_ray::RuntimeSpec {
                 ray: self.ray_version.clone(),
-                python: self
-                    .python_version
-                    .split('.')
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join("."),
+                python: flotilla_ray::versions::minor_of(&self.python_version),
             },
             dir: self.runtime_dir.clone(),
             python_full: self.python_version.clone(),
