@@ -6,10 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid secret name \"{name}\": {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName { name: String, reason: String },
 
     #[error("invalid keyring service name \"{name}\": {reason}")]
-    InvalidService { name: String, reason: &'static str },
+    InvalidService { name: String, reason: String },
 
     #[error("no secret named \"{name}\" in the {backend}")]
     NotFound { name: String, backend: String },

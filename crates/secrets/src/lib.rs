@@ -32,7 +32,7 @@ use std::time::SystemTime;
 pub use error::{Error, Result};
 pub use file::{FILE_NAME, SEALED_FILE_NAME};
 pub use keyring_store::INDEX_FILE_NAME;
-pub use secret::{MAX_NAME_CHARS, Secret, validate_name};
+pub use secret::{MAX_NAME_CHARS, Secret, ambiguous_character, validate_name};
 
 use file::FileStore;
 use keyring_store::KeyringStore;

@@ -84,24 +84,71 @@ impl fmt::Display for Secret {
 /// The longest secret name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
 
-/// Checks a secret name: not empty, at most [`MAX_NAME_CHARS`] characters, no control characters
-/// and no surrounding white space. Any other Unicode is allowed.
+/// The first character that would make `text` ambiguous as a name shown on a screen or typed
+/// in a command, with what it is: anything but ASCII's printable characters, a single ASCII space
+/// between words, and other Unicode that shows as itself. That refuses invisible characters (zero-width
+/// spaces and joiners, soft hyphens, byte-order marks), bidirectional controls (which reorder
+/// what is shown), spaces that look like a space but are not one, control characters and
+/// the generic combining accents (so `e` + U+0301 cannot pose as `é`). Letters and marks of
+/// any script stay allowed. Node names and secret names both go through it.
+pub fn ambiguous_character(text: &str) -> Option<(char, &'static str)> {
+    let mut previous = ' ';
+    for c in text.chars() {
+        let problem = if c == ' ' {
+            (previous == ' ').then_some("a space at the start or next to another")
+        } else if c.is_control() {
+            Some("a control character")
+        } else if c.is_ascii() {
+            None
+        } else if c.is_whitespace() {
+            Some("a space that is not the ASCII space")
+        } else if matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}')
+        {
+            Some("a bidirectional control")
+        } else if matches!(c,
+            '\u{ad}' | '\u{34f}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{206a}'..='\u{206f}' | '\u{2800}'
+            | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}'
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+        {
+            Some("an invisible character")
+        } else if matches!(c, '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}' | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
+        {
+            Some("a combining accent (write the accented letter itself)")
+        } else if matches!(c, '\u{e000}'..='\u{f8ff}' | '\u{f0000}'..) {
+            Some("a private-use character")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Some((c, problem));
+        }
+        previous = c;
+    }
+    (previous == ' ' && !text.is_empty()).then_some((' ', "a space at the end"))
+}
+
+/// Checks a secret name: not empty, at most [`MAX_NAME_CHARS`] characters, and nothing that
+/// [`ambiguous_character`] refuses.
 pub fn validate_name(name: &str) -> Result<(), Error> {
-    let reason = if name.is_empty() {
+    let ambiguous;
+    let reason: Option<&str> = if name.is_empty() {
         Some("it is empty")
     } else if name.chars().count() > MAX_NAME_CHARS {
         Some("it is longer than 128 characters")
-    } else if name.chars().any(char::is_control) {
-        Some("it contains a control character")
-    } else if name.trim() != name {
-        Some("it starts or ends with white space")
+    } else if let Some((c, what)) = ambiguous_character(name) {
+        ambiguous = format!(
+            "it contains {what} (U+{:04X}); use letters, digits and ASCII punctuation",
+            c as u32
+        );
+        Some(&ambiguous)
     } else {
         None
     };
     match reason {
         Some(reason) => Err(Error::InvalidName {
             name: name.escape_debug().to_string(),
-            reason,
+            reason: reason.to_string(),
         }),
         None => Ok(()),
     }
@@ -141,6 +188,9 @@ mod tests {
             "a",
             &"x".repeat(128),
             "with space",
+            "café-é",
+            "नमस्ते",
+            "Ελληνικά_1.2",
         ] {
             validate_name(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
         }
@@ -151,7 +201,17 @@ mod tests {
             "nul\0",
             " lead",
             "trail ",
+            "two  spaces",
             &"x".repeat(129),
+            "vm\u{200b}",
+            "a\u{2060}b",
+            "soft\u{ad}hyphen",
+            "\u{feff}bom",
+            "abc\u{202e}gpj.exe",
+            "x\u{2067}y",
+            "e\u{301}",
+            "no\u{a0}break",
+            "ideographic\u{3000}space",
         ] {
             let err = validate_name(bad).unwrap_err().to_string();
             assert!(err.contains("invalid secret name"), "{err}");
