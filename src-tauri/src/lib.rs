@@ -238,10 +238,11 @@ impl Desktop {
         {
             return Ok(kept.clone());
         }
-        let (code, expires_unix) = fleet
+        let made = fleet
             .invite(INVITE_USES, INVITE_TTL)
             .await
             .map_err(|s| s.message().to_string())?;
+        let (code, expires_unix) = (made.code, made.expires_unix);
         // The code is a password: it goes to the window, never to the log.
         tracing::info!(expires_unix, "made a join code");
         let reply = flotilla_head::dto::InviteReply {

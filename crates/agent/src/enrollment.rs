@@ -6,6 +6,12 @@
 //! and the rest ([`Enrollment`]: node id and name, the head's addresses and fingerprint, the
 //! Ray versions and GCS addresses) to `enrollment.json` in the config directory, which holds
 //! nothing secret.
+//!
+//! Joining is all or nothing: the head keeps the enrollment pending until [`finish`] says the
+//! credential was stored (or could not be, and the head forgets the node and gives the code's
+//! use back). A machine that joins again sends its current credential as proof that it is the
+//! node of its name; without it a taken name goes to the other machine and this one gets
+//! another name, which the head's answer says.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,10 +50,11 @@ pub struct Enrollment {
 /// Why joining failed; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    #[error("{0}\n  Copy the whole code again (it starts with `flot1-`)")]
+    #[error(transparent)]
     Code(#[from] flotilla_proto::JoinCodeError),
     #[error(
-        "this join code expired at {at} (Unix time); ask the head's admin for a new one (`flotilla invite`)"
+        "this join code expired at {}; ask the head's admin for a new one (`flotilla invite`)",
+        flotilla_host::clock::format_utc(*.at)
     )]
     Expired { at: u64 },
     #[error(
@@ -176,6 +183,9 @@ pub struct Machine {
     /// before the code is used. Empty: not known.
     pub python_versions: Vec<String>,
     pub python_downloads: bool,
+    /// The node this machine is now (its id and credential), when it joins again: proof that
+    /// lets it keep its name. Sent only to the head that issued it (same fingerprint).
+    pub previous: Option<(Enrollment, Secret)>,
 }
 
 impl Machine {
@@ -190,17 +200,29 @@ impl Machine {
             memory_bytes: 0,
             python_versions: Vec::new(),
             python_downloads: false,
+            previous: None,
         }
     }
 }
 
-/// Joins the fleet of `code`. Returns the enrollment, the node credential and the Ray token;
-/// the caller stores them ([`Enrollment::save`]).
-pub async fn join(
-    code: &str,
-    machine: &Machine,
-) -> Result<(Enrollment, Secret, RayToken), JoinError> {
-    let code = JoinCode::parse(code)?;
+/// What joining gave: the enrollment, the credential and the Ray token to store, and what the
+/// head said about the join. Pass it to [`finish`] once the secrets are stored (or could not
+/// be).
+#[derive(Debug)]
+pub struct Joined {
+    pub enrollment: Enrollment,
+    pub credential: Secret,
+    pub token: RayToken,
+    /// Something the owner should read (the name asked for was taken, so the node has another).
+    pub notice: Option<String>,
+    channel: tonic::transport::Channel,
+}
+
+/// Joins the fleet of `code` (found in the text around it, see [`JoinCode::find`]). The head
+/// keeps the enrollment pending: store the secrets ([`Enrollment::save`]), then call
+/// [`finish`].
+pub async fn join(code: &str, machine: &Machine) -> Result<Joined, JoinError> {
+    let code = JoinCode::find(code)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -223,11 +245,22 @@ pub async fn join(
         ConnectError::Impostor(m) => JoinError::Impostor(m),
         e => JoinError::Unreachable(e, port),
     })?;
-    let mut client = FleetClient::new(channel);
+    let mut client = FleetClient::new(channel.clone());
+    // The proof goes only to the head that issued it.
+    let previous = machine
+        .previous
+        .as_ref()
+        .filter(|(e, _)| e.fingerprint == code.fingerprint().to_hex())
+        .map(|(e, credential)| pb::PreviousNode {
+            node_id: e.node_id.clone(),
+            credential: credential.expose().to_vec(),
+        });
     let mut request = tonic::Request::new(pb::JoinRequest {
         join_secret: code.secret().to_vec(),
         node_name: machine.node_name.clone(),
         hostname: machine.hostname.clone(),
+        previous,
+        confirms: true,
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
         cpus: machine.cpus,
@@ -250,9 +283,14 @@ pub async fn join(
     if ray.gcs_addresses.is_empty() {
         return Err(JoinError::BadReply("no Ray address"));
     }
+    let node_name = if reply.node_name.is_empty() {
+        machine.node_name.clone()
+    } else {
+        reply.node_name
+    };
     let enrollment = Enrollment {
         node_id: reply.node_id,
-        node_name: machine.node_name.clone(),
+        node_name,
         head: code.addresses().iter().map(ToString::to_string).collect(),
         fingerprint: code.fingerprint().to_hex(),
         gcs_addresses: ray.gcs_addresses,
@@ -261,5 +299,29 @@ pub async fn join(
         policy_toml: reply.policy.map(|p| p.toml).unwrap_or_default(),
         joined_unix: now,
     };
-    Ok((enrollment, Secret::from_bytes(reply.node_credential), token))
+    Ok(Joined {
+        enrollment,
+        credential: Secret::from_bytes(reply.node_credential),
+        token,
+        notice: reply.notice.map(|n| n.text_en).filter(|t| !t.is_empty()),
+        channel,
+    })
+}
+
+/// Tells the head whether the join's secrets were stored (`kept`): the enrollment becomes
+/// final, or the head forgets the node and gives the code's use back. If the head cannot be
+/// told, it undoes an unconfirmed join by itself after a couple of minutes.
+pub async fn finish(joined: &Joined, kept: bool) -> Result<(), JoinError> {
+    let mut client = FleetClient::new(joined.channel.clone());
+    let mut request = tonic::Request::new(pb::FinishJoinRequest {
+        node_id: joined.enrollment.node_id.clone(),
+        node_credential: joined.credential.expose().to_vec(),
+        kept,
+    });
+    request.set_timeout(Duration::from_secs(15));
+    client
+        .finish_join(request)
+        .await
+        .map(|_| ())
+        .map_err(|s| JoinError::Refused(s.message().to_string()))
 }

@@ -555,6 +555,12 @@ fn apply(
             set(request);
             None
         }
+        Some(Cmd::Notice(n)) => {
+            if let Some(r) = n.reason {
+                tracing::warn!(code = r.code, "the head says: {}", r.text_en);
+            }
+            None
+        }
         Some(Cmd::Resume(_)) => {
             tracing::info!("the head resumed this node");
             set(ManualRequest::Resume);

@@ -72,13 +72,21 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 
 #[derive(Debug, Args)]
 pub struct InviteArgs {
-    /// How many machines may join with the code.
+    /// How many machines may join with the code (1 to 10000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     uses: u32,
-    /// How long the code is valid, e.g. `30m`, `24h`, `7d`.
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::pause::parse_duration)]
+    /// How long the code is valid, from a second to 366 days, e.g. `30m`, `24h`, `7d`.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_validity)]
     expires: u64,
-    /// Print JSON (`code`, `expires_unix`) instead of text and a QR code.
+    /// List the join codes the head has made (never their secrets): id, state, uses, expiry and
+    /// who joined with each.
+    #[arg(long, conflicts_with_all = ["revoke", "uses", "expires", "no_qr"])]
+    list: bool,
+    /// Withdraw the join code with this id (from `--list`): no machine can join with it from
+    /// now on. Machines that already joined stay.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["uses", "expires", "no_qr"])]
+    revoke: Option<String>,
+    /// Print JSON instead of text and a QR code.
     #[arg(long)]
     json: bool,
     /// Do not draw the QR code.
@@ -86,8 +94,52 @@ pub struct InviteArgs {
     no_qr: bool,
 }
 
+/// The most an invite may be valid: what the head enforces.
+const MAX_VALIDITY_SECS: u64 = 366 * 86_400;
+
+/// A join code's validity: a duration ([`crate::pause::parse_duration`]) from a second to 366
+/// days, refused outside that range rather than changed, so what is printed is what the head
+/// applies.
+fn parse_validity(text: &str) -> Result<u64, String> {
+    let secs = crate::pause::parse_duration(text)?;
+    if secs == 0 {
+        return Err(format!("{text:?}: a join code must be valid for at least a second"));
+    }
+    if secs > MAX_VALIDITY_SECS {
+        return Err(format!(
+            "{text:?}: a join code is valid for at most 366 days (366d)"
+        ));
+    }
+    Ok(secs)
+}
+
 pub async fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
     let mut admin = Admin::connect().await?;
+    if args.list {
+        return list_invites(&mut admin, args.json).await;
+    }
+    if let Some(id) = args.revoke {
+        let request = admin.request(pb::RevokeInviteRequest {
+            invite_id: id.clone(),
+        });
+        let reply = admin
+            .client
+            .revoke_invite(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"invite_id": id, "revoked": reply.revoked})
+            );
+        } else if reply.revoked {
+            println!("Join code {id} is withdrawn: no machine can join with it.");
+        } else {
+            println!("Join code {id} was already withdrawn.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let request = admin.request(pb::InviteRequest {
         uses: args.uses,
         expires_secs: args.expires,
@@ -98,10 +150,17 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
+    // What the head applied, not what was asked (an older head changes out-of-range values).
+    let uses = if reply.uses == 0 { args.uses } else { reply.uses };
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"code": reply.code, "expires_unix": reply.expires_unix, "uses": args.uses})
+            serde_json::json!({
+                "code": reply.code,
+                "invite_id": reply.invite_id,
+                "expires_unix": reply.expires_unix,
+                "uses": uses,
+            })
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -118,25 +177,133 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", reply.code);
     println!();
-    let uses = if args.uses == 1 {
+    let machines = if uses == 1 {
         "one machine".to_string()
     } else {
-        format!("{} machines", args.uses)
+        format!("{uses} machines")
     };
+    let now = unix_now();
     println!(
         "On the machine to add, run `flotilla join <code>` (or paste it in the app). Valid for \
-         {uses}, for {}. Treat it like a password.",
-        human_secs(args.expires)
+         {machines} until {} ({}). Treat it like a password; withdraw it with \
+         `flotilla invite --revoke {}`.",
+        flotilla_host::clock::format_utc(reply.expires_unix),
+        human_secs(reply.expires_unix.saturating_sub(now)),
+        reply.invite_id,
     );
     Ok(ExitCode::SUCCESS)
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn list_invites(admin: &mut Admin, json: bool) -> anyhow::Result<ExitCode> {
+    let request = admin.request(pb::ListInvitesRequest {});
+    let invites = admin
+        .client
+        .list_invites(request)
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .invites;
+    let now = unix_now();
+    let state = |i: &pb::InviteRecord| {
+        if i.revoked_unix > 0 {
+            "withdrawn"
+        } else if now >= i.expires_unix {
+            "expired"
+        } else if i.uses_left == 0 {
+            "used up"
+        } else {
+            "usable"
+        }
+    };
+    if json {
+        let rows: Vec<_> = invites
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "invite_id": i.invite_id,
+                    "state": state(i),
+                    "created_unix": i.created_unix,
+                    "expires_unix": i.expires_unix,
+                    "uses": i.uses,
+                    "uses_left": i.uses_left,
+                    "revoked_unix": (i.revoked_unix > 0).then_some(i.revoked_unix),
+                    "joined": i.joined,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if invites.is_empty() {
+        println!("The head has made no join codes yet; make one with `flotilla invite`.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<4} {:<9} {:<7} {:<21} JOINED",
+        "ID", "STATE", "USES", "EXPIRES"
+    );
+    for i in &invites {
+        let used = if i.uses == 0 {
+            format!("{} left", i.uses_left)
+        } else {
+            format!("{}/{}", i.uses - i.uses_left.min(i.uses), i.uses)
+        };
+        println!(
+            "{:<4} {:<9} {:<7} {:<21} {}",
+            i.invite_id,
+            state(i),
+            used,
+            flotilla_host::clock::format_utc(i.expires_unix),
+            if i.joined.is_empty() {
+                "-".to_string()
+            } else {
+                i.joined.join(", ")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A validity in words, to the nearest minute past a minute: `1 day`, `1 day 12 hours`,
+/// `90 minutes` reads `1 hour 30 minutes`.
 fn human_secs(s: u64) -> String {
-    match s {
-        s if s % 86_400 == 0 => format!("{} day(s)", s / 86_400),
-        s if s % 3600 == 0 => format!("{} hour(s)", s / 3600),
-        s if s % 60 == 0 => format!("{} minute(s)", s / 60),
-        s => format!("{s} seconds"),
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if s < 60 {
+        return plural(s, "second");
+    }
+    let minutes = (s + 30) / 60;
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    let parts: Vec<String> = [(days, "day"), (hours, "hour"), (minutes, "minute")]
+        .into_iter()
+        .filter(|&(n, _)| n > 0)
+        .map(|(n, unit)| plural(n, unit))
+        .collect();
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{human_secs, parse_validity};
+
+    #[test]
+    fn validities_are_refused_out_of_range_and_said_as_the_head_applies_them() {
+        assert_eq!(parse_validity("24h"), Ok(86_400));
+        assert_eq!(parse_validity("366d"), Ok(366 * 86_400));
+        assert_eq!(parse_validity("1s"), Ok(1));
+        for bad in ["0s", "0d", "367d", "999999d", "99999999999999999999d", "5y", "-1h"] {
+            assert!(parse_validity(bad).is_err(), "{bad}");
+        }
+        assert_eq!(human_secs(86_399), "1 day");
+        assert_eq!(human_secs(129_600), "1 day 12 hours");
+        assert_eq!(human_secs(5_400), "1 hour 30 minutes");
+        assert_eq!(human_secs(30), "30 seconds");
+        assert_eq!(human_secs(366 * 86_400), "366 days");
     }
 }
 

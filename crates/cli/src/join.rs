@@ -30,16 +30,15 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.code.clone()
     };
-    let name = args
-        .node
-        .name
-        .clone()
-        .unwrap_or_else(flotilla_host::hostname);
+    let name = args.node.name.clone().unwrap_or_else(default_name);
     eprintln!("Joining the fleet as {name}...");
     let enrolled = enroll(&code, name.clone(), args.node.cpus).await?;
+    if enrolled.node_name != name {
+        eprintln!("Joined under another name: {}.", enrolled.node_name);
+    }
     eprintln!(
-        "Joined as node {} ({name}); Ray {} with Python {}. Credentials are in the secret store.",
-        enrolled.node_id, enrolled.ray_version, enrolled.python_version
+        "Joined as node {} ({}); Ray {} with Python {}. Credentials are in the secret store.",
+        enrolled.node_id, enrolled.node_name, enrolled.ray_version, enrolled.python_version
     );
     if args.no_start {
         eprintln!("Start the worker with `flotilla worker`.");
@@ -48,16 +47,57 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
     crate::worker::run_enrolled(enrolled, args.node).await
 }
 
+/// The name a machine joins under when none is given: its host name, with `node-` before one
+/// that is all digits (which would read as a node id).
+pub fn default_name() -> String {
+    let host = flotilla_host::hostname();
+    if !host.is_empty() && host.chars().all(|c| c.is_ascii_digit()) {
+        format!("node-{host}")
+    } else {
+        host
+    }
+}
+
+/// The secret-store name written and removed to prove the store takes writes before a join.
+const WRITE_CHECK: &str = "flotilla.join-check";
+
 /// Joins the fleet of `code` as `name` and stores the enrollment (credentials in the secret
-/// store); the worker is not started.
+/// store); the worker is not started. All or nothing: the store is checked before the head is
+/// asked, and when storing fails after all, the head is told to forget the node and give the
+/// code's use back.
 pub async fn enroll(
     code: &str,
     name: String,
     cpus: Option<u32>,
 ) -> anyhow::Result<enrollment::Enrollment> {
     let mut machine = Machine::this(name, cpus);
+    // The store must take writes before the code is used.
+    let (dirs, store) = tokio::task::spawn_blocking(|| {
+        let (dirs, _, store) = crate::secret_cmd::load_store()?;
+        let check = flotilla_secrets::Secret::from(format!("{:?}", std::time::SystemTime::now()));
+        store
+            .set(WRITE_CHECK, &check)
+            .and_then(|()| store.remove(WRITE_CHECK).map(|_| ()))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the secret store cannot keep this machine's credential, so it did not \
+                     join (the join code is unused): {e}"
+                )
+            })?;
+        // A machine that joins again proves which node it is, to keep its name.
+        let previous = match enrollment::Enrollment::load(&dirs) {
+            Ok(Some(e)) => store
+                .get(enrollment::CREDENTIAL_SECRET)
+                .ok()
+                .map(|c| (e, c)),
+            _ => None,
+        };
+        anyhow::Ok((dirs, (store, previous)))
+    })
+    .await??;
+    let (store, previous) = store;
+    machine.previous = previous;
     // The head refuses, before the code is used, a machine that cannot run its Python.
-    let dirs = flotilla_host::Dirs::from_env();
     match flotilla_ray::RuntimeManager::new(&dirs.data)
         .pythons()
         .await
@@ -68,14 +108,43 @@ pub async fn enroll(
         }
         Err(e) => tracing::warn!("cannot list this machine's Pythons: {e}"),
     }
-    let (enrolled, credential, token) = enrollment::join(code, &machine).await?;
-    let saved = enrolled.clone();
-    tokio::task::spawn_blocking(move || {
-        let (dirs, _, store) = crate::secret_cmd::load_store()?;
-        saved
-            .save(&dirs, &store, &credential, &token)
-            .map_err(|e| anyhow::anyhow!("cannot store the enrollment: {e}"))
+    let joined = enrollment::join(code, &machine).await?;
+    if let Some(notice) = &joined.notice {
+        eprintln!("{notice}");
+    }
+    let saved = tokio::task::spawn_blocking({
+        let (enrollment, credential, token) = (
+            joined.enrollment.clone(),
+            joined.credential.clone(),
+            joined.token.clone(),
+        );
+        move || {
+            enrollment
+                .save(&dirs, &store, &credential, &token)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
     })
-    .await??;
-    Ok(enrolled)
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .and_then(|r| r);
+    if let Err(e) = saved {
+        let undone = match enrollment::finish(&joined, false).await {
+            Ok(()) => "the head has forgotten this machine and the join code is unused".to_string(),
+            Err(f) => format!(
+                "the head could not be told ({f}); it forgets this machine and gives the code's \
+                 use back by itself within a few minutes"
+            ),
+        };
+        anyhow::bail!(
+            "cannot store the enrollment: {e}\n  Nothing was joined: {undone}. Fix the secret \
+             store (`flotilla doctor` says how) and join again with the same code."
+        );
+    }
+    enrollment::finish(&joined, true).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the head did not confirm the join: {e}\n  Join again with a new code \
+             (`flotilla invite` on the head)."
+        )
+    })?;
+    Ok(joined.enrollment)
 }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod demo;
 pub mod doctor;
 pub mod env_cmd;
+pub mod errors;
 pub mod jobs;
 pub mod join;
 pub mod pause;
@@ -173,7 +174,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", errors::describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -44,7 +44,8 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?}: that is longer than any duration Flotilla takes"))
 }
 
 async fn send(req: serde_json::Value) -> anyhow::Result<ExitCode> {

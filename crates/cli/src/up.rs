@@ -356,11 +356,17 @@ async fn start_worker(
         .parse()
         .with_context(|| format!("the head reported an unusable address {}", info.ray_address))?;
     // The local worker reports to the head like any other node, enrolled directly.
-    let (node_id, credential) = head
+    let (node_id, given, credential) = head
         .fleet()
         .enroll_local(&name, cpus)
         .await
         .map_err(|s| anyhow::anyhow!("cannot enroll the local worker: {}", s.message()))?;
+    if given != name {
+        say(&format!(
+            "The name {name} belongs to another machine of the fleet; this machine's worker is {given}."
+        ));
+    }
+    let name = given;
     let session = flotilla_agent::SessionSetup {
         config: flotilla_agent::session::SessionConfig::new(
             info.control_addresses

@@ -213,7 +213,10 @@ async fn run_once(
             Ok(agent) => break agent,
             // The link went again between the head answering and the node starting.
             Err(e) if lost_the_head(&e) => {
-                eprintln!("{e:#}\nThe head went out of reach while the worker started.");
+                eprintln!(
+                    "{}\nThe head went out of reach while the worker started.",
+                    crate::errors::describe(&e)
+                );
             }
             Err(e) if gives_up(&e) => return Err(e),
             // A port taken, a runtime that could not be installed (offline, no Python yet):
@@ -222,7 +225,8 @@ async fn run_once(
                 failures += 1;
                 let wait = retry_delay(failures);
                 eprintln!(
-                    "error: {e:#}\n  Trying again in {} s; Ctrl-C stops.",
+                    "error: {}\n  Trying again in {} s; Ctrl-C stops.",
+                    crate::errors::describe(&e),
                     wait.as_secs()
                 );
                 tokio::select! {

@@ -49,6 +49,25 @@ pub const MAX_RECORDS_PER_REPORT: usize = 256;
 /// How long an invite lasts when the admin does not say.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How long an invite may be valid.
+pub const INVITE_TTL: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(366 * 24 * 3600);
+
+/// How many machines an invite may admit.
+pub const INVITE_USES: std::ops::RangeInclusive<u32> = 1..=10_000;
+
+/// How long a join that asked to be confirmed waits for its agent's word before it is undone.
+pub const CONFIRM_JOIN_WITHIN: Duration = Duration::from_secs(120);
+
+/// A new join code and what the head will enforce for it.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    pub code: String,
+    pub id: registry::InviteId,
+    pub uses: u32,
+    pub expires_unix: u64,
+}
+
 /// The secret-store name of the head's admin token.
 pub const ADMIN_TOKEN_SECRET: &str = "flotilla.admin-token";
 
@@ -429,41 +448,47 @@ impl ControlPlane {
     }
 
     /// Enrolls a node of the head's own machine without an invite (the local worker of
-    /// `flotilla up`): returns its id and a fresh credential, kept in memory by the caller. A
-    /// node of the same name enrolled before is replaced.
-    pub async fn enroll_local(&self, name: &str, cpus: u32) -> Result<(NodeId, Secret), Status> {
-        let mut credential = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut credential);
-        let credential = Secret::from_bytes(credential);
+    /// `flotilla up`): returns its id, the name it got and a fresh credential, kept in memory by
+    /// the caller. The head's own earlier worker of the same name is replaced; a joined machine
+    /// that holds the name keeps it, and this node gets another one.
+    pub async fn enroll_local(
+        &self,
+        name: &str,
+        cpus: u32,
+    ) -> Result<(NodeId, String, Secret), Status> {
+        let credential = new_credential();
         let registry = self.inner.config.registry.clone();
         let (name, cred) = (name.to_string(), credential.clone());
         let record = blocking(move || {
-            let id = registry
-                .enroll(
-                    &name,
-                    &flotilla_host::hostname(),
-                    std::env::consts::OS,
-                    std::env::consts::ARCH,
-                    cpus,
-                    &cred,
-                    SystemTime::now(),
-                )
-                .map_err(internal)?;
+            let hostname = flotilla_host::hostname();
+            let node = registry::NewNode {
+                name: &name,
+                hostname: &hostname,
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+                cpus,
+            };
+            let enrolled = registry
+                .enroll(&node, &cred, registry::Admission::Local, SystemTime::now())
+                .map_err(enroll_status)?;
             registry
-                .node(id)
+                .node(enrolled.id)
                 .map_err(internal)?
                 .ok_or_else(|| Status::internal("the new node vanished"))
         })
         .await?;
-        let id = record.id;
-        self.insert(record);
-        Ok((id, credential))
+        let (id, name) = (record.id, record.name.clone());
+        self.insert(record, None);
+        Ok((id, name, credential))
     }
 
-    /// Adds a newly enrolled node to the live table, dropping nodes it replaced.
-    fn insert(&self, record: NodeRecord) {
+    /// Adds a newly enrolled node to the live table, dropping the node it replaced (whose
+    /// session ends).
+    fn insert(&self, record: NodeRecord, replaced: Option<NodeId>) {
         let mut nodes = self.nodes();
-        nodes.retain(|_, l| l.record.name != record.name);
+        if let Some(old) = replaced.and_then(|id| nodes.remove(&id)) {
+            drop(old.session);
+        }
         nodes.insert(
             record.id,
             Live {
@@ -481,8 +506,23 @@ impl ControlPlane {
         self.changed();
     }
 
-    /// Makes an invite: returns the encoded join code and when it expires.
-    pub async fn invite(&self, uses: u32, ttl: Duration) -> Result<(String, u64), Status> {
+    /// Makes an invite for `uses` machines, valid for `ttl`: both must be in range
+    /// ([`INVITE_USES`], [`INVITE_TTL`]), never quietly changed, so what the admin is told is
+    /// what the head enforces.
+    pub async fn invite(&self, uses: u32, ttl: Duration) -> Result<Invitation, Status> {
+        if !INVITE_USES.contains(&uses) {
+            return Err(Status::invalid_argument(format!(
+                "an invite allows {} to {} uses, not {uses}",
+                INVITE_USES.start(),
+                INVITE_USES.end()
+            )));
+        }
+        if !INVITE_TTL.contains(&ttl) {
+            return Err(Status::invalid_argument(format!(
+                "an invite is valid for a second to 366 days, not {} seconds",
+                ttl.as_secs()
+            )));
+        }
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let expires = SystemTime::now() + ttl;
@@ -498,13 +538,73 @@ impl ControlPlane {
         .map_err(|e| Status::failed_precondition(format!("cannot make a join code: {e}")))?;
         let registry = self.inner.config.registry.clone();
         let stored = Secret::from_bytes(secret.to_vec());
-        blocking(move || {
+        let id = blocking(move || {
             registry
-                .create_invite(&stored, uses.max(1), expires)
+                .create_invite(&stored, uses, expires)
                 .map_err(internal)
         })
         .await?;
-        Ok((code.encode(), expires_unix))
+        self.changed();
+        Ok(Invitation {
+            code: code.encode(),
+            id,
+            uses,
+            expires_unix,
+        })
+    }
+
+    /// Tells node `holder`, if it is connected, that a machine asked for its name and got
+    /// `given` instead (the registry keeps the same as an event).
+    fn tell_name_taken(&self, holder: NodeId, hostname: &str, wanted: &str, given: &str) {
+        let nodes = self.nodes();
+        let Some((_, tx)) = nodes.get(&holder).and_then(|l| l.session.as_ref()) else {
+            return;
+        };
+        let _ = tx.try_send(Ok(pb::HeadCommand {
+            command: Some(Cmd::Notice(pb::Notice {
+                reason: Some(reason(
+                    "name_taken",
+                    &format!(
+                        "Another machine ({hostname}) asked to join the fleet as {wanted:?}, \
+                         this node's name; it was named {given:?}, and this node keeps its name."
+                    ),
+                    &format!(
+                        "Otra máquina ({hostname}) pidió unirse a la flota como {wanted:?}, el \
+                         nombre de este nodo; se llama {given:?} y este nodo conserva su nombre."
+                    ),
+                )),
+            })),
+        }));
+    }
+
+    /// Every invite the head made, newest first.
+    pub async fn invites(&self) -> Result<Vec<registry::InviteRecord>, Status> {
+        let registry = self.inner.config.registry.clone();
+        blocking(move || registry.list_invites().map_err(internal)).await
+    }
+
+    /// Withdraws an invite; `false` if it was withdrawn already.
+    pub async fn revoke_invite(&self, id: &str) -> Result<bool, Status> {
+        let id = id
+            .trim()
+            .trim_start_matches('#')
+            .parse::<i64>()
+            .map(registry::InviteId)
+            .map_err(|_| {
+                Status::invalid_argument(format!(
+                    "{id:?} is not an invite id; see `flotilla invite --list`"
+                ))
+            })?;
+        let registry = self.inner.config.registry.clone();
+        blocking(move || {
+            registry
+                .revoke_invite(id, SystemTime::now())
+                .map_err(|e| match e {
+                    registry::Error::UnknownInvite(_) => Status::not_found(e.to_string()),
+                    e => internal(e),
+                })
+        })
+        .await
     }
 
     /// Whether `given` is the head's admin token, compared in constant time: the one check
@@ -695,17 +795,36 @@ impl ControlPlane {
     }
 
     /// Finds a node by id or name.
-    fn find(&self, node: &str) -> Option<NodeId> {
+    /// The node `node` names: its id (`7` or `#7`) or its name (in any ASCII case). A text
+    /// that is one node's id and another's name is refused rather than guessed.
+    fn find(&self, node: &str) -> Result<NodeId, Status> {
         let nodes = self.nodes();
-        if let Ok(id) = node.parse::<i64>()
-            && nodes.contains_key(&NodeId(id))
-        {
-            return Some(NodeId(id));
+        let text = node.trim();
+        let by_id = text
+            .strip_prefix('#')
+            .unwrap_or(text)
+            .parse::<i64>()
+            .ok()
+            .map(NodeId)
+            .filter(|id| nodes.contains_key(id));
+        let by_name = if text.starts_with('#') {
+            None
+        } else {
+            nodes
+                .iter()
+                .find(|(_, l)| l.record.name.eq_ignore_ascii_case(text))
+                .map(|(id, _)| *id)
+        };
+        match (by_id, by_name) {
+            (Some(a), Some(b)) if a != b => Err(Status::invalid_argument(format!(
+                "{text:?} is node {a}'s id and node {b}'s name; write #{a} for the first, \
+                 #{b} for the second"
+            ))),
+            (Some(id), _) | (None, Some(id)) => Ok(id),
+            (None, None) => Err(Status::not_found(format!(
+                "no node named {node:?}; see `flotilla nodes`"
+            ))),
         }
-        nodes
-            .iter()
-            .find(|(_, l)| l.record.name == node)
-            .map(|(id, _)| *id)
     }
 
     /// Sends `command` to a node now if it is connected, and keeps it as the node's standing
@@ -715,9 +834,7 @@ impl ControlPlane {
         node: &str,
         command: pb::HeadCommand,
     ) -> Result<(NodeId, String, bool), Status> {
-        let id = self.find(node).ok_or_else(|| {
-            Status::not_found(format!("no node named {node:?}; see `flotilla nodes`"))
-        })?;
+        let id = self.find(node)?;
         let mut nodes = self.nodes();
         let live = nodes
             .get_mut(&id)
@@ -732,9 +849,7 @@ impl ControlPlane {
 
     /// Revokes a node: its credential stops working and its session ends with `Leave`.
     pub async fn revoke(&self, node: &str) -> Result<(NodeId, String), Status> {
-        let id = self.find(node).ok_or_else(|| {
-            Status::not_found(format!("no node named {node:?}; see `flotilla nodes`"))
-        })?;
+        let id = self.find(node)?;
         let registry = self.inner.config.registry.clone();
         blocking(move || registry.revoke(id, SystemTime::now()).map_err(internal)).await?;
         let live = self.nodes().remove(&id);
@@ -969,8 +1084,30 @@ fn redeem_status(e: registry::RedeemError) -> Status {
             "this join code has already been used as many times as it allows; ask for a new \
              one (`flotilla invite --uses N`)",
         ),
-        registry::RedeemError::Registry(e) => internal(e),
+        registry::RedeemError::Withdrawn => Status::permission_denied(
+            "this join code has been withdrawn by the head's admin; ask for a new one",
+        ),
+        registry::RedeemError::Registry(e) => enroll_status_of(e),
     }
+}
+
+/// A registry error of an enrollment as the joiner sees it: a name or field it sent that is
+/// not acceptable is its to fix.
+fn enroll_status_of(e: registry::Error) -> Status {
+    match e {
+        registry::Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        e => internal(e),
+    }
+}
+
+fn enroll_status(e: registry::RedeemError) -> Status {
+    redeem_status(e)
+}
+
+fn new_credential() -> Secret {
+    let mut credential = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut credential);
+    Secret::from_bytes(credential)
 }
 
 /// Why a machine offering `offered` Pythons (and downloads, or not) cannot run a node of a
@@ -1092,16 +1229,26 @@ impl Fleet for ControlPlane {
         if name.is_empty() {
             return Err(Status::invalid_argument("the node name is empty"));
         }
-        check_text("node name", &name)?;
+        registry::check_node_name(&name).map_err(enroll_status_of)?;
         check_text("hostname", &req.hostname)?;
         check_text("operating system", &req.os)?;
         check_text("architecture", &req.arch)?;
         let secret = Secret::from_bytes(req.join_secret.clone());
-        let mut credential = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut credential);
-        let credential = Secret::from_bytes(credential);
+        let previous = match &req.previous {
+            Some(p) => Some((
+                p.node_id
+                    .parse::<i64>()
+                    .map(NodeId)
+                    .map_err(|_| Status::invalid_argument("the previous node id is not a number"))?,
+                Secret::from_bytes(p.credential.clone()),
+            )),
+            None => None,
+        };
+        let credential = new_credential();
         let registry = self.inner.config.registry.clone();
-        let (record, cred) = {
+        let pending = req.confirms;
+        let wanted = name.clone();
+        let (record, enrolled, cred) = {
             let credential = credential.clone();
             let (hostname, os, arch, cpus) = (
                 req.hostname.clone(),
@@ -1120,43 +1267,122 @@ impl Fleet for ControlPlane {
                         .map_err(redeem_status)?;
                     return Err(Status::failed_precondition(why));
                 }
+                // Joins whose agents never confirmed are undone first: their names and uses
+                // are free again.
                 registry
-                    .redeem_invite(&secret, SystemTime::now())
-                    .map_err(redeem_status)?;
-                let id = registry
-                    .enroll(
-                        &name,
-                        &hostname,
-                        &os,
-                        &arch,
-                        cpus,
-                        &credential,
-                        SystemTime::now(),
-                    )
-                    .map_err(|e| match e {
-                        registry::Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
-                        e => internal(e),
-                    })?;
+                    .expire_pending(SystemTime::now(), CONFIRM_JOIN_WITHIN)
+                    .map_err(internal)?;
+                let node = registry::NewNode {
+                    name: &name,
+                    hostname: &hostname,
+                    os: &os,
+                    arch: &arch,
+                    cpus,
+                };
+                let admission = registry::Admission::Invite {
+                    secret: &secret,
+                    previous: previous.as_ref().map(|(id, c)| (*id, c)),
+                    pending,
+                };
+                let enrolled = registry
+                    .enroll(&node, &credential, admission, SystemTime::now())
+                    .map_err(enroll_status)?;
                 let record = registry
-                    .node(id)
+                    .node(enrolled.id)
                     .map_err(internal)?
                     .ok_or_else(|| Status::internal("the new node vanished"))?;
-                Ok((record, credential))
+                Ok((record, enrolled, credential))
             })
             .await?
         };
         let id = record.id;
-        // A re-enrolled name replaces its old node (the registry revoked it).
-        self.insert(record);
-        tracing::info!(node = %id, name = req.node_name, "node joined");
+        let notice = enrolled.name_held_by.map(|holder| {
+            let name = &wanted;
+            self.tell_name_taken(holder, &req.hostname, name, &enrolled.name);
+            reason(
+                "name_taken",
+                &format!(
+                    "The name {name:?} belongs to another machine of the fleet (node {holder}), \
+                     so this one is {:?}. To take the name, the fleet's admin revokes node \
+                     {holder} (`flotilla revoke {holder}`) and this machine joins again with \
+                     `--name {name}`.",
+                    enrolled.name
+                ),
+                &format!(
+                    "El nombre {name:?} es de otra máquina de la flota (nodo {holder}), así que \
+                     esta se llama {:?}. Para quedarse con el nombre, el administrador revoca el \
+                     nodo {holder} (`flotilla revoke {holder}`) y esta máquina se vuelve a unir \
+                     con `--name {name}`.",
+                    enrolled.name
+                ),
+            )
+        });
+        if !pending {
+            self.insert(record, enrolled.replaced);
+        }
+        tracing::info!(node = %id, name = enrolled.name, pending, "node joined");
         Ok(Response::new(pb::JoinReply {
             node_id: id.to_string(),
             node_credential: cred.expose().to_vec(),
+            node_name: enrolled.name,
+            notice,
+            confirm_within_secs: CONFIRM_JOIN_WITHIN.as_secs(),
             ray: Some(self.ray_spec()),
             policy: Some(pb::PolicyDefaults {
                 toml: self.inner.config.policy_toml.clone(),
             }),
         }))
+    }
+
+    async fn finish_join(
+        &self,
+        request: Request<pb::FinishJoinRequest>,
+    ) -> Result<Response<pb::FinishJoinReply>, Status> {
+        let req = request.into_inner();
+        let id = req
+            .node_id
+            .parse::<i64>()
+            .map(NodeId)
+            .map_err(|_| Status::invalid_argument("the node id is not a number"))?;
+        let credential = Secret::from_bytes(req.node_credential);
+        let registry = self.inner.config.registry.clone();
+        let kept = req.kept;
+        let confirmed = blocking(move || {
+            let auth = |e: registry::AuthError| match e {
+                registry::AuthError::Registry(e) => internal(e),
+                e => Status::unauthenticated(format!(
+                    "{e} (a join not confirmed within {} s is undone; join again)",
+                    CONFIRM_JOIN_WITHIN.as_secs()
+                )),
+            };
+            if !kept {
+                registry.abandon_join(id, &credential).map_err(auth)?;
+                return Ok(None);
+            }
+            let Some(record) = registry.confirm_join(id, &credential).map_err(auth)? else {
+                return Ok(None);
+            };
+            // The node it replaced, if any, is revoked by now.
+            let replaced = registry
+                .list_nodes()
+                .map_err(internal)?
+                .into_iter()
+                .filter(|n| n.is_revoked() && n.name == record.name)
+                .map(|n| n.id)
+                .collect::<Vec<_>>();
+            Ok(Some((record, replaced)))
+        })
+        .await?;
+        if let Some((record, replaced)) = confirmed {
+            tracing::info!(node = %record.id, name = record.name, "join confirmed");
+            for old in replaced {
+                self.nodes().remove(&old);
+            }
+            self.insert(record, None);
+        } else if !kept {
+            tracing::info!(node = %id, "join undone: the machine could not keep its credential");
+        }
+        Ok(Response::new(pb::FinishJoinReply {}))
     }
 
     type SessionStream = BoxStream<pb::HeadCommand>;
@@ -1283,10 +1509,51 @@ impl Fleet for ControlPlane {
         let ttl = if req.expires_secs == 0 {
             DEFAULT_INVITE_TTL
         } else {
-            Duration::from_secs(req.expires_secs.min(366 * 24 * 3600))
+            Duration::from_secs(req.expires_secs)
         };
-        let (code, expires_unix) = ControlPlane::invite(self, req.uses.max(1), ttl).await?;
-        Ok(Response::new(pb::InviteReply { code, expires_unix }))
+        let uses = if req.uses == 0 { 1 } else { req.uses };
+        let made = ControlPlane::invite(self, uses, ttl).await?;
+        Ok(Response::new(pb::InviteReply {
+            code: made.code,
+            expires_unix: made.expires_unix,
+            invite_id: made.id.to_string(),
+            uses: made.uses,
+        }))
+    }
+
+    async fn list_invites(
+        &self,
+        request: Request<pb::ListInvitesRequest>,
+    ) -> Result<Response<pb::ListInvitesReply>, Status> {
+        self.check_admin(&request)?;
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let invites = self
+            .invites()
+            .await?
+            .into_iter()
+            .map(|i| pb::InviteRecord {
+                invite_id: i.id.to_string(),
+                created_unix: unix(i.created_at),
+                expires_unix: unix(i.expires_at),
+                uses: i.uses,
+                uses_left: i.uses_left,
+                revoked_unix: i.revoked_at.map_or(0, unix),
+                joined: i.joined,
+            })
+            .collect();
+        Ok(Response::new(pb::ListInvitesReply { invites }))
+    }
+
+    async fn revoke_invite(
+        &self,
+        request: Request<pb::RevokeInviteRequest>,
+    ) -> Result<Response<pb::RevokeInviteReply>, Status> {
+        self.check_admin(&request)?;
+        let revoked = ControlPlane::revoke_invite(self, &request.into_inner().invite_id).await?;
+        if revoked {
+            self.changed();
+        }
+        Ok(Response::new(pb::RevokeInviteReply { revoked }))
     }
 
     async fn revoke(
@@ -1408,7 +1675,7 @@ mod tests {
     #[tokio::test]
     async fn the_snapshot_merges_reports_with_rays_view() {
         let plane = plane();
-        let (id, _) = plane.enroll_local("studio", 8).await.unwrap();
+        let (id, _, _) = plane.enroll_local("studio", 8).await.unwrap();
         // A connected node (a session sender stands in for the stream).
         let (tx, _rx) = mpsc::channel(4);
         plane.nodes().get_mut(&id).unwrap().session = Some((1, tx));

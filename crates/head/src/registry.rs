@@ -17,10 +17,14 @@
 //! All times are stored as unix milliseconds (`INTEGER`). Tables (all `STRICT`):
 //!
 //! - `nodes(id, name, hostname, os, arch, cpus, enrolled_at, last_seen, state, reason,
-//!   revoked_at)`: `id` is never reused (`AUTOINCREMENT`). `name` is unique among nodes that are
-//!   not revoked (a partial unique index), because revoked nodes stay for their history.
+//!   revoked_at, invite_id, pending, local, replaces)`: `id` is never reused (`AUTOINCREMENT`).
+//!   `name` is unique among nodes that are not revoked (a partial unique index), because revoked
+//!   nodes stay for their history. `invite_id` is the invite it joined with, `pending` is 1
+//!   until its join is confirmed, `local` marks the head's own worker, `replaces` the node a
+//!   pending join took the name of.
 //! - `credentials(id, node_id, salt, hash, created_at)`: node credentials, hashed.
-//! - `invites(id, salt, hash, uses_left, expires_at, created_at)`: join secrets, hashed.
+//! - `invites(id, salt, hash, uses_left, expires_at, created_at, uses_total, revoked_at)`: join
+//!   secrets, hashed; `uses_total` is 0 for invites made before it was recorded.
 //! - `events(id, node_id, at, kind, state, reason)`: enrollments, state changes with their
 //!   reasons, and revocations, in order (`id` grows).
 //! - `contributions(id, node_id, seq, hour_start, cpu_seconds)` with `UNIQUE(node_id, seq)`:
@@ -38,14 +42,29 @@
 //! session stays cheap. An invite is found by recomputing the hash against every invite row (the
 //! salt is per row), which is fine for the handful of invites a team has.
 //!
-//! # Re-enrolling a name
+//! # Names and joining
 //!
-//! [`Registry::enroll`] with the name of a node that is not revoked gives the new enrollment a
-//! **new id** and revokes the old node in the same transaction (a reinstalled machine that joins
-//! again with a fresh invite replaces its old self; the old credential stops working). A new id,
-//! rather than reusing the old one, keeps the ledger right: the new agent numbers its
-//! contribution records from the start again, and under the old id those would be taken for
-//! duplicates. The old node's row, events and contributions stay, revoked.
+//! A name is held by one node that is not revoked, compared without regard to ASCII case (`VM`
+//! and `vm` would read as one machine), and it is never taken from that node without proof:
+//! [`Registry::enroll`] gives a joining machine the name it asks for only when it is free, or
+//! when the machine proves it is the node holding it (that node's current credential, sent by a
+//! machine that joins again) or, for the head's own worker, when the holder is the head's own
+//! earlier worker. Otherwise the machine gets the first free `name-2`, `name-3`, ... and the
+//! holder gets a [`EventKind::Notice`] event saying so; an admin frees a name by revoking its
+//! node. A name must also read as one thing: not all digits (it would read as a node id) and
+//! nothing [`flotilla_secrets::ambiguous_character`] refuses.
+//!
+//! A node that replaces its earlier self gets a **new id** and the old node is revoked in the
+//! same transaction (its credential stops working). A new id, rather than reusing the old one,
+//! keeps the ledger right: the new agent numbers its contribution records from the start
+//! again, and under the old id those would be taken for duplicates. The old node's row, events
+//! and contributions stay, revoked.
+//!
+//! Joining is all or nothing. Using the code and creating the node happen in one transaction;
+//! a join that asks to be confirmed stays *pending* (not listed, not counted) until the agent
+//! says it stored its credential ([`Registry::confirm_join`]). If it could not, or says nothing
+//! within the head's deadline, [`Registry::abandon_join`] deletes the node, gives the code's use
+//! back and restores a node it replaced.
 //!
 //! # Threads and async
 //!
@@ -134,6 +153,14 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (node_id, seq)
     ) STRICT;
     CREATE INDEX contributions_hour ON contributions(hour_start, node_id);",
+    // 3: invites can be listed and withdrawn; joins are confirmed; the head's own worker is
+    // marked.
+    "ALTER TABLE invites ADD COLUMN uses_total INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE invites ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE nodes ADD COLUMN invite_id INTEGER;
+    ALTER TABLE nodes ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN replaces INTEGER;",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -160,6 +187,8 @@ pub enum Error {
     UnknownNode(NodeId),
     #[error("node {0} has been revoked")]
     Revoked(NodeId),
+    #[error("there is no invite {0}; see `flotilla invite --list`")]
+    UnknownInvite(InviteId),
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
     #[error("the node registry holds a value this Flotilla cannot read: {0}")]
@@ -197,6 +226,8 @@ pub enum RedeemError {
     Expired,
     #[error("this invite has been used as many times as it allows; ask for a new one")]
     UsedUp,
+    #[error("this invite has been withdrawn by the head's admin; ask for a new one")]
+    Withdrawn,
     #[error(transparent)]
     Registry(#[from] Error),
 }
@@ -299,6 +330,73 @@ impl fmt::Display for NodeState {
     }
 }
 
+/// A machine asking to be enrolled.
+#[derive(Debug, Clone, Copy)]
+pub struct NewNode<'a> {
+    /// The name it asks for.
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub arch: &'a str,
+    pub cpus: u32,
+}
+
+/// What admits a machine to the fleet.
+#[derive(Debug, Clone, Copy)]
+pub enum Admission<'a> {
+    /// The head's own worker, which needs no invite.
+    Local,
+    /// A join code's secret; `previous` proves which node the machine was before (its id and
+    /// credential), `pending` keeps the enrollment unconfirmed until the agent stored its
+    /// credential.
+    Invite {
+        secret: &'a Secret,
+        previous: Option<(NodeId, &'a Secret)>,
+        pending: bool,
+    },
+}
+
+/// The outcome of [`Registry::enroll`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrolled {
+    pub id: NodeId,
+    /// The name it got: the one asked for, or another one when that is held by `name_held_by`.
+    pub name: String,
+    /// The machine's earlier node, now revoked.
+    pub replaced: Option<NodeId>,
+    pub name_held_by: Option<NodeId>,
+    pub invite: Option<InviteId>,
+}
+
+/// An invite as the admin sees it (never its secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InviteRecord {
+    pub id: InviteId,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+    /// Uses it was made with; 0 when made before this was recorded.
+    pub uses: u32,
+    pub uses_left: u32,
+    pub revoked_at: Option<SystemTime>,
+    /// The nodes that joined with it.
+    pub joined: Vec<String>,
+}
+
+impl InviteRecord {
+    /// `usable`, `expired`, `used up` or `withdrawn`, at `now`.
+    pub fn status(&self, now: SystemTime) -> &'static str {
+        if self.revoked_at.is_some() {
+            "withdrawn"
+        } else if now >= self.expires_at {
+            "expired"
+        } else if self.uses_left == 0 {
+            "used up"
+        } else {
+            "usable"
+        }
+    }
+}
+
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -306,6 +404,9 @@ pub enum EventKind {
     /// The node's state or its reason changed.
     State,
     Revoked,
+    /// Something its owner should know that changes nothing (another machine asked for its
+    /// name), said in `reason`.
+    Notice,
 }
 
 impl EventKind {
@@ -314,12 +415,18 @@ impl EventKind {
             EventKind::Enrolled => "enrolled",
             EventKind::State => "state",
             EventKind::Revoked => "revoked",
+            EventKind::Notice => "notice",
         }
     }
 
     pub fn parse(s: &str) -> Option<EventKind> {
-        [EventKind::Enrolled, EventKind::State, EventKind::Revoked]
-            .into_iter()
+        [
+            EventKind::Enrolled,
+            EventKind::State,
+            EventKind::Revoked,
+            EventKind::Notice,
+        ]
+        .into_iter()
             .find(|v| v.as_str() == s)
     }
 }
@@ -457,8 +564,8 @@ impl Registry {
         let (salt, hash) = new_hash(INVITE_DOMAIN, secret);
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO invites (salt, hash, uses_left, expires_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO invites (salt, hash, uses_left, uses_total, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
             params![salt, hash, uses, expires, now],
         )?;
         Ok(InviteId(conn.last_insert_rowid()))
@@ -488,63 +595,163 @@ impl Registry {
         usable_invite(&tx, secret, now)
     }
 
-    /// Enrolls a node under `name` with its credential (stored hashed). The caller has redeemed
-    /// an invite first. If a node that is not revoked already has this name, the new enrollment
-    /// gets a new id and the old node is revoked (see the module documentation).
-    #[allow(clippy::too_many_arguments)]
+    /// Every invite, newest first, with the names of the nodes that joined with it (pending
+    /// joins not included).
+    pub fn list_invites(&self) -> Result<Vec<InviteRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT i.id, i.created_at, i.expires_at, i.uses_total, i.uses_left, i.revoked_at,
+                    (SELECT group_concat(n.name, char(10)) FROM nodes n
+                      WHERE n.invite_id = i.id AND n.pending = 0)
+             FROM invites i ORDER BY i.id DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let joined: Option<String> = r.get(6)?;
+            Ok(InviteRecord {
+                id: InviteId(r.get(0)?),
+                created_at: from_millis(r.get(1)?),
+                expires_at: from_millis(r.get(2)?),
+                uses: r.get(3)?,
+                uses_left: r.get(4)?,
+                revoked_at: r.get::<_, Option<i64>>(5)?.map(from_millis),
+                joined: joined
+                    .map(|j| j.split('\n').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Withdraws an invite: its secret is refused from now on. `Ok(false)` if it was withdrawn
+    /// already; [`Error::UnknownInvite`] if there is no such invite.
+    pub fn revoke_invite(&self, id: InviteId, now: SystemTime) -> Result<bool> {
+        let now = millis(now)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let revoked: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM invites WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match revoked {
+            None => Err(Error::UnknownInvite(id)),
+            Some(Some(_)) => Ok(false),
+            Some(None) => {
+                tx.execute(
+                    "UPDATE invites SET revoked_at = ?2 WHERE id = ?1",
+                    params![id.0, now],
+                )?;
+                tx.commit()?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Enrolls a node with its credential (stored hashed), admitted by `admission`, in one
+    /// transaction: the invite's use and the node stand or fall together. The node gets the
+    /// name it asks for unless another node holds it (see the module documentation).
     pub fn enroll(
         &self,
-        name: &str,
-        hostname: &str,
-        os: &str,
-        arch: &str,
-        cpus: u32,
+        node: &NewNode<'_>,
         credential: &Secret,
+        admission: Admission<'_>,
         now: SystemTime,
-    ) -> Result<NodeId> {
-        check_text("node name", name, false)?;
-        check_text("hostname", hostname, true)?;
-        check_text("operating system", os, true)?;
-        check_text("architecture", arch, true)?;
+    ) -> Result<Enrolled, RedeemError> {
+        check_node_name(node.name)?;
+        check_text("hostname", node.hostname, true)?;
+        check_text("operating system", node.os, true)?;
+        check_text("architecture", node.arch, true)?;
         check_secret(credential, "node credential")?;
         let now = millis(now)?;
         let (salt, hash) = new_hash(CREDENTIAL_DOMAIN, credential);
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
-        let previous: Option<(i64, String)> = tx
+        let (invite, proof, pending, local) = match admission {
+            Admission::Local => (None, None, false, true),
+            Admission::Invite {
+                secret,
+                previous,
+                pending,
+            } => {
+                let invite = usable_invite(&tx, secret, now)?;
+                tx.execute(
+                    "UPDATE invites SET uses_left = uses_left - 1 WHERE id = ?1",
+                    [invite.0],
+                )?;
+                let proof = match previous {
+                    Some((id, credential)) => proven(&tx, id, credential)?.then_some(id),
+                    None => None,
+                };
+                (Some(invite), proof, pending, false)
+            }
+        };
+        let holder: Option<(i64, String, bool, Option<i64>, String)> = tx
             .query_row(
-                "SELECT id, state FROM nodes WHERE name = ?1 AND revoked_at IS NULL",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                "SELECT id, state, local, invite_id, hostname FROM nodes
+                 WHERE lower(name) = lower(?1) AND revoked_at IS NULL",
+                [node.name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        if let Some((old, state)) = &previous {
-            tx.execute(
-                "UPDATE nodes SET revoked_at = ?2 WHERE id = ?1",
-                params![old, now],
-            )?;
-            tx.execute(
-                "INSERT INTO events (node_id, at, kind, state, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+        let mut name = node.name.to_string();
+        let mut replaced = None;
+        let mut kept_by = None;
+        if let Some((old, state, old_local, old_invite, old_hostname)) = holder {
+            // The head's own worker replaces its earlier self: one marked local, or one from
+            // before the mark that has no invite and this machine's host name.
+            let own = if local {
+                old_local || (old_invite.is_none() && old_hostname == node.hostname)
+            } else {
+                proof == Some(NodeId(old))
+            };
+            if own {
+                tx.execute(
+                    "UPDATE nodes SET revoked_at = ?2 WHERE id = ?1",
+                    params![old, now],
+                )?;
+                add_event(
+                    &tx,
                     old,
                     now,
-                    EventKind::Revoked.as_str(),
-                    state,
-                    "replaced by a new enrollment of the same name"
-                ],
-            )?;
+                    EventKind::Revoked,
+                    &state,
+                    "replaced by a new enrollment of the same machine",
+                )?;
+                replaced = Some(NodeId(old));
+            } else {
+                name = free_name(&tx, node.name)?;
+                add_event(
+                    &tx,
+                    old,
+                    now,
+                    EventKind::Notice,
+                    &state,
+                    &format!(
+                        "another machine ({}) asked to join as {:?}; it was named {name:?}",
+                        node.hostname, node.name
+                    ),
+                )?;
+                kept_by = Some(NodeId(old));
+            }
         }
         tx.execute(
-            "INSERT INTO nodes (name, hostname, os, arch, cpus, enrolled_at, last_seen, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+            "INSERT INTO nodes (name, hostname, os, arch, cpus, enrolled_at, last_seen, state,
+                                invite_id, pending, local, replaces)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 name,
-                hostname,
-                os,
-                arch,
-                cpus,
+                node.hostname,
+                node.os,
+                node.arch,
+                node.cpus,
                 now,
-                NodeState::Enrolled.as_str()
+                NodeState::Enrolled.as_str(),
+                invite.map(|i| i.0),
+                pending,
+                local,
+                replaced.filter(|_| pending).map(|r| r.0),
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -552,22 +759,82 @@ impl Registry {
             "INSERT INTO credentials (node_id, salt, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![id, salt, hash, now],
         )?;
-        let reason = match previous {
-            Some((old, _)) => format!("replaces node {old}"),
-            None => String::new(),
+        let reason = match (replaced, kept_by) {
+            (Some(old), _) => format!("replaces node {old}"),
+            (None, Some(holder)) => {
+                format!("the name {:?} is held by node {holder}", node.name)
+            }
+            (None, None) => String::new(),
         };
-        tx.execute(
-            "INSERT INTO events (node_id, at, kind, state, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                id,
-                now,
-                EventKind::Enrolled.as_str(),
-                NodeState::Enrolled.as_str(),
-                reason
-            ],
+        add_event(
+            &tx,
+            id,
+            now,
+            EventKind::Enrolled,
+            NodeState::Enrolled.as_str(),
+            &reason,
         )?;
         tx.commit()?;
-        Ok(NodeId(id))
+        Ok(Enrolled {
+            id: NodeId(id),
+            name,
+            replaced,
+            name_held_by: kept_by,
+            invite,
+        })
+    }
+
+    /// Makes a pending join final: the agent stored its credential. `Ok(None)` if the node is
+    /// not pending (confirmed already); [`AuthError`] if the credential is not that node's or
+    /// the join was abandoned meanwhile.
+    pub fn confirm_join(
+        &self,
+        id: NodeId,
+        credential: &Secret,
+    ) -> Result<Option<NodeRecord>, AuthError> {
+        self.authenticate(id, credential)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let changed = tx.execute(
+            "UPDATE nodes SET pending = 0, replaces = NULL WHERE id = ?1 AND pending = 1",
+            [id.0],
+        )?;
+        tx.commit()?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        Ok(node_by_id(&conn, id)?)
+    }
+
+    /// Undoes a pending join whose agent could not keep its credential: the node is deleted
+    /// (with its credential and events), the invite's use is given back and a node it replaced
+    /// is restored if its name is still free. `Ok(false)` if the node is not pending.
+    pub fn abandon_join(&self, id: NodeId, credential: &Secret) -> Result<bool, AuthError> {
+        self.authenticate(id, credential)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let done = abandon(&tx, id.0, "the machine could not store its credential")?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    /// Abandons every pending join older than `max_age`: their agents never confirmed. Returns
+    /// how many.
+    pub fn expire_pending(&self, now: SystemTime, max_age: Duration) -> Result<usize> {
+        let cutoff = millis(now)? - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let stale: Vec<i64> = {
+            let mut stmt =
+                tx.prepare("SELECT id FROM nodes WHERE pending = 1 AND enrolled_at <= ?1")?;
+            stmt.query_map([cutoff], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for id in &stale {
+            abandon(&tx, *id, "the machine never confirmed its join")?;
+        }
+        tx.commit()?;
+        Ok(stale.len())
     }
 
     /// Checks a node's credential. A revoked node is reported as such only to a caller that
@@ -610,7 +877,7 @@ impl Registry {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             ),
             NodeRef::Name(name) => tx.query_row(
-                "SELECT id, state FROM nodes WHERE name = ?1 AND revoked_at IS NULL",
+                "SELECT id, state FROM nodes WHERE lower(name) = lower(?1) AND revoked_at IS NULL",
                 [name],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             ),
@@ -631,10 +898,12 @@ impl Registry {
         Ok(true)
     }
 
-    /// Every node, revoked ones included, by id.
+    /// Every node, revoked ones included, by id; joins not yet confirmed are left out.
     pub fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE pending = 0 ORDER BY id"
+        ))?;
         let raw = stmt
             .query_map([], RawNode::from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -845,8 +1114,8 @@ fn migrate(conn: &mut Connection, migrations: &[&str], shown: &str) -> Result<()
     Ok(())
 }
 
-/// `id, salt, hash, uses_left, expires_at` of an invite.
-type InviteRow = (i64, Vec<u8>, Vec<u8>, i64, i64);
+/// `id, salt, hash, uses_left, expires_at, withdrawn` of an invite.
+type InviteRow = (i64, Vec<u8>, Vec<u8>, i64, i64, bool);
 
 const NODE_COLUMNS: &str =
     "id, name, hostname, os, arch, cpus, enrolled_at, last_seen, state, reason, revoked_at";
@@ -977,6 +1246,122 @@ fn check_text(what: &'static str, value: &str, may_be_empty: bool) -> Result<()>
     }
 }
 
+/// Checks a node name: what [`check_text`] checks, not all digits (it would read as a node id
+/// in every command that takes either) and nothing that shows ambiguously on a screen.
+pub fn check_node_name(name: &str) -> Result<()> {
+    check_text("node name", name, false)?;
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err(invalid(
+            "node name",
+            format!("{name:?} is all digits and would read as a node id; add a letter"),
+        ));
+    }
+    if let Some((c, what)) = flotilla_secrets::ambiguous_character(name) {
+        return Err(invalid(
+            "node name",
+            format!(
+                "{:?} contains {what} (U+{:04X}); use letters, digits and ASCII punctuation",
+                name.escape_debug().to_string(),
+                c as u32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn add_event(
+    tx: &Transaction<'_>,
+    node: i64,
+    at: i64,
+    kind: EventKind,
+    state: &str,
+    reason: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO events (node_id, at, kind, state, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![node, at, kind.as_str(), state, reason],
+    )?;
+    Ok(())
+}
+
+/// Whether `credential` is the current credential of `node`, a node that is not revoked.
+fn proven(tx: &Transaction<'_>, node: NodeId, credential: &Secret) -> Result<bool> {
+    let active = tx
+        .prepare("SELECT 1 FROM nodes WHERE id = ?1 AND revoked_at IS NULL")?
+        .exists([node.0])?;
+    if !active {
+        return Ok(false);
+    }
+    let mut stmt = tx.prepare("SELECT salt, hash FROM credentials WHERE node_id = ?1")?;
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = stmt
+        .query_map([node.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut ok = false;
+    for (salt, hash) in &rows {
+        ok |= hash_matches(CREDENTIAL_DOMAIN, salt, hash, credential);
+    }
+    Ok(ok)
+}
+
+/// The first of `wanted-2`, `wanted-3`, ... that no node that is not revoked holds.
+fn free_name(tx: &Transaction<'_>, wanted: &str) -> Result<String> {
+    let mut stmt =
+        tx.prepare("SELECT 1 FROM nodes WHERE lower(name) = lower(?1) AND revoked_at IS NULL")?;
+    // Cut to fit the longest name, on a character boundary.
+    let base: String = wanted.chars().take(MAX_TEXT_CHARS - 8).collect();
+    for n in 2u32.. {
+        let candidate = format!("{base}-{n}");
+        if !stmt.exists([&candidate])? {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// Deletes pending node `id`, gives its invite's use back and restores the node it replaced
+/// when that one's name is still free. `false` if `id` is not a pending node.
+fn abandon(tx: &Transaction<'_>, id: i64, why: &str) -> Result<bool> {
+    let row: Option<(Option<i64>, Option<i64>)> = tx
+        .query_row(
+            "SELECT invite_id, replaces FROM nodes WHERE id = ?1 AND pending = 1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((invite, replaced)) = row else {
+        return Ok(false);
+    };
+    tx.execute("DELETE FROM nodes WHERE id = ?1", [id])?;
+    if let Some(invite) = invite {
+        tx.execute(
+            "UPDATE invites SET uses_left = uses_left + 1 WHERE id = ?1",
+            [invite],
+        )?;
+    }
+    if let Some(old) = replaced {
+        let restored = tx.execute(
+            "UPDATE nodes SET revoked_at = NULL WHERE id = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM nodes o WHERE lower(o.name) = lower(nodes.name)
+                 AND o.revoked_at IS NULL AND o.id != nodes.id)",
+            [old],
+        )?;
+        if restored > 0 {
+            let state: String =
+                tx.query_row("SELECT state FROM nodes WHERE id = ?1", [old], |r| r.get(0))?;
+            add_event(
+                tx,
+                old,
+                millis(SystemTime::now())?,
+                EventKind::Notice,
+                &state,
+                &format!("restored: the join that replaced it was undone ({why})"),
+            )?;
+        }
+    }
+    tracing::info!(node = id, "join undone: {why}");
+    Ok(true)
+}
+
 fn invalid(what: &'static str, reason: impl Into<String>) -> Error {
     Error::Invalid {
         what,
@@ -1031,19 +1416,31 @@ fn usable_invite(
     now: i64,
 ) -> Result<InviteId, RedeemError> {
     let rows: Vec<InviteRow> = {
-        let mut stmt = tx.prepare("SELECT id, salt, hash, uses_left, expires_at FROM invites")?;
+        let mut stmt = tx.prepare(
+            "SELECT id, salt, hash, uses_left, expires_at, revoked_at IS NOT NULL FROM invites",
+        )?;
         stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?
     };
     let mut found = None;
-    for (id, salt, hash, uses_left, expires_at) in rows {
+    for (id, salt, hash, uses_left, expires_at, withdrawn) in rows {
         if hash_matches(INVITE_DOMAIN, &salt, &hash, secret) {
-            found = Some((id, uses_left, expires_at));
+            found = Some((id, uses_left, expires_at, withdrawn));
         }
     }
-    let (id, uses_left, expires_at) = found.ok_or(RedeemError::Unknown)?;
+    let (id, uses_left, expires_at, withdrawn) = found.ok_or(RedeemError::Unknown)?;
+    if withdrawn {
+        return Err(RedeemError::Withdrawn);
+    }
     if now >= expires_at {
         return Err(RedeemError::Expired);
     }

@@ -122,3 +122,47 @@ mod tests {
         panic!("the clock kept crossing minute boundaries");
     }
 }
+
+/// A Unix time as a date and time in UTC, to the minute: `2026-12-08 13:05 UTC`. For messages
+/// that state when something happens (an expiry), where a Unix number means nothing to a
+/// reader and a local time would differ between the machines that show it.
+pub fn format_utc(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let sod = unix_secs % 86_400;
+    // Days since 1970-01-01 to a civil date, in the proleptic Gregorian calendar, counting in
+    // 400-year eras from 0000-03-01 so that February's leap day ends each year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        sod / 3600,
+        sod / 60 % 60
+    )
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::format_utc;
+
+    #[test]
+    fn unix_times_read_as_utc_dates() {
+        for (unix, shown) in [
+            (0, "1970-01-01 00:00 UTC"),
+            (951_782_400, "2000-02-29 00:00 UTC"),
+            (951_868_799, "2000-02-29 23:59 UTC"),
+            (1_709_251_199, "2024-02-29 23:59 UTC"),
+            (1_796_738_700, "2026-12-08 14:05 UTC"),
+            (4_107_542_400, "2100-03-01 00:00 UTC"),
+            (253_402_300_799, "9999-12-31 23:59 UTC"),
+        ] {
+            assert_eq!(format_utc(unix), shown, "{unix}");
+        }
+    }
+}

@@ -419,6 +419,66 @@ impl JoinCode {
         out
     }
 
+    /// Reads a join code out of pasted text: the code alone, as [`JoinCode::parse`] reads it,
+    /// or a code with text around it (the sentence of a chat message, quotes or backticks, the
+    /// line that said "valid for one machine"). The code is the longest stretch from a `flot`
+    /// that reads as a valid code (its checksum decides where it ends). When no stretch does,
+    /// the error is that of the first candidate, so a code that really is damaged says how.
+    /// Never panics.
+    pub fn find(input: &str) -> Result<Self, JoinCodeError> {
+        let whole = Self::parse(input);
+        if whole.is_ok() || input.len() > MAX_INPUT_LEN {
+            return whole;
+        }
+        let lower = input.to_ascii_lowercase();
+        let mut first_error = None;
+        let mut from = 0;
+        while let Some(found) = lower[from..].find("flot") {
+            let start = from + found;
+            from = start + 4;
+            let starts_a_word = lower[..start]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_ascii_alphanumeric());
+            if !starts_a_word {
+                continue;
+            }
+            // The stretch a code could span: code characters, dashes and white space (a code
+            // wrapped over lines), up to anything else (a quote, a full stop, a bracket).
+            let rest = &input[start..];
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c.is_whitespace() || is_dash(c)))
+                .map_or(rest.len(), |(i, _)| i);
+            let stretch = &rest[..end];
+            // Longest first: each candidate ends at a word's end.
+            let mut ends: Vec<usize> = stretch
+                .char_indices()
+                .filter(|&(i, c)| {
+                    !c.is_whitespace()
+                        && stretch[i + c.len_utf8()..]
+                            .chars()
+                            .next()
+                            .is_none_or(char::is_whitespace)
+                })
+                .map(|(i, c)| i + c.len_utf8())
+                .collect();
+            ends.reverse();
+            for end in ends {
+                match Self::parse(&stretch[..end]) {
+                    Ok(code) => return Ok(code),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) if whole == Err(JoinCodeError::NotAJoinCode) => Err(e),
+            _ => whole,
+        }
+    }
+
     /// Reads a join code, forgiving whitespace, line breaks, case and dashes. Never panics.
     pub fn parse(input: &str) -> Result<Self, JoinCodeError> {
         if input.len() > MAX_INPUT_LEN {
@@ -700,6 +760,51 @@ mod tests {
                 Some(1_900_000_000),
             ),
         ]
+    }
+
+    #[test]
+    fn a_code_is_found_in_the_text_pasted_around_it() {
+        for code in samples() {
+            let text = code.encode();
+            let wrapped: String = text
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    (i > 0 && i % 40 == 0)
+                        .then_some('\n')
+                        .into_iter()
+                        .chain(std::iter::once(c))
+                })
+                .collect();
+            for pasted in [
+                format!("Here is your code: {text}"),
+                format!("{text} Treat it like a password."),
+                format!("join with `{text}`, thanks!"),
+                format!("\"{text}\""),
+                format!("code:\n{wrapped}\n\nvalid for one machine, for 1 day(s)"),
+                format!("(flotilla join {text})"),
+                format!("On the machine to add, run `flotilla join {text}` (or paste it)"),
+                format!("flotsam flot {text} end"),
+            ] {
+                assert_eq!(
+                    JoinCode::find(&pasted).as_ref(),
+                    Ok(&code),
+                    "{pasted:?}"
+                );
+            }
+            // A damaged code in a sentence says what is wrong with the code, not that the
+            // sentence is not a code.
+            let mut damaged = text.clone();
+            let last = damaged.pop().unwrap();
+            damaged.push(if last == 'a' { 'b' } else { 'a' });
+            let err = JoinCode::find(&format!("here: {damaged} ok")).unwrap_err();
+            assert_ne!(err, JoinCodeError::NotAJoinCode, "{err}");
+        }
+        assert_eq!(
+            JoinCode::find("no code in here"),
+            Err(JoinCodeError::NotAJoinCode)
+        );
+        assert_eq!(JoinCode::find("  "), Err(JoinCodeError::Empty));
     }
 
     #[test]

@@ -20,17 +20,54 @@ fn secret(s: &str) -> Secret {
     Secret::from(s)
 }
 
-fn enroll(reg: &Registry, name: &str, cred: &str) -> NodeId {
-    reg.enroll(
+fn machine<'a>(name: &'a str, hostname: &'a str, cpus: u32) -> NewNode<'a> {
+    NewNode {
         name,
-        &format!("{name}.lan"),
-        "linux",
-        "x86_64",
-        8,
+        hostname,
+        os: "linux",
+        arch: "x86_64",
+        cpus,
+    }
+}
+
+/// Enrolls the head's own worker as `name`.
+fn enroll(reg: &Registry, name: &str, cred: &str) -> NodeId {
+    let hostname = format!("{name}.lan");
+    reg.enroll(
+        &machine(name, &hostname, 8),
         &secret(cred),
+        Admission::Local,
         t(0),
     )
     .unwrap()
+    .id
+}
+
+/// A machine joins as `name` with the invite `INVITE`.
+fn join(
+    reg: &Registry,
+    name: &str,
+    hostname: &str,
+    cred: &str,
+    previous: Option<(NodeId, &Secret)>,
+    pending: bool,
+    at: SystemTime,
+) -> Result<Enrolled, RedeemError> {
+    let invite = secret(INVITE);
+    reg.enroll(
+        &machine(name, hostname, 4),
+        &secret(cred),
+        Admission::Invite {
+            secret: &invite,
+            previous,
+            pending,
+        },
+        at,
+    )
+}
+
+fn uses_left(reg: &Registry) -> u32 {
+    reg.list_invites().unwrap()[0].uses_left
 }
 
 fn rec(seq: u64, hour_n: u64, cpu_seconds: f64) -> ContributionRecord {
@@ -75,7 +112,7 @@ fn a_fresh_database_gets_every_migration() {
     let path = dir.path().join("a/b/registry.db");
     let reg = Registry::open(&path).unwrap();
     assert_eq!(reg.path(), Some(path.as_path()));
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     let conn = reg.conn();
     assert_eq!(user_version(&conn), SCHEMA_VERSION);
     let tables = table_names(&conn);
@@ -408,15 +445,29 @@ fn invites_and_enrollments_validate_their_input() {
         reg.create_invite(&secret(INVITE), 0, t(10)),
         Err(Error::Invalid { .. })
     ));
-    let enroll_as =
-        |name: &str, cred: &Secret| reg.enroll(name, "h", "linux", "x86_64", 4, cred, t(0));
+    let enroll_as = |name: &str, cred: &Secret| {
+        reg.enroll(&machine(name, "h", 4), cred, Admission::Local, t(0))
+    };
     assert!(matches!(
         enroll_as("box", &short),
-        Err(Error::Invalid { .. })
+        Err(RedeemError::Registry(Error::Invalid { .. }))
     ));
-    for bad in ["", "a\nb", " box", &"x".repeat(256)] {
+    for bad in [
+        "",
+        "a\nb",
+        " box",
+        &"x".repeat(256),
+        "7",
+        "0042",
+        "vm\u{200b}",
+        "\u{202e}mv",
+        "two  spaces",
+    ] {
         assert!(
-            matches!(enroll_as(bad, &secret(CRED_A)), Err(Error::Invalid { .. })),
+            matches!(
+                enroll_as(bad, &secret(CRED_A)),
+                Err(RedeemError::Registry(Error::Invalid { .. }))
+            ),
             "{bad:?}"
         );
     }
@@ -519,21 +570,21 @@ fn a_revoked_node_is_refused() {
 }
 
 #[test]
-fn enrolling_a_name_again_replaces_the_old_node() {
+fn the_heads_own_worker_replaces_its_earlier_self() {
     let reg = Registry::open_in_memory().unwrap();
     let old = enroll(&reg, "box", CRED_A);
     reg.add_contributions(old, &[rec(1, 0, 100.0)]).unwrap();
     let new = reg
         .enroll(
-            "box",
-            "box-reinstalled.lan",
-            "linux",
-            "x86_64",
-            16,
+            &machine("box", "box-reinstalled.lan", 16),
             &secret(CRED_B),
+            Admission::Local,
             t(500),
         )
         .unwrap();
+    assert_eq!(new.name, "box");
+    assert_eq!(new.replaced, Some(old));
+    let new = new.id;
     assert_ne!(new, old);
 
     assert!(matches!(
@@ -577,7 +628,7 @@ fn enrolling_a_name_again_replaces_the_old_node() {
             (
                 old,
                 EventKind::Revoked,
-                "replaced by a new enrollment of the same name"
+                "replaced by a new enrollment of the same machine"
             ),
             (new, EventKind::Enrolled, replaces.as_str()),
             (new, EventKind::Revoked, "revoked"),
@@ -787,15 +838,13 @@ fn the_registry_can_be_used_from_many_threads_and_connections() {
                 let cred = format!("thread-credential-{i:04}-abcdef");
                 let id = reg
                     .enroll(
-                        &format!("node-{i}"),
-                        "h",
-                        "linux",
-                        "x86_64",
-                        2,
+                        &machine(&format!("node-{i}"), "h", 2),
                         &secret(&cred),
+                        Admission::Local,
                         t(i),
                     )
-                    .unwrap();
+                    .unwrap()
+                    .id;
                 let records: Vec<_> = (1..=RECORDS).map(|s| rec(s, s % 3, 1.0)).collect();
                 let mut added = 0;
                 for batch in records.chunks(7) {
@@ -831,4 +880,175 @@ fn the_registry_can_be_used_from_many_threads_and_connections() {
         .map(|h| h.cpu_seconds)
         .sum();
     assert_eq!(total, (THREADS * RECORDS) as f64);
+}
+
+#[test]
+fn a_join_never_takes_a_name_another_machine_holds() {
+    let reg = Registry::open_in_memory().unwrap();
+    reg.create_invite(&secret(INVITE), 10, t(3600)).unwrap();
+    let laptop = join(&reg, "mbp", "mbp.lan", CRED_A, None, false, t(1)).unwrap();
+    assert_eq!((laptop.name.as_str(), laptop.name_held_by), ("mbp", None));
+    let head = enroll(&reg, "studio", "cred-head-0a1b2c3d4e5f6a7b");
+
+    // Another laptop of the same host name, a name in another case, and a stranger aiming at
+    // the head's own worker: none evicts the holder; each gets a name of its own.
+    let twin = join(&reg, "mbp", "mbp.lan", CRED_B, None, false, t(2)).unwrap();
+    assert_eq!(twin.name, "mbp-2");
+    assert_eq!(twin.name_held_by, Some(laptop.id));
+    let cased = join(&reg, "MBP", "x", "cred-C-5e6f7a8b9c0d1e2f", None, false, t(3)).unwrap();
+    assert_eq!(cased.name, "MBP-3");
+    let stranger = join(&reg, "studio", "x", "cred-D-7a8b9c0d1e2f3a4b", None, false, t(4));
+    assert_eq!(stranger.unwrap().name, "studio-2");
+    // A proof that is not the holder's current credential is no proof.
+    let wrong = join(
+        &reg,
+        "mbp",
+        "x",
+        "cred-E-9c0d1e2f3a4b5c6d",
+        Some((laptop.id, &secret(CRED_B))),
+        false,
+        t(5),
+    )
+    .unwrap();
+    assert_eq!((wrong.name.as_str(), wrong.replaced), ("mbp-4", None));
+
+    for held in [laptop.id, head] {
+        assert!(!reg.node(held).unwrap().unwrap().is_revoked());
+    }
+    assert!(reg.authenticate(laptop.id, &secret(CRED_A)).is_ok());
+    let notices: Vec<_> = reg
+        .events(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Notice)
+        .map(|e| (e.node_id, e.reason))
+        .collect();
+    assert_eq!(notices.len(), 4, "{notices:?}");
+    assert!(notices[0].1.contains("\"mbp-2\""), "{notices:?}");
+    assert!(notices.iter().any(|(id, _)| *id == head));
+}
+
+#[test]
+fn a_machine_that_proves_it_is_the_holder_takes_its_name_back() {
+    let reg = Registry::open_in_memory().unwrap();
+    reg.create_invite(&secret(INVITE), 2, t(3600)).unwrap();
+    let first = join(&reg, "mbp", "mbp.lan", CRED_A, None, false, t(1)).unwrap();
+    let again = join(
+        &reg,
+        "mbp",
+        "mbp.lan",
+        CRED_B,
+        Some((first.id, &secret(CRED_A))),
+        false,
+        t(2),
+    )
+    .unwrap();
+    assert_eq!(again.name, "mbp");
+    assert_eq!(again.replaced, Some(first.id));
+    assert!(matches!(
+        reg.authenticate(first.id, &secret(CRED_A)),
+        Err(AuthError::Revoked)
+    ));
+    assert!(reg.authenticate(again.id, &secret(CRED_B)).is_ok());
+}
+
+#[test]
+fn a_join_is_all_or_nothing() {
+    let reg = Registry::open_in_memory().unwrap();
+    reg.create_invite(&secret(INVITE), 1, t(3600)).unwrap();
+    // Refused after the code was found: the use is not spent.
+    assert!(join(&reg, "bad\u{200b}", "h", CRED_A, None, false, t(1)).is_err());
+    assert_eq!(uses_left(&reg), 1);
+
+    // A pending join holds the use and the name, is not listed, and is undone when the agent
+    // says it could not keep its credential.
+    let pending = join(&reg, "mbp", "mbp.lan", CRED_A, None, true, t(2)).unwrap();
+    assert_eq!(uses_left(&reg), 0);
+    assert!(reg.list_nodes().unwrap().is_empty());
+    assert!(matches!(
+        reg.abandon_join(pending.id, &secret(CRED_B)),
+        Err(AuthError::BadCredential)
+    ));
+    assert!(reg.abandon_join(pending.id, &secret(CRED_A)).unwrap());
+    assert_eq!(uses_left(&reg), 1);
+    assert!(reg.node(pending.id).unwrap().is_none());
+    assert!(reg.list_invites().unwrap()[0].joined.is_empty());
+
+    // Confirmed: final, listed, and the invite shows who joined with it.
+    let kept = join(&reg, "mbp", "mbp.lan", CRED_B, None, true, t(3)).unwrap();
+    assert_eq!(kept.name, "mbp");
+    let record = reg.confirm_join(kept.id, &secret(CRED_B)).unwrap().unwrap();
+    assert_eq!(record.name, "mbp");
+    assert!(reg.confirm_join(kept.id, &secret(CRED_B)).unwrap().is_none());
+    assert!(!reg.abandon_join(kept.id, &secret(CRED_B)).unwrap());
+    assert_eq!(reg.list_nodes().unwrap().len(), 1);
+    assert_eq!(reg.list_invites().unwrap()[0].joined, vec!["mbp".to_string()]);
+}
+
+#[test]
+fn an_undone_rejoin_restores_the_node_it_replaced_and_unconfirmed_joins_expire() {
+    let reg = Registry::open_in_memory().unwrap();
+    reg.create_invite(&secret(INVITE), 3, t(3600)).unwrap();
+    let first = join(&reg, "mbp", "mbp.lan", CRED_A, None, false, t(1)).unwrap();
+    let again = join(
+        &reg,
+        "mbp",
+        "mbp.lan",
+        CRED_B,
+        Some((first.id, &secret(CRED_A))),
+        true,
+        t(2),
+    )
+    .unwrap();
+    assert_eq!(again.replaced, Some(first.id));
+    assert!(reg.abandon_join(again.id, &secret(CRED_B)).unwrap());
+    assert!(reg.authenticate(first.id, &secret(CRED_A)).is_ok());
+    assert_eq!(uses_left(&reg), 2);
+
+    let silent = join(&reg, "air", "air.lan", CRED_B, None, true, t(10)).unwrap();
+    assert_eq!(
+        reg.expire_pending(t(69), Duration::from_secs(60)).unwrap(),
+        0
+    );
+    assert_eq!(
+        reg.expire_pending(t(70), Duration::from_secs(60)).unwrap(),
+        1
+    );
+    assert!(reg.node(silent.id).unwrap().is_none());
+    assert_eq!(uses_left(&reg), 2);
+}
+
+#[test]
+fn invites_are_listed_and_withdrawn() {
+    let reg = Registry::open_in_memory().unwrap();
+    let first = reg.create_invite(&secret(INVITE), 3, t(3600)).unwrap();
+    let other = "invite-other-0f1e2d3c4b5a6978";
+    let second = reg.create_invite(&secret(other), 1, t(60)).unwrap();
+    let listed = reg.list_invites().unwrap();
+    assert_eq!(
+        listed.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![second, first]
+    );
+    assert_eq!((listed[1].uses, listed[1].uses_left), (3, 3));
+    assert_eq!(listed[1].status(t(10)), "usable");
+    assert_eq!(listed[0].status(t(60)), "expired");
+
+    assert!(reg.revoke_invite(first, t(20)).unwrap());
+    assert!(!reg.revoke_invite(first, t(21)).unwrap());
+    assert!(matches!(
+        reg.revoke_invite(InviteId(99), t(22)),
+        Err(Error::UnknownInvite(_))
+    ));
+    assert!(matches!(
+        join(&reg, "mbp", "h", CRED_A, None, false, t(30)),
+        Err(RedeemError::Withdrawn)
+    ));
+    assert!(matches!(
+        reg.redeem_invite(&secret(INVITE), t(30)),
+        Err(RedeemError::Withdrawn)
+    ));
+    let listed = reg.list_invites().unwrap();
+    assert_eq!(listed[1].revoked_at, Some(t(20)));
+    assert_eq!(listed[1].status(t(30)), "withdrawn");
+    assert_eq!(listed[1].uses_left, 3);
 }
