@@ -3,6 +3,7 @@
 //! and delivering its ledger. The politeness loop runs on this machine's real sensors; only
 //! the Ray node is absent (its CPU time is a counter the test advances).
 
+use std::error::Error as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -87,7 +88,7 @@ impl Head {
     }
 
     async fn invite(&self, uses: u32, ttl: Duration) -> String {
-        self.plane.invite(uses, ttl).await.unwrap().0
+        self.plane.invite(uses, ttl).await.unwrap().code
     }
 
     fn stop(mut self) {
@@ -238,7 +239,19 @@ fn machine(name: &str) -> Machine {
         memory_bytes: 0,
         python_versions: vec![],
         python_downloads: false,
+        previous: None,
     }
+}
+
+/// Joins and tells the head the secrets were kept, as `flotilla join` does once they are
+/// stored.
+async fn join_kept(
+    code: &str,
+    machine: &Machine,
+) -> (enrollment::Enrollment, Secret, flotilla_ray::RayToken) {
+    let joined = enrollment::join(code, machine).await.unwrap();
+    enrollment::finish(&joined, true).await.unwrap();
+    (joined.enrollment, joined.credential, joined.token)
 }
 
 fn view(head: &Head, name: &str) -> Option<flotilla_head::fleet::AgentView> {
@@ -266,7 +279,7 @@ async fn a_node_joins_reports_obeys_the_head_and_is_revoked() {
     let tmp = tempfile::tempdir().unwrap();
     let head = Head::start(&tmp.path().join("head"), 0);
     let code = head.invite(1, Duration::from_secs(600)).await;
-    let (enrolled, credential, token) = enrollment::join(&code, &machine("studio")).await.unwrap();
+    let (enrolled, credential, token) = join_kept(&code, &machine("studio")).await;
     assert_eq!(enrolled.ray_version, "2.60.0");
     assert_eq!(enrolled.gcs_addresses, ["127.0.0.1:6380"]);
     assert_eq!(enrolled.fingerprint, head.identity.fingerprint.to_hex());
@@ -369,7 +382,10 @@ async fn join_errors_say_what_is_wrong() {
     for bad in ["", "hello", "flot1-aaaaa-bbbbb", &"flot1-".repeat(100)] {
         let err = enrollment::join(bad, &machine("m")).await.unwrap_err();
         assert!(matches!(err, JoinError::Code(_)), "{bad:?}: {err}");
-        assert!(err.to_string().contains("flot1-"), "{err}");
+        // Said once, with what to do.
+        let text = err.to_string();
+        assert!(text.contains("copied") || text.contains("paste"), "{text}");
+        assert!(err.source().is_none(), "{text}");
     }
 
     // An impostor: the code's fingerprint, another head's certificate at its address.
@@ -414,8 +430,8 @@ async fn join_errors_say_what_is_wrong() {
 
     // Used up after its uses, and unknown secrets.
     let two = head.invite(2, Duration::from_secs(600)).await;
-    enrollment::join(&two, &machine("a")).await.unwrap();
-    enrollment::join(&two, &machine("b")).await.unwrap();
+    join_kept(&two, &machine("a")).await;
+    join_kept(&two, &machine("b")).await;
     let err = enrollment::join(&two, &machine("c")).await.unwrap_err();
     assert!(err.to_string().contains("already been used"), "{err}");
     let unknown = flotilla_proto::JoinCode::new(
@@ -510,9 +526,7 @@ async fn garbage_on_the_control_port_never_stops_the_head() {
         }
     }
     // Still serving correct answers: a real join and the snapshot.
-    let (enrolled, _, _) = enrollment::join(&code, &machine("after-garbage"))
-        .await
-        .unwrap();
+    let (enrolled, _, _) = join_kept(&code, &machine("after-garbage")).await;
     let snap = client
         .cluster(admin(pb::ClusterRequest {}))
         .await
@@ -546,7 +560,7 @@ async fn contribution_records_arrive_exactly_once_after_the_head_was_away_for_60
     let head = Head::start(&head_dir, 0);
     let port = head.addr.port();
     let code = head.invite(1, Duration::from_secs(600)).await;
-    let (enrolled, credential, _) = enrollment::join(&code, &machine("laptop")).await.unwrap();
+    let (enrolled, credential, _) = join_kept(&code, &machine("laptop")).await;
     let node_id: i64 = enrolled.node_id.parse().unwrap();
     let agent = Agent::start(
         &enrolled,
@@ -669,7 +683,7 @@ async fn a_node_running_other_ray_settings_is_told_to_restart_with_the_heads() {
     let tmp = tempfile::tempdir().unwrap();
     let head = Head::start(&tmp.path().join("head"), 0);
     let code = head.invite(1, Duration::from_secs(600)).await;
-    let (enrolled, credential, token) = enrollment::join(&code, &machine("m")).await.unwrap();
+    let (enrolled, credential, token) = join_kept(&code, &machine("m")).await;
     let settings = |token: RayToken| RaySettings {
         gcs_addresses: enrolled.gcs_addresses.clone(),
         ray_version: enrolled.ray_version.clone(),
@@ -730,7 +744,7 @@ async fn the_fleets_policy_applies_unless_the_machine_sets_its_own() {
             .as_ref()
             .map(|p| p.decision.reason.code().to_string())
     };
-    let (fleet_only, credential, _) = enrollment::join(&code, &machine("a")).await.unwrap();
+    let (fleet_only, credential, _) = join_kept(&code, &machine("a")).await;
     let a = Agent::start(
         &fleet_only,
         credential,
@@ -742,7 +756,7 @@ async fn the_fleets_policy_applies_unless_the_machine_sets_its_own() {
         reason(&a).as_deref() == Some("outside_hours")
     })
     .await;
-    let (own, credential, _) = enrollment::join(&code, &machine("b")).await.unwrap();
+    let (own, credential, _) = join_kept(&code, &machine("b")).await;
     let b = Agent::start_with(
         &own,
         credential,
@@ -761,4 +775,79 @@ async fn the_fleets_policy_applies_unless_the_machine_sets_its_own() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_ne!(reason(&b).as_deref(), Some("outside_hours"));
     assert_eq!(reason(&a).as_deref(), Some("outside_hours"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_is_final_only_once_the_machine_kept_its_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let head = Head::start(&tmp.path().join("head"), 0);
+    let code = head.invite(1, Duration::from_secs(600)).await;
+
+    // Joined, but the secrets could not be stored: the head forgets the node, and the code's
+    // one use is there again.
+    let joined = enrollment::join(&code, &machine("laptop")).await.unwrap();
+    assert!(view(&head, "laptop").is_none(), "listed before it was kept");
+    enrollment::finish(&joined, false).await.unwrap();
+    assert!(head.plane.agents().is_empty());
+    let invites = head.plane.invites().await.unwrap();
+    assert_eq!((invites[0].uses_left, invites[0].joined.len()), (1, 0));
+    // Its credential is worth nothing now.
+    let err = enrollment::finish(&joined, true).await.unwrap_err();
+    assert!(err.to_string().contains("join again"), "{err}");
+
+    // The same code admits the machine once it can keep the credential.
+    let (enrolled, credential, _) = join_kept(&code, &machine("laptop")).await;
+    assert_eq!(enrolled.node_name, "laptop");
+    assert!(view(&head, "laptop").is_some());
+    assert!(enrolled.cluster(&credential).await.is_ok());
+    let invites = head.plane.invites().await.unwrap();
+    assert_eq!(invites[0].joined, vec!["laptop".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_name_is_kept_by_its_node_unless_the_joiner_proves_it_is_that_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let head = Head::start(&tmp.path().join("head"), 0);
+    let code = head.invite(3, Duration::from_secs(600)).await;
+    let (first, first_credential, _) = join_kept(&code, &machine("mbp")).await;
+    let dirs = Dirs::under(&tmp.path().join("first"));
+    dirs.create_all().unwrap();
+    let mut agent = Agent::start(
+        &first,
+        first_credential.clone(),
+        dirs.state.join("outbox.sqlite"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    until("the first session", Duration::from_secs(20), || {
+        view(&head, "mbp").is_some_and(|v| v.connected)
+    })
+    .await;
+
+    // A second laptop of the same host name: its own name, and the first keeps its session.
+    let twin = enrollment::join(&code, &machine("mbp")).await.unwrap();
+    enrollment::finish(&twin, true).await.unwrap();
+    assert_eq!(twin.enrollment.node_name, "mbp-2");
+    let notice = twin.notice.clone().unwrap_or_default();
+    assert!(notice.contains("belongs to another machine"), "{notice}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(view(&head, "mbp").is_some_and(|v| v.connected));
+    assert!(first.cluster(&first_credential).await.is_ok());
+    assert!(
+        matches!(
+            agent.ended.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ),
+        "the holder's session ended"
+    );
+
+    // The first machine joining again with its credential as proof takes its name back.
+    let mut again_machine = machine("mbp");
+    again_machine.previous = Some((first.clone(), first_credential.clone()));
+    let (again, again_credential, _) = join_kept(&code, &again_machine).await;
+    assert_eq!(again.node_name, "mbp");
+    assert_ne!(again.node_id, first.node_id);
+    assert!(again.cluster(&again_credential).await.is_ok());
+    let err = first.cluster(&first_credential).await.unwrap_err();
+    assert!(err.contains("revoked"), "{err}");
 }

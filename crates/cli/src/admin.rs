@@ -103,7 +103,9 @@ const MAX_VALIDITY_SECS: u64 = 366 * 86_400;
 fn parse_validity(text: &str) -> Result<u64, String> {
     let secs = crate::pause::parse_duration(text)?;
     if secs == 0 {
-        return Err(format!("{text:?}: a join code must be valid for at least a second"));
+        return Err(format!(
+            "{text:?}: a join code must be valid for at least a second"
+        ));
     }
     if secs > MAX_VALIDITY_SECS {
         return Err(format!(
@@ -151,7 +153,11 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
         .map_err(status_error)?
         .into_inner();
     // What the head applied, not what was asked (an older head changes out-of-range values).
-    let uses = if reply.uses == 0 { args.uses } else { reply.uses };
+    let uses = if reply.uses == 0 {
+        args.uses
+    } else {
+        reply.uses
+    };
     if args.json {
         println!(
             "{}",
@@ -296,7 +302,15 @@ mod tests {
         assert_eq!(parse_validity("24h"), Ok(86_400));
         assert_eq!(parse_validity("366d"), Ok(366 * 86_400));
         assert_eq!(parse_validity("1s"), Ok(1));
-        for bad in ["0s", "0d", "367d", "999999d", "99999999999999999999d", "5y", "-1h"] {
+        for bad in [
+            "0s",
+            "0d",
+            "367d",
+            "999999d",
+            "99999999999999999999d",
+            "5y",
+            "-1h",
+        ] {
             assert!(parse_validity(bad).is_err(), "{bad}");
         }
         assert_eq!(human_secs(86_399), "1 day");

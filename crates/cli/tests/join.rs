@@ -54,6 +54,34 @@ fn invite(home: &Path, uses: &str) -> String {
     v["code"].as_str().unwrap().to_string()
 }
 
+/// The head's join codes (`invite --list --json`).
+fn invites(home: &Path) -> Vec<serde_json::Value> {
+    let out = flotilla(home)
+        .args(["invite", "--list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `flotilla join - --no-start` from `home` as `name`: joins and stores the enrollment, runs
+/// nothing. Returns the exit status and what it printed.
+fn join_only(home: &Path, code: &str, name: &str) -> (std::process::ExitStatus, String) {
+    let mut child = flotilla(home)
+        .args(["join", "-", "--no-start", "--cpus", "1", "--name", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    give_stdin(&mut child, code.as_bytes());
+    wait_exit(&mut child, Duration::from_secs(60))
+}
+
 /// `flotilla join -` with the code on standard input (never in argv).
 fn join(home: &Path, code: &str, name: &str) -> Child {
     let mut child = flotilla(home)
@@ -137,6 +165,30 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
 
     let code = invite(&head, "1");
     assert!(code.starts_with("flot1-"), "{code}");
+
+    // A machine whose secret store cannot keep a credential does not join, and trying costs
+    // nothing: no node on the head, the code unused (it admits w2 below).
+    let broken_home = tempfile::Builder::new()
+        .prefix("fb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let broken = broken_home.path();
+    std::fs::create_dir_all(broken.join("config")).unwrap();
+    std::fs::write(
+        broken.join("config/flotilla.toml"),
+        "[secrets]\nbackend = \"file\"\nencrypt_file = \"off\"\n",
+    )
+    .unwrap();
+    // The store's file is a directory: nothing can be written there.
+    std::fs::create_dir_all(broken.join("state/secrets.json/x")).unwrap();
+    let (status, log) = join_only(broken, &format!("Your code: {code} (valid 1 day)"), "w9");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("the join code is unused"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let listed = invites(&head);
+    assert_eq!(listed[0]["uses_left"], 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "usable", "{listed:?}");
+    assert!(nodes(&head).iter().all(|n| n["name"] != "w9"));
     let worker_home = tempfile::Builder::new()
         .prefix("fj")
         .tempdir_in("/tmp")
@@ -153,6 +205,76 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
     // The enrollment holds no secret; the secrets are in the store.
     let enrollment = std::fs::read_to_string(worker.join("config/enrollment.json")).unwrap();
     assert!(enrollment.contains("\"node_name\": \"w2\""), "{enrollment}");
+
+    // Other machines asking for taken names (a twin with the same host name, a stranger
+    // aiming at the head's own worker) get names of their own; nobody is evicted, and the
+    // code's list says who joined with it.
+    let twins = invite(&head, "2");
+    let twin_home = tempfile::Builder::new()
+        .prefix("ft")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (status, log) = join_only(twin_home.path(), &twins, "w2");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("Joined under another name: w2-2"), "{log}");
+    assert!(log.contains("belongs to another machine"), "{log}");
+    let stranger_home = tempfile::Builder::new()
+        .prefix("fs")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (status, log) = join_only(stranger_home.path(), &twins, "W1");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("Joined under another name: W1-2"), "{log}");
+    std::thread::sleep(Duration::from_secs(2));
+    let all = nodes(&head);
+    for held in ["w1", "w2"] {
+        assert!(
+            all.iter()
+                .any(|n| n["name"] == held && n["state"] != "offline"),
+            "{held} was evicted: {all:#?}"
+        );
+    }
+    assert!(!log.contains("revoked"), "{log}");
+    let listed = invites(&head);
+    assert_eq!(listed[0]["state"], "used up", "{listed:?}");
+    assert_eq!(listed[0]["joined"], serde_json::json!(["w2-2", "W1-2"]));
+    for extra in ["w2-2", "W1-2"] {
+        let out = flotilla(&head).args(["revoke", extra]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    // A code withdrawn before use admits nobody.
+    let out = flotilla(&head)
+        .args(["invite", "--json", "--expires", "30m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let withdrawn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = flotilla(&head)
+        .args([
+            "invite",
+            "--revoke",
+            withdrawn["invite_id"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("is withdrawn"), "{}", text(&out));
+    let (status, log) = join_only(
+        stranger_home.path(),
+        withdrawn["code"].as_str().unwrap(),
+        "w7",
+    );
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("withdrawn"), "{log}");
+    // Validities the head would not apply are refused with the range, not changed.
+    for bad in ["0s", "999999d"] {
+        let out = flotilla(&head)
+            .args(["invite", "--expires", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        assert!(text(&out).contains("366 days") || text(&out).contains("at least a second"));
+    }
     let token = flotilla(&head)
         .args(["secret", "get", "flotilla.ray-token", "--reveal"])
         .output()

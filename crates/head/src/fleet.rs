@@ -482,6 +482,12 @@ impl ControlPlane {
         Ok((id, name, credential))
     }
 
+    /// A join became final: the node goes into the live table in place of the one it replaced.
+    fn confirmed(&self, record: NodeRecord, replaced: Option<NodeId>) {
+        tracing::info!(node = %record.id, name = record.name, "join confirmed");
+        self.insert(record, replaced);
+    }
+
     /// Adds a newly enrolled node to the live table, dropping the node it replaced (whose
     /// session ends).
     fn insert(&self, record: NodeRecord, replaced: Option<NodeId>) {
@@ -672,8 +678,8 @@ impl ControlPlane {
                 .ok_or_else(|| Status::unauthenticated("malformed node credential"))?,
         );
         let registry = self.inner.config.registry.clone();
-        blocking(move || {
-            registry.authenticate(id, &credential).map_err(|e| match e {
+        let record = blocking(move || {
+            let map = |e| match e {
                 registry::AuthError::Revoked => Status::permission_denied(
                     "this node was revoked by the head's admin; join again with a new code",
                 ),
@@ -684,9 +690,25 @@ impl ControlPlane {
                     )
                 }
                 registry::AuthError::Registry(e) => internal(e),
-            })
+            };
+            let record = registry.authenticate(id, &credential).map_err(map)?;
+            if !record.pending {
+                return Ok((record, None));
+            }
+            // A node that calls with its credential has kept it: its join is final.
+            match registry.confirm_join(id, &credential).map_err(map)? {
+                Some((record, replaced)) => Ok((record, Some(replaced))),
+                None => Ok((record, None)),
+            }
         })
-        .await
+        .await?;
+        match record {
+            (record, Some(replaced)) => {
+                self.confirmed(record.clone(), replaced);
+                Ok(record)
+            }
+            (record, None) => Ok(record),
+        }
     }
 
     /// Applies one report from an authenticated session; returns the acknowledgement to send.
@@ -1236,10 +1258,9 @@ impl Fleet for ControlPlane {
         let secret = Secret::from_bytes(req.join_secret.clone());
         let previous = match &req.previous {
             Some(p) => Some((
-                p.node_id
-                    .parse::<i64>()
-                    .map(NodeId)
-                    .map_err(|_| Status::invalid_argument("the previous node id is not a number"))?,
+                p.node_id.parse::<i64>().map(NodeId).map_err(|_| {
+                    Status::invalid_argument("the previous node id is not a number")
+                })?,
                 Secret::from_bytes(p.credential.clone()),
             )),
             None => None,
@@ -1359,26 +1380,11 @@ impl Fleet for ControlPlane {
                 registry.abandon_join(id, &credential).map_err(auth)?;
                 return Ok(None);
             }
-            let Some(record) = registry.confirm_join(id, &credential).map_err(auth)? else {
-                return Ok(None);
-            };
-            // The node it replaced, if any, is revoked by now.
-            let replaced = registry
-                .list_nodes()
-                .map_err(internal)?
-                .into_iter()
-                .filter(|n| n.is_revoked() && n.name == record.name)
-                .map(|n| n.id)
-                .collect::<Vec<_>>();
-            Ok(Some((record, replaced)))
+            registry.confirm_join(id, &credential).map_err(auth)
         })
         .await?;
         if let Some((record, replaced)) = confirmed {
-            tracing::info!(node = %record.id, name = record.name, "join confirmed");
-            for old in replaced {
-                self.nodes().remove(&old);
-            }
-            self.insert(record, None);
+            self.confirmed(record, replaced);
         } else if !kept {
             tracing::info!(node = %id, "join undone: the machine could not keep its credential");
         }

@@ -427,7 +427,7 @@ impl EventKind {
             EventKind::Notice,
         ]
         .into_iter()
-            .find(|v| v.as_str() == s)
+        .find(|v| v.as_str() == s)
     }
 }
 
@@ -446,6 +446,8 @@ pub struct NodeRecord {
     /// Why the node is in its state, in the words of the report; empty if none was given.
     pub reason: String,
     pub revoked_at: Option<SystemTime>,
+    /// Joined, but its agent has not yet confirmed that it kept its credential.
+    pub pending: bool,
 }
 
 impl NodeRecord {
@@ -787,23 +789,32 @@ impl Registry {
     /// Makes a pending join final: the agent stored its credential. `Ok(None)` if the node is
     /// not pending (confirmed already); [`AuthError`] if the credential is not that node's or
     /// the join was abandoned meanwhile.
+    /// With the record, the node it replaced (revoked when the join was made).
     pub fn confirm_join(
         &self,
         id: NodeId,
         credential: &Secret,
-    ) -> Result<Option<NodeRecord>, AuthError> {
+    ) -> Result<Option<(NodeRecord, Option<NodeId>)>, AuthError> {
         self.authenticate(id, credential)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
-        let changed = tx.execute(
-            "UPDATE nodes SET pending = 0, replaces = NULL WHERE id = ?1 AND pending = 1",
+        let replaced: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT replaces FROM nodes WHERE id = ?1 AND pending = 1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(replaced) = replaced else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE nodes SET pending = 0, replaces = NULL WHERE id = ?1",
             [id.0],
         )?;
         tx.commit()?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        Ok(node_by_id(&conn, id)?)
+        let record = node_by_id(&conn, id)?.ok_or(AuthError::UnknownNode)?;
+        Ok(Some((record, replaced.map(NodeId))))
     }
 
     /// Undoes a pending join whose agent could not keep its credential: the node is deleted
@@ -1117,8 +1128,8 @@ fn migrate(conn: &mut Connection, migrations: &[&str], shown: &str) -> Result<()
 /// `id, salt, hash, uses_left, expires_at, withdrawn` of an invite.
 type InviteRow = (i64, Vec<u8>, Vec<u8>, i64, i64, bool);
 
-const NODE_COLUMNS: &str =
-    "id, name, hostname, os, arch, cpus, enrolled_at, last_seen, state, reason, revoked_at";
+const NODE_COLUMNS: &str = "id, name, hostname, os, arch, cpus, enrolled_at, last_seen, state, \
+                            reason, revoked_at, pending";
 
 struct RawNode {
     id: i64,
@@ -1132,6 +1143,7 @@ struct RawNode {
     state: String,
     reason: String,
     revoked_at: Option<i64>,
+    pending: bool,
 }
 
 impl RawNode {
@@ -1148,6 +1160,7 @@ impl RawNode {
             state: r.get(8)?,
             reason: r.get(9)?,
             revoked_at: r.get(10)?,
+            pending: r.get(11)?,
         })
     }
 
@@ -1164,6 +1177,7 @@ impl RawNode {
             last_seen: from_millis(self.last_seen),
             reason: self.reason,
             revoked_at: self.revoked_at.map(from_millis),
+            pending: self.pending,
         })
     }
 }

@@ -786,11 +786,7 @@ mod tests {
                 format!("On the machine to add, run `flotilla join {text}` (or paste it)"),
                 format!("flotsam flot {text} end"),
             ] {
-                assert_eq!(
-                    JoinCode::find(&pasted).as_ref(),
-                    Ok(&code),
-                    "{pasted:?}"
-                );
+                assert_eq!(JoinCode::find(&pasted).as_ref(), Ok(&code), "{pasted:?}");
             }
             // A damaged code in a sentence says what is wrong with the code, not that the
             // sentence is not a code.

@@ -895,9 +895,26 @@ fn a_join_never_takes_a_name_another_machine_holds() {
     let twin = join(&reg, "mbp", "mbp.lan", CRED_B, None, false, t(2)).unwrap();
     assert_eq!(twin.name, "mbp-2");
     assert_eq!(twin.name_held_by, Some(laptop.id));
-    let cased = join(&reg, "MBP", "x", "cred-C-5e6f7a8b9c0d1e2f", None, false, t(3)).unwrap();
+    let cased = join(
+        &reg,
+        "MBP",
+        "x",
+        "cred-C-5e6f7a8b9c0d1e2f",
+        None,
+        false,
+        t(3),
+    )
+    .unwrap();
     assert_eq!(cased.name, "MBP-3");
-    let stranger = join(&reg, "studio", "x", "cred-D-7a8b9c0d1e2f3a4b", None, false, t(4));
+    let stranger = join(
+        &reg,
+        "studio",
+        "x",
+        "cred-D-7a8b9c0d1e2f3a4b",
+        None,
+        false,
+        t(4),
+    );
     assert_eq!(stranger.unwrap().name, "studio-2");
     // A proof that is not the holder's current credential is no proof.
     let wrong = join(
@@ -977,12 +994,20 @@ fn a_join_is_all_or_nothing() {
     // Confirmed: final, listed, and the invite shows who joined with it.
     let kept = join(&reg, "mbp", "mbp.lan", CRED_B, None, true, t(3)).unwrap();
     assert_eq!(kept.name, "mbp");
-    let record = reg.confirm_join(kept.id, &secret(CRED_B)).unwrap().unwrap();
+    let (record, replaced) = reg.confirm_join(kept.id, &secret(CRED_B)).unwrap().unwrap();
+    assert_eq!(replaced, None);
     assert_eq!(record.name, "mbp");
-    assert!(reg.confirm_join(kept.id, &secret(CRED_B)).unwrap().is_none());
+    assert!(
+        reg.confirm_join(kept.id, &secret(CRED_B))
+            .unwrap()
+            .is_none()
+    );
     assert!(!reg.abandon_join(kept.id, &secret(CRED_B)).unwrap());
     assert_eq!(reg.list_nodes().unwrap().len(), 1);
-    assert_eq!(reg.list_invites().unwrap()[0].joined, vec!["mbp".to_string()]);
+    assert_eq!(
+        reg.list_invites().unwrap()[0].joined,
+        vec!["mbp".to_string()]
+    );
 }
 
 #[test]
