@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "flotilla.v1.JoinReply",
             "flotilla.v1.RaySpec",
             "flotilla.v1.InviteReply",
+            "flotilla.v1.PreviousNode",
+            "flotilla.v1.FinishJoinRequest",
         ])
         .build_server(true)
         .build_client(true)

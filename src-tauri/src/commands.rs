@@ -56,7 +56,7 @@ pub async fn join(
 ) -> Result<DesktopStatus> {
     let code = code.trim().to_string();
     // A malformed code is told apart from a head that refuses a good one.
-    flotilla_proto::JoinCode::parse(&code)
+    flotilla_proto::JoinCode::find(&code)
         .map_err(|e| CommandError::new("bad_code", e.to_string()))?;
     if desktop.role() != Role::None {
         return Err(CommandError::new(
@@ -67,10 +67,10 @@ pub async fn join(
     let name = name
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(flotilla_host::hostname);
+        .unwrap_or_else(flotilla::join::default_name);
     let enrolled = flotilla::join::enroll(&code, name, None)
         .await
-        .map_err(|e| CommandError::new("join_failed", format!("{e:#}")))?;
+        .map_err(|e| CommandError::new("join_failed", flotilla::errors::describe(&e)))?;
     tracing::info!(node = %enrolled.node_id, "joined the fleet");
     desktop.start_agent(&app, enrolled);
     if let Err(e) = app.autolaunch().enable() {

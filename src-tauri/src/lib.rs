@@ -116,7 +116,7 @@ impl Desktop {
     pub fn host_worker_name(&self) -> String {
         flotilla::up::UpArgs::default()
             .name
-            .unwrap_or_else(flotilla_host::hostname)
+            .unwrap_or_else(flotilla::join::default_name)
     }
 
     /// The fleet's policy defaults this computer's agent merges its own settings under.

@@ -47,14 +47,32 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
     crate::worker::run_enrolled(enrolled, args.node).await
 }
 
-/// The name a machine joins under when none is given: its host name, with `node-` before one
-/// that is all digits (which would read as a node id).
+/// The name a machine joins under when none is given: its host name, with `-` for any
+/// character a node name cannot have and `node-` before one that is all digits (which would
+/// read as a node id).
 pub fn default_name() -> String {
-    let host = flotilla_host::hostname();
-    if !host.is_empty() && host.chars().all(|c| c.is_ascii_digit()) {
-        format!("node-{host}")
+    name_from_host(&flotilla_host::hostname())
+}
+
+fn name_from_host(host: &str) -> String {
+    let name: String = host
+        .chars()
+        .map(|c| {
+            let mut buf = [0u8; 4];
+            if c == ' ' || flotilla_secrets::ambiguous_character(c.encode_utf8(&mut buf)).is_some()
+            {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "node".to_string()
+    } else if name.chars().all(|c| c.is_ascii_digit()) {
+        format!("node-{name}")
     } else {
-        host
+        name
     }
 }
 
@@ -147,4 +165,22 @@ pub async fn enroll(
         )
     })?;
     Ok(joined.enrollment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_from_host;
+
+    #[test]
+    fn a_host_name_becomes_a_name_the_head_accepts() {
+        for (host, name) in [
+            ("studio", "studio"),
+            ("Ana’s MacBook Pro", "Ana’s-MacBook-Pro"),
+            ("1234", "node-1234"),
+            ("vm\u{200b}", "vm-"),
+            ("", "node"),
+        ] {
+            assert_eq!(name_from_host(host), name);
+        }
+    }
 }

@@ -343,7 +343,7 @@ async fn start_worker(
     say: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<LocalWorker> {
     let info = head.info();
-    let name = args.name.clone().unwrap_or_else(flotilla_host::hostname);
+    let name = args.name.clone().unwrap_or_else(crate::join::default_name);
     let cpus = args
         .cpus
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));

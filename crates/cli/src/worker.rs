@@ -406,7 +406,7 @@ async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<E
         anyhow::Ok((dirs, config, token))
     })
     .await??;
-    let name = node.name.clone().unwrap_or_else(flotilla_host::hostname);
+    let name = node.name.clone().unwrap_or_else(crate::join::default_name);
     let agent = start(
         &dirs,
         (config.policy, String::new()),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::v1::{InviteReply, JoinReply, JoinRequest, RaySpec};
+use crate::v1::{FinishJoinRequest, InviteReply, JoinReply, JoinRequest, PreviousNode, RaySpec};
 
 fn secret(empty: bool) -> &'static str {
     if empty { "<empty>" } else { "<redacted>" }
@@ -15,6 +15,8 @@ impl fmt::Debug for JoinRequest {
             .field("join_secret", &secret(self.join_secret.is_empty()))
             .field("node_name", &self.node_name)
             .field("hostname", &self.hostname)
+            .field("previous", &self.previous)
+            .field("confirms", &self.confirms)
             .field("os", &self.os)
             .field("arch", &self.arch)
             .field("cpus", &self.cpus)
@@ -29,6 +31,9 @@ impl fmt::Debug for JoinReply {
         f.debug_struct("JoinReply")
             .field("node_id", &self.node_id)
             .field("node_credential", &secret(self.node_credential.is_empty()))
+            .field("node_name", &self.node_name)
+            .field("notice", &self.notice)
+            .field("confirm_within_secs", &self.confirm_within_secs)
             .field("ray", &self.ray)
             .field("policy", &self.policy)
             .finish()
@@ -51,6 +56,27 @@ impl fmt::Debug for InviteReply {
         f.debug_struct("InviteReply")
             .field("code", &secret(self.code.is_empty()))
             .field("expires_unix", &self.expires_unix)
+            .field("invite_id", &self.invite_id)
+            .field("uses", &self.uses)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PreviousNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreviousNode")
+            .field("node_id", &self.node_id)
+            .field("credential", &secret(self.credential.is_empty()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for FinishJoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FinishJoinRequest")
+            .field("node_id", &self.node_id)
+            .field("node_credential", &secret(self.node_credential.is_empty()))
+            .field("kept", &self.kept)
             .finish()
     }
 }

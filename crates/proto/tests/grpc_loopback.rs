@@ -28,9 +28,15 @@ impl Fleet for TestHead {
         Ok(Response::new(JoinReply {
             node_id: format!("n-{}", r.node_name),
             node_credential: vec![2; 32],
-            ray: None,
-            policy: None,
+            ..Default::default()
         }))
+    }
+
+    async fn finish_join(
+        &self,
+        _: Request<v1::FinishJoinRequest>,
+    ) -> Result<Response<v1::FinishJoinReply>, Status> {
+        Err(Status::unimplemented("not in this test"))
     }
 
     type SessionStream = BoxStream<HeadCommand>;
@@ -76,6 +82,20 @@ impl Fleet for TestHead {
         &self,
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesReply>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn list_invites(
+        &self,
+        _: Request<v1::ListInvitesRequest>,
+    ) -> Result<Response<v1::ListInvitesReply>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn revoke_invite(
+        &self,
+        _: Request<v1::RevokeInviteRequest>,
+    ) -> Result<Response<v1::RevokeInviteReply>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 

@@ -2,10 +2,11 @@
 //! newer peer (unknown fields, enum values and commands) is read.
 
 use flotilla_proto::v1::{
-    self, AgentReport, ClusterSnapshot, ClusterTotals, ContributionRecord, HeadCommand,
-    InviteReply, InviteRequest, JobStatus, JobSummary, JoinReply, JoinRequest, ListNodesReply,
-    NodeRecord, NodeState, NodeSummary, PauseMode, PolicyDefaults, PowerSource, RaySpec, Reason,
-    RevokeReply, RevokeRequest, head_command::Command,
+    self, AgentReport, ClusterSnapshot, ClusterTotals, ContributionRecord, FinishJoinRequest,
+    HeadCommand, InviteRecord, InviteReply, InviteRequest, JobStatus, JobSummary, JoinReply,
+    JoinRequest, ListInvitesReply, ListNodesReply, NodeRecord, NodeState, NodeSummary, PauseMode,
+    PolicyDefaults, PowerSource, PreviousNode, RaySpec, Reason, RevokeInviteRequest, RevokeReply,
+    RevokeRequest, head_command::Command,
 };
 use prost::Message;
 
@@ -62,6 +63,11 @@ fn join_messages_round_trip() {
         join_secret: vec![7; 32],
         node_name: "studio".into(),
         hostname: "studio.local".into(),
+        previous: Some(PreviousNode {
+            node_id: "12".into(),
+            credential: vec![5; 32],
+        }),
+        confirms: true,
         os: "linux".into(),
         arch: "x86_64".into(),
         cpus: 16,
@@ -73,6 +79,13 @@ fn join_messages_round_trip() {
     round_trip(&JoinReply {
         node_id: "n-7f3a".into(),
         node_credential: vec![9; 32],
+        node_name: "studio-2".into(),
+        notice: Some(Reason {
+            code: "name_taken".into(),
+            text_en: "taken".into(),
+            text_es: "ocupado".into(),
+        }),
+        confirm_within_secs: 120,
         ray: Some(RaySpec {
             gcs_addresses: vec!["10.0.0.2:6379".into(), "head.ts.net:6379".into()],
             ray_version: "2.60.0".into(),
@@ -82,6 +95,11 @@ fn join_messages_round_trip() {
         policy: Some(PolicyDefaults {
             toml: "[policy]\nmax_cpus = 4\n".into(),
         }),
+    });
+    round_trip(&FinishJoinRequest {
+        node_id: "n-7f3a".into(),
+        node_credential: vec![9; 32],
+        kept: true,
     });
 }
 
@@ -151,6 +169,22 @@ fn cluster_and_admin_messages_round_trip() {
     round_trip(&InviteReply {
         code: "flot1-abcde".into(),
         expires_unix: 1_760_086_400,
+        invite_id: "4".into(),
+        uses: 3,
+    });
+    round_trip(&ListInvitesReply {
+        invites: vec![InviteRecord {
+            invite_id: "4".into(),
+            created_unix: 1_760_000_000,
+            expires_unix: 1_760_086_400,
+            uses: 3,
+            uses_left: 1,
+            revoked_unix: 0,
+            joined: vec!["mbp".into(), "mbp-2".into()],
+        }],
+    });
+    round_trip(&RevokeInviteRequest {
+        invite_id: "4".into(),
     });
     round_trip(&RevokeRequest {
         node: "laptop".into(),
@@ -298,7 +332,16 @@ fn debug_redacts_secrets() {
     let join = JoinRequest {
         join_secret: b"SECRET-JOIN".to_vec(),
         node_name: "studio".into(),
+        previous: Some(PreviousNode {
+            node_id: "3".into(),
+            credential: b"SECRET-OLD".to_vec(),
+        }),
         ..Default::default()
+    };
+    let finish = FinishJoinRequest {
+        node_id: "3".into(),
+        node_credential: b"SECRET-CRED".to_vec(),
+        kept: true,
     };
     let reply = JoinReply {
         node_id: "n-1".into(),
@@ -309,13 +352,16 @@ fn debug_redacts_secrets() {
             ..Default::default()
         }),
         policy: None,
+        ..Default::default()
     };
     let invite = InviteReply {
         code: "flot1-SECRET".into(),
         expires_unix: 5,
+        ..Default::default()
     };
     for debug in [
         format!("{join:?}"),
+        format!("{finish:?}"),
         format!("{reply:?}"),
         format!("{invite:?}"),
         format!("{join:#?}"),

@@ -166,7 +166,7 @@ pub fn main() -> anyhow::Result<()> {
         // Enroll and connect the agents this size adds, a few hundred a second.
         eprintln!("connecting agents {started}..{n}");
         for i in started..n {
-            let (id, credential) = head_rt
+            let (id, _, credential) = head_rt
                 .block_on(plane.enroll_local(&format!("agent-{i:05}"), 4))
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             node_index.insert(id.0, i);
