@@ -215,18 +215,7 @@ async fn list_invites(admin: &mut Admin, json: bool) -> anyhow::Result<ExitCode>
         .map_err(status_error)?
         .into_inner()
         .invites;
-    let now = unix_now();
-    let state = |i: &pb::InviteRecord| {
-        if i.revoked_unix > 0 {
-            "withdrawn"
-        } else if now >= i.expires_unix {
-            "expired"
-        } else if i.uses_left == 0 {
-            "used up"
-        } else {
-            "usable"
-        }
-    };
+    let state = |i: &pb::InviteRecord| i.state.clone();
     if json {
         let rows: Vec<_> = invites
             .iter()

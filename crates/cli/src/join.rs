@@ -44,7 +44,10 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<ExitCode> {
         eprintln!("Start the worker with `flotilla worker`.");
         return Ok(ExitCode::SUCCESS);
     }
-    crate::worker::run_enrolled(enrolled, args.node).await
+    // The node runs under the name the head gave it.
+    let mut node = args.node;
+    node.name = Some(enrolled.node_name.clone());
+    crate::worker::run_enrolled(enrolled, node).await
 }
 
 /// The name a machine joins under when none is given: its host name, with `-` for any

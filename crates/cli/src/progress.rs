@@ -34,6 +34,20 @@ pub fn bar() -> (ProgressFn, ProgressBar) {
     (f, pb)
 }
 
+/// A spinner with `message` and the time spent, for a wait with no steps to count (a Ray node
+/// starting). The message is also printed as a line first, so that a log (not a terminal)
+/// says what the wait is.
+pub fn spinner(message: &str) -> ProgressBar {
+    eprintln!("{message}");
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    pb.set_message(message.trim_end_matches("...").to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg}").expect("valid template")
 }

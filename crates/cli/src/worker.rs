@@ -455,6 +455,11 @@ async fn start(
             runtime.python_full, spec.python, spec.python, spec.python
         );
     }
+    let waiting = crate::progress::spinner(&format!(
+        "Starting this machine's Ray node {name} and connecting it to the cluster at {head} \
+         (a minute or two the first time)..."
+    ));
+    let began = std::time::Instant::now();
     let agent = Agent::start(
         AgentConfig {
             node_name: name.clone(),
@@ -475,7 +480,13 @@ async fn start(
         },
         Deps { runtime },
     )
-    .await?;
+    .await;
+    waiting.finish_and_clear();
+    let agent = agent?;
+    eprintln!(
+        "The Ray node {name} is in the cluster ({} s).",
+        began.elapsed().as_secs()
+    );
     Ok(agent)
 }
 

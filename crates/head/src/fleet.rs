@@ -1533,6 +1533,7 @@ impl Fleet for ControlPlane {
     ) -> Result<Response<pb::ListInvitesReply>, Status> {
         self.check_admin(&request)?;
         let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now();
         let invites = self
             .invites()
             .await?
@@ -1544,6 +1545,7 @@ impl Fleet for ControlPlane {
                 uses: i.uses,
                 uses_left: i.uses_left,
                 revoked_unix: i.revoked_at.map_or(0, unix),
+                state: i.status(now).to_string(),
                 joined: i.joined,
             })
             .collect();

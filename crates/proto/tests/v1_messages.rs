@@ -181,6 +181,7 @@ fn cluster_and_admin_messages_round_trip() {
             uses_left: 1,
             revoked_unix: 0,
             joined: vec!["mbp".into(), "mbp-2".into()],
+            state: "usable".into(),
         }],
     });
     round_trip(&RevokeInviteRequest {
