@@ -583,10 +583,17 @@ impl ControlPlane {
         }));
     }
 
-    /// Every invite the head made, newest first.
+    /// Every invite the head made, newest first; joins never confirmed are undone first, so
+    /// their uses show as left.
     pub async fn invites(&self) -> Result<Vec<registry::InviteRecord>, Status> {
         let registry = self.inner.config.registry.clone();
-        blocking(move || registry.list_invites().map_err(internal)).await
+        blocking(move || {
+            registry
+                .expire_pending(SystemTime::now(), CONFIRM_JOIN_WITHIN)
+                .map_err(internal)?;
+            registry.list_invites().map_err(internal)
+        })
+        .await
     }
 
     /// Withdraws an invite; `false` if it was withdrawn already.
