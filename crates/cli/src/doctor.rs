@@ -226,7 +226,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 /// it. `None` when no worker runs here.
 async fn node_check(dirs: &flotilla_host::Dirs) -> Option<Check> {
     let reply = flotilla_agent::control::request(
-        &flotilla_agent::control::socket_path(&dirs),
+        &flotilla_agent::control::socket_path(dirs),
         &serde_json::json!({"get": "decision"}),
     )
     .await
@@ -261,7 +261,7 @@ async fn node_check(dirs: &flotilla_host::Dirs) -> Option<Check> {
 async fn ports_check(dirs: &flotilla_host::Dirs, runs_head: bool) -> Check {
     use flotilla_ray::ports::{self, NodePorts};
     let worker_runs = flotilla_agent::control::request(
-        &flotilla_agent::control::socket_path(&dirs),
+        &flotilla_agent::control::socket_path(dirs),
         &serde_json::json!({"get": "decision"}),
     )
     .await

@@ -163,7 +163,7 @@ fn start_with(base: u16, env: &[(&str, &str)]) -> Cluster {
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             let ms = idle_ms.load(Ordering::SeqCst);
-            if ms != u64::MAX && flotilla_host::Dirs::under(home).agent_socket().exists() {
+            if ms != u64::MAX && flotilla_host::Dirs::under(&home).agent_socket().exists() {
                 let _ = std::panic::catch_unwind(|| {
                     ask(&home, &format!(r#"{{"idle_ms": {ms}, "source": "test"}}"#))
                 });
