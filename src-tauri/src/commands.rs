@@ -102,7 +102,7 @@ pub async fn resume(desktop: &Desktop) -> Result<()> {
 }
 
 async fn ask(desktop: &Desktop, req: serde_json::Value) -> Result<()> {
-    let reply = flotilla_agent::control::request(&desktop.dirs.run, &req)
+    let reply = flotilla_agent::control::request(&desktop.dirs.agent_socket(), &req)
         .await
         .map_err(|e| {
             CommandError::new(
@@ -314,14 +314,14 @@ pub struct ComputerView {
 
 #[tauri::command]
 pub async fn computer(desktop: State<'_, Arc<Desktop>>) -> Result<ComputerView> {
-    let run = &desktop.dirs.run;
+    let socket = desktop.dirs.agent_socket();
     let (get_decision, get_contribution) = (
         serde_json::json!({"get": "decision"}),
         serde_json::json!({"get": "contribution"}),
     );
     let (decision, contribution) = tokio::join!(
-        flotilla_agent::control::request(run, &get_decision),
-        flotilla_agent::control::request(run, &get_contribution),
+        flotilla_agent::control::request(&socket, &get_decision),
+        flotilla_agent::control::request(&socket, &get_contribution),
     );
     let decision = decision.map_err(|e| {
         CommandError::new(
@@ -378,7 +378,7 @@ pub async fn set_policy(
         })?;
     tracing::info!("politeness settings saved to flotilla.toml");
     let applied = match flotilla_agent::control::request(
-        &desktop.dirs.run,
+        &desktop.dirs.agent_socket(),
         &serde_json::json!({"reload": "policy"}),
     )
     .await

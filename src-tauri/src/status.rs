@@ -95,7 +95,7 @@ pub async fn read(desktop: &Desktop) -> DesktopStatus {
         Role::Host => desktop.host_worker_name(),
     };
     let reply = flotilla_agent::control::request(
-        &desktop.dirs.run,
+        &desktop.dirs.agent_socket(),
         &serde_json::json!({"get": "decision"}),
     )
     .await

@@ -636,7 +636,7 @@ ray.get([busy.remote(secs) for _ in range(n)])
                 idle_ms: Arc::new(AtomicU64::new(AWAY_MS)),
                 stop: Arc::new(AtomicBool::new(false)),
             };
-            let sock = f.home.path().join("run/agent.sock");
+            let sock = flotilla_host::Dirs::under(f.home.path()).agent_socket();
             wait_for("the Flotilla cluster", Duration::from_secs(240), || {
                 sock.exists() && f.node_alive()
             })
@@ -661,7 +661,10 @@ ray.get([busy.remote(secs) for _ in range(n)])
         /// Feeds `ms` now and from now on.
         fn owner(&self, ms: u64) {
             self.idle_ms.store(ms, Ordering::SeqCst);
-            let _ = feed(&self.home.path().join("run/agent.sock"), ms);
+            let _ = feed(
+                &flotilla_host::Dirs::under(self.home.path()).agent_socket(),
+                ms,
+            );
         }
 
         fn connection(&self) -> Result<Connection> {

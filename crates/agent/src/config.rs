@@ -161,12 +161,17 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     let config: FileConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of_offset(text, s.start));
+        let field = line.and_then(|l| key_at_line(text, l));
+        let message = line
+            .zip(field.as_deref())
+            .and_then(|(l, f)| out_of_range(e.message().trim(), text, l, f))
+            .unwrap_or_else(|| plain(e.message().trim()));
         ConfigError {
             path: path.to_path_buf(),
             problems: vec![Problem {
                 line,
-                field: line.and_then(|l| key_at_line(text, l)),
-                message: plain(e.message().trim()),
+                field,
+                message,
             }],
         }
     })?;
@@ -230,6 +235,76 @@ pub fn merge_policy(fleet: &str, local: &str) -> Result<flotilla_policy::Setting
     parse(&text, Path::new("(fleet defaults + flotilla.toml)"))
         .map(|c| c.policy)
         .map_err(|e| e.to_string())
+}
+
+/// A number that does not fit its setting's type (too large, negative, or a fraction where a
+/// whole number is needed), in words with the range the setting allows: the setting's own range
+/// when it has one (found by validating the nearest value the type holds), else the type's.
+/// `None` for any other message.
+fn out_of_range(message: &str, text: &str, line: usize, field: &str) -> Option<String> {
+    // Serde's words: "invalid value: integer `N`, expected u32", "invalid type: integer `N` as
+    // i128, expected u64", "invalid type: floating point `1.5`, expected u32".
+    let (_, rest) = message.split_once('`')?;
+    let (number, rest) = rest.split_once('`')?;
+    let max: u64 = match rest.rsplit_once("expected ")?.1 {
+        "u8" => u8::MAX.into(),
+        "u16" => u16::MAX.into(),
+        "u32" => u32::MAX.into(),
+        "u64" => u64::MAX,
+        _ => return None,
+    };
+    if message.contains("floating point") {
+        return Some(format!(
+            "{number} is not a whole number: this setting takes a whole number, like 2"
+        ));
+    }
+    if !message.contains("integer") || !is_digits(number) {
+        return None;
+    }
+    let negative = number.starts_with('-');
+    let nearest = if negative { 0 } else { max };
+    // The setting's own range, from its validation of the nearest value its type holds.
+    let own = with_value_at(text, line, &nearest.to_string())
+        .and_then(|t| parse(&t, Path::new("")).err())
+        .and_then(|e| {
+            e.problems
+                .into_iter()
+                .find(|p| p.field.as_deref() == Some(field))
+        })
+        .map(|p| match p.message.rsplit_once(", not ") {
+            Some((rule, _)) => rule.to_string(),
+            None => p.message,
+        });
+    Some(match (negative, own) {
+        (true, Some(rule)) => format!("{number} is negative: {rule}"),
+        (true, None) => {
+            format!("{number} is negative: this setting takes a whole number, 0 or more")
+        }
+        (false, Some(rule)) => format!("{number} is too large: {rule}"),
+        (false, None) => format!("{number} is too large: the largest allowed is {max}"),
+    })
+}
+
+fn is_digits(s: &str) -> bool {
+    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+}
+
+/// `text` with the value of the key on 1-based `line` replaced by `value`.
+fn with_value_at(text: &str, line: usize, value: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut done = false;
+    for (i, raw) in text.lines().enumerate() {
+        if i + 1 == line {
+            let (key, _) = raw.split_once('=')?;
+            out.push_str(&format!("{key}= {value}"));
+            done = true;
+        } else {
+            out.push_str(raw);
+        }
+        out.push('\n');
+    }
+    done.then_some(out)
 }
 
 /// Serde's type names, in words.
@@ -355,9 +430,59 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("-1") && e.contains("whole number, 0 or more"),
+            e.contains("-1 is negative: this setting takes a whole number, 0 or more"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_number_out_of_its_range_says_the_range_in_words() {
+        // (setting = value, what the message must say); the type's own names never show.
+        let cases = [
+            (
+                "active_cpus = 4294967296",
+                "4294967296 is too large: the largest allowed is 4294967295",
+            ),
+            (
+                "active_cpus = 99999999999999999999",
+                "99999999999999999999 is too large: the largest allowed is 4294967295",
+            ),
+            (
+                "battery_cpus = -3",
+                "-3 is negative: this setting takes a whole number, 0 or more",
+            ),
+            ("keep_cpus_for_owner = 1.5", "1.5 is not a whole number"),
+            (
+                "ramp_up_after_secs = 18446744073709551616",
+                "18446744073709551616 is too large: must be at most 86400 seconds",
+            ),
+            (
+                "owner_load_trigger_secs = 18446744073709551616",
+                "is too large: must be from 0 to 3600 seconds",
+            ),
+            (
+                "active_after_input_secs = -1",
+                "-1 is negative: must be from 1 to 86400 seconds",
+            ),
+            (
+                "pause_below_battery_percent = 300",
+                "300 is too large: must be from 0 (never) to 100",
+            ),
+            ("pause_below_battery_percent = -1", "-1 is negative"),
+            ("owner_load_release_secs = 2.5", "2.5 is not a whole number"),
+        ];
+        for (line, said) in cases {
+            let e = err(&format!("[policy]\n{line}\n"));
+            let key = line.split(' ').next().unwrap();
+            assert!(
+                e.starts_with(&format!("/etc/flotilla.toml:2: policy.{key}: ")),
+                "{line}: {e}"
+            );
+            assert!(e.contains(said), "{line}: {e}");
+            for word in ["i128", "u32", "u64", "u8", "invalid"] {
+                assert!(!e.contains(word), "{line}: {e}");
+            }
+        }
     }
 
     #[test]

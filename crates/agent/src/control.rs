@@ -18,10 +18,13 @@
 //!
 //! # Platform behavior
 //!
-//! The channel is `flotilla_host::ipc`, named by `agent.sock` in Flotilla's run dir (made
-//! `0700`): a Unix socket (`0600`, peers of other users refused) or, on Windows, a named pipe
-//! derived from that path (no remote clients, writable by this user only). An agent never takes
-//! over the channel of another live agent: [`serve`] fails instead.
+//! The channel is `flotilla_host::ipc`, named by [`socket_path`]: `agent-<hash>.sock` in
+//! Flotilla's run dir (made `0700`), the hash that of the home's state dir, so that the agents of
+//! two homes of one user each have their own. A Unix socket (`0600`, peers of other users
+//! refused) or, on Windows, a named pipe derived from that path (no remote clients, writable by
+//! this user only). An agent never takes over the channel of another live agent ([`serve`]
+//! fails instead, naming its pid where the OS tells it), takes over one left by an agent that
+//! died, and removes only its own on exit.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,15 +36,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sampler::{FedIdle, IdleFeed, ManualFeed, ManualRequest};
 
-/// The socket's file name in the run dir.
-pub const SOCKET_NAME: &str = "agent.sock";
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 /// Longest idle time a feed may claim (a week): more is a bug, not a reading.
 const MAX_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-pub fn socket_path(run_dir: &Path) -> PathBuf {
-    run_dir.join(SOCKET_NAME)
+/// The control channel of the agent of the home `dirs` describes: the one name the agent
+/// listens on and every client (`flotilla status`, `pause`, the desktop app) connects to.
+pub fn socket_path(dirs: &flotilla_host::Dirs) -> PathBuf {
+    dirs.agent_socket()
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,16 +305,18 @@ pub(crate) fn handle(
     reply.to_string()
 }
 
-/// Serves the control channel until `shutdown`; binds before returning. Fails with
-/// [`std::io::ErrorKind::AddrInUse`] when another agent answers on this run dir's channel.
+/// Serves the control channel `socket` (see [`socket_path`]) until `shutdown`; binds before
+/// returning. Fails with [`std::io::ErrorKind::AddrInUse`] when another agent answers on it.
 pub async fn serve(
-    run_dir: &Path,
+    socket: &Path,
     feeds: Feeds,
     decision: watch::Receiver<serde_json::Value>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    flotilla_host::dirs::create_private_dir(run_dir)?;
-    let mut listener = flotilla_host::ipc::Listener::bind(&socket_path(run_dir))?;
+    if let Some(dir) = socket.parent() {
+        flotilla_host::dirs::create_private_dir(dir)?;
+    }
+    let mut listener = flotilla_host::ipc::Listener::bind(socket)?;
     Ok(tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -332,7 +337,7 @@ pub async fn serve(
                 shutdown.clone(),
             ));
         }
-        // Dropping the listener removes the channel.
+        // Dropping the listener removes the channel (if it is still this agent's).
         drop(listener);
     }))
 }
@@ -374,15 +379,13 @@ async fn converse(
     }
 }
 
-/// Sends one request to the agent running with `run_dir` and returns its reply.
-pub async fn request(
-    run_dir: &Path,
-    req: &serde_json::Value,
-) -> std::io::Result<serde_json::Value> {
+/// Sends one request to the agent listening on `socket` (see [`socket_path`]) and returns its
+/// reply.
+pub async fn request(socket: &Path, req: &serde_json::Value) -> std::io::Result<serde_json::Value> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let no_answer =
         || std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer");
-    let stream = flotilla_host::ipc::connect(&socket_path(run_dir), Duration::from_secs(3))
+    let stream = flotilla_host::ipc::connect(socket, Duration::from_secs(3))
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::TimedOut => no_answer(),
@@ -421,28 +424,30 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
+            let sock = dir.path().join("run/agent.sock");
+            let sock = sock.as_path();
             let (tx, rx) = watch::channel(serde_json::json!({"target_cpus": 3}));
             let feeds = Feeds::default();
             let stop = CancellationToken::new();
-            let task = serve(dir.path(), feeds.clone(), rx.clone(), stop.clone())
+            let task = serve(sock, feeds.clone(), rx.clone(), stop.clone())
                 .await
                 .unwrap();
-            let reply = request(dir.path(), &serde_json::json!({"get": "decision"}))
+            let reply = request(sock, &serde_json::json!({"get": "decision"}))
                 .await
                 .unwrap();
             assert_eq!(reply["decision"]["target_cpus"], 3);
-            let reply = request(dir.path(), &serde_json::json!({"pause": "now"}))
+            let reply = request(sock, &serde_json::json!({"pause": "now"}))
                 .await
                 .unwrap();
             assert_eq!(reply["ok"], true, "{reply}");
             assert!(feeds.manual.lock().unwrap().is_some());
 
-            let second = serve(dir.path(), Feeds::default(), rx, CancellationToken::new())
+            let second = serve(sock, Feeds::default(), rx, CancellationToken::new())
                 .await
                 .unwrap_err();
             assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse, "{second}");
             // The first agent still answers.
-            let reply = request(dir.path(), &serde_json::json!({"get": "decision"}))
+            let reply = request(sock, &serde_json::json!({"get": "decision"}))
                 .await
                 .unwrap();
             assert_eq!(reply["ok"], true);
@@ -450,7 +455,7 @@ mod tests {
             stop.cancel();
             task.await.unwrap();
             drop(tx);
-            let gone = request(dir.path(), &serde_json::json!({"get": "decision"})).await;
+            let gone = request(sock, &serde_json::json!({"get": "decision"})).await;
             assert!(gone.is_err(), "{gone:?}");
         });
     }

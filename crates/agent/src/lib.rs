@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub token: RayToken,
     /// Where Ray's sessions and sockets go (short: Unix socket paths are limited).
     pub run_dir: PathBuf,
+    /// The agent's control channel: [`control::socket_path`] of its home.
+    pub control_socket: PathBuf,
     pub log_dir: PathBuf,
     /// Extra environment for the node.
     pub env: Vec<(String, String)>,
@@ -89,11 +91,14 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "another Flotilla agent of this user runs with the same run directory ({}): stop it \
-         (`flotilla status` reaches it), or give this one its own FLOTILLA_HOME",
-        path.display()
+        "another Flotilla agent of this home's state directory is running ({detail}): stop it \
+         (`flotilla status` reaches it) before starting another, or give this one its own \
+         FLOTILLA_HOME"
     )]
-    AnotherAgent { path: std::path::PathBuf },
+    AnotherAgent {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     #[error("cannot open the outbox {}: {source}", path.display())]
     Outbox {
         path: std::path::PathBuf,
@@ -133,16 +138,19 @@ impl Agent {
         let (json_tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
         let (tx, published) = tokio::sync::watch::channel(None);
         let control = control::serve(
-            &config.run_dir,
+            &config.control_socket,
             feeds.clone(),
             decision.clone(),
             background.clone(),
         )
         .await
         .map_err(|e| {
-            let path = control::socket_path(&config.run_dir);
+            let path = config.control_socket.clone();
             match e.kind() {
-                std::io::ErrorKind::AddrInUse => Error::AnotherAgent { path },
+                std::io::ErrorKind::AddrInUse => Error::AnotherAgent {
+                    path,
+                    detail: e.to_string(),
+                },
                 _ => Error::Control { path, source: e },
             }
         })?;

@@ -9,11 +9,16 @@ use flotilla_agent::control::Feeds;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
+/// The channel's socket in the test's directory.
+fn socket_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("agent.sock")
+}
+
 async fn start(dir: &std::path::Path) -> (Feeds, CancellationToken, tokio::task::JoinHandle<()>) {
     let feed = Feeds::default();
     let (_tx, rx) = tokio::sync::watch::channel(serde_json::json!({"target_cpus": 3}));
     let stop = CancellationToken::new();
-    let task = control::serve(dir, feed.clone(), rx, stop.clone())
+    let task = control::serve(&socket_path(dir), feed.clone(), rx, stop.clone())
         .await
         .unwrap();
     // Keep the sender alive for the channel's lifetime.
@@ -25,7 +30,7 @@ async fn start(dir: &std::path::Path) -> (Feeds, CancellationToken, tokio::task:
 async fn the_session_feeds_idle_time_and_reads_the_decision() {
     let tmp = tempfile::tempdir().unwrap();
     let (feed, stop, task) = start(tmp.path()).await;
-    let sock = control::socket_path(tmp.path());
+    let sock = socket_path(tmp.path());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -62,7 +67,7 @@ async fn the_session_feeds_idle_time_and_reads_the_decision() {
 async fn an_overlong_request_is_refused_without_buffering_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (_feed, stop, _task) = start(tmp.path()).await;
-    let stream = tokio::net::UnixStream::connect(control::socket_path(tmp.path()))
+    let stream = tokio::net::UnixStream::connect(socket_path(tmp.path()))
         .await
         .unwrap();
     let (r, mut w) = stream.into_split();
@@ -86,7 +91,7 @@ async fn another_user_cannot_feed_the_agent() {
     let tmp = tempfile::tempdir().unwrap();
     // Even with the directory and the socket opened up, the peer check refuses the stranger.
     let (feed, stop, _task) = start(tmp.path()).await;
-    let sock = control::socket_path(tmp.path());
+    let sock = socket_path(tmp.path());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -121,11 +121,8 @@ async fn logs(api: &StateClient, id: &str, follow: bool) -> anyhow::Result<ExitC
         follow_job(api, id).await?;
     } else {
         api.job(id).await.map_err(|e| not_found(e, id))?;
-        use std::io::Write;
         let text = api.job_logs(id).await?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        crate::output::write_all(text.as_bytes());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -133,7 +130,6 @@ async fn logs(api: &StateClient, id: &str, follow: bool) -> anyhow::Result<ExitC
 /// Prints a job's output as it comes until the job ends (or Ctrl-C, which leaves it running),
 /// then its status with the reason; returns the job as it ended, `None` after Ctrl-C.
 pub(crate) async fn follow_job(api: &StateClient, id: &str) -> anyhow::Result<Option<RayJob>> {
-    use std::io::Write;
     // Ray keeps a job's whole log and serves it whole: what was printed before is skipped.
     let mut printed = 0usize;
     let interrupted = tokio::signal::ctrl_c();
@@ -142,9 +138,7 @@ pub(crate) async fn follow_job(api: &StateClient, id: &str) -> anyhow::Result<Op
         let job = api.job(id).await.map_err(|e| not_found(e, id))?;
         let text = api.job_logs(id).await?;
         if text.len() > printed {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&text.as_bytes()[printed..])?;
-            out.flush()?;
+            crate::output::write_all(&text.as_bytes()[printed..]);
             printed = text.len();
         }
         if is_final(&job.status) {

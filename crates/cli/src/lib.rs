@@ -7,6 +7,27 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// This crate's `print!`: std's, except that a closed standard output is no panic (see
+/// [`output`]). Defined before the modules, so it is the one every module's `print!` names.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::print(format_args!($($arg)*))
+    };
+}
+
+/// This crate's `println!`: std's, except that a closed standard output is no panic (see
+/// [`output`]).
+macro_rules! println {
+    () => {
+        $crate::output::print(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::print(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub mod output;
+
 pub mod admin;
 pub mod demo;
 pub mod doctor;
@@ -131,7 +152,7 @@ pub fn main() -> ExitCode {
     flotilla_host::memory::limit_arenas();
     let cli = Cli::parse();
     if !cli.command.keeps_running() {
-        flotilla_host::process::end_quietly_on_closed_pipe();
+        output::end_when_closed();
     }
     init_logging(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()

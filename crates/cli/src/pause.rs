@@ -50,9 +50,12 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 
 async fn send(req: serde_json::Value) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::from_env();
-    let reply = flotilla_agent::control::request(&dirs.run, &req)
-        .await
-        .context("no Flotilla agent is running on this machine (start one with `flotilla up`)")?;
+    let reply =
+        flotilla_agent::control::request(&flotilla_agent::control::socket_path(&dirs), &req)
+            .await
+            .context(
+                "no Flotilla agent is running on this machine (start one with `flotilla up`)",
+            )?;
     if reply["ok"] == true {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -113,16 +116,20 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 /// This machine's agent's decision (with what it contributed), if an agent runs here.
 pub async fn local_decision() -> Option<serde_json::Value> {
     let dirs = Dirs::from_env();
-    let reply =
-        flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "decision"}))
-            .await
-            .ok()?;
+    let reply = flotilla_agent::control::request(
+        &flotilla_agent::control::socket_path(&dirs),
+        &serde_json::json!({"get": "decision"}),
+    )
+    .await
+    .ok()?;
     let mut decision =
         (reply["ok"] == true && !reply["decision"].is_null()).then(|| reply["decision"].clone())?;
     // What this machine contributed, from its outbox's tally (an enrolled agent keeps one).
-    if let Ok(c) =
-        flotilla_agent::control::request(&dirs.run, &serde_json::json!({"get": "contribution"}))
-            .await
+    if let Ok(c) = flotilla_agent::control::request(
+        &flotilla_agent::control::socket_path(&dirs),
+        &serde_json::json!({"get": "contribution"}),
+    )
+    .await
         && c["ok"] == true
         && let serde_json::Value::Object(map) = &mut decision
     {

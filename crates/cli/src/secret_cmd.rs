@@ -119,10 +119,8 @@ fn run_blocking(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
             let (_, _, store) = load_store()?;
             let value = store.get(&name)?;
             if reveal {
-                use std::io::Write;
-                let mut out = std::io::stdout().lock();
-                out.write_all(value.expose())?;
-                out.write_all(b"\n")?;
+                crate::output::write_all(value.expose());
+                crate::output::write_all(b"\n");
             } else {
                 eprintln!(
                     "{name} is stored in {} ({} bytes). Add --reveal to print it.",

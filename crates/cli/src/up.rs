@@ -391,6 +391,7 @@ async fn start_worker(
             ports: NodePorts::from_base(args.node_ports, 256),
             token: head.token().clone(),
             run_dir: dirs.run.clone(),
+            control_socket: flotilla_agent::control::socket_path(dirs),
             log_dir: dirs.logs.clone(),
             env: vec![],
             cluster_state: Some(head.ray_state().clone()),

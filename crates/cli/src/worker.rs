@@ -470,6 +470,7 @@ async fn start(
             ports: NodePorts::from_base(node.node_ports, 256),
             token,
             run_dir,
+            control_socket: flotilla_agent::control::socket_path(dirs),
             log_dir: dirs.logs.clone(),
             env: vec![],
             cluster_state: None,
@@ -521,6 +522,7 @@ mod tests {
         assert_eq!(secs, [5, 10, 20, 40, 60, 60, 60]);
         let another = flotilla_agent::Error::AnotherAgent {
             path: "/run/agent.sock".into(),
+            detail: "another process (pid 7) answers on /run/agent.sock".into(),
         };
         assert!(gives_up(&anyhow::Error::from(another).context("starting")));
         let taken = flotilla_ray::Error::PortInUse {

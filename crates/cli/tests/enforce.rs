@@ -47,7 +47,9 @@ impl Drop for Cluster {
 
 /// One request to w1's agent over its control socket.
 fn ask(home: &Path, req: &str) -> serde_json::Value {
-    let mut s = std::os::unix::net::UnixStream::connect(home.join("run/agent.sock")).unwrap();
+    let mut s =
+        std::os::unix::net::UnixStream::connect(flotilla_host::Dirs::under(home).agent_socket())
+            .unwrap();
     s.write_all(format!("{req}\n").as_bytes()).unwrap();
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).unwrap();
@@ -122,7 +124,9 @@ fn start_with(base: u16, env: &[(&str, &str)]) -> Cluster {
         stop: stop.clone(),
     };
     wait_for("the one-machine cluster", Duration::from_secs(180), || {
-        c.home.path().join("run/agent.sock").exists()
+        flotilla_host::Dirs::under(c.home.path())
+            .agent_socket()
+            .exists()
             && node(&cluster_json(c.home.path()), "w1").is_some()
     });
     let address = cluster_json(c.home.path())["ray_address"]
@@ -159,7 +163,7 @@ fn start_with(base: u16, env: &[(&str, &str)]) -> Cluster {
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             let ms = idle_ms.load(Ordering::SeqCst);
-            if ms != u64::MAX && home.join("run/agent.sock").exists() {
+            if ms != u64::MAX && flotilla_host::Dirs::under(&home).agent_socket().exists() {
                 let _ = std::panic::catch_unwind(|| {
                     ask(&home, &format!(r#"{{"idle_ms": {ms}, "source": "test"}}"#))
                 });

@@ -385,7 +385,7 @@ impl Drop for Fleet {
 
 /// The desktop session's feed: the owner's idle time, twice a second, while the agent runs.
 fn feed_owner(w: &Worker, stop: Arc<AtomicBool>) {
-    let socket = w.path().join("run/agent.sock");
+    let socket = flotilla_host::Dirs::under(w.path()).agent_socket();
     let active = w.owner_active.clone();
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {

@@ -9,9 +9,13 @@
 //! | state (registry, pid files) | `$XDG_STATE_HOME/flotilla` | data dir `/state` | data dir `\state` |
 //! | logs | state dir `/logs` | `~/Library/Logs/flotilla` | data dir `\logs` |
 //! | run (Ray temp dirs) | `/tmp/flotilla-<uid>` | `/tmp/flotilla-<uid>` | `%TEMP%\flotilla` |
+//! | agent control socket | run dir `/agent-<hash>.sock` | run dir `/agent-<hash>.sock` | a named pipe derived from that path |
 //!
 //! Ray puts Unix sockets under its temp dir and a socket path is limited to about 100 bytes, so
-//! the run dir is deliberately short and never under the home directory.
+//! the run dir is deliberately short and never under the home directory. Every home of one user
+//! shares that run dir, so what lives there is named after the home's state dir: the agent's
+//! control socket ([`Dirs::agent_socket`]) carries a hash of the canonical state dir, and two
+//! agents of two homes never meet on one socket.
 //!
 //! `FLOTILLA_HOME` puts all of them under one directory (tests, portable installs), and
 //! `FLOTILLA_DATA_DIR` moves only the data dir, so that many homes can share one set of
@@ -86,6 +90,19 @@ impl Dirs {
         self.data.join("runtimes")
     }
 
+    /// The agent's control channel for this home: `agent-<hash>.sock` in the run dir, the hash
+    /// (48 bits of a stable FNV-1a) taken over the canonical state dir, so that every home has its
+    /// own channel while the path stays short (`/tmp/flotilla-<uid>/agent-<12 hex>.sock`, 44
+    /// bytes at most, well inside the ~104 bytes a Unix socket path may have). The agent and
+    /// every client (the command line, the desktop app) find it through this one function; on
+    /// Windows [`crate::ipc`] names its pipe after this path.
+    pub fn agent_socket(&self) -> PathBuf {
+        let state = std::fs::canonicalize(&self.state).unwrap_or_else(|_| self.state.clone());
+        let hash = crate::ipc::stable_hash(state.as_os_str().as_encoded_bytes());
+        self.run
+            .join(format!("agent-{:012x}.sock", hash & 0xffff_ffff_ffff))
+    }
+
     /// Creates every directory, private to the current user where the OS allows it.
     pub fn create_all(&self) -> std::io::Result<()> {
         for dir in [&self.config, &self.data, &self.state, &self.logs, &self.run] {
@@ -141,6 +158,31 @@ mod tests {
         d.create_all().unwrap();
         let mode = std::fs::metadata(&d.state).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn each_state_dir_has_its_own_agent_socket_in_the_shared_run_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = short_run_dir();
+        let home = |name: &str| Dirs {
+            run: run.clone(),
+            ..Dirs::under(&tmp.path().join(name))
+        };
+        let (a, b) = (home("a"), home("b"));
+        std::fs::create_dir_all(&a.state).unwrap();
+        assert_ne!(a.agent_socket(), b.agent_socket());
+        for d in [&a, &b] {
+            let sock = d.agent_socket();
+            assert_eq!(sock.parent(), Some(run.as_path()), "{sock:?}");
+            // Within the Unix socket path limit for any uid (macOS allows 104 bytes).
+            assert!(sock.as_os_str().len() <= 64, "{sock:?}");
+        }
+        // The same state dir, however it is spelled, is the same socket.
+        let again = Dirs {
+            state: tmp.path().join("a/../a/state"),
+            ..a.clone()
+        };
+        assert_eq!(again.agent_socket(), a.agent_socket());
     }
 
     #[cfg(unix)]

@@ -1,15 +1,17 @@
 //! A local channel between the processes of one user on one machine: the agent listens, the
 //! command line and the desktop app connect. Byte streams; the protocol is the caller's.
 //!
-//! The channel is named by a path (the agent's `agent.sock` in its run dir), so each Flotilla
-//! home has its own. [`Listener::bind`] never takes over a channel a live listener answers on:
-//! it fails with [`std::io::ErrorKind::AddrInUse`] instead. A channel left by a listener that
-//! died is taken over.
+//! The channel is named by a path (the agent's [`crate::Dirs::agent_socket`], named after its
+//! state dir), so each Flotilla home has its own. [`Listener::bind`] never takes over a channel
+//! a live listener answers on: it fails with [`std::io::ErrorKind::AddrInUse`] instead, naming
+//! the listener's process where the OS tells it. A channel left by a listener that died is taken
+//! over, and a listener that ends removes only its own channel, never one that replaced it.
 //!
 //! # Platform behavior
 //!
 //! - Unix: a Unix socket at the path, `0600` (its directory is the caller's to make private),
-//!   removed when the listener is dropped. Every connection's peer credentials must name this
+//!   removed when the listener is dropped if it is still the one this listener made (same device
+//!   and inode). Every connection's peer credentials must name this
 //!   process's user: another user is refused even if the permissions were loosened.
 //! - Windows: a named pipe, `\\.\pipe\flotilla-<hash of the path>`, that refuses remote clients.
 //!   Its first instance is created exclusively, so a second listener fails while the first
@@ -73,8 +75,7 @@ pub fn describe(path: &Path) -> String {
 }
 
 /// A stable 64-bit FNV-1a hash: the same in every build, which std's hasher does not promise.
-#[cfg_attr(not(windows), allow(dead_code))]
-fn stable_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

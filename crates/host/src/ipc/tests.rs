@@ -82,6 +82,43 @@ fn a_socket_left_by_a_dead_listener_is_taken_over() {
     });
 }
 
+#[cfg(unix)]
+#[test]
+fn a_listener_removes_only_its_own_socket_and_names_the_live_one() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let first = Listener::bind(&path).unwrap();
+        // The first one's file goes (as a cleaner of /tmp might take it); a second listener
+        // binds the name again, and the first one ending must leave the second's socket.
+        std::fs::remove_file(&path).unwrap();
+        let mut second = Listener::bind(&path).unwrap();
+        drop(first);
+        assert!(
+            path.exists(),
+            "the first listener removed the second's socket"
+        );
+        let accepted = tokio::spawn(async move { second.accept().await.map(|_| second) });
+        connect(&path, WAIT).await.unwrap();
+        let second = tokio::time::timeout(WAIT, accepted)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // A third is refused, and the refusal names the live listener's process.
+        let err = Listener::bind(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(second);
+        assert!(!path.exists(), "a listener removes its own socket");
+    });
+}
+
 #[test]
 fn connecting_to_nothing_fails_at_once() {
     runtime().block_on(async {

@@ -96,3 +96,29 @@ where
 pub fn describe(path: &Path) -> String {
     pipe_name(path)
 }
+
+#[cfg(test)]
+mod naming {
+    use super::pipe_name;
+    use crate::Dirs;
+
+    #[test]
+    fn each_home_has_its_own_pipe_and_one_path_one_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        let home = |name: &str| Dirs {
+            run: run.clone(),
+            ..Dirs::under(&tmp.path().join(name))
+        };
+        let (a, b) = (home("a").agent_socket(), home("b").agent_socket());
+        assert_ne!(pipe_name(&a), pipe_name(&b));
+        assert!(
+            pipe_name(&a).starts_with(r"\\.\pipe\flotilla-"),
+            "{}",
+            pipe_name(&a)
+        );
+        // Windows paths ignore case, and so does the pipe's name.
+        let upper = std::path::PathBuf::from(a.to_string_lossy().to_uppercase());
+        assert_eq!(pipe_name(&upper), pipe_name(&a));
+    }
+}
