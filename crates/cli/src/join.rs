@@ -94,17 +94,19 @@ pub async fn enroll(
     let mut machine = Machine::this(name, cpus);
     // The store must take writes before the code is used.
     let (dirs, store) = tokio::task::spawn_blocking(|| {
-        let (dirs, _, store) = crate::secret_cmd::load_store()?;
+        let unusable = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "the secret store cannot keep this machine's credential, so it did not join \
+                 (the join code is unused): {e}"
+            )
+        };
+        let (dirs, _, store) =
+            crate::secret_cmd::load_store().map_err(|e| unusable(&crate::errors::describe(&e)))?;
         let check = flotilla_secrets::Secret::from(format!("{:?}", std::time::SystemTime::now()));
         store
             .set(WRITE_CHECK, &check)
             .and_then(|()| store.remove(WRITE_CHECK).map(|_| ()))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "the secret store cannot keep this machine's credential, so it did not \
-                     join (the join code is unused): {e}"
-                )
-            })?;
+            .map_err(|e| unusable(&e))?;
         // A machine that joins again proves which node it is, to keep its name.
         let previous = match enrollment::Enrollment::load(&dirs) {
             Ok(Some(e)) => store
