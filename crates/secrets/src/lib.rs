@@ -3,9 +3,14 @@
 //! `keyring` 4.x crate), or, for a headless service with no keyring, in a private 0600 file in
 //! the state directory.
 //!
-//! It deliberately does not encrypt the fallback file (its protection is its permissions;
-//! systemd-creds encryption is a planned addition), does not synchronise secrets between
+//! The fallback file is encrypted at rest with systemd-creds where that works (the `seal`
+//! module); elsewhere its protection is its permissions. It does not synchronise secrets between
 //! machines, and never prompts: a locked keyring is an error that says how to unlock it.
+//!
+//! Every write keeps the store readable: values over [`MAX_SECRET_BYTES`] (or the keyring's
+//! own limit) and files over [`MAX_FILE_BYTES`] are refused, each new file is read back before
+//! it replaces the old one, the replaced version is kept as `<file>.prev`, and [`recover`]
+//! puts it back when a file cannot be read.
 //! Every value travels as a [`Secret`], whose `Debug`/`Display` are redacted and whose memory is
 //! zeroed on drop.
 //!
