@@ -113,6 +113,15 @@ pub(crate) fn infos(doc: &Document) -> Vec<SecretInfo> {
         .collect()
 }
 
+/// Whether a write is held to [`crate::MAX_FILE_BYTES`]. A removal is not: it is how a file
+/// over the limit (written before there was one) gets back under it, and if it is still too
+/// large to decrypt, the read-back check refuses it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SizeCheck {
+    Limited,
+    Shrinking,
+}
+
 /// Why the whole file has a size limit, for [`Error::TooLarge`].
 fn file_limit_reason() -> String {
     format!(
@@ -197,7 +206,7 @@ impl FileStore {
                 sealer: None,
             };
             let doc = old.load()?;
-            match store.save(&doc, "the migrated secrets file") {
+            match store.save(&doc, "the migrated secrets file", SizeCheck::Limited) {
                 Ok(()) => {
                     // The clear-text copies go: keeping them would undo the encryption.
                     std::fs::remove_file(&plain).map_err(Error::io(&plain))?;
@@ -255,7 +264,7 @@ impl FileStore {
 
     /// Replaces the file with `doc`, or refuses with the file unchanged: `subject` says what
     /// the write is, for the error when it is too large.
-    fn save(&self, doc: &Document, subject: &str) -> Result<()> {
+    fn save(&self, doc: &Document, subject: &str, limit: SizeCheck) -> Result<()> {
         let estimate: usize = doc
             .secrets
             .iter()
@@ -267,7 +276,7 @@ impl FileStore {
             path: self.path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        if bytes.len() > crate::MAX_FILE_BYTES {
+        if bytes.len() > crate::MAX_FILE_BYTES && limit == SizeCheck::Limited {
             return Err(Error::TooLarge {
                 subject: subject.to_owned(),
                 size: bytes.len(),
@@ -345,7 +354,11 @@ impl FileStore {
                 updated_ms: now,
             },
         );
-        self.save(&doc, &format!("the secrets file with \"{name}\" stored"))
+        self.save(
+            &doc,
+            &format!("the secrets file with \"{name}\" stored"),
+            SizeCheck::Limited,
+        )
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Option<Secret>> {
@@ -366,7 +379,11 @@ impl FileStore {
         if doc.secrets.remove(name).is_none() {
             return Ok(false);
         }
-        self.save(&doc, &format!("the secrets file without \"{name}\""))?;
+        self.save(
+            &doc,
+            &format!("the secrets file without \"{name}\""),
+            SizeCheck::Shrinking,
+        )?;
         Ok(true)
     }
 }

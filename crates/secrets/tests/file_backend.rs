@@ -593,3 +593,36 @@ fn a_store_with_no_readable_version_is_reported_as_unrecoverable() {
         b"\x00\xffnot a secrets file{{"
     );
 }
+
+/// A file over the limit (written before there was one) stays usable: it reads, a write that
+/// grows it is refused, and removing secrets is how it gets back under the limit.
+#[test]
+fn a_file_over_the_limit_from_before_can_still_be_shrunk() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join(flotilla_secrets::FILE_NAME);
+    let value = "v".repeat(MAX_SECRET_BYTES);
+    let entries: Vec<String> = (0..13)
+        .map(|i| {
+            format!(
+                "\"old-{i:02}\": {{\"encoding\": \"utf8\", \"value\": \"{value}\", \
+                 \"created_ms\": 1, \"updated_ms\": 2}}"
+            )
+        })
+        .collect();
+    let doc = format!("{{\"version\": 1, \"secrets\": {{{}}}}}", entries.join(","));
+    assert!(doc.len() > MAX_FILE_BYTES);
+    std::fs::write(&path, doc).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let store = SecretStore::open(&file_config(root.path())).unwrap();
+    assert_eq!(store.list().unwrap().len(), 13);
+    let err = store.set("new", &Secret::from("n")).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(
+        store.remove("old-00").unwrap(),
+        "a removal is never refused for size"
+    );
+    assert!(store.remove("old-01").unwrap());
+    store.set("new", &Secret::from("n")).unwrap();
+    assert_eq!(store.list().unwrap().len(), 12);
+}
