@@ -63,19 +63,49 @@ pub enum Error {
     },
 
     #[error(
-        "{path} is not a valid Flotilla secrets file ({detail}); move it aside and set the \
+        "{path} is not a valid Flotilla secrets file ({detail}); run `{RECOVER_COMMAND}` to \
+         restore the previous version (kept as {path}.prev), or move it aside and set the \
          secrets again",
         path = path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
 
     #[error(
-        "the secrets file cannot be encrypted or decrypted here: {detail}\n  Run Flotilla as \
-         the user that stored the secrets (systemd-creds needs root or a TPM), or set \
-         [secrets] encrypt_file = \"off\" in flotilla.toml"
+        "{path} cannot be decrypted: {detail}\n  If the file is damaged or too large, run \
+         `{RECOVER_COMMAND}` to restore the previous version (kept as {path}.prev); if it was \
+         encrypted on another machine or by another user, use Flotilla there",
+        path = path.display()
     )]
-    Encryption { detail: String },
+    Undecryptable { path: PathBuf, detail: String },
+
+    #[error("the secrets file cannot be encrypted or decrypted here: {detail}\n  {advice}")]
+    Encryption { detail: String, advice: String },
+
+    #[error("{subject} is {size} bytes, over the limit of {limit} bytes ({reason}); {advice}")]
+    TooLarge {
+        subject: String,
+        size: usize,
+        limit: usize,
+        reason: String,
+        advice: String,
+    },
+
+    #[error(
+        "the new version of {path} could not be read back ({detail}); nothing was changed",
+        path = path.display()
+    )]
+    NotReadableBack { path: PathBuf, detail: String },
+
+    #[error(
+        "{path} cannot be recovered: {detail}; move it aside (its secrets are lost) and set the \
+         secrets again",
+        path = path.display()
+    )]
+    Unrecoverable { path: PathBuf, detail: String },
 }
+
+/// The command that restores a damaged store from its previous version.
+pub const RECOVER_COMMAND: &str = "flotilla secret recover";
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {

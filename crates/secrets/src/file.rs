@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::fsutil::{self, FileLock};
-use crate::seal::{FileEncryption, Sealer};
+use crate::seal::{FileEncryption, SEALED_FILE_MAX_BYTES, Sealer};
 use crate::{Error, Result, Secret, SecretInfo};
 
 /// The file's name in the state directory.
@@ -18,7 +18,7 @@ pub const SEALED_FILE_NAME: &str = "secrets.cred";
 const FORMAT_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize, Default)]
-struct Document {
+pub(crate) struct Document {
     version: u32,
     secrets: BTreeMap<String, Stored>,
 }
@@ -78,10 +78,72 @@ impl Stored {
     }
 }
 
+/// Parses a plain secrets file and decodes every value: what reading the store needs of it.
+/// `path` names the file in errors.
+pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Document> {
+    let doc: Document = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: crate::fsutil::json_error(&e),
+    })?;
+    if doc.version != FORMAT_VERSION {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "format version {} is not the supported version {FORMAT_VERSION}",
+                doc.version
+            ),
+        });
+    }
+    for (name, stored) in &doc.secrets {
+        stored.decode(path, name)?;
+    }
+    Ok(doc)
+}
+
+/// Names and times in a document, sorted by name. Never values.
+pub(crate) fn infos(doc: &Document) -> Vec<SecretInfo> {
+    doc.secrets
+        .iter()
+        .map(|(name, s)| SecretInfo {
+            name: name.clone(),
+            created: fsutil::from_ms(s.created_ms),
+            updated: fsutil::from_ms(s.updated_ms),
+            backend: crate::BackendKind::File,
+        })
+        .collect()
+}
+
+/// Whether a write is held to [`crate::MAX_FILE_BYTES`]. A removal is not: it is how a file
+/// over the limit (written before there was one) gets back under it, and if it is still too
+/// large to decrypt, the read-back check refuses it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SizeCheck {
+    Limited,
+    Shrinking,
+}
+
+/// Why the whole file has a size limit, for [`Error::TooLarge`].
+fn file_limit_reason() -> String {
+    format!(
+        "systemd-creds decrypts files of at most {} bytes, which hold about 873,000 bytes of \
+         secrets, so every secrets file, encrypted or not, is kept within {} bytes and can \
+         always be encrypted and read back",
+        SEALED_FILE_MAX_BYTES,
+        crate::MAX_FILE_BYTES
+    )
+}
+
+const FILE_ADVICE: &str = "remove secrets that are no longer needed (`flotilla secret rm NAME`), \
+     or keep large material such as certificate bundles outside the secret store";
+
 /// Secrets in `<state dir>/secrets.json`, mode 0600, replaced atomically on every change and
 /// refused if other users can read it. Values are stored in clear text: the file's protection
 /// is its permissions, and where `systemd-creds` works (root, or a TPM) the file is also
 /// encrypted at rest (`secrets.cred`; see the `seal` module).
+///
+/// Every write keeps the store readable: a file over [`crate::MAX_FILE_BYTES`] is refused, the
+/// new file is read back (and decrypted) from disk and compared before it replaces the old
+/// one, and the version it replaces is kept as `<file>.prev` for [`crate::recover`].
 #[derive(Debug)]
 pub(crate) struct FileStore {
     path: PathBuf,
@@ -97,26 +159,39 @@ impl FileStore {
         let sealed = state_dir.join(SEALED_FILE_NAME);
         let sealer = match encryption {
             FileEncryption::Off => None,
-            FileEncryption::SystemdCreds => {
-                Some(Sealer::probe().map_err(|detail| Error::Encryption { detail })?)
-            }
+            FileEncryption::SystemdCreds => Some(Sealer::probe().map_err(|detail| {
+                Error::Encryption {
+                    detail,
+                    advice: "Run Flotilla where systemd-creds works (as root, or with a TPM), \
+                             or set [secrets] encrypt_file = \"auto\" in flotilla.toml"
+                        .to_owned(),
+                }
+            })?),
             FileEncryption::Auto => Sealer::probe()
                 .inspect_err(|why| tracing::debug!("secrets file not encrypted: {why}"))
                 .ok(),
         };
         if sealer.is_none() && sealed.exists() {
-            let why = match encryption {
-                FileEncryption::Off => "encryption is turned off".to_string(),
-                _ => Sealer::probe().err().unwrap_or_default(),
+            let (why, advice) = match encryption {
+                FileEncryption::Off => (
+                    "encryption is turned off".to_string(),
+                    "Set [secrets] encrypt_file = \"auto\" in flotilla.toml to read it",
+                ),
+                _ => (
+                    Sealer::probe().err().unwrap_or_default(),
+                    "Run Flotilla as the user that stored the secrets (systemd-creds needs \
+                     root or a TPM)",
+                ),
             };
             return Err(Error::Encryption {
                 detail: format!(
                     "{} is encrypted with systemd-creds, and {why}",
                     sealed.display()
                 ),
+                advice: advice.to_owned(),
             });
         }
-        let store = FileStore {
+        let mut store = FileStore {
             path: if sealer.is_some() {
                 sealed.clone()
             } else {
@@ -131,9 +206,22 @@ impl FileStore {
                 sealer: None,
             };
             let doc = old.load()?;
-            store.save(&doc)?;
-            std::fs::remove_file(&plain).map_err(Error::io(&plain))?;
-            tracing::info!("the secrets file is now encrypted with systemd-creds");
+            match store.save(&doc, "the migrated secrets file", SizeCheck::Limited) {
+                Ok(()) => {
+                    // The clear-text copies go: keeping them would undo the encryption.
+                    std::fs::remove_file(&plain).map_err(Error::io(&plain))?;
+                    let prev = fsutil::previous_path(&plain);
+                    if prev.exists() {
+                        std::fs::remove_file(&prev).map_err(Error::io(&prev))?;
+                    }
+                    tracing::info!("the secrets file is now encrypted with systemd-creds");
+                }
+                Err(e @ Error::TooLarge { .. }) if encryption == FileEncryption::Auto => {
+                    tracing::warn!("the secrets file stays unencrypted: {e}");
+                    store = old;
+                }
+                Err(e) => return Err(e),
+            }
         }
         store.load()?;
         Ok(store)
@@ -148,6 +236,22 @@ impl FileStore {
         &self.path
     }
 
+    /// The document in `bytes` as stored on disk (decrypted first when the file is sealed).
+    fn open_bytes(&self, bytes: &[u8]) -> Result<Document> {
+        match &self.sealer {
+            Some(s) => {
+                let plain = s
+                    .unseal(bytes, &self.path)
+                    .map_err(|detail| Error::Undecryptable {
+                        path: self.path.clone(),
+                        detail,
+                    })?;
+                parse(&plain, &self.path)
+            }
+            None => parse(bytes, &self.path),
+        }
+    }
+
     fn load(&self) -> Result<Document> {
         let Some(bytes) = fsutil::read_private(&self.path)? else {
             return Ok(Document {
@@ -155,29 +259,12 @@ impl FileStore {
                 secrets: BTreeMap::new(),
             });
         };
-        let bytes = match &self.sealer {
-            Some(s) => s
-                .unseal(&bytes, &self.path)
-                .map_err(|detail| Error::Encryption { detail })?,
-            None => bytes,
-        };
-        let doc: Document = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            path: self.path.clone(),
-            detail: crate::fsutil::json_error(&e),
-        })?;
-        if doc.version != FORMAT_VERSION {
-            return Err(Error::Corrupt {
-                path: self.path.clone(),
-                detail: format!(
-                    "format version {} is not the supported version {FORMAT_VERSION}",
-                    doc.version
-                ),
-            });
-        }
-        Ok(doc)
+        self.open_bytes(&bytes)
     }
 
-    fn save(&self, doc: &Document) -> Result<()> {
+    /// Replaces the file with `doc`, or refuses with the file unchanged: `subject` says what
+    /// the write is, for the error when it is too large.
+    fn save(&self, doc: &Document, subject: &str, limit: SizeCheck) -> Result<()> {
         let estimate: usize = doc
             .secrets
             .iter()
@@ -189,15 +276,67 @@ impl FileStore {
             path: self.path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        if bytes.len() > crate::MAX_FILE_BYTES && limit == SizeCheck::Limited {
+            return Err(Error::TooLarge {
+                subject: subject.to_owned(),
+                size: bytes.len(),
+                limit: crate::MAX_FILE_BYTES,
+                reason: file_limit_reason(),
+                advice: FILE_ADVICE.to_owned(),
+            });
+        }
+        let not_back = |detail: &str| Error::NotReadableBack {
+            path: self.path.clone(),
+            detail: detail.to_owned(),
+        };
         match &self.sealer {
             Some(s) => {
-                let sealed = s
-                    .seal(&bytes)
-                    .map_err(|detail| Error::Encryption { detail })?;
-                fsutil::write_atomic(&self.path, &sealed)
+                let sealed = s.seal(&bytes).map_err(|detail| Error::Encryption {
+                    detail,
+                    advice: "Nothing was changed; run Flotilla as the user that stored the \
+                             secrets (systemd-creds needs root or a TPM)"
+                        .to_owned(),
+                })?;
+                if sealed.len() > SEALED_FILE_MAX_BYTES {
+                    return Err(Error::TooLarge {
+                        subject: format!("{subject}, encrypted,"),
+                        size: sealed.len(),
+                        limit: SEALED_FILE_MAX_BYTES,
+                        reason: "the largest file systemd-creds decrypts".to_owned(),
+                        advice: FILE_ADVICE.to_owned(),
+                    });
+                }
+                fsutil::replace_verified(&self.path, &sealed, &|on_disk| {
+                    let opened = s
+                        .unseal(on_disk, &self.path)
+                        .map_err(|e| not_back(&format!("systemd-creds: {e}")))?;
+                    if opened.as_slice() != bytes.as_slice() {
+                        return Err(not_back("it decrypts to something else"));
+                    }
+                    Ok(())
+                })
             }
-            None => fsutil::write_atomic(&self.path, &bytes),
+            None => fsutil::replace_verified(&self.path, &bytes, &|on_disk| {
+                if on_disk != bytes.as_slice() {
+                    return Err(not_back("it reads back differently"));
+                }
+                parse(on_disk, &self.path).map(drop)
+            }),
         }
+    }
+
+    /// Checks the file now on disk, and if it cannot be read, puts `<file>.prev` back in its
+    /// place once that is proven readable. The damaged file is kept as `<file>.damaged`.
+    pub(crate) fn recover(&self) -> Result<crate::RecoveredFile> {
+        let _lock = FileLock::acquire(&self.path)?;
+        crate::recovery::recover_file(&self.path, &|bytes| {
+            self.open_bytes(bytes).map(|doc| infos(&doc))
+        })
+    }
+
+    /// A store for the file at `path`, sealed or not, without the checks of [`open`].
+    pub(crate) fn at(path: PathBuf, sealer: Option<Sealer>) -> FileStore {
+        FileStore { path, sealer }
     }
 
     pub(crate) fn set(&self, name: &str, secret: &Secret) -> Result<()> {
@@ -215,7 +354,11 @@ impl FileStore {
                 updated_ms: now,
             },
         );
-        self.save(&doc)
+        self.save(
+            &doc,
+            &format!("the secrets file with \"{name}\" stored"),
+            SizeCheck::Limited,
+        )
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Option<Secret>> {
@@ -227,17 +370,7 @@ impl FileStore {
     }
 
     pub(crate) fn list(&self) -> Result<Vec<SecretInfo>> {
-        let doc = self.load()?;
-        Ok(doc
-            .secrets
-            .iter()
-            .map(|(name, s)| SecretInfo {
-                name: name.clone(),
-                created: fsutil::from_ms(s.created_ms),
-                updated: fsutil::from_ms(s.updated_ms),
-                backend: crate::BackendKind::File,
-            })
-            .collect())
+        Ok(infos(&self.load()?))
     }
 
     pub(crate) fn remove(&self, name: &str) -> Result<bool> {
@@ -246,7 +379,11 @@ impl FileStore {
         if doc.secrets.remove(name).is_none() {
             return Ok(false);
         }
-        self.save(&doc)?;
+        self.save(
+            &doc,
+            &format!("the secrets file without \"{name}\""),
+            SizeCheck::Shrinking,
+        )?;
         Ok(true)
     }
 }

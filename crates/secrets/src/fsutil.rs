@@ -77,6 +77,33 @@ fn private_options() -> OpenOptions {
 /// disk, renamed over the old one, and the directory flushed. A reader sees the old content or
 /// the new, never a mix, and a crash leaves at most a stray temporary file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, None, &|_| Ok(()))
+}
+
+/// The name of the copy of `path` that [`replace_verified`] keeps: `<path>.prev`.
+pub(crate) fn previous_path(path: &Path) -> PathBuf {
+    sibling(path, ".prev")
+}
+
+/// `<path><suffix>`.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Like [`write_atomic`], but the new file is read back from disk and given to `verify` before
+/// it replaces `path`, and the version it replaces is kept as [`previous_path`] (0600). If
+/// `verify` fails, nothing is changed and its error is returned.
+pub(crate) fn replace_verified(
+    path: &Path,
+    bytes: &[u8],
+    verify: &dyn Fn(&[u8]) -> Result<()>,
+) -> Result<()> {
+    replace(path, bytes, Some(&previous_path(path)), verify)
+}
+
+fn temp_name(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
@@ -87,11 +114,22 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let tmp: PathBuf = dir.join(format!(
+    dir.join(format!(
         ".{file_name}.{}.{}.{nanos}.tmp",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    ))
+}
+
+fn replace(
+    path: &Path,
+    bytes: &[u8],
+    keep_previous: Option<&Path>,
+    verify: &dyn Fn(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_name(path);
+    let mut prev_tmp = None;
     let result = (|| {
         let mut file = private_options()
             .write(true)
@@ -101,12 +139,39 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         file.write_all(bytes).map_err(Error::io(&tmp))?;
         file.sync_all().map_err(Error::io(&tmp))?;
         drop(file);
+        let written = read_private(&tmp)?.ok_or_else(|| Error::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other("the new file vanished before it could be checked"),
+        })?;
+        verify(&written)?;
+        if let Some(prev) = keep_previous
+            && path.exists()
+        {
+            // The current version becomes `prev` in one rename, so that `prev` is always a
+            // whole file: a hard link where the file system has them, else a private copy.
+            let staged = temp_name(prev);
+            prev_tmp = Some(staged.clone());
+            if std::fs::hard_link(path, &staged).is_err() {
+                let current = read_private(path)?.unwrap_or_default();
+                let mut copy = private_options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&staged)
+                    .map_err(Error::io(&staged))?;
+                copy.write_all(&current).map_err(Error::io(&staged))?;
+                copy.sync_all().map_err(Error::io(&staged))?;
+            }
+            std::fs::rename(&staged, prev).map_err(Error::io(prev))?;
+        }
         std::fs::rename(&tmp, path).map_err(Error::io(path))?;
         sync_dir(dir);
         Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+        if let Some(staged) = prev_tmp {
+            let _ = std::fs::remove_file(staged);
+        }
     }
     result
 }
@@ -132,9 +197,7 @@ pub(crate) struct FileLock {
 
 impl FileLock {
     pub(crate) fn acquire(path: &Path) -> Result<FileLock> {
-        let mut lock_name = path.as_os_str().to_owned();
-        lock_name.push(".lock");
-        let lock_path = PathBuf::from(lock_name);
+        let lock_path = sibling(path, ".lock");
         let file = private_options()
             .read(true)
             .write(true)

@@ -28,6 +28,65 @@ struct Times {
     updated_ms: u64,
 }
 
+/// Parses the index file; `path` names it in errors.
+fn parse_index(bytes: &[u8], path: &Path) -> Result<Index> {
+    let index: Index = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: fsutil::json_error(&e),
+    })?;
+    if index.version != FORMAT_VERSION {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("format version {} is not supported", index.version),
+        });
+    }
+    Ok(index)
+}
+
+/// Every name in the index at `path`, in every service; for [`crate::recover`].
+pub(crate) fn recover_index(path: &Path) -> Result<crate::RecoveredFile> {
+    let _lock = FileLock::acquire(path)?;
+    crate::recovery::recover_file(path, &|bytes| {
+        let index = parse_index(bytes, path)?;
+        Ok(index
+            .services
+            .values()
+            .flat_map(|names| names.iter())
+            .map(|(name, t)| SecretInfo {
+                name: name.clone(),
+                created: fsutil::from_ms(t.created_ms),
+                updated: fsutil::from_ms(t.updated_ms),
+                backend: BackendKind::Keyring,
+            })
+            .collect())
+    })
+}
+
+/// The largest value this platform's keyring stores, in bytes: Windows' Credential Manager
+/// holds at most `CRED_MAX_CREDENTIAL_BLOB_SIZE` (2560) bytes; the Secret Service (limited by
+/// the D-Bus message size, 32 MiB by default: gnome-keyring stored 8 MiB and lost its
+/// connection at 64 MiB) and the macOS Keychain (no documented limit) take anything up to
+/// Flotilla's own [`crate::MAX_SECRET_BYTES`].
+pub fn keyring_max_secret_bytes() -> usize {
+    if cfg!(windows) {
+        2560
+    } else {
+        crate::MAX_SECRET_BYTES
+    }
+}
+
+fn too_large(name: &str, size: usize, limit: usize) -> Error {
+    Error::TooLarge {
+        subject: format!("the value of \"{name}\""),
+        size,
+        limit,
+        reason: format!("the most the {} stores", vendor()),
+        advice: "store a smaller value, or use the file backend ([secrets] backend = \"file\" \
+                 in flotilla.toml), which takes values up to 65536 bytes"
+            .to_owned(),
+    }
+}
+
 /// Whether the platform's keyring can be reached from this process, and if not, why. The
 /// `keyring` crate connects once per process (on Linux: to the Secret Service on the D-Bus
 /// session bus), so the answer does not change for the life of the process.
@@ -144,35 +203,45 @@ impl KeyringStore {
                 services: BTreeMap::new(),
             });
         };
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            path: self.index_path.clone(),
-            detail: fsutil::json_error(&e),
-        })?;
-        if index.version != FORMAT_VERSION {
-            return Err(Error::Corrupt {
-                path: self.index_path.clone(),
-                detail: format!("format version {} is not supported", index.version),
-            });
-        }
-        Ok(index)
+        parse_index(&bytes, &self.index_path)
     }
 
+    /// Replaces the index after reading the new one back, keeping the old one as
+    /// `keyring-index.json.prev`.
     fn save_index(&self, index: &Index) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(index).map_err(|e| Error::Io {
             path: self.index_path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        fsutil::write_atomic(&self.index_path, &bytes)
+        fsutil::replace_verified(&self.index_path, &bytes, &|on_disk| {
+            if on_disk != bytes.as_slice() {
+                return Err(Error::NotReadableBack {
+                    path: self.index_path.clone(),
+                    detail: "it reads back differently".to_owned(),
+                });
+            }
+            parse_index(on_disk, &self.index_path).map(drop)
+        })
     }
 
     /// Writes the value, then records the name. Both happen under the index lock, so that two
     /// processes setting the same name do not race in the keyring or lose each other's index
     /// entries.
     pub(crate) fn set(&self, name: &str, secret: &Secret) -> Result<()> {
+        let limit = keyring_max_secret_bytes();
+        if secret.len() > limit {
+            return Err(too_large(name, secret.len(), limit));
+        }
         let _lock = FileLock::acquire(&self.index_path)?;
+        // The index must be readable before the keyring changes, so that a damaged index is
+        // reported (with the recovery command) and not left behind a stored value.
+        self.load_index()?;
         self.entry("storing", name)?
             .set_secret(secret.expose())
-            .map_err(|e| map_error("storing", name, e))?;
+            .map_err(|e| match e {
+                keyring::Error::TooLong(_, limit) => too_large(name, secret.len(), limit as usize),
+                e => map_error("storing", name, e),
+            })?;
         let mut index = self.load_index()?;
         let now = fsutil::now_ms();
         let names = index.services.entry(self.service.clone()).or_default();

@@ -3,9 +3,14 @@
 //! `keyring` 4.x crate), or, for a headless service with no keyring, in a private 0600 file in
 //! the state directory.
 //!
-//! It deliberately does not encrypt the fallback file (its protection is its permissions;
-//! systemd-creds encryption is a planned addition), does not synchronise secrets between
+//! The fallback file is encrypted at rest with systemd-creds where that works (the `seal`
+//! module); elsewhere its protection is its permissions. It does not synchronise secrets between
 //! machines, and never prompts: a locked keyring is an error that says how to unlock it.
+//!
+//! Every write keeps the store readable: values over [`MAX_SECRET_BYTES`] (or the keyring's
+//! own limit) and files over [`MAX_FILE_BYTES`] are refused, each new file is read back before
+//! it replaces the old one, the replaced version is kept as `<file>.prev`, and [`recover`]
+//! puts it back when a file cannot be read.
 //! Every value travels as a [`Secret`], whose `Debug`/`Display` are redacted and whose memory is
 //! zeroed on drop.
 //!
@@ -23,20 +28,33 @@ mod error;
 mod file;
 mod fsutil;
 mod keyring_store;
+mod recovery;
 mod seal;
 mod secret;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use error::{Error, Result};
+pub use error::{Error, RECOVER_COMMAND, Result};
 pub use file::{FILE_NAME, SEALED_FILE_NAME};
-pub use keyring_store::INDEX_FILE_NAME;
+pub use keyring_store::{INDEX_FILE_NAME, keyring_max_secret_bytes};
+pub use recovery::RecoveredFile;
+pub use seal::SEALED_FILE_MAX_BYTES;
 pub use secret::{MAX_NAME_CHARS, Secret, ambiguous_character, validate_name};
 
 use file::FileStore;
 use keyring_store::KeyringStore;
 pub use seal::FileEncryption;
+
+/// The largest secret Flotilla stores, in bytes, on every backend: secrets are tokens, keys and
+/// certificates. Some keyrings take less ([`keyring_max_secret_bytes`]).
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// The largest secrets file, in bytes of its JSON, encrypted or not: what `systemd-creds`
+/// can still decrypt once encrypted ([`SEALED_FILE_MAX_BYTES`] holds about 873,000 bytes of
+/// plaintext), with room to spare, and the same for the clear-text file so that it can always
+/// be encrypted later. A write that would make the file larger is refused.
+pub const MAX_FILE_BYTES: usize = 768 * 1024;
 
 /// The keyring service name secrets are stored under, unless configured otherwise.
 pub const DEFAULT_SERVICE: &str = "flotilla";
@@ -187,9 +205,23 @@ impl SecretStore {
         }
     }
 
-    /// Stores `secret` under `name`, replacing any previous value.
+    /// Stores `secret` under `name`, replacing any previous value. A value over
+    /// [`MAX_SECRET_BYTES`] (or what the keyring takes), or one that would make the secrets file
+    /// larger than [`MAX_FILE_BYTES`], is refused with [`Error::TooLarge`] and the store is left
+    /// as it was.
     pub fn set(&self, name: &str, secret: &Secret) -> Result<()> {
         validate_name(name)?;
+        if secret.len() > MAX_SECRET_BYTES {
+            return Err(Error::TooLarge {
+                subject: format!("the value of \"{name}\""),
+                size: secret.len(),
+                limit: MAX_SECRET_BYTES,
+                reason: "the largest secret Flotilla stores".to_owned(),
+                advice: "secrets are tokens, keys and certificates: keep larger data in a file \
+                         and store only its key"
+                    .to_owned(),
+            });
+        }
         match &self.inner {
             Inner::Keyring(k) => k.set(name, secret),
             Inner::File(f) => f.set(name, secret),
@@ -225,6 +257,51 @@ impl SecretStore {
             Inner::File(f) => f.remove(name),
         }
     }
+}
+
+/// Checks every file of the store in `config.state_dir` (the secrets file, encrypted or not,
+/// and the keyring's index), and puts the previous version of an unreadable one back in its
+/// place after proving it readable: what `flotilla secret recover` runs. Files that are
+/// readable are left as they are; a file that is absent is not reported. Each write keeps the
+/// version it replaces as `<file>.prev`, so a damaged file loses at most the last change.
+/// [`Error::Unrecoverable`] when neither version can be read. Needs no keyring.
+pub fn recover(config: &StoreConfig) -> Result<Vec<RecoveredFile>> {
+    let dir = &config.state_dir;
+    let mut out = Vec::new();
+    let sealed = dir.join(SEALED_FILE_NAME);
+    if sealed.exists() {
+        let sealer = seal::Sealer::probe().map_err(|detail| Error::Encryption {
+            detail: format!(
+                "{} is encrypted with systemd-creds, and {detail}",
+                sealed.display()
+            ),
+            advice: "Run the recovery as the user that stored the secrets (systemd-creds needs \
+                     root or a TPM)"
+                .to_owned(),
+        })?;
+        out.push(FileStore::at(sealed, Some(sealer)).recover()?);
+    }
+    let plain = dir.join(FILE_NAME);
+    if plain.exists() {
+        out.push(FileStore::at(plain, None).recover()?);
+    }
+    let index = dir.join(INDEX_FILE_NAME);
+    if index.exists() {
+        out.push(keyring_store::recover_index(&index)?);
+    }
+    Ok(out)
+}
+
+/// Where a write keeps the version of `path` it replaced: `<path>.prev`.
+pub fn previous_version_path(path: &Path) -> PathBuf {
+    fsutil::previous_path(path)
+}
+
+/// Reads `bytes` as a clear-text secrets file, decoding every value, and returns how many
+/// secrets it holds: the parser the store uses, for the fuzz tests.
+#[doc(hidden)]
+pub fn parse_secrets_file(bytes: &[u8]) -> Result<usize> {
+    file::parse(bytes, Path::new("(input)")).map(|doc| file::infos(&doc).len())
 }
 
 fn validate_service(service: &str) -> Result<()> {

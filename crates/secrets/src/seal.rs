@@ -17,6 +17,13 @@ use zeroize::Zeroizing;
 /// The credential name bound into the sealed blob (decrypting under another name fails).
 pub const CREDENTIAL_NAME: &str = "flotilla-secrets";
 
+/// The largest encrypted file `systemd-creds decrypt` reads: systemd's
+/// `CREDENTIAL_ENCRYPTED_SIZE_MAX`, 1 MiB plus 128 KiB (`src/shared/creds-util.h`). Its
+/// output is base64 with a header, about 1.35 times the plaintext, so with the host key it
+/// decrypts at most about 873,000 bytes of plaintext (measured with systemd 252), although
+/// `encrypt` accepts up to 1 MiB: larger plaintexts encrypt into files it cannot open.
+pub const SEALED_FILE_MAX_BYTES: usize = 1024 * 1024 + 128 * 1024;
+
 /// How the fallback file is protected beyond its permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileEncryption {

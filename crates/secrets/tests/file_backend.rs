@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use flotilla_secrets::{
-    Backend, BackendKind, Error, FileEncryption, Secret, SecretStore, StoreConfig,
+    Backend, BackendKind, Error, FileEncryption, MAX_FILE_BYTES, MAX_SECRET_BYTES, RECOVER_COMMAND,
+    Secret, SecretStore, StoreConfig,
 };
 
 /// The plain file (its protection is its permissions); the encrypted one has its own test.
@@ -63,7 +64,11 @@ fn the_file_is_created_0600_and_round_trips() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     entries.sort();
-    assert_eq!(entries, ["secrets.json", "secrets.json.lock"]);
+    assert_eq!(
+        entries,
+        ["secrets.json", "secrets.json.lock", "secrets.json.prev"]
+    );
+    assert_eq!(mode(&state.join("secrets.json.prev")), 0o600);
 
     let reopened = SecretStore::open(&file_config(&state)).unwrap();
     assert_eq!(reopened.list().unwrap().len(), 1);
@@ -354,4 +359,270 @@ fn with_systemd_creds_the_file_is_encrypted_and_a_plain_one_is_migrated() {
     std::fs::write(&path, b"garbage").unwrap();
     let err = SecretStore::open(&sealed_config).unwrap_err().to_string();
     assert!(err.contains("secrets.cred"), "{err}");
+}
+
+/// The encrypted file with the real `systemd-creds` (see the test above).
+fn sealed_config(state: &Path) -> StoreConfig {
+    StoreConfig {
+        backend: Backend::File,
+        file_encryption: FileEncryption::SystemdCreds,
+        ..StoreConfig::new(state)
+    }
+}
+
+/// Both file backends: clear text and encrypted.
+fn file_configs(state: &Path) -> [(&'static str, StoreConfig); 2] {
+    [
+        ("plain", file_config(state)),
+        ("encrypted", sealed_config(state)),
+    ]
+}
+
+fn names(store: &SecretStore) -> Vec<String> {
+    store.list().unwrap().into_iter().map(|i| i.name).collect()
+}
+
+#[test]
+fn a_value_over_the_limit_is_refused_with_the_limit_and_the_store_is_unchanged() {
+    for (kind, config) in file_configs(tempfile::tempdir().unwrap().path()) {
+        let root = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            state_dir: root.path().to_path_buf(),
+            ..config
+        };
+        let store = SecretStore::open(&config).unwrap();
+        store.set("token", &Secret::from("t-1")).unwrap();
+        // The largest value is accepted, text or binary.
+        store
+            .set("largest", &Secret::from_bytes(vec![0xfe; MAX_SECRET_BYTES]))
+            .unwrap();
+        let path = store.file_path().unwrap().to_path_buf();
+        let before = std::fs::read(&path).unwrap();
+        for size in [MAX_SECRET_BYTES + 1, 900_000, 2 * 1024 * 1024] {
+            let err = store
+                .set("big", &Secret::from("x".repeat(size)))
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::TooLarge { .. }), "{kind}: {msg}");
+            assert!(msg.contains(&format!("{size} bytes")), "{kind}: {msg}");
+            assert!(msg.contains("limit of 65536 bytes"), "{kind}: {msg}");
+            assert_eq!(std::fs::read(&path).unwrap(), before, "{kind}: unchanged");
+        }
+        let reopened = SecretStore::open(&config).unwrap();
+        assert_eq!(names(&reopened), ["largest", "token"], "{kind}");
+        assert_eq!(reopened.get("largest").unwrap().len(), MAX_SECRET_BYTES);
+    }
+}
+
+/// Many values, each within the limit, add up: the write that would take the file past what
+/// can be read back (for the encrypted file: what systemd-creds decrypts) is refused, and the
+/// store stays readable with everything stored before it.
+#[test]
+fn the_whole_file_is_kept_within_what_can_be_read_back() {
+    for (kind, config) in file_configs(tempfile::tempdir().unwrap().path()) {
+        let root = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            state_dir: root.path().to_path_buf(),
+            ..config
+        };
+        let store = SecretStore::open(&config).unwrap();
+        let path = store.file_path().unwrap().to_path_buf();
+        let value = Secret::from("v".repeat(MAX_SECRET_BYTES));
+        let mut refused = None;
+        // 14 such values are about 918,000 bytes: more than systemd-creds can decrypt.
+        for i in 0..14 {
+            let before = std::fs::read(&path).ok();
+            match store.set(&format!("cert-{i:02}"), &value) {
+                Ok(()) => {}
+                Err(err) => {
+                    let msg = err.to_string();
+                    assert!(matches!(err, Error::TooLarge { .. }), "{kind}: {msg}");
+                    assert!(
+                        msg.contains(&format!("limit of {MAX_FILE_BYTES} bytes")),
+                        "{kind}: {msg}"
+                    );
+                    assert!(msg.contains("flotilla secret rm"), "{kind}: {msg}");
+                    assert_eq!(std::fs::read(&path).ok(), before, "{kind}: unchanged");
+                    refused.get_or_insert(i);
+                }
+            }
+        }
+        // 11 values fit in 768 KiB, the 12th does not.
+        assert_eq!(refused, Some(11), "{kind}");
+        let reopened = SecretStore::open(&config)
+            .unwrap_or_else(|e| panic!("{kind}: the store became unreadable: {e}"));
+        assert_eq!(reopened.list().unwrap().len(), 11, "{kind}");
+        assert_eq!(
+            reopened.get("cert-10").unwrap().len(),
+            MAX_SECRET_BYTES,
+            "{kind}"
+        );
+        // Room made, the write goes through.
+        assert!(reopened.remove("cert-00").unwrap());
+        reopened.set("cert-11", &value).unwrap();
+        assert_eq!(reopened.list().unwrap().len(), 11, "{kind}");
+    }
+}
+
+#[test]
+fn every_write_keeps_the_previous_version_beside_the_file() {
+    for (kind, config) in file_configs(tempfile::tempdir().unwrap().path()) {
+        let root = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            state_dir: root.path().to_path_buf(),
+            ..config
+        };
+        let store = SecretStore::open(&config).unwrap();
+        store.set("a", &Secret::from("1")).unwrap();
+        let path = store.file_path().unwrap().to_path_buf();
+        let first = std::fs::read(&path).unwrap();
+        store.set("b", &Secret::from("2")).unwrap();
+        let prev = flotilla_secrets::previous_version_path(&path);
+        assert_eq!(std::fs::read(&prev).unwrap(), first, "{kind}");
+        assert_eq!(mode(&prev), 0o600, "{kind}");
+        let second = std::fs::read(&path).unwrap();
+        assert!(store.remove("a").unwrap());
+        assert_eq!(std::fs::read(&prev).unwrap(), second, "{kind}");
+    }
+}
+
+/// Ways a secrets file gets damaged: cut short, overwritten, and (encrypted) a file that
+/// systemd-creds made but cannot decrypt because it is too large.
+fn damage(kind: &str, path: &Path, how: &str) {
+    match how {
+        "truncated" => {
+            let bytes = std::fs::read(path).unwrap();
+            std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        "garbage" => std::fs::write(path, b"\x00\xffnot a secrets file{{").unwrap(),
+        "too large" if kind == "encrypted" => {
+            let plain = path.with_extension("plain");
+            std::fs::write(&plain, "x".repeat(900_000)).unwrap();
+            let out = Command::new("systemd-creds")
+                .args(["encrypt", "--name=flotilla-secrets"])
+                .arg(&plain)
+                .arg(path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            std::fs::remove_file(&plain).unwrap();
+            assert!(std::fs::metadata(path).unwrap().len() > 1_179_648);
+        }
+        "too large" => std::fs::write(path, "{".repeat(1_000_000)).unwrap(),
+        _ => unreachable!(),
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_damaged_store_is_recovered_by_the_documented_command() {
+    for (kind, config) in file_configs(tempfile::tempdir().unwrap().path()) {
+        let root = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            state_dir: root.path().to_path_buf(),
+            ..config
+        };
+        for how in ["truncated", "garbage", "too large"] {
+            let store = SecretStore::open(&config).unwrap();
+            store.set("a", &Secret::from("value-a")).unwrap();
+            store.set("b", &Secret::from("value-b")).unwrap();
+            let path = store.file_path().unwrap().to_path_buf();
+            drop(store);
+            damage(kind, &path, how);
+
+            let err = SecretStore::open(&config).unwrap_err().to_string();
+            assert!(err.contains(RECOVER_COMMAND), "{kind}, {how}: {err}");
+            assert!(
+                err.contains(&path.display().to_string()),
+                "{kind}, {how}: {err}"
+            );
+            assert!(
+                !err.contains("encrypt_file = \"off\""),
+                "{kind}, {how}: {err}"
+            );
+
+            let report = flotilla_secrets::recover(&config).unwrap();
+            assert_eq!(report.len(), 1, "{kind}, {how}: {report:?}");
+            let r = &report[0];
+            assert_eq!(r.path, path);
+            let prev = flotilla_secrets::previous_version_path(&path);
+            assert_eq!(r.restored_from.as_deref(), Some(prev.as_path()));
+            let names: Vec<_> = r.secrets.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["a"],
+                "{kind}, {how}: the version before the last write"
+            );
+            let damaged = r.damaged_kept_as.clone().unwrap();
+            assert!(damaged.exists() && mode(&damaged) == 0o600);
+            assert!(!format!("{report:?}").contains("value-a"));
+
+            let store = SecretStore::open(&config).unwrap();
+            assert_eq!(store.get("a").unwrap().expose_str(), Some("value-a"));
+            assert_eq!(mode(&path), 0o600);
+            // Run again on a readable store: nothing to do, nothing changed.
+            let again = flotilla_secrets::recover(&config).unwrap();
+            assert_eq!(again[0].restored_from, None, "{kind}, {how}");
+            assert!(store.remove("a").unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_store_with_no_readable_version_is_reported_as_unrecoverable() {
+    let root = tempfile::tempdir().unwrap();
+    let config = file_config(root.path());
+    let store = SecretStore::open(&config).unwrap();
+    store.set("a", &Secret::from("1")).unwrap();
+    store.set("b", &Secret::from("2")).unwrap();
+    let path = store.file_path().unwrap().to_path_buf();
+    damage("plain", &path, "garbage");
+    damage(
+        "plain",
+        &flotilla_secrets::previous_version_path(&path),
+        "truncated",
+    );
+    let err = flotilla_secrets::recover(&config).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Unrecoverable { .. }), "{msg}");
+    assert!(msg.contains("secrets.json.prev"), "{msg}");
+    assert!(msg.contains("set the secrets again"), "{msg}");
+    // Nothing was moved or overwritten.
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"\x00\xffnot a secrets file{{"
+    );
+}
+
+/// A file over the limit (written before there was one) stays usable: it reads, a write that
+/// grows it is refused, and removing secrets is how it gets back under the limit.
+#[test]
+fn a_file_over_the_limit_from_before_can_still_be_shrunk() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join(flotilla_secrets::FILE_NAME);
+    let value = "v".repeat(MAX_SECRET_BYTES);
+    let entries: Vec<String> = (0..13)
+        .map(|i| {
+            format!(
+                "\"old-{i:02}\": {{\"encoding\": \"utf8\", \"value\": \"{value}\", \
+                 \"created_ms\": 1, \"updated_ms\": 2}}"
+            )
+        })
+        .collect();
+    let doc = format!("{{\"version\": 1, \"secrets\": {{{}}}}}", entries.join(","));
+    assert!(doc.len() > MAX_FILE_BYTES);
+    std::fs::write(&path, doc).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let store = SecretStore::open(&file_config(root.path())).unwrap();
+    assert_eq!(store.list().unwrap().len(), 13);
+    let err = store.set("new", &Secret::from("n")).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(
+        store.remove("old-00").unwrap(),
+        "a removal is never refused for size"
+    );
+    assert!(store.remove("old-01").unwrap());
+    store.set("new", &Secret::from("n")).unwrap();
+    assert_eq!(store.list().unwrap().len(), 12);
 }

@@ -196,8 +196,15 @@ fn unicode_names_and_64_kib_values() {
         let state = tempfile::tempdir().unwrap();
         let store = open_keyring(state.path(), "flotilla-test-unicode");
         let name = "clé-API-交易所";
-        let text: String = "пароль-密码-🔑-".chars().cycle().take(64 * 1024).collect();
-        assert!(text.len() >= 64 * 1024);
+        // As many characters as fit in 64 KiB, the largest value.
+        let mut text = String::new();
+        for c in "пароль-密码-🔑-".chars().cycle() {
+            if text.len() + c.len_utf8() > 64 * 1024 {
+                break;
+            }
+            text.push(c);
+        }
+        assert!(text.len() > 64 * 1024 - 4);
         store.set(name, &Secret::from(text.clone())).unwrap();
         assert_eq!(store.get(name).unwrap().expose_str(), Some(text.as_str()));
 
@@ -349,4 +356,84 @@ fn two_processes_write_and_read_at_once() {
             "{shared}"
         );
     });
+}
+
+/// A value over the keyring's limit (Flotilla's 64 KiB here; 2560 bytes in Windows' Credential
+/// Manager) is refused with the limit, before the keyring or the index changes.
+#[test]
+fn a_value_over_the_limit_is_refused_and_nothing_changes() {
+    in_keyring_session(
+        "a_value_over_the_limit_is_refused_and_nothing_changes",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            let service = "flotilla-test-limit";
+            let store = open_keyring(state.path(), service);
+            let limit = flotilla_secrets::keyring_max_secret_bytes();
+            assert_eq!(limit, flotilla_secrets::MAX_SECRET_BYTES);
+            store.set("kept", &Secret::from("kept-value")).unwrap();
+            store
+                .set("largest", &Secret::from("l".repeat(limit)))
+                .unwrap();
+            let index = state.path().join(flotilla_secrets::INDEX_FILE_NAME);
+            let index_before = std::fs::read(&index).unwrap();
+            for (name, size) in [("kept", limit + 1), ("new", limit + 1), ("new", 8 << 20)] {
+                let err = store
+                    .set(name, &Secret::from("x".repeat(size)))
+                    .unwrap_err();
+                let msg = err.to_string();
+                assert!(matches!(err, Error::TooLarge { .. }), "{msg}");
+                assert!(msg.contains(&format!("is {size} bytes")), "{msg}");
+                assert!(msg.contains(&format!("limit of {limit} bytes")), "{msg}");
+            }
+            assert_eq!(std::fs::read(&index).unwrap(), index_before);
+            assert_eq!(
+                secret_tool_lookup(service, "kept").as_deref(),
+                Some("kept-value")
+            );
+            assert_eq!(secret_tool_lookup(service, "new"), None);
+            assert_eq!(names(&store), ["kept", "largest"]);
+            assert_eq!(store.get("largest").unwrap().len(), limit);
+        },
+    );
+}
+
+/// The keyring's index of names is a file too: each write keeps its previous version, and a
+/// damaged index is put back by the recovery command.
+#[test]
+fn a_damaged_index_is_recovered_by_the_documented_command() {
+    in_keyring_session(
+        "a_damaged_index_is_recovered_by_the_documented_command",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            let service = "flotilla-test-recover";
+            let store = open_keyring(state.path(), service);
+            store.set("a", &Secret::from("value-a")).unwrap();
+            store.set("b", &Secret::from("value-b")).unwrap();
+            let index = state.path().join(flotilla_secrets::INDEX_FILE_NAME);
+            std::fs::write(&index, b"{\"version\": 1, \"services\": {").unwrap();
+
+            let err = SecretStore::open(&keyring_config(state.path(), service))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(flotilla_secrets::RECOVER_COMMAND), "{err}");
+            // A write is refused before it reaches the keyring.
+            let err = store.set("c", &Secret::from("value-c")).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert_eq!(secret_tool_lookup(service, "c"), None);
+
+            let report = flotilla_secrets::recover(&keyring_config(state.path(), service)).unwrap();
+            assert_eq!(report.len(), 1, "{report:?}");
+            assert_eq!(report[0].path, index);
+            assert!(report[0].restored_from.is_some(), "{report:?}");
+            let restored: Vec<_> = report[0].secrets.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(restored, ["a"]);
+
+            let store = open_keyring(state.path(), service);
+            assert_eq!(names(&store), ["a"]);
+            // The value of the last write is still in the keyring; setting it again lists it.
+            assert_eq!(store.get("b").unwrap().expose_str(), Some("value-b"));
+            store.set("b", &Secret::from("value-b")).unwrap();
+            assert_eq!(names(&store), ["a", "b"]);
+        },
+    );
 }
