@@ -232,8 +232,9 @@ impl Head {
             start_control(&config, &head_ip, &ray_address, &api_cancel).await?;
         let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
         // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s; the
-        // whole snapshot also goes to the dashboards' event streams.
-        let (snapshots_tx, snapshots) = tokio::sync::watch::channel(None);
+        // latest read is all the API serves (no request asks Ray), and the whole snapshot also
+        // goes to the dashboards' event streams.
+        let (snapshots_tx, snapshots) = tokio::sync::watch::channel(crate::Latest::default());
         tokio::spawn(flotilla_host::memory::keep_releasing(
             api_cancel.clone().cancelled_owned(),
         ));
@@ -253,20 +254,29 @@ impl Head {
                         _ = cancel.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    if let Ok(snap) = crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
-                        fleet.set_ray_view(crate::fleet::RayView::of(&snap));
-                        snapshots_tx.send_replace(Some(std::sync::Arc::new(snap)));
+                    match crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
+                        Ok(snap) => {
+                            fleet.set_ray_view(crate::fleet::RayView::of(&snap));
+                            snapshots_tx.send_replace(crate::Latest::read(snap));
+                        }
+                        Err(e) => {
+                            tracing::debug!("cannot read Ray's state: {e}");
+                            snapshots_tx.send_modify(|l| *l = l.failed(&e));
+                        }
                     }
                 }
             });
         }
+        let hosts = api_hosts(&config, api_addr, &head_ip);
         let api = tokio::spawn(crate::api::serve(
             listener,
-            dashboard.clone(),
-            ray_address.clone(),
-            gcs,
-            Some(fleet.clone()),
-            snapshots,
+            crate::Api {
+                ray: dashboard.clone(),
+                fleet: Some(fleet.clone()),
+                snapshots,
+                hosts,
+                limits: crate::Limits::default(),
+            },
             api_cancel.clone(),
         ));
         let info = HeadInfo {
@@ -344,6 +354,39 @@ impl Head {
         }
         let _ = std::fs::remove_file(HeadInfo::path(dirs));
     }
+}
+
+/// The environment variable naming more hosts the API answers to (comma-separated names or
+/// addresses), for a head reached through a name it cannot know: a reverse proxy's, a DNS
+/// alias.
+pub const API_HOSTS_ENV: &str = "FLOTILLA_API_HOSTS";
+
+/// The names and addresses the API answers to besides loopback: the address it listens on (or,
+/// listening on every interface, the machine's interface addresses), the address it offers
+/// other machines, its Tailscale names, the machine's host name, and `FLOTILLA_API_HOSTS`.
+fn api_hosts(config: &HeadConfig, api_addr: SocketAddr, head_ip: &str) -> crate::AllowedHosts {
+    let mut hosts = crate::AllowedHosts::default();
+    if api_addr.ip().is_unspecified() {
+        for ip in flotilla_host::addr::interface_addresses() {
+            hosts.add(&ip.to_string());
+        }
+    } else {
+        hosts.add(&api_addr.ip().to_string());
+    }
+    if let Some(ip) = config.node_ip {
+        hosts.add(&ip.to_string());
+    }
+    hosts.add(head_ip);
+    for name in &config.control_names {
+        hosts.add(name);
+    }
+    let machine = flotilla_host::hostname();
+    hosts.add(&machine);
+    hosts.add(&format!("{machine}.local"));
+    for name in std::env::var(API_HOSTS_ENV).unwrap_or_default().split(',') {
+        hosts.add(name);
+    }
+    hosts
 }
 
 /// Opens the registry and serves the control plane on the head's Ray IP.
