@@ -1391,8 +1391,10 @@ mod tests {
     #[tokio::test]
     async fn the_token_is_checked_before_the_body_is_read_and_the_request_has_a_time_limit() {
         let fleet = app().await.1;
-        let mut limits = Limits::default();
-        limits.request = Duration::from_millis(300);
+        let limits = Limits {
+            request: Duration::from_millis(300),
+            ..Limits::default()
+        };
         let app = router(Api {
             ray: nowhere(),
             fleet: Some(fleet),
@@ -1515,8 +1517,10 @@ mod tests {
     #[tokio::test]
     async fn a_silent_or_idle_connection_is_closed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut limits = Limits::default();
-        limits.header_read = Duration::from_millis(300);
+        let limits = Limits {
+            header_read: Duration::from_millis(300),
+            ..Limits::default()
+        };
         let (addr, stop) = start(Api {
             ray: nowhere(),
             fleet: None,
