@@ -361,29 +361,51 @@ impl Head {
 /// alias.
 pub const API_HOSTS_ENV: &str = "FLOTILLA_API_HOSTS";
 
-/// The names and addresses the API answers to besides loopback: the address it listens on (or,
-/// listening on every interface, the machine's interface addresses), the address it offers
-/// other machines, its Tailscale names, the machine's host name, and `FLOTILLA_API_HOSTS`.
+/// The names and addresses the API answers to besides loopback: the address it listens on
+/// (and, listening on every interface, the machine's interface addresses), the address it offers
+/// other machines and Ray's address for the head, its Tailscale names, the machine's host name
+/// (and `<name>.local`), and `FLOTILLA_API_HOSTS`.
 fn api_hosts(config: &HeadConfig, api_addr: SocketAddr, head_ip: &str) -> crate::AllowedHosts {
+    served_hosts(
+        api_addr,
+        config.node_ip,
+        head_ip,
+        &config.control_names,
+        &flotilla_host::hostname(),
+        &std::env::var(API_HOSTS_ENV).unwrap_or_default(),
+        flotilla_host::addr::interface_addresses,
+    )
+}
+
+fn served_hosts(
+    api_addr: SocketAddr,
+    node_ip: Option<std::net::IpAddr>,
+    head_ip: &str,
+    names: &[String],
+    machine: &str,
+    extra: &str,
+    interfaces: impl FnOnce() -> Vec<std::net::IpAddr>,
+) -> crate::AllowedHosts {
     let mut hosts = crate::AllowedHosts::default();
+    // `head.json`'s `api_url` names the bind address, `0.0.0.0` included.
+    hosts.add(&api_addr.ip().to_string());
     if api_addr.ip().is_unspecified() {
-        for ip in flotilla_host::addr::interface_addresses() {
+        for ip in interfaces() {
             hosts.add(&ip.to_string());
         }
-    } else {
-        hosts.add(&api_addr.ip().to_string());
     }
-    if let Some(ip) = config.node_ip {
+    if let Some(ip) = node_ip {
         hosts.add(&ip.to_string());
     }
     hosts.add(head_ip);
-    for name in &config.control_names {
+    for name in names {
         hosts.add(name);
     }
-    let machine = flotilla_host::hostname();
-    hosts.add(&machine);
-    hosts.add(&format!("{machine}.local"));
-    for name in std::env::var(API_HOSTS_ENV).unwrap_or_default().split(',') {
+    if !machine.is_empty() {
+        hosts.add(machine);
+        hosts.add(&format!("{machine}.local"));
+    }
+    for name in extra.split(',') {
         hosts.add(name);
     }
     hosts
@@ -503,6 +525,53 @@ mod tests {
         assert_eq!(read_cluster_token(&store).unwrap(), Some(a));
         let names: Vec<String> = store.list().unwrap().into_iter().map(|i| i.name).collect();
         assert_eq!(names, [RAY_TOKEN_SECRET]);
+    }
+
+    #[test]
+    fn the_api_answers_to_the_addresses_and_names_the_head_serves_on() {
+        let names = vec!["studio.tail1234.ts.net".to_string()];
+        let hosts = served_hosts(
+            "127.0.0.1:7471".parse().unwrap(),
+            Some("100.64.0.5".parse().unwrap()),
+            "100.64.0.5",
+            &names,
+            "studio",
+            " proxy.example, other.example:8080 ,",
+            || panic!("bound to loopback: no interface is asked"),
+        );
+        for allowed in [
+            "127.0.0.1:7471",
+            "100.64.0.5:7471",
+            "studio.tail1234.ts.net",
+            "studio:7471",
+            "studio.local",
+            "proxy.example",
+            "other.example",
+        ] {
+            assert!(hosts.allows(allowed), "{allowed}");
+        }
+        for refused in [
+            "192.168.1.20",
+            "evil.example",
+            "0.0.0.0:7471",
+            "tail1234.ts.net",
+        ] {
+            assert!(!hosts.allows(refused), "{refused}");
+        }
+        // Bound to every interface: their addresses, and the bind address `head.json` names.
+        let hosts = served_hosts(
+            "0.0.0.0:7471".parse().unwrap(),
+            None,
+            "192.168.1.20",
+            &[],
+            "",
+            "",
+            || vec!["192.168.1.20".parse().unwrap(), "10.8.0.3".parse().unwrap()],
+        );
+        for allowed in ["192.168.1.20:7471", "10.8.0.3", "0.0.0.0:7471"] {
+            assert!(hosts.allows(allowed), "{allowed}");
+        }
+        assert!(!hosts.allows("10.8.0.4"));
     }
 
     #[test]
