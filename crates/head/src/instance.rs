@@ -170,7 +170,7 @@ impl Head {
             .create_all()
             .map_err(io("cannot create Flotilla's directories"))?;
         let lock = take_lock(&config.dirs)?;
-        let listener = match tokio::net::TcpListener::bind(config.api_addr).await {
+        let listener = match listen(config.api_addr, API_BACKLOG) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 return Err(Error::ApiPortInUse {
@@ -409,6 +409,25 @@ fn served_hosts(
         hosts.add(name);
     }
     hosts
+}
+
+/// Connections the kernel queues for the API before it accepts them: a burst of dashboards and
+/// scrapers larger than the usual 128 would otherwise wait for the client's SYN retry (1 s).
+const API_BACKLOG: u32 = 1024;
+
+/// A listening socket with this accept queue.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard library does: a restarted head binds at once despite TIME_WAIT (on
+    // Windows the option would let another program take the port).
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Opens the registry and serves the control plane on the head's Ray IP.
