@@ -392,7 +392,7 @@ impl ControlPlane {
                 |a| a.cpus_capped,
             ),
             (
-                "flotilla_cpus_total",
+                "flotilla_cpus_logical",
                 "Logical CPUs of the enrolled nodes.",
                 |a| f64::from(a.cpus),
             ),

@@ -170,7 +170,7 @@ impl Head {
             .create_all()
             .map_err(io("cannot create Flotilla's directories"))?;
         let lock = take_lock(&config.dirs)?;
-        let listener = match tokio::net::TcpListener::bind(config.api_addr).await {
+        let listener = match listen(config.api_addr, API_BACKLOG) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 return Err(Error::ApiPortInUse {
@@ -232,8 +232,9 @@ impl Head {
             start_control(&config, &head_ip, &ray_address, &api_cancel).await?;
         let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
         // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s; the
-        // whole snapshot also goes to the dashboards' event streams.
-        let (snapshots_tx, snapshots) = tokio::sync::watch::channel(None);
+        // latest read is all the API serves (no request asks Ray), and the whole snapshot also
+        // goes to the dashboards' event streams.
+        let (snapshots_tx, snapshots) = tokio::sync::watch::channel(crate::Latest::default());
         tokio::spawn(flotilla_host::memory::keep_releasing(
             api_cancel.clone().cancelled_owned(),
         ));
@@ -253,20 +254,29 @@ impl Head {
                         _ = cancel.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    if let Ok(snap) = crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
-                        fleet.set_ray_view(crate::fleet::RayView::of(&snap));
-                        snapshots_tx.send_replace(Some(std::sync::Arc::new(snap)));
+                    match crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
+                        Ok(snap) => {
+                            fleet.set_ray_view(crate::fleet::RayView::of(&snap));
+                            snapshots_tx.send_replace(crate::Latest::read(snap));
+                        }
+                        Err(e) => {
+                            tracing::debug!("cannot read Ray's state: {e}");
+                            snapshots_tx.send_modify(|l| *l = l.failed(&e));
+                        }
                     }
                 }
             });
         }
+        let hosts = api_hosts(&config, api_addr, &head_ip);
         let api = tokio::spawn(crate::api::serve(
             listener,
-            dashboard.clone(),
-            ray_address.clone(),
-            gcs,
-            Some(fleet.clone()),
-            snapshots,
+            crate::Api {
+                ray: dashboard.clone(),
+                fleet: Some(fleet.clone()),
+                snapshots,
+                hosts,
+                limits: crate::Limits::default(),
+            },
             api_cancel.clone(),
         ));
         let info = HeadInfo {
@@ -344,6 +354,80 @@ impl Head {
         }
         let _ = std::fs::remove_file(HeadInfo::path(dirs));
     }
+}
+
+/// The environment variable naming more hosts the API answers to (comma-separated names or
+/// addresses), for a head reached through a name it cannot know: a reverse proxy's, a DNS
+/// alias.
+pub const API_HOSTS_ENV: &str = "FLOTILLA_API_HOSTS";
+
+/// The names and addresses the API answers to besides loopback: the address it listens on
+/// (and, listening on every interface, the machine's interface addresses), the address it offers
+/// other machines and Ray's address for the head, its Tailscale names, the machine's host name
+/// (and `<name>.local`), and `FLOTILLA_API_HOSTS`.
+fn api_hosts(config: &HeadConfig, api_addr: SocketAddr, head_ip: &str) -> crate::AllowedHosts {
+    served_hosts(
+        api_addr,
+        config.node_ip,
+        head_ip,
+        &config.control_names,
+        &flotilla_host::hostname(),
+        &std::env::var(API_HOSTS_ENV).unwrap_or_default(),
+        flotilla_host::addr::interface_addresses,
+    )
+}
+
+fn served_hosts(
+    api_addr: SocketAddr,
+    node_ip: Option<std::net::IpAddr>,
+    head_ip: &str,
+    names: &[String],
+    machine: &str,
+    extra: &str,
+    interfaces: impl FnOnce() -> Vec<std::net::IpAddr>,
+) -> crate::AllowedHosts {
+    let mut hosts = crate::AllowedHosts::default();
+    // `head.json`'s `api_url` names the bind address, `0.0.0.0` included.
+    hosts.add(&api_addr.ip().to_string());
+    if api_addr.ip().is_unspecified() {
+        for ip in interfaces() {
+            hosts.add(&ip.to_string());
+        }
+    }
+    if let Some(ip) = node_ip {
+        hosts.add(&ip.to_string());
+    }
+    hosts.add(head_ip);
+    for name in names {
+        hosts.add(name);
+    }
+    if !machine.is_empty() {
+        hosts.add(machine);
+        hosts.add(&format!("{machine}.local"));
+    }
+    for name in extra.split(',') {
+        hosts.add(name);
+    }
+    hosts
+}
+
+/// Connections the kernel queues for the API before it accepts them: a burst of dashboards and
+/// scrapers larger than the usual 128 would otherwise wait for the client's SYN retry (1 s).
+const API_BACKLOG: u32 = 1024;
+
+/// A listening socket with this accept queue.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard library does: a restarted head binds at once despite TIME_WAIT (on
+    // Windows the option would let another program take the port).
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Opens the registry and serves the control plane on the head's Ray IP.
@@ -460,6 +544,53 @@ mod tests {
         assert_eq!(read_cluster_token(&store).unwrap(), Some(a));
         let names: Vec<String> = store.list().unwrap().into_iter().map(|i| i.name).collect();
         assert_eq!(names, [RAY_TOKEN_SECRET]);
+    }
+
+    #[test]
+    fn the_api_answers_to_the_addresses_and_names_the_head_serves_on() {
+        let names = vec!["studio.tail1234.ts.net".to_string()];
+        let hosts = served_hosts(
+            "127.0.0.1:7471".parse().unwrap(),
+            Some("100.64.0.5".parse().unwrap()),
+            "100.64.0.5",
+            &names,
+            "studio",
+            " proxy.example, other.example:8080 ,",
+            || panic!("bound to loopback: no interface is asked"),
+        );
+        for allowed in [
+            "127.0.0.1:7471",
+            "100.64.0.5:7471",
+            "studio.tail1234.ts.net",
+            "studio:7471",
+            "studio.local",
+            "proxy.example",
+            "other.example",
+        ] {
+            assert!(hosts.allows(allowed), "{allowed}");
+        }
+        for refused in [
+            "192.168.1.20",
+            "evil.example",
+            "0.0.0.0:7471",
+            "tail1234.ts.net",
+        ] {
+            assert!(!hosts.allows(refused), "{refused}");
+        }
+        // Bound to every interface: their addresses, and the bind address `head.json` names.
+        let hosts = served_hosts(
+            "0.0.0.0:7471".parse().unwrap(),
+            None,
+            "192.168.1.20",
+            &[],
+            "",
+            "",
+            || vec!["192.168.1.20".parse().unwrap(), "10.8.0.3".parse().unwrap()],
+        );
+        for allowed in ["192.168.1.20:7471", "10.8.0.3", "0.0.0.0:7471"] {
+            assert!(hosts.allows(allowed), "{allowed}");
+        }
+        assert!(!hosts.allows("10.8.0.4"));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! [`ClusterSnapshot`] over HTTP, with the dashboard (`ui/`, embedded at build time by
 //! `build.rs`) and its admin endpoints.
 //!
-//! Its key decision is that the API reads Ray's state on demand through the Ray dashboard on the
-//! head's loopback, so the snapshot is never staler than one request.
+//! Its key decision is that one task reads Ray's state through the Ray dashboard on the head's
+//! loopback every 2 s and the API serves the latest read: a request never waits on Ray, and a
+//! burst of them costs Ray nothing (the snapshot is at most one read, 2 s, old).
 
 mod api;
 pub mod dto;
@@ -18,9 +19,12 @@ mod snapshot;
 pub mod tls;
 mod ui;
 
-pub use api::{Snapshots, qr_svg, serve};
+pub use api::{
+    AllowedHosts, Api, Latest, Limits, ReadFailure, STALE_AFTER, Snapshots, qr_svg, router, serve,
+};
 pub use instance::{
-    Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, admin_token, cluster_token, read_cluster_token,
+    API_HOSTS_ENV, Head, HeadConfig, HeadInfo, RAY_TOKEN_SECRET, admin_token, cluster_token,
+    read_cluster_token,
 };
 pub use snapshot::{ClusterSnapshot, JobView, NodeView, TaskTotals, Totals, snapshot};
 

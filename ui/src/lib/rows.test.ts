@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { AgentView } from "./generated/AgentView";
 import type { NodeView } from "./generated/NodeView";
-import { mergeRows } from "./rows";
+import { mergeRows, nodeCounts } from "./rows";
 
 const node = (over: Partial<NodeView>): NodeView => ({
   node_id: "n",
@@ -90,5 +90,30 @@ describe("mergeRows", () => {
       unknown: null,
       plain: null,
     });
+  });
+});
+
+describe("nodeCounts", () => {
+  it("counts offline, failed and gone rows as down, whatever Ray's own totals say", () => {
+    // Three machines away (no Ray node left, so Ray counts none of them dead), one failed, one
+    // paused, one contributing, the head's coordinator and a Ray node gone.
+    const rows = mergeRows(
+      [
+        agent({ node_id: 1, name: "a", state: "offline", connected: false, ray_node_id: undefined }),
+        agent({ node_id: 2, name: "b", state: "offline", connected: false, ray_node_id: undefined }),
+        agent({ node_id: 3, name: "c", state: "offline", connected: false, ray_node_id: undefined }),
+        agent({ node_id: 4, name: "d", state: "error", ray_node_id: undefined }),
+        agent({ node_id: 5, name: "e", state: "paused", ray_node_id: undefined }),
+        agent({ node_id: 6, name: "f", ray_node_id: "r6" }),
+      ],
+      [
+        node({ node_id: "h", name: "head", is_head: true }),
+        node({ node_id: "r6", name: "f" }),
+        node({ node_id: "x", name: "old", state: "DEAD" }),
+      ],
+    );
+    expect(rows.length).toBe(8);
+    expect(nodeCounts(rows)).toEqual({ up: 3, down: 5 });
+    expect(nodeCounts([])).toEqual({ up: 0, down: 0 });
   });
 });

@@ -99,3 +99,14 @@ export function mergeRows(agents: AgentView[], nodes: NodeView[], clusterPython 
   // The head first, then by name.
   return rows.sort((a, b) => Number(b.isHead) - Number(a.isHead) || a.name.localeCompare(b.name));
 }
+
+/** Row states counted as down on the nodes card: the machine is away, failed, gone from Ray or
+ * no longer a member. */
+const DOWN = new Set(["offline", "error", "gone", "revoked"]);
+
+/** The nodes card's figures, from the same rows the table shows: a row is down when it has no
+ * session with the head or its state says so, up otherwise (a paused node is up). */
+export function nodeCounts(rows: Row[]): { up: number; down: number } {
+  const down = rows.filter((r) => !r.connected || DOWN.has(r.state)).length;
+  return { up: rows.length - down, down };
+}

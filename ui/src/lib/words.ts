@@ -36,3 +36,12 @@ export function jobErrorText(e: unknown): string {
   if (e instanceof BackendError && e.code === "not_found") return t("jobs.notFound");
   return errorText(e);
 }
+
+/** A node's battery: its level and whether it is plugged in, or a dash for a machine without
+ * one (or that does not say). */
+export function batteryText(battery: Row["battery"]): string {
+  if (!battery) return t("battery.none");
+  if (battery.percent === null) return t("battery.onBattery");
+  const percent = num(battery.percent, 0);
+  return battery.onBattery ? t("battery.discharging", { percent }) : t("battery.plugged", { percent });
+}
