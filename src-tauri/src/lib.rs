@@ -242,14 +242,14 @@ impl Desktop {
             .invite(INVITE_USES, INVITE_TTL)
             .await
             .map_err(|s| s.message().to_string())?;
-        let (code, expires_unix) = (made.code, made.expires_unix);
         // The code is a password: it goes to the window, never to the log.
-        tracing::info!(expires_unix, "made a join code");
+        tracing::info!(expires_unix = made.expires_unix, "made a join code");
         let reply = flotilla_head::dto::InviteReply {
-            qr_svg: flotilla_head::qr_svg(&code),
-            code,
-            expires_unix,
-            uses: INVITE_USES,
+            qr_svg: flotilla_head::qr_svg(&made.code),
+            code: made.code,
+            id: made.id.to_string(),
+            expires_unix: made.expires_unix,
+            uses: made.uses,
         };
         *lock(&self.invite) = Some(reply.clone());
         Ok(reply)

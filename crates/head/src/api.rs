@@ -50,7 +50,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ClusterSnapshot;
 use crate::dto::{
-    CommandReply, InviteReply, InviteRequest, NodeEvent, PauseMode, PauseRequest, Whoami,
+    CommandReply, InviteReply, InviteRequest, InviteView, NodeEvent, PauseMode, PauseRequest,
+    RevokeInviteReply, Whoami,
 };
 use crate::fleet::ControlPlane;
 
@@ -358,7 +359,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/nodes/{node}/pause", post(pause))
         .route("/api/v1/nodes/{node}/resume", post(resume))
-        .route("/api/v1/invites", post(invite))
+        .route("/api/v1/invites", post(invite).get(invites))
+        .route("/api/v1/invites/{id}/revoke", post(revoke_invite))
         .route("/api/v1/jobs/{id}/stop", post(stop_job))
         .route("/metrics", get(metrics))
         .fallback(crate::ui::serve)
@@ -855,20 +857,74 @@ async fn invite(State(s): State<Arc<Api>>, headers: HeaderMap, request: Body) ->
         .expires_secs
         .map_or(crate::fleet::DEFAULT_INVITE_TTL, Duration::from_secs);
     // The control plane checks both ranges, for every front end alike.
-    let (code, expires_unix) = match fleet.invite(uses, ttl).await {
-        Ok(made) => (made.code, made.expires_unix),
+    let made = match fleet.invite(uses, ttl).await {
+        Ok(made) => made,
         Err(status) => return status_response(&status),
     };
     // The code carries the join secret: it goes to the admin only, never to the log.
-    tracing::info!(uses, expires_unix, "invite made from the HTTP API");
-    let qr_svg = qr_svg(&code);
-    Json(InviteReply {
-        code,
-        expires_unix,
+    tracing::info!(
         uses,
-        qr_svg,
+        expires_unix = made.expires_unix,
+        "invite made from the HTTP API"
+    );
+    Json(InviteReply {
+        qr_svg: qr_svg(&made.code),
+        code: made.code,
+        id: made.id.to_string(),
+        expires_unix: made.expires_unix,
+        uses: made.uses,
     })
     .into_response()
+}
+
+/// `GET /api/v1/invites`: the join codes the head made, newest first (admin).
+async fn invites(State(s): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let fleet = match admin(&s, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let now = std::time::SystemTime::now();
+    match fleet.invites().await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|i| InviteView {
+                    id: i.id.to_string(),
+                    state: i.status(now).to_string(),
+                    created_unix: unix(i.created_at),
+                    expires_unix: unix(i.expires_at),
+                    uses: i.uses,
+                    uses_left: i.uses_left,
+                    revoked_unix: i.revoked_at.map(unix),
+                    joined: i.joined,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(status) => status_response(&status),
+    }
+}
+
+/// `POST /api/v1/invites/{id}/revoke`: withdraws a join code (admin).
+async fn revoke_invite(
+    State(s): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let fleet = match admin(&s, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match fleet.revoke_invite(&id).await {
+        Ok(revoked) => {
+            tracing::info!(invite = id, revoked, "invite withdrawn from the HTTP API");
+            Json(RevokeInviteReply { id, revoked }).into_response()
+        }
+        Err(status) => status_response(&status),
+    }
 }
 
 /// The QR code of a join code as an SVG document (empty if the code cannot be drawn), for the
@@ -1080,12 +1136,58 @@ mod tests {
         assert!(code.starts_with("flot1-"), "{code}");
         assert_eq!(v["uses"], 3);
         assert!(v["qr_svg"].as_str().unwrap().starts_with("<?xml"), "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        for bad in [
+            r#"{"uses": 0}"#,
+            r#"{"uses": 10001}"#,
+            r#"{"expires_secs": 0}"#,
+            r#"{"expires_secs": 86400000}"#,
+        ] {
+            let (s, v) = call(&app, "POST", "/api/v1/invites", Some(&bearer), bad).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("invite"),
+                "{v}"
+            );
+        }
+
+        // Listed (never with its secret) and withdrawn, by the admin only.
+        let (s, _) = call(&app, "GET", "/api/v1/invites", None, "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, list) = call(&app, "GET", "/api/v1/invites", Some(&bearer), "").await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+        assert_eq!(list[0]["id"], id.as_str());
+        assert_eq!(list[0]["state"], "usable");
+        assert_eq!(
+            (&list[0]["uses"], &list[0]["uses_left"]),
+            (&3.into(), &3.into())
+        );
+        assert!(!list.to_string().contains(code.trim_start_matches("flot1-")));
+        let revoke = format!("/api/v1/invites/{id}/revoke");
+        let (s, _) = call(&app, "POST", &revoke, None, "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, v) = call(&app, "POST", &revoke, Some(&bearer), "").await;
+        assert_eq!((s, &v["revoked"]), (StatusCode::OK, &true.into()), "{v}");
+        let (s, v) = call(&app, "POST", &revoke, Some(&bearer), "").await;
+        assert_eq!((s, &v["revoked"]), (StatusCode::OK, &false.into()), "{v}");
+        let (_, list) = call(&app, "GET", "/api/v1/invites", Some(&bearer), "").await;
+        assert_eq!(list[0]["state"], "withdrawn", "{list}");
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/v1/invites/999/revoke",
+            Some(&bearer),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
         let (s, _) = call(
             &app,
             "POST",
-            "/api/v1/invites",
+            "/api/v1/invites/abc/revoke",
             Some(&bearer),
-            r#"{"uses": 0}"#,
+            "",
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -1317,7 +1419,7 @@ mod tests {
                 "not_found",
             ),
             (
-                "GET",
+                "PUT",
                 "/api/v1/invites",
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

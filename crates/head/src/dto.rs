@@ -105,9 +105,37 @@ pub struct InviteRequest {
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct InviteReply {
     pub code: String,
+    /// Its id, for `POST /api/v1/invites/{id}/revoke`.
+    pub id: String,
     pub expires_unix: u64,
     pub uses: u32,
     pub qr_svg: String,
+}
+
+/// A join code the head made, as `GET /api/v1/invites` lists it (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct InviteView {
+    pub id: String,
+    /// `usable`, `used up`, `expired` or `withdrawn`.
+    pub state: String,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+    /// Uses it was made with (0: not known) and uses left.
+    pub uses: u32,
+    pub uses_left: u32,
+    pub revoked_unix: Option<u64>,
+    /// The names of the nodes that joined with it.
+    pub joined: Vec<String>,
+}
+
+/// The reply to `POST /api/v1/invites/{id}/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct RevokeInviteReply {
+    pub id: String,
+    /// `false`: it was withdrawn already.
+    pub revoked: bool,
 }
 
 /// The reply to `GET /api/v1/whoami`.
@@ -159,6 +187,8 @@ mod tests {
         super::InviteReply::export_all(&cfg).unwrap();
         super::Whoami::export_all(&cfg).unwrap();
         super::StopJobReply::export_all(&cfg).unwrap();
+        super::InviteView::export_all(&cfg).unwrap();
+        super::RevokeInviteReply::export_all(&cfg).unwrap();
     }
 
     /// Run with `FLOTILLA_WRITE_BINDINGS=1` to rewrite `ui/src/lib/generated/`.

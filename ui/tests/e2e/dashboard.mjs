@@ -208,6 +208,13 @@ try {
   await page.click('[data-action="invite"]');
   await until("the join code", async () => (await page.locator("code.joincode").innerText()).startsWith("flot1-"), 10_000);
   await until("the QR code", () => page.locator(".code img").isVisible(), 5_000);
+  // The new code heads the list of join codes; withdrawn there, it admits nobody.
+  const newest = page.locator("tr[data-invite]").first();
+  await until("the new code in the list", async () => (await newest.getAttribute("data-state")) === "usable", 10_000);
+  await newest.locator('[data-action="withdraw-invite"]').click();
+  await until("the code withdrawn", async () => (await newest.getAttribute("data-state")) === "withdrawn", 10_000);
+  if ((await page.locator("code.joincode").count()) !== 0) throw new Error("the withdrawn code is still shown to copy");
+  log("a join code was listed and withdrawn");
   const english = englishLeft();
   await checkSpanish(page, english, "admin");
   await shot("admin-es");

@@ -10,8 +10,10 @@ import {
   type CommandReply,
   type InviteReply,
   type InviteRequest,
+  type InviteView,
   type NodeEvent,
   type PauseRequest,
+  type RevokeInviteReply,
   type StopJobReply,
   type WatchHandlers,
 } from "./index";
@@ -138,6 +140,14 @@ export class HttpBackend implements Backend {
 
   invite(request: InviteRequest): Promise<InviteReply> {
     return this.request("POST", "/api/v1/invites", request);
+  }
+
+  invites(): Promise<InviteView[]> {
+    return this.request("GET", "/api/v1/invites");
+  }
+
+  revokeInvite(id: string): Promise<RevokeInviteReply> {
+    return this.request("POST", `/api/v1/invites/${encodeURIComponent(id)}/revoke`, {});
   }
 
   stopJob(id: string): Promise<StopJobReply> {

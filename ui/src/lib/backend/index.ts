@@ -8,9 +8,11 @@ import type { ClusterSnapshot } from "../generated/ClusterSnapshot";
 import type { CommandReply } from "../generated/CommandReply";
 import type { InviteReply } from "../generated/InviteReply";
 import type { InviteRequest } from "../generated/InviteRequest";
+import type { InviteView } from "../generated/InviteView";
 import type { JobView } from "../generated/JobView";
 import type { NodeEvent } from "../generated/NodeEvent";
 import type { PauseRequest } from "../generated/PauseRequest";
+import type { RevokeInviteReply } from "../generated/RevokeInviteReply";
 import type { StopJobReply } from "../generated/StopJobReply";
 import type { ComputerView } from "../generated/desktop/ComputerView";
 import type { ContributionView } from "../generated/desktop/ContributionView";
@@ -34,6 +36,7 @@ export type {
   FieldProblem,
   InviteReply,
   InviteRequest,
+  InviteView,
   JobView,
   LogLine,
   NodeEvent,
@@ -41,6 +44,7 @@ export type {
   PolicySaved,
   PolicyView,
   ProvisionView,
+  RevokeInviteReply,
   SecretView,
   SensorsView,
   SettingsView,
@@ -122,6 +126,10 @@ export interface Backend {
   pause(node: string, request: PauseRequest): Promise<CommandReply>;
   resume(node: string): Promise<CommandReply>;
   invite(request: InviteRequest): Promise<InviteReply>;
+  /** The join codes the head made, newest first (never their secrets). */
+  invites(): Promise<InviteView[]>;
+  /** Withdraws a join code, by its id (`InviteView.id`): nobody joins with it from now on. */
+  revokeInvite(id: string): Promise<RevokeInviteReply>;
   /** Asks Ray to stop a job, by its id (`JobView.id`). */
   stopJob(id: string): Promise<StopJobReply>;
 

@@ -15,11 +15,13 @@ import {
   type DesktopApi,
   type DesktopStatus,
   type InviteReply,
+  type InviteView,
   type LocalPause,
   type LogLine,
   type PolicySaved,
   type PolicyView,
   type ProvisionView,
+  type RevokeInviteReply,
   type SecretView,
   type SettingsView,
   type StopJobReply,
@@ -182,6 +184,14 @@ export class TauriBackend implements Backend {
   }
 
   invite(): Promise<InviteReply> {
+    return unsupported();
+  }
+
+  invites(): Promise<InviteView[]> {
+    return unsupported();
+  }
+
+  revokeInvite(): Promise<RevokeInviteReply> {
     return unsupported();
   }
 

@@ -3,4 +3,8 @@
 /**
  * A new join code, with its QR code as an SVG document.
  */
-export type InviteReply = { code: string, expires_unix: number, uses: number, qr_svg: string, };
+export type InviteReply = { code: string, 
+/**
+ * Its id, for `POST /api/v1/invites/{id}/revoke`.
+ */
+id: string, expires_unix: number, uses: number, qr_svg: string, };
