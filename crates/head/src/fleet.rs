@@ -471,14 +471,16 @@ impl ControlPlane {
             let enrolled = registry
                 .enroll(&node, &cred, registry::Admission::Local, SystemTime::now())
                 .map_err(enroll_status)?;
-            registry
+            let record = registry
                 .node(enrolled.id)
                 .map_err(internal)?
-                .ok_or_else(|| Status::internal("the new node vanished"))
+                .ok_or_else(|| Status::internal("the new node vanished"))?;
+            Ok((record, enrolled.replaced))
         })
         .await?;
+        let (record, replaced) = record;
         let (id, name) = (record.id, record.name.clone());
-        self.insert(record, None);
+        self.insert(record, replaced);
         Ok((id, name, credential))
     }
 
@@ -1685,6 +1687,22 @@ mod tests {
             policy_toml: String::new(),
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_heads_own_worker_enrolled_again_replaces_its_earlier_self_in_the_live_table() {
+        let plane = plane();
+        let (first, name, _) = plane.enroll_local("studio", 8).await.unwrap();
+        assert_eq!(name, "studio");
+        let (tx, mut rx) = mpsc::channel(4);
+        plane.nodes().get_mut(&first).unwrap().session = Some((1, tx));
+        let (second, name, _) = plane.enroll_local("studio", 8).await.unwrap();
+        assert_eq!(name, "studio");
+        assert_ne!(first, second);
+        let names: Vec<_> = plane.agents().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, vec!["studio".to_string()]);
+        // The replaced node's session is over.
+        assert!(rx.recv().await.is_none());
     }
 
     #[tokio::test]
