@@ -100,6 +100,11 @@ impl Enforcer {
         Self::with_mode(raylet_addr, gcs_addr, token, total, ResizeMode::Live)
     }
 
+    /// The CPUs the node was started with: the most it can lend.
+    pub fn node_cpus(&self) -> u32 {
+        self.total
+    }
+
     pub fn with_mode(
         raylet_addr: SocketAddr,
         gcs_addr: SocketAddr,

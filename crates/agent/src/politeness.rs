@@ -99,7 +99,7 @@ pub async fn run(
         // The node's throttle counts its tree's CPU in one read; without it, the tree's pids
         // (refreshed every few seconds, since finding them walks the process table).
         let node = driven.as_ref().map(|d| d.node.clone());
-        let (readings, report) =
+        let (mut readings, report) =
             sampler.sample_own(now, || match node.as_ref().and_then(|n| n.cpu_time()) {
                 Some(t) => crate::sampler::Own::CpuTime(t),
                 None => {
@@ -110,6 +110,8 @@ pub async fn run(
                     crate::sampler::Own::Pids(&own_pids)
                 }
             });
+        // The node lends at most the CPUs it was started with, however many the machine has.
+        readings.node_cpus = driven.as_ref().map(|d| d.enforcer.node_cpus());
         let mono = now.duration_since(epoch);
         let settings = inputs
             .policy

@@ -260,6 +260,8 @@ impl Sampler {
 
         let readings = Readings {
             total_cpus: self.total_cpus,
+            // The machine's; the politeness loop adds the node's own count.
+            node_cpus: None,
             idle: idle.value.map(Duration::from_secs_f64),
             power: match power.source {
                 PowerSource::Ac => Power::Ac,

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use flotilla_host::process::{ProcessTree, TreeSpec, marked_processes};
-use flotilla_host::throttle::{BackendKind, Limit, Throttle, ThrottleConfig, ThrottleError};
+use flotilla_host::throttle::{
+    BackendKind, Limit, Throttle, ThrottleConfig, ThrottleError, node_group_name,
+};
 
 static BURNING: Mutex<()> = Mutex::new(());
 
@@ -373,6 +375,125 @@ fn throttle_prepared_cgroup_v1_holds_the_program_before_it_runs() {
     }
     drop(throttle);
     assert!(!cpu_dir.exists());
+}
+
+/// The directories of a prepared throttle's group, one per hierarchy.
+fn group_dirs(prepared: &flotilla_host::throttle::Prepared) -> Vec<PathBuf> {
+    prepared
+        .procs_files()
+        .iter()
+        .map(|p| p.parent().unwrap().to_path_buf())
+        .collect()
+}
+
+/// Removes what a test left in the real hierarchies, once its processes have gone.
+fn remove_groups(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dir.exists() && std::fs::remove_dir(dir).is_err() {
+            assert!(Instant::now() < deadline, "cannot remove {}", dir.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// An agent process to be killed: it runs while its group is made, as a real one does.
+fn agent_stand_in() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap()
+}
+
+fn kill_9(mut agent: std::process::Child) {
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+/// What `kill -9` of an agent leaves, in the real cgroup hierarchies: its node's group, named
+/// after its pid, never removed (its `Throttle` was never dropped). The next agent of that node
+/// removes it when it prepares its own throttle, but not a group that still holds processes,
+/// nor a live agent's, nor another node's.
+#[test]
+fn throttle_for_a_node_removes_the_empty_groups_of_killed_agents_and_nothing_else() {
+    let config = v1_config();
+    let node = unique("stale");
+    let leave = |owner: u32, node: &str| {
+        let prepared = Throttle::prepare_with(&config, &node_group_name(node, owner))
+            .unwrap_or_else(|e| panic!("{}", no_cgroup_message(e)));
+        let dirs = group_dirs(&prepared);
+        // Killed: nothing ran the throttle's drop.
+        std::mem::forget(prepared);
+        dirs
+    };
+
+    // A killed agent whose Ray node is gone: empty, with an empty group of its own below.
+    let agent = agent_stand_in();
+    let stale = leave(agent.id(), &node);
+    std::fs::create_dir(stale[0].join("ray")).unwrap();
+    kill_9(agent);
+
+    // A killed agent whose tree still runs.
+    let agent = agent_stand_in();
+    let prepared = Throttle::prepare_with(&config, &node_group_name(&node, agent.id())).unwrap();
+    let busy = group_dirs(&prepared);
+    let marker = unique("stale-tree");
+    let tree = ProcessTree::spawn(prepared.wrap_spec(sh("exec sleep 60", &marker))).unwrap();
+    std::mem::forget(prepared);
+    wait_for_processes(&marker, 1);
+    kill_9(agent);
+
+    // A live agent whose node is not started yet (or between two starts): empty, but its own.
+    let live_agent = agent_stand_in();
+    let live = leave(live_agent.id(), &node);
+
+    // Another node's group, whose agent was killed too.
+    let agent = agent_stand_in();
+    let other = leave(agent.id(), &unique("other"));
+    kill_9(agent);
+
+    let prepared = Throttle::prepare_node(&config, &node).unwrap();
+    let own = group_dirs(&prepared);
+    assert!(
+        own[0].ends_with(format!(
+            "flotilla-{}",
+            node_group_name(&node, std::process::id())
+        )),
+        "{own:?}"
+    );
+    for dir in &stale {
+        assert!(!dir.exists(), "{} was left", dir.display());
+    }
+    for dir in busy.iter().chain(&live).chain(&other) {
+        assert!(dir.exists(), "{} was removed", dir.display());
+    }
+    let inside = std::fs::read_to_string(busy[0].join("cgroup.procs")).unwrap();
+    assert!(
+        marked_processes(&marker)
+            .iter()
+            .any(|pid| inside.split_whitespace().any(|p| p == pid.to_string())),
+        "the tree is not in the group: {inside}"
+    );
+
+    drop(prepared);
+    drop(tree);
+    kill_9(live_agent);
+    // Once the tree is gone, the next start removes the killed agent's group after all.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !marked_processes(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the tree never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let removed = flotilla_host::throttle::remove_stale(&config, &node);
+    for dir in busy.iter().chain(&live) {
+        assert!(
+            !dir.exists() && removed.contains(dir),
+            "{} was left",
+            dir.display()
+        );
+    }
+    assert!(other.iter().all(|d| d.exists()));
+    remove_groups(&other);
 }
 
 /// A directory laid out like a cgroup2 parent with the cpu controller available.

@@ -23,6 +23,7 @@
 //! let mut policy = Policy::new(Settings::default());
 //! let mut readings = Readings {
 //!     total_cpus: 8,
+//!     node_cpus: None,
 //!     idle: Some(Duration::from_secs(600)),
 //!     power: Power::Ac,
 //!     owner_cpu_load: Some(0.1),

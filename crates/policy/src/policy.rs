@@ -155,6 +155,24 @@ struct State {
     memory_low: bool,
 }
 
+/// The CPUs the reasons speak of.
+#[derive(Debug, Clone, Copy)]
+struct Cpus {
+    /// The most this node lends: its own count, or the machine's when that is smaller.
+    node: u32,
+    /// The machine's logical CPUs.
+    machine: u32,
+}
+
+impl Cpus {
+    fn of(r: &Readings) -> Cpus {
+        Cpus {
+            node: r.node_cpus.map_or(r.total_cpus, |n| n.min(r.total_cpus)),
+            machine: r.total_cpus,
+        }
+    }
+}
+
 /// What a fired rule asks for.
 #[derive(Debug, Clone)]
 struct Proposal {
@@ -299,7 +317,12 @@ impl Policy {
     fn evaluate(&self, r: &Readings, manual: &Manual, now: Duration) -> (Explanation, State) {
         let s = &self.settings;
         let mut next = self.state.clone();
-        let max = r.total_cpus.saturating_sub(s.keep_cpus_for_owner);
+        let cpus = Cpus::of(r);
+        // The owner's share counts from the machine's cores; the node lends no more than its own.
+        let max = r
+            .total_cpus
+            .saturating_sub(s.keep_cpus_for_owner)
+            .min(cpus.node);
         let active = s.active_cpus.min(max);
 
         let outcomes = [
@@ -310,7 +333,7 @@ impl Policy {
             (Rule::Temperature, temperature_rule(s, r, &mut next)),
             (Rule::Memory, memory_rule(s, r, &mut next)),
             (Rule::Owner, owner_rule(s, r, active, now, &mut next)),
-            (Rule::Ramp, ramp_rule(s, r, active, max)),
+            (Rule::Ramp, ramp_rule(s, r, active, max, cpus)),
         ];
 
         let mut verdicts = Vec::with_capacity(Rule::ALL.len());
@@ -319,7 +342,8 @@ impl Policy {
             pause: Pause::None,
             reason: Reason::Contributing {
                 cpus: max,
-                total: r.total_cpus,
+                total: cpus.node,
+                machine: cpus.machine,
             },
         };
         let mut any_fired = false;
@@ -347,7 +371,7 @@ impl Policy {
             }
         }
 
-        let (decision, settle) = self.settle(winner, r.total_cpus, now, &mut next);
+        let (decision, settle) = self.settle(winner, cpus, now, &mut next);
         verdicts.push(settle);
         next.last_target = Some(decision.target_cpus);
         (Explanation { decision, verdicts }, next)
@@ -357,7 +381,7 @@ impl Policy {
     fn settle(
         &self,
         winner: Proposal,
-        total: u32,
+        cpus: Cpus,
         now: Duration,
         next: &mut State,
     ) -> (Decision, Verdict) {
@@ -386,7 +410,8 @@ impl Policy {
             Some(since) if since < period => {
                 let reason = Reason::Settling {
                     cpus: previous,
-                    total,
+                    total: cpus.node,
+                    machine: cpus.machine,
                     in_secs: whole_secs_up(period - since),
                 };
                 let detail = Text::new(
@@ -655,7 +680,7 @@ fn owner_rule(s: &Settings, r: &Readings, active: u32, now: Duration, next: &mut
     }
 }
 
-fn ramp_rule(s: &Settings, r: &Readings, active: u32, max: u32) -> Outcome {
+fn ramp_rule(s: &Settings, r: &Readings, active: u32, max: u32, cpus: Cpus) -> Outcome {
     let active_after = Duration::from_secs(s.active_after_input_secs);
     let ramp_up = Duration::from_secs(s.ramp_up_after_secs);
     match r.idle {
@@ -682,7 +707,8 @@ fn ramp_rule(s: &Settings, r: &Readings, active: u32, max: u32) -> Outcome {
                 idle_secs: idle.as_secs(),
                 full_in_secs: whole_secs_up(ramp_up - idle),
                 cpus: max,
-                total: r.total_cpus,
+                total: cpus.node,
+                machine: cpus.machine,
             },
         ),
         _ => quiet(Text::new("Not idle yet", "Todavía hay actividad reciente")),

@@ -29,7 +29,12 @@ pub enum Power {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Readings {
     /// Logical CPUs on the machine. `0` (unknown) means nothing is offered.
+    /// `keep_cpus_for_owner` counts from these.
     pub total_cpus: u32,
+    /// The most CPUs this node can lend: the count its Ray node was started with
+    /// (`--cpus`). Every offer is clamped to it, and the reasons state it instead of the
+    /// machine's count when it is the smaller. `None`: as many as the machine has.
+    pub node_cpus: Option<u32>,
     /// Time since the owner's last keyboard, mouse or touch input.
     /// Unknown counts as "in use": the polite guess.
     pub idle: Option<Duration>,

@@ -70,13 +70,25 @@ pub enum Reason {
         full_in_secs: u64,
         cpus: u32,
         total: u32,
+        machine: u32,
     },
     /// Held at `cpus` because the offer went up less than a ramp-up period
     /// ago; it may rise in `in_secs`.
-    Settling { cpus: u32, total: u32, in_secs: u64 },
-    /// Offering `cpus` of the machine's `total`, the rest kept for the owner.
-    Contributing { cpus: u32, total: u32 },
+    Settling {
+        cpus: u32,
+        total: u32,
+        machine: u32,
+        in_secs: u64,
+    },
+    /// Offering `cpus` of the `total` this node can lend, the rest of the
+    /// machine kept for the owner.
+    Contributing { cpus: u32, total: u32, machine: u32 },
 }
+
+// In every variant with CPU counts, `total` is the most this node lends (the
+// CPUs its Ray node was started with, or the machine's when fewer) and
+// `machine` the machine's logical CPUs. The text names the node's count, and
+// says "of this node" when it is below the machine's.
 
 impl Reason {
     /// A stable identifier, for logs, the status API and tests.
@@ -132,10 +144,11 @@ impl Reason {
                 full_in_secs,
                 cpus,
                 total,
+                machine,
             } => format!(
                 "Idle for {}, contributing {} in {}",
                 elapsed(*idle_secs),
-                share_en(*cpus, *total),
+                share_en(*cpus, *total, *machine),
                 remaining(*full_in_secs)
             ),
             Reason::Settling {
@@ -144,19 +157,28 @@ impl Reason {
             Reason::Settling {
                 cpus,
                 total,
+                machine,
                 in_secs,
             } => format!(
-                "Contributing {cpus} of {total} {}, more in {}",
-                cpu_word_en(*total),
+                "Contributing {}, more in {}",
+                share_en(*cpus, *total, *machine),
                 remaining(*in_secs)
             ),
-            Reason::Contributing { cpus, total } if cpus >= total => {
-                format!("Contributing {}", share_en(*cpus, *total))
+            Reason::Contributing {
+                cpus,
+                total,
+                machine,
+            } if cpus >= total => {
+                format!("Contributing {}", share_en(*cpus, *total, *machine))
             }
-            Reason::Contributing { cpus, total } => format!(
-                "Contributing {cpus} of {total} {} (keeping {} for you)",
-                cpu_word_en(*total),
-                total - cpus
+            Reason::Contributing {
+                cpus,
+                total,
+                machine,
+            } => format!(
+                "Contributing {} (keeping {} for you)",
+                share_en(*cpus, *total, *machine),
+                kept(*cpus, *total, *machine)
             ),
         }
     }
@@ -188,10 +210,11 @@ impl Reason {
                 full_in_secs,
                 cpus,
                 total,
+                machine,
             } => format!(
                 "Sin uso desde hace {}; aportará {} dentro de {}",
                 elapsed(*idle_secs),
-                share_es(*cpus, *total),
+                share_es(*cpus, *total, *machine),
                 remaining(*full_in_secs)
             ),
             Reason::Settling {
@@ -200,18 +223,31 @@ impl Reason {
             Reason::Settling {
                 cpus,
                 total,
+                machine,
                 in_secs,
             } => format!(
-                "Aportando {cpus} de {total} CPU; más dentro de {}",
+                "Aportando {}; más dentro de {}",
+                share_es(*cpus, *total, *machine),
                 remaining(*in_secs)
             ),
-            Reason::Contributing { cpus, total } if cpus >= total => {
-                format!("Aportando {}", share_es(*cpus, *total))
+            Reason::Contributing {
+                cpus,
+                total,
+                machine,
+            } if cpus >= total => {
+                format!("Aportando {}", share_es(*cpus, *total, *machine))
             }
-            Reason::Contributing { cpus, total } => {
-                let kept = total - cpus;
+            Reason::Contributing {
+                cpus,
+                total,
+                machine,
+            } => {
+                let kept = kept(*cpus, *total, *machine);
                 let reserved = if kept == 1 { "reservada" } else { "reservadas" };
-                format!("Aportando {cpus} de {total} CPU ({kept} {reserved} para ti)")
+                format!(
+                    "Aportando {} ({kept} {reserved} para ti)",
+                    share_es(*cpus, *total, *machine)
+                )
             }
         }
     }
@@ -221,21 +257,38 @@ fn cpu_word_en(count: u32) -> &'static str {
     if count == 1 { "CPU" } else { "CPUs" }
 }
 
-/// "all 10 CPUs" or "6 of 10 CPUs".
-fn share_en(cpus: u32, total: u32) -> String {
-    match (cpus >= total, total) {
-        (true, 1) => "its only CPU".into(),
-        (true, _) => format!("all {total} CPUs"),
-        (false, _) => format!("{cpus} of {total} {}", cpu_word_en(total)),
+/// The machine's CPUs left to the owner: all it has but what the node takes.
+fn kept(cpus: u32, total: u32, machine: u32) -> u32 {
+    machine.max(total).saturating_sub(cpus)
+}
+
+/// "all 10 CPUs" or "6 of 10 CPUs"; for a node started with fewer CPUs than
+/// the machine has, "all 4 CPUs of this node" or "2 of this node's 4 CPUs".
+fn share_en(cpus: u32, total: u32, machine: u32) -> String {
+    let node = total < machine;
+    match (cpus >= total, total, node) {
+        (true, 1, false) => "its only CPU".into(),
+        (true, _, false) => format!("all {total} CPUs"),
+        (false, _, false) => format!("{cpus} of {total} {}", cpu_word_en(total)),
+        (true, 1, true) => "this node's only CPU".into(),
+        (true, _, true) => format!("all {total} CPUs of this node"),
+        (false, _, true) => format!("{cpus} of this node's {total} {}", cpu_word_en(total)),
     }
 }
 
-/// "las 10 CPU" or "6 de 10 CPU" (acronyms do not take a plural in Spanish).
-fn share_es(cpus: u32, total: u32) -> String {
-    match (cpus >= total, total) {
-        (true, 1) => "su única CPU".into(),
-        (true, _) => format!("las {total} CPU"),
-        (false, _) => format!("{cpus} de {total} CPU"),
+/// "las 10 CPU" or "6 de 10 CPU" (acronyms do not take a plural in Spanish);
+/// for a node started with fewer CPUs than the machine has, "las 4 CPU de
+/// este nodo" or "2 de las 4 CPU de este nodo".
+fn share_es(cpus: u32, total: u32, machine: u32) -> String {
+    let node = total < machine;
+    match (cpus >= total, total, node) {
+        (true, 1, false) => "su única CPU".into(),
+        (true, _, false) => format!("las {total} CPU"),
+        (false, _, false) => format!("{cpus} de {total} CPU"),
+        (true, 1, true) => "la única CPU de este nodo".into(),
+        (true, _, true) => format!("las {total} CPU de este nodo"),
+        (false, 1, true) => format!("{cpus} de la única CPU de este nodo"),
+        (false, _, true) => format!("{cpus} de las {total} CPU de este nodo"),
     }
 }
 
@@ -302,15 +355,18 @@ mod tests {
                 full_in_secs: 120,
                 cpus: 10,
                 total: 10,
+                machine: 10,
             },
             Reason::Settling {
                 cpus: 2,
                 total: 10,
+                machine: 10,
                 in_secs: 90,
             },
             Reason::Contributing {
                 cpus: 10,
                 total: 10,
+                machine: 10,
             },
         ]
     }
@@ -346,16 +402,99 @@ mod tests {
                 full_in_secs: 105,
                 cpus: 6,
                 total: 10,
+                machine: 10,
             },
             Reason::Settling {
                 cpus: 0,
                 total: 10,
+                machine: 10,
                 in_secs: 30,
             },
-            Reason::Contributing { cpus: 6, total: 10 },
-            Reason::Contributing { cpus: 1, total: 1 },
+            Reason::Contributing {
+                cpus: 6,
+                total: 10,
+                machine: 10,
+            },
+            Reason::Contributing {
+                cpus: 1,
+                total: 1,
+                machine: 1,
+            },
         ]);
+        all.extend(node_wordings().into_iter().map(|(reason, _, _)| reason));
         all
+    }
+
+    /// Every wording of a node started with fewer CPUs than the machine has.
+    fn node_wordings() -> Vec<(Reason, &'static str, &'static str)> {
+        let contributing = |cpus, total, machine| Reason::Contributing {
+            cpus,
+            total,
+            machine,
+        };
+        let ramping = |cpus, total, machine| Reason::RampingUp {
+            idle_secs: 65,
+            full_in_secs: 115,
+            cpus,
+            total,
+            machine,
+        };
+        let settling = |cpus, total, machine| Reason::Settling {
+            cpus,
+            total,
+            machine,
+            in_secs: 90,
+        };
+        vec![
+            (
+                contributing(1, 1, 2),
+                "Contributing this node's only CPU",
+                "Aportando la única CPU de este nodo",
+            ),
+            (
+                contributing(4, 4, 10),
+                "Contributing all 4 CPUs of this node",
+                "Aportando las 4 CPU de este nodo",
+            ),
+            (
+                contributing(4, 6, 10),
+                "Contributing 4 of this node's 6 CPUs (keeping 6 for you)",
+                "Aportando 4 de las 6 CPU de este nodo (6 reservadas para ti)",
+            ),
+            (
+                contributing(0, 1, 2),
+                "Contributing 0 of this node's 1 CPU (keeping 2 for you)",
+                "Aportando 0 de la única CPU de este nodo (2 reservadas para ti)",
+            ),
+            (
+                ramping(1, 1, 2),
+                "Idle for 1 min, contributing this node's only CPU in 2 min",
+                "Sin uso desde hace 1 min; aportará la única CPU de este nodo dentro de 2 min",
+            ),
+            (
+                ramping(4, 4, 10),
+                "Idle for 1 min, contributing all 4 CPUs of this node in 2 min",
+                "Sin uso desde hace 1 min; aportará las 4 CPU de este nodo dentro de 2 min",
+            ),
+            (
+                settling(2, 4, 10),
+                "Contributing 2 of this node's 4 CPUs, more in 2 min",
+                "Aportando 2 de las 4 CPU de este nodo; más dentro de 2 min",
+            ),
+            (
+                settling(1, 2, 8),
+                "Contributing 1 of this node's 2 CPUs, more in 2 min",
+                "Aportando 1 de las 2 CPU de este nodo; más dentro de 2 min",
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_node_below_the_machines_count_is_named_with_its_own() {
+        for (reason, en, es) in node_wordings() {
+            assert_eq!(reason.text(Lang::En), en, "{reason:?}");
+            assert_eq!(reason.text(Lang::Es), es, "{reason:?}");
+        }
     }
 
     #[test]
@@ -436,12 +575,17 @@ mod tests {
                 Reason::Contributing {
                     cpus: 10,
                     total: 10,
+                    machine: 10,
                 },
                 "Contributing all 10 CPUs",
                 "Aportando las 10 CPU",
             ),
             (
-                Reason::Contributing { cpus: 6, total: 10 },
+                Reason::Contributing {
+                    cpus: 6,
+                    total: 10,
+                    machine: 10,
+                },
                 "Contributing 6 of 10 CPUs (keeping 4 for you)",
                 "Aportando 6 de 10 CPU (4 reservadas para ti)",
             ),
@@ -451,6 +595,7 @@ mod tests {
                     full_in_secs: 115,
                     cpus: 10,
                     total: 10,
+                    machine: 10,
                 },
                 "Idle for 1 min, contributing all 10 CPUs in 2 min",
                 "Sin uso desde hace 1 min; aportará las 10 CPU dentro de 2 min",

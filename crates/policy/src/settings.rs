@@ -33,11 +33,14 @@ pub struct Settings {
 
     /// CPUs offered while the owner is active, busy, or idle for less than
     /// `ramp_up_after_secs`. Default `2`; any number, `0` stepping aside
-    /// entirely. Never more than the machine's CPUs minus `keep_cpus_for_owner`.
+    /// entirely. Never more than the machine's CPUs minus `keep_cpus_for_owner`,
+    /// nor than the node's own CPUs.
     pub active_cpus: u32,
 
     /// Logical CPUs never offered, even when the owner is away. Default
     /// `0`; any number (as many as the machine has means nothing is offered).
+    /// Counted from the machine's CPUs, whatever the node was started with: a
+    /// node then lends the smaller of its own CPUs and the machine's others.
     pub keep_cpus_for_owner: u32,
 
     /// Seconds without input before contributing every CPU; also the least

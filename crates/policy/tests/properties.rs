@@ -91,6 +91,7 @@ fn readings(total_cpus: u32) -> impl Strategy<Value = Readings> {
         .prop_map(
             move |(idle, power, load, memory, temperature_c, running_apps, local_time)| Readings {
                 total_cpus,
+                node_cpus: None,
                 idle,
                 power,
                 owner_cpu_load: load,

@@ -22,6 +22,7 @@ fn monday(hour: u8, minute: u8) -> LocalTime {
 fn calm() -> Readings {
     Readings {
         total_cpus: TOTAL,
+        node_cpus: None,
         idle: Some(secs(3600)),
         power: Power::Ac,
         owner_cpu_load: Some(0.05),
@@ -117,7 +118,8 @@ fn ramp_up_says_when_everything_will_be_offered() {
             idle_secs: 65,
             full_in_secs: 115,
             cpus: 10,
-            total: 10
+            total: 10,
+            machine: 10
         }
     );
     assert_eq!(
@@ -1096,4 +1098,203 @@ fn decisions_serialise_with_codes() {
     let json = serde_json::to_value(&explanation).unwrap();
     assert_eq!(json["verdicts"][0]["rule"], "manual");
     assert_eq!(json["verdicts"][0]["detail"]["es"], "Sin pausa manual");
+}
+
+// --- a node started with fewer CPUs than the machine has ---
+
+/// `calm()` on a machine of `machine` cores whose node was started with `node` CPUs.
+fn node_of(machine: u32, node: u32) -> Readings {
+    Readings {
+        total_cpus: machine,
+        node_cpus: Some(node),
+        ..calm()
+    }
+}
+
+fn texts(d: &Decision) -> (String, String) {
+    (d.reason.text(Lang::En), d.reason.text(Lang::Es))
+}
+
+#[test]
+fn a_node_lends_at_most_its_own_cpus_and_says_so() {
+    // `--cpus 1` on a two-core machine.
+    let d = once_default(&node_of(2, 1));
+    expect(&d, 1, Pause::None, "contributing");
+    assert_eq!(
+        d.reason,
+        Reason::Contributing {
+            cpus: 1,
+            total: 1,
+            machine: 2
+        }
+    );
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing this node's only CPU".into(),
+            "Aportando la única CPU de este nodo".into()
+        )
+    );
+
+    let d = once_default(&node_of(10, 4));
+    expect(&d, 4, Pause::None, "contributing");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing all 4 CPUs of this node".into(),
+            "Aportando las 4 CPU de este nodo".into()
+        )
+    );
+
+    // A node with as many CPUs as the machine, or more, reads as before.
+    for node in [10, 16] {
+        let d = once_default(&node_of(10, node));
+        expect(&d, 10, Pause::None, "contributing");
+        assert_eq!(
+            texts(&d),
+            (
+                "Contributing all 10 CPUs".into(),
+                "Aportando las 10 CPU".into()
+            ),
+            "node {node}"
+        );
+    }
+}
+
+#[test]
+fn keep_cpus_for_owner_counts_from_the_machine_not_the_node() {
+    let keep = |n| Settings {
+        keep_cpus_for_owner: n,
+        ..Settings::default()
+    };
+    // Two cores, one kept: one to lend, which a one-CPU node lends whole.
+    let d = once(keep(1), &node_of(2, 1), &Manual::None);
+    expect(&d, 1, Pause::None, "contributing");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing this node's only CPU".into(),
+            "Aportando la única CPU de este nodo".into()
+        )
+    );
+    // Ten cores, two kept: eight to lend, more than a six-CPU node has.
+    let d = once(keep(2), &node_of(10, 6), &Manual::None);
+    expect(&d, 6, Pause::None, "contributing");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing all 6 CPUs of this node".into(),
+            "Aportando las 6 CPU de este nodo".into()
+        )
+    );
+    // Ten cores, six kept: four to lend, fewer than the node has; the owner keeps six.
+    let d = once(keep(6), &node_of(10, 6), &Manual::None);
+    expect(&d, 4, Pause::None, "contributing");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing 4 of this node's 6 CPUs (keeping 6 for you)".into(),
+            "Aportando 4 de las 6 CPU de este nodo (6 reservadas para ti)".into()
+        )
+    );
+    // Three cores, two kept: one of a two-CPU node's.
+    let d = once(keep(2), &node_of(3, 2), &Manual::None);
+    expect(&d, 1, Pause::None, "contributing");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing 1 of this node's 2 CPUs (keeping 2 for you)".into(),
+            "Aportando 1 de las 2 CPU de este nodo (2 reservadas para ti)".into()
+        )
+    );
+    // Without a node cap the owner's share is unchanged: one of two cores kept.
+    let d = once(
+        keep(1),
+        &Readings {
+            total_cpus: 2,
+            ..calm()
+        },
+        &Manual::None,
+    );
+    expect(&d, 1, Pause::None, "contributing");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing 1 of 2 CPUs (keeping 1 for you)".into(),
+            "Aportando 1 de 2 CPU (1 reservada para ti)".into()
+        )
+    );
+}
+
+#[test]
+fn ramping_up_promises_the_nodes_cpus_not_the_machines() {
+    let idle = |r: Readings| Readings {
+        idle: Some(secs(65)),
+        ..r
+    };
+    let d = once_default(&idle(node_of(10, 4)));
+    expect(&d, 2, Pause::None, "ramping_up");
+    assert_eq!(
+        texts(&d),
+        (
+            "Idle for 1 min, contributing all 4 CPUs of this node in 2 min".into(),
+            "Sin uso desde hace 1 min; aportará las 4 CPU de este nodo dentro de 2 min".into()
+        )
+    );
+    let none_while_active = Settings {
+        active_cpus: 0,
+        ..Settings::default()
+    };
+    let d = once(none_while_active, &idle(node_of(2, 1)), &Manual::None);
+    expect(&d, 0, Pause::None, "ramping_up");
+    assert_eq!(
+        texts(&d),
+        (
+            "Idle for 1 min, contributing this node's only CPU in 2 min".into(),
+            "Sin uso desde hace 1 min; aportará la única CPU de este nodo dentro de 2 min".into()
+        )
+    );
+}
+
+#[test]
+fn a_held_offer_counts_against_the_nodes_cpus() {
+    let mut policy = Policy::new(Settings::default());
+    let away = node_of(10, 4);
+    let typing = Readings {
+        idle: Some(secs(0)),
+        ..away.clone()
+    };
+    expect(
+        &policy.decide(&away, &Manual::None, secs(0)),
+        4,
+        Pause::None,
+        "contributing",
+    );
+    expect(
+        &policy.decide(&typing, &Manual::None, secs(1)),
+        2,
+        Pause::None,
+        "owner_active",
+    );
+    expect(
+        &policy.decide(&away, &Manual::None, secs(2)),
+        4,
+        Pause::None,
+        "contributing",
+    );
+    expect(
+        &policy.decide(&typing, &Manual::None, secs(3)),
+        2,
+        Pause::None,
+        "owner_active",
+    );
+    let d = policy.decide(&away, &Manual::None, secs(4));
+    expect(&d, 2, Pause::None, "settling");
+    assert_eq!(
+        texts(&d),
+        (
+            "Contributing 2 of this node's 4 CPUs, more in 3 min".into(),
+            "Aportando 2 de las 4 CPU de este nodo; más dentro de 3 min".into()
+        )
+    );
 }

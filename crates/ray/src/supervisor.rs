@@ -769,9 +769,8 @@ async fn supervise(
         set(NodePhase::Starting, None, restarts);
         // The throttle exists before the tree, so that its first process is born inside.
         let prepared = config.throttle.as_ref().and_then(|tc| {
-            // Named per agent process: two agents on one machine may run nodes of one name
-            // (tests do), and one must not remove the other's group.
-            Throttle::prepare_with(tc, &format!("{}-{}", config.node_name, std::process::id()))
+            // Named per agent process, after removing the node's groups killed agents left.
+            Throttle::prepare_node(tc, &config.node_name)
                 .inspect_err(
                     |e| tracing::warn!(node = %config.node_name, "running without a throttle: {e}"),
                 )

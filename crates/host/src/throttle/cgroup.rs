@@ -248,6 +248,111 @@ fn remove_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes the `flotilla-<node>-<pid>` directories under `parent` whose owner `pid` is gone and
+/// that hold no process, deepest first; see [`super::remove_stale`]. Returns those removed.
+pub fn remove_stale(parent: &Path, node: &str) -> Vec<PathBuf> {
+    let prefix = format!("flotilla-{node}-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        // The whole rest must be the pid: `flotilla-<node>-1-<pid>` is another node's.
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|rest| rest.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|rest| rest.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if owner == 0
+            || owner == std::process::id()
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+            || owner_running(owner, &dir)
+            || !holds_no_process(&dir)
+        {
+            continue;
+        }
+        match remove_tree(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) => tracing::warn!("cannot remove the stale cgroup {}: {e}", dir.display()),
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` runs and may have made `dir`: it exists, is no zombie, and did not
+/// start after `dir` was made (a pid reused since). When a time cannot be read, it may have.
+fn owner_running(pid: u32, dir: &Path) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The fields after the command, which may itself hold spaces and parentheses.
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return false;
+    }
+    let started = fields.get(19).and_then(|t| t.parse::<u64>().ok());
+    let made = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+    match (started.and_then(started_at), made) {
+        // Whole seconds of boot time: allow one either way.
+        (Some(started), Some(made)) => started <= made + Duration::from_secs(2),
+        _ => true,
+    }
+}
+
+/// The wall-clock time of `ticks` clock ticks after boot (`starttime` in `/proc/<pid>/stat`).
+fn started_at(ticks: u64) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0)?;
+    let since_boot =
+        Duration::from_secs(ticks / hz) + Duration::from_nanos(ticks % hz * 1_000_000_000 / hz);
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(boot) + since_boot)
+}
+
+/// Whether `dir` is a cgroup (it has `cgroup.procs`) that, with every cgroup below it, holds
+/// no process.
+fn holds_no_process(dir: &Path) -> bool {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return false;
+    };
+    if !procs.trim().is_empty() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .all(|e| holds_no_process(&e.path()))
+}
+
+/// Removes the cgroup `dir` and the cgroups below it, deepest first. The kernel refuses to
+/// remove one that still holds a process.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type()?.is_dir() {
+            remove_tree(&entry.path())?;
+        }
+    }
+    remove_dir(dir)
+}
+
 /// `flotilla-<name>` in one cgroup hierarchy (v2) or several (v1: cpu, cpuacct, freezer).
 /// Dropping it thaws it, moves any process left to the parent and removes the directories.
 #[derive(Debug)]
@@ -599,6 +704,67 @@ mod tests {
         let text = "usage_usec 1808419232\nuser_usec 1517405892\nsystem_usec 291013340\n";
         assert_eq!(parse_usage_usec(text), Some(1_808_419_232));
         assert_eq!(parse_usage_usec("nr_periods 0\n"), None);
+    }
+
+    /// A reused pid cannot be had on demand, so plain directories laid out like cgroups stand in
+    /// for the groups, with their times set as the kernel's would be; the owners are real.
+    #[test]
+    fn a_group_is_stale_when_its_owner_is_gone_or_younger_than_it_and_it_holds_no_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let group = |name: String, procs: &str| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.procs"), procs).unwrap();
+            dir
+        };
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap()
+        };
+        let mut dead = sleep();
+        let dead_pid = dead.id();
+        dead.kill().unwrap();
+        dead.wait().unwrap();
+        let reused = sleep();
+        let live = sleep();
+
+        let gone = group(format!("flotilla-n-{dead_pid}"), "");
+        std::fs::create_dir(gone.join("ray")).unwrap();
+        std::fs::write(gone.join("ray").join("cgroup.procs"), "").unwrap();
+        // Made an hour before its owner's pid went to the process that has it now.
+        let older = group(format!("flotilla-n-{}", reused.id()), "");
+        std::fs::File::open(&older)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        let kept = [
+            group(format!("flotilla-n-{}", live.id()), ""),
+            group(format!("flotilla-n-{}", std::process::id()), ""),
+            group(format!("flotilla-n-1-{dead_pid}"), ""),
+            group(format!("flotilla-m-{dead_pid}"), ""),
+        ];
+        let busy = group(format!("flotilla-n-{}", dead_pid + 1_000_000), "");
+        std::fs::create_dir(busy.join("ray")).unwrap();
+        std::fs::write(busy.join("ray").join("cgroup.procs"), "4242\n").unwrap();
+        let plain = tmp
+            .path()
+            .join(format!("flotilla-n-{}", dead_pid + 2_000_000));
+        std::fs::create_dir(&plain).unwrap();
+
+        let mut removed = remove_stale(tmp.path(), "n");
+        removed.sort();
+        let mut expected = vec![gone, older];
+        expected.sort();
+        assert_eq!(removed, expected);
+        for dir in kept.iter().chain([&busy, &plain]) {
+            assert!(dir.exists(), "{} was removed", dir.display());
+        }
+        for mut child in [reused, live] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     #[test]

@@ -50,6 +50,31 @@ pub fn prepare(config: &ThrottleConfig, name: &str) -> Result<Prepared> {
     Err(ThrottleError::NoBackend(skipped.join("; ")))
 }
 
+/// See [`super::remove_stale`]: every parent a group of `config` may be created under, whichever
+/// backend created it.
+pub fn remove_stale(config: &ThrottleConfig, node: &str) -> Vec<PathBuf> {
+    let own = Own::read();
+    let mut parents: Vec<PathBuf> = config
+        .cgroup_v2_root
+        .clone()
+        .or_else(|| cgroup::own_v2_dir(&own.mountinfo, &own.cgroup))
+        .into_iter()
+        .collect();
+    for (configured, controller) in [
+        (&config.cgroup_v1_cpu, "cpu"),
+        (&config.cgroup_v1_cpuacct, "cpuacct"),
+        (&config.cgroup_v1_freezer, "freezer"),
+    ] {
+        parents.extend(own.v1(configured, controller));
+    }
+    parents.sort();
+    parents.dedup();
+    parents
+        .iter()
+        .flat_map(|parent| cgroup::remove_stale(parent, node))
+        .collect()
+}
+
 /// The agent's own place in the cgroup hierarchies, read once per [`prepare`].
 struct Own {
     mountinfo: String,

@@ -29,6 +29,12 @@ pub struct Backend {
     group: libc::pid_t,
 }
 
+/// macOS: a throttle leaves nothing behind when its agent is killed (a duty cycle ends with
+/// its thread, the background band is per process).
+pub fn remove_stale(_config: &ThrottleConfig, _node: &str) -> Vec<PathBuf> {
+    Vec::new()
+}
+
 pub fn prepare(config: &ThrottleConfig, _name: &str) -> Result<Prepared> {
     match config.force_backend {
         Some(kind) if kind != KIND => Err(ThrottleError::Unavailable {

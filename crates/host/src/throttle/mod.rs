@@ -10,7 +10,9 @@
 //! at all ([`Prepared::wrap_spec`]); [`Prepared::attach`] then sweeps in anything that raced it.
 //!
 //! Dropping a [`Throttle`] thaws the tree and removes what it created; the processes keep
-//! running, unthrottled. It never leaves a process frozen or stopped.
+//! running, unthrottled. It never leaves a process frozen or stopped. An agent killed with
+//! `SIGKILL` drops nothing, so [`Throttle::prepare_node`] first removes the node's groups that
+//! such agents left, once they hold no process ([`remove_stale`]).
 //!
 //! # Platform behavior
 //!
@@ -292,6 +294,22 @@ impl Throttle {
         Throttle::prepare_with(config, name)?.attach(leader_pid, marker)
     }
 
+    /// [`prepare_with`](Self::prepare_with) for node `node` of this agent process: the group is
+    /// [`node_group_name`] of the node and this process (`flotilla-<node>-<pid>`: two agents on
+    /// one machine may run nodes of one name, and one must not remove the other's group). The
+    /// node's groups that agents killed before they could remove them left behind are removed
+    /// first ([`remove_stale`]).
+    pub fn prepare_node(config: &ThrottleConfig, node: &str) -> Result<Prepared> {
+        for dir in remove_stale(config, node) {
+            tracing::info!(
+                node,
+                "removed the cgroup {} a killed agent left",
+                dir.display()
+            );
+        }
+        Throttle::prepare_with(config, &node_group_name(node, std::process::id()))
+    }
+
     /// Creates the throttle before the tree exists; see [`Prepared::wrap_spec`].
     pub fn prepare(name: &str) -> Result<Prepared> {
         Throttle::prepare_with(&ThrottleConfig::default(), name)
@@ -371,6 +389,28 @@ impl Throttle {
 
 /// Limits on a name that becomes a directory: no separators, no `..`, nothing a shell or a
 /// cgroup file system would treat specially.
+/// The throttle name of node `node`'s group owned by the agent process `owner`: `<node>-<owner>`,
+/// so its cgroups are `flotilla-<node>-<owner>`.
+pub fn node_group_name(node: &str, owner: u32) -> String {
+    format!("{node}-{owner}")
+}
+
+/// Removes the groups of node `node` ([`node_group_name`]) that agents which are gone left
+/// behind (an agent killed with `SIGKILL` cannot remove its own), in every place a throttle with
+/// `config` creates them, and returns the directories removed.
+///
+/// A group is removed only when nothing could still be using it: it and every group below it
+/// hold no process, and its owner is not running: no process has its pid, or the one that has
+/// it started after the group was made (the pid was reused), or it is a zombie. This process's
+/// own groups and a live agent's are never touched, nor are groups of other nodes. Linux only:
+/// on other systems a killed agent leaves nothing behind.
+pub fn remove_stale(config: &ThrottleConfig, node: &str) -> Vec<PathBuf> {
+    if check_name(node).is_err() {
+        return Vec::new();
+    }
+    imp::remove_stale(config, node)
+}
+
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64

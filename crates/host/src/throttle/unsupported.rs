@@ -12,6 +12,11 @@ pub enum Prepared {}
 #[derive(Debug)]
 pub enum Backend {}
 
+/// No backend, so nothing can be left behind.
+pub fn remove_stale(_config: &ThrottleConfig, _node: &str) -> Vec<PathBuf> {
+    Vec::new()
+}
+
 pub fn prepare(_config: &ThrottleConfig, _name: &str) -> Result<Prepared> {
     Err(ThrottleError::Unsupported)
 }

@@ -89,6 +89,11 @@ fn io_error(op: &'static str, what: String, source: io::Error) -> ThrottleError 
     }
 }
 
+/// Windows: a Job Object goes with its last handle, so a killed agent leaves nothing behind.
+pub fn remove_stale(_config: &ThrottleConfig, _node: &str) -> Vec<PathBuf> {
+    Vec::new()
+}
+
 pub fn prepare(config: &ThrottleConfig, name: &str) -> Result<Prepared> {
     if let Some(kind) = config.force_backend
         && kind != KIND
