@@ -62,21 +62,69 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Res
     Ok(t.elapsed())
 }
 
-/// Today's UTC date, `YYYY-MM-DD` (civil-from-days).
+/// Today's UTC date, `YYYY-MM-DD`.
 pub fn today() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    flotilla_host::clock::format_utc(secs)[..10].to_string()
+}
+
+/// The `flotilla` binary as the benchmarks run it: in a home of its own, with the shared
+/// runtime data directory, a head of its own.
+#[cfg(target_os = "linux")]
+pub mod cli {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use anyhow::Result;
+
+    use crate::proc::{kill_marked, signal, wait_child};
+
+    /// `bin` with `FLOTILLA_HOME` at `home` and the runtimes of the machine's data directory.
+    pub fn flotilla(bin: &Path, home: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.env("FLOTILLA_HOME", home)
+            .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `flotilla up --no-worker` in a new home under /tmp (its name starts with `prefix`), its
+    /// ports from `base`: the API on `base`, Ray's GCS, dashboard and client server on
+    /// `base + 1..=3`, the control plane on `base + 4`, the head node's ports from `base + 100`.
+    /// Its standard error goes to `up.log` in the home. The caller waits for it its own way.
+    pub fn start_head(bin: &Path, base: u16, prefix: &str) -> Result<(tempfile::TempDir, Child)> {
+        let home = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
+        let log = std::fs::File::create(home.path().join("up.log"))?;
+        let ports = [
+            ("--api-port", base),
+            ("--ray-port", base + 1),
+            ("--ray-dashboard-port", base + 2),
+            ("--ray-client-port", base + 3),
+            ("--control-port", base + 4),
+            ("--head-node-ports", base + 100),
+        ];
+        let mut c = flotilla(bin, home.path());
+        c.args(["up", "--no-worker", "--object-store-mb", "100"]);
+        for (k, v) in ports {
+            c.arg(k).arg(v.to_string());
+        }
+        let child = c.stdout(Stdio::null()).stderr(log).spawn()?;
+        Ok((home, child))
+    }
+
+    /// Stops `child` with SIGTERM (SIGKILL after 45 s) and kills whatever still carries
+    /// `home`; returns how many of those there were.
+    pub fn stop(child: &mut Child, home: &Path) -> usize {
+        signal(child, libc::SIGTERM);
+        if !wait_child(child, Duration::from_secs(45)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_marked(&format!("FLOTILLA_HOME={}", home.display()))
+    }
 }
 
 /// Processes, their CPU time and memory, and the machine: Linux `/proc`.

@@ -23,11 +23,12 @@ mod linux {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Child;
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, Result, bail};
-    use flotilla_bench::proc::{kill_marked, machine, signal, wait_child};
+    use flotilla_bench::cli::{start_head, stop};
+    use flotilla_bench::proc::machine;
     use flotilla_bench::{percentile, round, today, wait_for};
     use serde_json::{Value, json};
 
@@ -81,14 +82,6 @@ mod linux {
         eprintln!("api-burst: {}", msg.as_ref());
     }
 
-    fn flotilla(bin: &Path, home: &Path) -> Command {
-        let mut c = Command::new(bin);
-        c.env("FLOTILLA_HOME", home)
-            .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
-            .stdin(Stdio::null());
-        c
-    }
-
     /// A head with no worker of its own, stopped when dropped.
     struct Head {
         home: tempfile::TempDir,
@@ -97,22 +90,7 @@ mod linux {
 
     impl Head {
         fn start(bin: &Path) -> Result<Head> {
-            let home = tempfile::Builder::new().prefix("fba").tempdir_in("/tmp")?;
-            let log = std::fs::File::create(home.path().join("up.log"))?;
-            let ports = [
-                ("--api-port", BASE),
-                ("--ray-port", BASE + 1),
-                ("--ray-dashboard-port", BASE + 2),
-                ("--ray-client-port", BASE + 3),
-                ("--control-port", BASE + 4),
-                ("--head-node-ports", BASE + 100),
-            ];
-            let mut c = flotilla(bin, home.path());
-            c.args(["up", "--no-worker", "--object-store-mb", "100"]);
-            for (k, v) in ports {
-                c.arg(k).arg(v.to_string());
-            }
-            let child = c.stdout(Stdio::null()).stderr(log).spawn()?;
+            let (home, child) = start_head(bin, BASE, "fba")?;
             let head = Head { home, child };
             let addr: SocketAddr = ([127, 0, 0, 1], BASE).into();
             wait_for("the head", Duration::from_secs(180), || {
@@ -127,12 +105,7 @@ mod linux {
 
     impl Drop for Head {
         fn drop(&mut self) {
-            signal(&self.child, libc::SIGTERM);
-            if !wait_child(&mut self.child, Duration::from_secs(45)) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-            kill_marked(&format!("FLOTILLA_HOME={}", self.home.path().display()));
+            stop(&mut self.child, self.home.path());
         }
     }
 

@@ -24,9 +24,8 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, Result, bail};
-    use flotilla_bench::proc::{
-        kill_marked, loadavg, machine, marked, proc_ticks, pss_kb, rss_kb, signal, wait_child,
-    };
+    use flotilla_bench::cli::{flotilla, start_head};
+    use flotilla_bench::proc::{loadavg, machine, marked, proc_ticks, pss_kb, rss_kb};
     use flotilla_bench::{median, percentile, round, today, wait_for};
     use serde_json::{Value, json};
 
@@ -101,14 +100,6 @@ mod linux {
             .map_or(0.0, |d| d.as_secs_f64())
     }
 
-    fn flotilla(bin: &Path, home: &Path) -> Command {
-        let mut c = Command::new(bin);
-        c.env("FLOTILLA_HOME", home)
-            .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
-            .stdin(Stdio::null());
-        c
-    }
-
     fn output(mut c: Command) -> Result<String> {
         let out = c.output()?;
         if !out.status.success() {
@@ -121,14 +112,9 @@ mod linux {
         Ok(String::from_utf8(out.stdout)?)
     }
 
-    /// Stops `child` with SIGTERM (then SIGKILL) and kills whatever still carries `home`.
+    /// Stops `child` and what is left of its home, saying so when something was left.
     fn stop(child: &mut Child, home: &Path) {
-        signal(child, libc::SIGTERM);
-        if !wait_child(child, Duration::from_secs(45)) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let left = kill_marked(&format!("FLOTILLA_HOME={}", home.display()));
+        let left = flotilla_bench::cli::stop(child, home);
         if left > 0 {
             log(format!(
                 "killed {left} process(es) left in {}",
@@ -146,22 +132,7 @@ mod linux {
 
     impl Head {
         fn start(bin: &Path) -> Result<Head> {
-            let home = tempfile::Builder::new().prefix("fbh").tempdir_in("/tmp")?;
-            let log = std::fs::File::create(home.path().join("up.log"))?;
-            let ports = [
-                ("--api-port", BASE),
-                ("--ray-port", BASE + 1),
-                ("--ray-dashboard-port", BASE + 2),
-                ("--ray-client-port", BASE + 3),
-                ("--control-port", BASE + 4),
-                ("--head-node-ports", BASE + 100),
-            ];
-            let mut c = flotilla(bin, home.path());
-            c.args(["up", "--no-worker", "--object-store-mb", "100"]);
-            for (k, v) in ports {
-                c.arg(k).arg(v.to_string());
-            }
-            let child = c.stdout(Stdio::null()).stderr(log).spawn()?;
+            let (home, child) = start_head(bin, BASE, "fbh")?;
             let head = Head {
                 home,
                 child,

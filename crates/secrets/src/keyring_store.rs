@@ -28,6 +28,16 @@ struct Times {
     updated_ms: u64,
 }
 
+/// What the index says of one name.
+fn info((name, t): (&String, &Times)) -> SecretInfo {
+    SecretInfo {
+        name: name.clone(),
+        created: fsutil::from_ms(t.created_ms),
+        updated: fsutil::from_ms(t.updated_ms),
+        backend: BackendKind::Keyring,
+    }
+}
+
 /// Parses the index file; `path` names it in errors.
 fn parse_index(bytes: &[u8], path: &Path) -> Result<Index> {
     let index: Index = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
@@ -52,12 +62,7 @@ pub(crate) fn recover_index(path: &Path) -> Result<crate::RecoveredFile> {
             .services
             .values()
             .flat_map(|names| names.iter())
-            .map(|(name, t)| SecretInfo {
-                name: name.clone(),
-                created: fsutil::from_ms(t.created_ms),
-                updated: fsutil::from_ms(t.updated_ms),
-                backend: BackendKind::Keyring,
-            })
+            .map(info)
             .collect())
     })
 }
@@ -271,12 +276,7 @@ impl KeyringStore {
             .get(&self.service)
             .into_iter()
             .flatten()
-            .map(|(name, t)| SecretInfo {
-                name: name.clone(),
-                created: fsutil::from_ms(t.created_ms),
-                updated: fsutil::from_ms(t.updated_ms),
-                backend: BackendKind::Keyring,
-            })
+            .map(info)
             .collect())
     }
 
