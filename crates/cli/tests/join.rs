@@ -472,6 +472,9 @@ fn a_machine_joins_with_a_code_obeys_the_head_and_is_revoked() {
     let (status, log) = wait_exit(&mut joined, Duration::from_secs(60));
     assert!(status.success(), "{log}");
     assert!(log.contains("removed this machine from the fleet"), "{log}");
+    // While Ray started, `join` said so, and when it was in.
+    assert!(log.contains("Starting this machine's Ray node w2"), "{log}");
+    assert!(log.contains("The Ray node w2 is in the cluster"), "{log}");
     assert!(!worker.join("config/enrollment.json").exists());
     assert!(nodes(&head).iter().all(|n| n["name"] != "w2"));
     let mut again = join(worker, &code, "w2");

@@ -1706,6 +1706,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_is_named_by_id_or_name_and_never_by_a_guess() {
+        let plane = plane();
+        let (studio, _, _) = plane.enroll_local("studio", 8).await.unwrap();
+        let (boxed, _, _) = plane.enroll_local("Box", 8).await.unwrap();
+        // A numeric name from before names were checked, held by another node than the id.
+        let mut legacy = plane.nodes().get(&boxed).unwrap().record.clone();
+        legacy.id = NodeId(70);
+        legacy.name = studio.to_string();
+        plane.insert(legacy, None);
+
+        assert_eq!(plane.find("studio").unwrap(), studio);
+        assert_eq!(plane.find("BOX").unwrap(), boxed);
+        assert_eq!(plane.find(&format!("#{boxed}")).unwrap(), boxed);
+        assert_eq!(plane.find(&format!("{boxed}")).unwrap(), boxed);
+        assert_eq!(plane.find(&format!("#{studio}")).unwrap(), studio);
+        assert_eq!(plane.find("#70").unwrap(), NodeId(70));
+        let both = plane.find(&studio.to_string()).unwrap_err();
+        assert_eq!(both.code(), tonic::Code::InvalidArgument);
+        assert!(both.message().contains(&format!("#{studio}")), "{both:?}");
+        assert!(both.message().contains("#70"), "{both:?}");
+        let none = plane.find("nobody").unwrap_err();
+        assert_eq!(none.code(), tonic::Code::NotFound);
+        // A pause for the ambiguous text reaches nobody.
+        assert!(
+            plane
+                .command(&studio.to_string(), pb::HeadCommand::default())
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
     async fn the_snapshot_merges_reports_with_rays_view() {
         let plane = plane();
         let (id, _, _) = plane.enroll_local("studio", 8).await.unwrap();
