@@ -205,7 +205,7 @@ async fn run_once(
             token.clone(),
             node.clone(),
             Some(setup.clone()),
-            run_dir.clone(),
+            (run_dir.clone(), flotilla_agent::control::socket_path(&dirs)),
             progress.clone(),
         )
         .await;
@@ -416,7 +416,10 @@ async fn run_unenrolled(address: SocketAddr, node: NodeArgs) -> anyhow::Result<E
         token,
         node,
         None,
-        dirs.run.join(format!("worker-{name}")),
+        (
+            dirs.run.join(format!("worker-{name}")),
+            dirs.worker_socket(&name),
+        ),
         None,
     )
     .await?;
@@ -438,7 +441,7 @@ async fn start(
     token: RayToken,
     node: NodeArgs,
     session: Option<SessionSetup>,
-    run_dir: std::path::PathBuf,
+    (run_dir, control_socket): (std::path::PathBuf, std::path::PathBuf),
     progress: Option<ProgressFn>,
 ) -> anyhow::Result<Agent> {
     let (progress, bar) = crate::progress::tee(progress);
@@ -470,7 +473,7 @@ async fn start(
             ports: NodePorts::from_base(node.node_ports, 256),
             token,
             run_dir,
-            control_socket: flotilla_agent::control::socket_path(dirs),
+            control_socket,
             log_dir: dirs.logs.clone(),
             env: vec![],
             cluster_state: None,

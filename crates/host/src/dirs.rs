@@ -97,8 +97,24 @@ impl Dirs {
     /// every client (the command line, the desktop app) find it through this one function; on
     /// Windows [`crate::ipc`] names its pipe after this path.
     pub fn agent_socket(&self) -> PathBuf {
+        self.socket_for(&[])
+    }
+
+    /// The control channel of an extra worker named `name` that runs beside this home's agent
+    /// (`flotilla worker --address`): its own, the hash taken over the state dir and the name,
+    /// so that it never takes the home's channel nor another home's worker of that name.
+    pub fn worker_socket(&self, name: &str) -> PathBuf {
+        self.socket_for(name.as_bytes())
+    }
+
+    fn socket_for(&self, worker: &[u8]) -> PathBuf {
         let state = std::fs::canonicalize(&self.state).unwrap_or_else(|_| self.state.clone());
-        let hash = crate::ipc::stable_hash(state.as_os_str().as_encoded_bytes());
+        let mut key = state.as_os_str().as_encoded_bytes().to_vec();
+        if !worker.is_empty() {
+            key.push(0);
+            key.extend_from_slice(worker);
+        }
+        let hash = crate::ipc::stable_hash(&key);
         self.run
             .join(format!("agent-{:012x}.sock", hash & 0xffff_ffff_ffff))
     }
@@ -183,6 +199,19 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(again.agent_socket(), a.agent_socket());
+        // An extra worker beside a home's agent has a channel of its own, per home and name.
+        let workers = [
+            a.worker_socket("w2"),
+            a.worker_socket("w3"),
+            b.worker_socket("w2"),
+        ];
+        for (i, w) in workers.iter().enumerate() {
+            assert_ne!(*w, a.agent_socket());
+            assert_ne!(*w, b.agent_socket());
+            assert_eq!(w.parent(), Some(run.as_path()), "{w:?}");
+            assert!(workers[i + 1..].iter().all(|o| o != w), "{workers:?}");
+        }
+        assert_eq!(again.worker_socket("w2"), a.worker_socket("w2"));
     }
 
     #[cfg(unix)]
