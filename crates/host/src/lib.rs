@@ -3,7 +3,8 @@
 //! This crate owns everything that differs between Linux, macOS and Windows: where Flotilla keeps
 //! its files ([`dirs`]), how it starts a process tree that cannot outlive the process that
 //! started it ([`process`]), what it senses of the machine ([`sensors`]), how it holds a tree
-//! back ([`throttle`]) and how its processes talk on one machine ([`ipc`]). It knows nothing
+//! back ([`throttle`]), how its processes talk on one machine ([`ipc`]) and how it hears the
+//! machine go to sleep and wake ([`power`]). It knows nothing
 //! about Ray, the policy or the control plane: callers hand it a program and arguments.
 //!
 //! Each capability is one facade type whose behaviour comes from a per-OS module (`linux`,
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod dirs;
 pub mod ipc;
 pub mod memory;
+pub mod power;
 pub mod process;
 pub mod sensors;
 pub mod throttle;

@@ -1,0 +1,126 @@
+//! Hearing the OS announce sleep and wake, so the agent can hand its work back before the machine
+//! sleeps and take work again after it wakes.
+//!
+//! [`PowerWatch::start`] subscribes to the OS's announcements and, where the OS allows it, holds
+//! sleep back for a moment: [`PowerWatch::next`] yields [`PowerEvent::WillSleep`] while sleep
+//! waits, the caller hands its work back and calls [`PowerWatch::release`] to let sleep proceed
+//! (or the OS's own time limit passes). After wake, [`PowerWatch::next`] yields
+//! [`PowerEvent::Woke`], and the watch holds the next sleep back again.
+//!
+//! Each OS's notification is turned into a [`PowerEvent`] by a plain function that builds on
+//! every OS ([`from_logind`], [`from_iokit_message`], [`from_power_broadcast`]), so recorded
+//! notifications are tested everywhere.
+//!
+//! # Platform behavior
+//!
+//! - Linux: logind on the system bus (the address in `DBUS_SYSTEM_BUS_ADDRESS` when set, else
+//!   the standard one, or [`WatchConfig::bus_address`]). The watch takes a *delay* inhibitor
+//!   lock, `org.freedesktop.login1.Manager.Inhibit("sleep", who, why, "delay")`, and listens for
+//!   the manager's `PrepareForSleep` and `PrepareForShutdown` signals. `PrepareForSleep(true)` is
+//!   [`PowerEvent::WillSleep`]; logind then waits until the lock's descriptor is closed
+//!   ([`PowerWatch::release`]) or its `InhibitDelayMaxSec` (5 s by default) passes.
+//!   `PrepareForSleep(false)` is [`PowerEvent::Woke`], and the lock is taken again.
+//!   `PrepareForShutdown(true)` is [`PowerEvent::WillShutDown`]; shutdown is not held back.
+//! - macOS: [`from_iokit_message`] reads the messages of `IORegisterForSystemPower`
+//!   (`kIOMessageSystemWillSleep` and `kIOMessageSystemHasPoweredOn`, among others); the
+//!   watcher itself is not written yet, and [`PowerWatch::start`] fails with
+//!   [`PowerError::Unsupported`].
+//! - Windows: [`from_power_broadcast`] reads the `WM_POWERBROADCAST` events that
+//!   `RegisterSuspendResumeNotification` delivers (`PBT_APMSUSPEND`, `PBT_APMRESUMEAUTOMATIC`,
+//!   `PBT_APMRESUMESUSPEND`); the watcher itself is not written yet, and [`PowerWatch::start`]
+//!   fails with [`PowerError::Unsupported`].
+//! - Elsewhere: [`PowerError::Unsupported`].
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod imp;
+#[cfg(target_os = "macos")]
+#[path = "macos.rs"]
+mod imp;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod imp;
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+#[path = "unsupported.rs"]
+mod imp;
+
+mod parse;
+
+pub use parse::{from_iokit_message, from_logind, from_power_broadcast, iokit, pbt};
+
+/// What the OS announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerEvent {
+    /// The machine is about to sleep (suspend or hibernate).
+    WillSleep,
+    /// The machine woke from sleep.
+    Woke,
+    /// The machine is about to shut down, restart or log the user out.
+    WillShutDown,
+}
+
+/// Why a watch could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PowerError {
+    /// This OS's watcher does not exist (yet).
+    #[error("sleep and wake are not watched on {0}")]
+    Unsupported(&'static str),
+    /// The OS's power service could not be reached or refused.
+    #[error("{0}")]
+    Service(String),
+}
+
+/// How a watch introduces itself and where it listens.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Who holds sleep back, as the OS shows it (`systemd-inhibit --list` on Linux).
+    pub who: String,
+    /// Why, as the OS shows it.
+    pub why: String,
+    /// Linux: the system bus's address; `None` reads `DBUS_SYSTEM_BUS_ADDRESS`, else the
+    /// standard address.
+    pub bus_address: Option<String>,
+}
+
+impl WatchConfig {
+    /// A config naming `who`, with Flotilla's reason and the standard bus.
+    pub fn new(who: impl Into<String>) -> WatchConfig {
+        WatchConfig {
+            who: who.into(),
+            why: "Hands work back before the machine sleeps".into(),
+            bus_address: None,
+        }
+    }
+}
+
+/// A subscription to the OS's sleep and wake announcements; see the module's documentation.
+#[derive(Debug)]
+pub struct PowerWatch {
+    inner: imp::Watch,
+}
+
+impl PowerWatch {
+    /// Subscribes and, where the OS allows it, starts holding the next sleep back.
+    pub async fn start(config: &WatchConfig) -> Result<PowerWatch, PowerError> {
+        Ok(PowerWatch {
+            inner: imp::Watch::start(config).await?,
+        })
+    }
+
+    /// The next announcement. After [`PowerEvent::Woke`] the next sleep is held back again
+    /// (where the OS allows it). An error ends the watch: the OS's service went away.
+    pub async fn next(&mut self) -> Result<PowerEvent, PowerError> {
+        self.inner.next().await
+    }
+
+    /// Lets a sleep the watch is holding back proceed. Idempotent; dropping the watch releases
+    /// too.
+    pub fn release(&mut self) {
+        self.inner.release();
+    }
+
+    /// Whether the watch is holding the next sleep back now.
+    pub fn holds_sleep(&self) -> bool {
+        self.inner.holds_sleep()
+    }
+}

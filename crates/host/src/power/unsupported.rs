@@ -1,0 +1,26 @@
+//! No watcher on this OS: [`PowerWatch::start`](super::PowerWatch::start) fails.
+
+use super::{PowerError, PowerEvent, WatchConfig};
+
+#[derive(Debug)]
+pub(super) struct Watch {
+    never: std::convert::Infallible,
+}
+
+impl Watch {
+    pub(super) async fn start(_config: &WatchConfig) -> Result<Watch, PowerError> {
+        Err(PowerError::Unsupported(std::env::consts::OS))
+    }
+
+    pub(super) async fn next(&mut self) -> Result<PowerEvent, PowerError> {
+        match self.never {}
+    }
+
+    pub(super) fn release(&mut self) {
+        match self.never {}
+    }
+
+    pub(super) fn holds_sleep(&self) -> bool {
+        match self.never {}
+    }
+}
