@@ -3,8 +3,9 @@
 //! The bus is a `dbus-daemon` of the test's own (its config allows everything for this user),
 //! and `org.freedesktop.login1` on it is a stand-in written here with `zbus`, not systemd's
 //! logind: it hands out `Inhibit` locks as one end of a socket pair, whose other end tells
-//! whether the watch still holds the lock, and emits the manager's signals when told to. The
-//! test is skipped when `dbus-daemon` is not installed.
+//! whether the watch still holds the lock, and emits the manager's signals when told to.
+//! `dbus-daemon` comes with the `dbus` package that `tests/run` installs; without it the test
+//! fails.
 
 #![cfg(target_os = "linux")]
 
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_host::power::{PowerEvent, PowerWatch, WatchConfig};
+use flotilla_host::power::{KeepAwake, PowerEvent, PowerWatch, WatchConfig};
 
 const PATH: &str = "/org/freedesktop/login1";
 const MANAGER: &str = "org.freedesktop.login1.Manager";
@@ -33,7 +34,7 @@ impl Drop for Bus {
     }
 }
 
-fn private_bus() -> Option<Bus> {
+fn private_bus() -> Bus {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bus.conf");
     std::fs::write(
@@ -63,19 +64,18 @@ fn private_bus() -> Option<Bus> {
         .spawn()
     {
         Ok(daemon) => daemon,
-        Err(e) if e.kind() == ErrorKind::NotFound => return None,
-        Err(e) => panic!("dbus-daemon: {e}"),
+        Err(e) => panic!("cannot start dbus-daemon (install Debian's `dbus` package): {e}"),
     };
     let mut line = String::new();
     BufReader::new(daemon.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert!(!line.trim().is_empty(), "dbus-daemon printed no address");
-    Some(Bus {
+    Bus {
         daemon,
         address: line.trim().to_string(),
         _dir: dir,
-    })
+    }
 }
 
 /// One `Inhibit` call as the stand-in saw it, and the end of the lock it kept.
@@ -137,6 +137,18 @@ impl StandInLogind {
     }
 }
 
+async fn stand_in_logind(bus: &Bus, locks: Arc<Mutex<Vec<Lock>>>) -> zbus::Connection {
+    zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .name("org.freedesktop.login1")
+        .unwrap()
+        .serve_at(PATH, StandInLogind { locks })
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn emit(connection: &zbus::Connection, member: &str, start: bool) {
     connection
         .emit_signal(None::<()>, PATH, MANAGER, member, &(start,))
@@ -153,25 +165,9 @@ async fn next(watch: &mut PowerWatch) -> PowerEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_sleep_until_released_and_again_after_wake() {
-    let Some(bus) = private_bus() else {
-        eprintln!("skipped: dbus-daemon is not installed");
-        return;
-    };
+    let bus = private_bus();
     let locks = Arc::new(Mutex::new(Vec::new()));
-    let logind = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .name("org.freedesktop.login1")
-        .unwrap()
-        .serve_at(
-            PATH,
-            StandInLogind {
-                locks: locks.clone(),
-            },
-        )
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let logind = stand_in_logind(&bus, locks.clone()).await;
 
     let mut config = WatchConfig::new("flotilla-test");
     config.bus_address = Some(bus.address.clone());
@@ -183,7 +179,7 @@ async fn holds_sleep_until_released_and_again_after_wake() {
         let (what, who, why, mode) = &locks[0].args;
         assert_eq!(
             (what.as_str(), who.as_str(), mode.as_str()),
-            ("sleep", "flotilla-test", "delay")
+            ("sleep:shutdown", "flotilla-test", "delay")
         );
         assert_eq!(why, &config.why);
         assert!(locks[0].open(), "the lock was closed before any sleep");
@@ -218,25 +214,50 @@ async fn holds_sleep_until_released_and_again_after_wake() {
         .await
         .unwrap();
     emit(&impostor, "PrepareForSleep", true).await;
-    // A called-off shutdown is no event; a shutdown is.
-    emit(&logind, "PrepareForShutdown", false).await;
+    // A shutdown is held back by the same lock, and a called-off one takes the lock again.
     emit(&logind, "PrepareForShutdown", true).await;
     assert_eq!(next(&mut watch).await, PowerEvent::WillShutDown);
+    watch.release();
+    assert!(locks.lock().unwrap()[1].closed());
+    emit(&logind, "PrepareForShutdown", false).await;
+    assert_eq!(next(&mut watch).await, PowerEvent::ShutdownCalledOff);
+    assert!(watch.holds_sleep());
+    assert_eq!(locks.lock().unwrap().len(), 3);
 
     // Dropping the watch lets sleep proceed.
     drop(watch);
     assert!(
-        locks.lock().unwrap()[1].closed(),
+        locks.lock().unwrap()[2].closed(),
         "dropping the watch kept the lock"
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeping_awake_blocks_idle_sleep_until_dropped() {
+    let bus = private_bus();
+    let locks = Arc::new(Mutex::new(Vec::new()));
+    let _logind = stand_in_logind(&bus, locks.clone()).await;
+    let mut config = WatchConfig::new("flotilla-test");
+    config.bus_address = Some(bus.address.clone());
+    let awake = KeepAwake::hold(&config).await.unwrap();
+    {
+        let locks = locks.lock().unwrap();
+        assert_eq!(locks.len(), 1);
+        let (what, who, _, mode) = &locks[0].args;
+        // Idle only: a sleep the owner asks for is never held back.
+        assert_eq!(
+            (what.as_str(), who.as_str(), mode.as_str()),
+            ("idle", "flotilla-test", "block")
+        );
+        assert!(locks[0].open());
+    }
+    drop(awake);
+    assert!(locks.lock().unwrap()[0].closed());
+}
+
 #[tokio::test]
 async fn fails_without_logind() {
-    let Some(bus) = private_bus() else {
-        eprintln!("skipped: dbus-daemon is not installed");
-        return;
-    };
+    let bus = private_bus();
     let mut config = WatchConfig::new("flotilla-test");
     config.bus_address = Some(bus.address.clone());
     let err = PowerWatch::start(&config).await.unwrap_err();

@@ -30,20 +30,7 @@ fn service(what: &str) -> impl FnOnce(zbus::Error) -> PowerError + '_ {
 
 impl Watch {
     pub(super) async fn start(config: &WatchConfig) -> Result<Watch, PowerError> {
-        let address = config
-            .bus_address
-            .clone()
-            .or_else(|| std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok());
-        let connection = match &address {
-            Some(address) => {
-                zbus::connection::Builder::address(address.as_str())
-                    .map_err(service("the system bus's address"))?
-                    .build()
-                    .await
-            }
-            None => Connection::system().await,
-        }
-        .map_err(service("connecting to the system bus"))?;
+        let connection = system_bus(config).await?;
         // Signals are heard only from logind's own connection: on the system bus anyone may
         // send a signal with logind's path and interface.
         let owner = zbus::fdo::DBusProxy::new(&connection)
@@ -77,22 +64,8 @@ impl Watch {
     }
 
     async fn take_lock(&mut self) -> Result<(), PowerError> {
-        let reply = self
-            .connection
-            .call_method(
-                Some(DESTINATION),
-                PATH,
-                Some(MANAGER),
-                "Inhibit",
-                &("sleep", self.who.as_str(), self.why.as_str(), "delay"),
-            )
-            .await
-            .map_err(service("taking logind's sleep delay lock"))?;
-        let fd: zbus::zvariant::OwnedFd = reply
-            .body()
-            .deserialize()
-            .map_err(service("logind's sleep delay lock"))?;
-        self.lock = Some(fd.into());
+        let what = ("sleep:shutdown", self.who.as_str(), self.why.as_str());
+        self.lock = Some(inhibit(&self.connection, what, "delay").await?);
         Ok(())
     }
 
@@ -112,7 +85,8 @@ impl Watch {
             let Some(event) = from_logind(member.as_str(), start) else {
                 continue;
             };
-            if event == PowerEvent::Woke && self.lock.is_none() {
+            let over = matches!(event, PowerEvent::Woke | PowerEvent::ShutdownCalledOff);
+            if over && self.lock.is_none() {
                 self.take_lock().await?;
             }
             return Ok(event);
@@ -125,5 +99,63 @@ impl Watch {
 
     pub(super) fn holds_sleep(&self) -> bool {
         self.lock.is_some()
+    }
+}
+
+/// The system bus: `config.bus_address`, else `DBUS_SYSTEM_BUS_ADDRESS`, else the standard one.
+async fn system_bus(config: &WatchConfig) -> Result<Connection, PowerError> {
+    let address = config
+        .bus_address
+        .clone()
+        .or_else(|| std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok());
+    match &address {
+        Some(address) => {
+            zbus::connection::Builder::address(address.as_str())
+                .map_err(service("the system bus's address"))?
+                .build()
+                .await
+        }
+        None => Connection::system().await,
+    }
+    .map_err(service("connecting to the system bus"))
+}
+
+/// Takes a logind inhibitor lock: `(what, who, why)` in `mode` (`delay` or `block`). logind
+/// honours it until every copy of the descriptor is closed.
+async fn inhibit(
+    connection: &Connection,
+    (what, who, why): (&str, &str, &str),
+    mode: &str,
+) -> Result<OwnedFd, PowerError> {
+    let reply = connection
+        .call_method(
+            Some(DESTINATION),
+            PATH,
+            Some(MANAGER),
+            "Inhibit",
+            &(what, who, why, mode),
+        )
+        .await
+        .map_err(|e| PowerError::Service(format!("taking logind's {what} {mode} lock: {e}")))?;
+    let fd: zbus::zvariant::OwnedFd = reply
+        .body()
+        .deserialize()
+        .map_err(|e| PowerError::Service(format!("logind's {what} {mode} lock: {e}")))?;
+    Ok(fd.into())
+}
+
+/// Holds logind's idle action back with a `block` lock on `idle`.
+#[derive(Debug)]
+pub(super) struct Awake {
+    _lock: OwnedFd,
+}
+
+impl Awake {
+    pub(super) async fn hold(config: &WatchConfig) -> Result<Awake, PowerError> {
+        let connection = system_bus(config).await?;
+        let what = ("idle", config.who.as_str(), config.why.as_str());
+        Ok(Awake {
+            _lock: inhibit(&connection, what, "block").await?,
+        })
     }
 }

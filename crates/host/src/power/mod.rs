@@ -15,12 +15,14 @@
 //!
 //! - Linux: logind on the system bus (the address in `DBUS_SYSTEM_BUS_ADDRESS` when set, else
 //!   the standard one, or [`WatchConfig::bus_address`]). The watch takes a *delay* inhibitor
-//!   lock, `org.freedesktop.login1.Manager.Inhibit("sleep", who, why, "delay")`, and listens for
+//!   lock, `org.freedesktop.login1.Manager.Inhibit("sleep:shutdown", who, why, "delay")`, and listens for
 //!   the manager's `PrepareForSleep` and `PrepareForShutdown` signals. `PrepareForSleep(true)` is
 //!   [`PowerEvent::WillSleep`]; logind then waits until the lock's descriptor is closed
 //!   ([`PowerWatch::release`]) or its `InhibitDelayMaxSec` (5 s by default) passes.
-//!   `PrepareForSleep(false)` is [`PowerEvent::Woke`], and the lock is taken again.
-//!   `PrepareForShutdown(true)` is [`PowerEvent::WillShutDown`]; shutdown is not held back.
+//!   `PrepareForSleep(false)` is [`PowerEvent::Woke`], and the lock is taken again. The same
+//!   lock (`"sleep:shutdown"`) holds a shutdown, restart or log-out back:
+//!   `PrepareForShutdown(true)` is [`PowerEvent::WillShutDown`], and `PrepareForShutdown(false)`
+//!   (the shutdown was called off) is [`PowerEvent::ShutdownCalledOff`].
 //! - macOS: [`from_iokit_message`] reads the messages of `IORegisterForSystemPower`
 //!   (`kIOMessageSystemWillSleep` and `kIOMessageSystemHasPoweredOn`, among others); the
 //!   watcher itself is not written yet, and [`PowerWatch::start`] fails with
@@ -57,6 +59,8 @@ pub enum PowerEvent {
     Woke,
     /// The machine is about to shut down, restart or log the user out.
     WillShutDown,
+    /// An announced shutdown was called off: the machine goes on as before.
+    ShutdownCalledOff,
 }
 
 /// Why a watch could not start or stopped.
@@ -122,5 +126,27 @@ impl PowerWatch {
     /// Whether the watch is holding the next sleep back now.
     pub fn holds_sleep(&self) -> bool {
         self.inner.holds_sleep()
+    }
+}
+
+/// Keeps the machine from sleeping *by itself* (after the owner has been idle for a while) for
+/// as long as it is held; dropping it lets the OS's idle sleep happen again. A sleep the owner
+/// asks for (closing the lid, the sleep menu, a low battery) is never held back.
+///
+/// - Linux: logind's `Inhibit("idle", who, why, "block")`, which holds back logind's own idle
+///   action (and desktops that honour logind's idle inhibitors).
+/// - macOS: an `IOPMAssertion` of type `PreventUserIdleSystemSleep`.
+/// - Windows: `PowerCreateRequest` with `PowerRequestSystemRequired`.
+#[derive(Debug)]
+pub struct KeepAwake {
+    _inner: imp::Awake,
+}
+
+impl KeepAwake {
+    /// Starts keeping the machine awake; `config.who` and `config.why` are what the OS shows.
+    pub async fn hold(config: &WatchConfig) -> Result<KeepAwake, PowerError> {
+        Ok(KeepAwake {
+            _inner: imp::Awake::hold(config).await?,
+        })
     }
 }

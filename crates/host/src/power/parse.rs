@@ -3,13 +3,13 @@
 use super::PowerEvent;
 
 /// logind's signals on `org.freedesktop.login1.Manager`: `member` is the signal's name and
-/// `start` its one boolean argument. `None` for anything else (a shutdown that was called off,
-/// another signal).
+/// `start` its one boolean argument. `None` for any other signal.
 pub fn from_logind(member: &str, start: bool) -> Option<PowerEvent> {
     match (member, start) {
         ("PrepareForSleep", true) => Some(PowerEvent::WillSleep),
         ("PrepareForSleep", false) => Some(PowerEvent::Woke),
         ("PrepareForShutdown", true) => Some(PowerEvent::WillShutDown),
+        ("PrepareForShutdown", false) => Some(PowerEvent::ShutdownCalledOff),
         _ => None,
     }
 }
@@ -83,7 +83,10 @@ mod tests {
             from_logind("PrepareForShutdown", true),
             Some(PowerEvent::WillShutDown)
         );
-        assert_eq!(from_logind("PrepareForShutdown", false), None);
+        assert_eq!(
+            from_logind("PrepareForShutdown", false),
+            Some(PowerEvent::ShutdownCalledOff)
+        );
         assert_eq!(from_logind("SessionNew", true), None);
     }
 

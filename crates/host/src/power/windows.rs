@@ -25,3 +25,12 @@ impl Watch {
         match self.never {}
     }
 }
+
+#[derive(Debug)]
+pub(super) enum Awake {}
+
+impl Awake {
+    pub(super) async fn hold(_config: &WatchConfig) -> Result<Awake, PowerError> {
+        Err(PowerError::Unsupported(std::env::consts::OS))
+    }
+}
