@@ -37,6 +37,9 @@ pub struct PolicyView {
     /// Weekday (`monday`..`sunday`) -> windows (`"HH:MM-HH:MM"`); `None`: any time.
     pub schedule: Option<BTreeMap<String, Vec<String>>>,
     pub exclusive_apps: Option<Vec<String>>,
+    /// `hand_back` or `ignore`.
+    pub on_sleep: Option<String>,
+    pub keep_awake: Option<bool>,
 }
 
 /// One field the validator refused, named as in [`PolicyView`] (`active_cpus`,
@@ -63,10 +66,11 @@ enum Kind {
     Text,
     List,
     Schedule,
+    Bool,
 }
 
 /// Every key of `[policy]`, with how it is written.
-const KEYS: [(&str, Kind); 14] = [
+const KEYS: [(&str, Kind); 16] = [
     ("active_after_input_secs", Kind::Int),
     ("active_cpus", Kind::Int),
     ("keep_cpus_for_owner", Kind::Int),
@@ -81,6 +85,8 @@ const KEYS: [(&str, Kind); 14] = [
     ("max_temperature_c", Kind::Float),
     ("schedule", Kind::Schedule),
     ("exclusive_apps", Kind::List),
+    ("on_sleep", Kind::Text),
+    ("keep_awake", Kind::Bool),
 ];
 
 pub fn file(dirs: &flotilla_host::Dirs) -> PathBuf {
@@ -143,6 +149,7 @@ fn item(kind: Kind, v: &Value) -> toml_edit::Item {
         },
         Kind::Float => value(v.as_f64().unwrap_or(f64::NAN)),
         Kind::Text => value(v.as_str().unwrap_or_default()),
+        Kind::Bool => value(v.as_bool().unwrap_or_default()),
         Kind::List => value(strings(v)),
         Kind::Schedule => {
             let mut days = toml_edit::Table::new();
@@ -271,6 +278,8 @@ mod tests {
         assert_eq!(v.on_battery.as_deref(), Some("finish"));
         assert_eq!(v.schedule, None);
         assert_eq!(v.exclusive_apps, Some(vec![]));
+        assert_eq!(v.on_sleep.as_deref(), Some("hand_back"));
+        assert_eq!(v.keep_awake, Some(false));
     }
 
     #[test]
@@ -279,6 +288,8 @@ mod tests {
         let mut v = effective("", &path).unwrap();
         v.active_cpus = Some(1.0);
         v.exclusive_apps = Some(vec!["zoom".into()]);
+        v.on_sleep = Some("ignore".into());
+        v.keep_awake = Some(true);
         v.schedule = Some(BTreeMap::from([(
             "monday".to_string(),
             vec!["18:00-08:00".to_string()],
@@ -303,6 +314,9 @@ mod tests {
         let read = config::load(&path).unwrap().policy;
         assert_eq!(read.active_cpus, 1);
         assert_eq!(read.exclusive_apps, ["zoom"]);
+        assert_eq!(read.on_sleep, flotilla_policy::OnSleep::Ignore);
+        assert!(read.keep_awake);
+        assert!(text.contains("keep_awake = true"), "{text}");
         // An empty field removes this machine's key.
         let mut v = saved;
         v.active_cpus = None;

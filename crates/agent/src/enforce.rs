@@ -13,6 +13,10 @@
 //! - "Now" caps the tree to almost nothing at once, then drains with a short deadline, so that
 //!   Ray reruns its tasks elsewhere. The raylet keeps a sliver of CPU: a frozen raylet would be
 //!   declared dead.
+//! - Before the machine sleeps or shuts down ([`Enforcer::hand_back`]), the node is drained
+//!   with reason PREEMPTION and a deadline of the seconds the OS grants, then ended at once: its
+//!   raylet tells Ray it is going, so Ray reruns its tasks elsewhere without waiting for the
+//!   health checks of a node that went silent.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -218,19 +222,29 @@ impl Enforcer {
             // Nothing runs: holding it is the whole pause.
             return Ok(());
         }
+        let deadline = (pause == Pause::Now).then(|| SystemTime::now() + PAUSE_NOW_DEADLINE);
+        self.drain_for(node, "paused by Flotilla", deadline).await
+    }
+
+    /// Asks Ray's GCS to drain the node with reason PREEMPTION.
+    async fn drain_for(
+        &mut self,
+        node: &Supervisor,
+        message: &str,
+        deadline: Option<SystemTime>,
+    ) -> Result<(), String> {
         let id = node
             .ray_node_id()
             .ok_or("the node's Ray id is not known yet")?;
-        let deadline = (pause == Pause::Now).then(|| SystemTime::now() + PAUSE_NOW_DEADLINE);
         let mut gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone()))
             .await
             .map_err(|e| e.to_string())?;
         let reply = gcs
-            .drain_node(&id, DrainReason::Preemption, "paused by Flotilla", deadline)
+            .drain_node(&id, DrainReason::Preemption, message, deadline)
             .await
             .map_err(|e| e.to_string())?;
         if reply.accepted {
-            tracing::info!(node_id = %id, ?pause, "node draining");
+            tracing::info!(node_id = %id, message, "node draining");
             Ok(())
         } else {
             Err(format!(
@@ -238,6 +252,68 @@ impl Enforcer {
                 reply.rejection
             ))
         }
+    }
+
+    /// Before the machine sleeps or shuts down: tells Ray the node is leaving (a drain with
+    /// reason PREEMPTION, `why` as its message and a deadline `within` from now), ends the
+    /// node ([`Supervisor::leave`]) and returns once it has stopped or `within` has passed.
+    /// The node stays held: the next decision without a pause starts it again at once.
+    pub async fn hand_back(
+        &mut self,
+        node: &Supervisor,
+        within: Duration,
+        why: &str,
+    ) -> &Enforcement {
+        let start = Instant::now();
+        node.hold(true);
+        if matches!(node.status().phase, NodePhase::Ready) {
+            let deadline = SystemTime::now() + within;
+            // A head out of reach must not use up the time the OS grants.
+            let drain = self.drain_for(node, why, Some(deadline));
+            let drained = tokio::time::timeout(within / 2, drain)
+                .await
+                .unwrap_or_else(|_| Err("Ray's GCS did not answer in time".into()));
+            match drained {
+                Ok(()) => self.status.last_error = None,
+                Err(e) => {
+                    // The node leaves all the same; Ray then learns it from the raylet's exit.
+                    tracing::warn!("cannot drain the node before it leaves: {e}");
+                    self.status.last_error = Some(e);
+                }
+            }
+        }
+        node.leave();
+        self.drained = Some(Pause::Now);
+        self.advertised = None;
+        self.raylet = None;
+        self.status.state = "draining".into();
+        let mut status = node.subscribe();
+        let gone = async {
+            loop {
+                let phase = status.borrow_and_update().phase.clone();
+                if !matches!(
+                    phase,
+                    NodePhase::Ready | NodePhase::Starting | NodePhase::Stopping
+                ) {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let left = tokio::time::timeout(within.saturating_sub(start.elapsed()), gone).await;
+        if left.is_ok() {
+            self.status.state = "paused".into();
+            self.status.advertised_cpus = None;
+            tracing::info!(
+                secs = start.elapsed().as_secs_f32(),
+                "the node handed its work back and left"
+            );
+        } else {
+            tracing::warn!(?within, "the node had not stopped when the time ran out");
+        }
+        &self.status
     }
 
     fn set_limit(&mut self, limit: Limit, node: &Supervisor) {

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod politeness;
 pub mod sampler;
 pub mod session;
+pub mod sleep;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -137,6 +138,7 @@ impl Agent {
         };
         let (json_tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
         let (tx, published) = tokio::sync::watch::channel(None);
+        let published_for_awake = published.clone();
         let control = control::serve(
             &config.control_socket,
             feeds.clone(),
@@ -276,6 +278,23 @@ impl Agent {
             json_tx,
             background.clone(),
         )));
+        // Sleep and wake as the OS announces them: the loop hands the work back first.
+        let sleep_feed = std::sync::Arc::new(sleep::SleepFeed::default());
+        tasks.push(tokio::spawn(sleep::watch(
+            sleep_feed.clone(),
+            {
+                let (node, woke) = (node.clone(), net.woke_handle());
+                move || {
+                    woke.woke();
+                    node.recheck();
+                }
+            },
+            background.clone(),
+        )));
+        tasks.push(tokio::spawn(sleep::keep_awake(
+            published_for_awake,
+            background.clone(),
+        )));
         let loop_task = tokio::spawn(politeness::run(
             settings,
             politeness::Inputs {
@@ -283,6 +302,7 @@ impl Agent {
                 idle: feeds.idle,
                 manual: feeds.manual,
                 policy: feeds.policy,
+                sleep: sleep_feed,
             },
             move || flotilla_host::process::marked_processes(&marker),
             Some(politeness::Driven {

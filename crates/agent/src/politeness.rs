@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::enforce::{Enforcement, Enforcer};
 use crate::sampler::{IdleFeed, ManualFeed, ManualRequest, PolicyFeed, Sampler, SensorReport};
+use crate::sleep::{HAND_BACK_WITHIN, SleepFeed, SleepReport};
 
 /// How often the loop senses, decides and enforces while the node works.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -37,6 +38,8 @@ pub struct Published {
     /// What was done about it, when the loop drives a node.
     pub enforcement: Option<Enforcement>,
     pub sensors: SensorReport,
+    /// Sleep and wake: an announced sleep under way, the last wake, `keep_awake`.
+    pub sleep: SleepReport,
 }
 
 impl Published {
@@ -59,6 +62,8 @@ pub struct Inputs {
     pub idle: IdleFeed,
     pub manual: ManualFeed,
     pub policy: PolicyFeed,
+    /// What the OS announced ([`crate::sleep::watch`]).
+    pub sleep: Arc<SleepFeed>,
 }
 
 /// Runs the loop until `shutdown`. `own` returns the pids of Flotilla's own processes.
@@ -82,12 +87,13 @@ pub async fn run(
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let prompted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+            _ = ticker.tick() => false,
+            _ = inputs.sleep.changed.notified() => true,
+        };
         let now = Instant::now();
-        let asked = is_waiting(&inputs.manual) || is_waiting(&inputs.policy);
+        let asked = prompted || is_waiting(&inputs.manual) || is_waiting(&inputs.policy);
         let quiet = sampler.own_cores().is_some_and(|c| c < QUIET_BELOW);
         if !asked
             && quiet
@@ -135,10 +141,25 @@ pub async fn run(
         if !manual.is_active(mono) {
             manual = Manual::None;
         }
+        let (leaving, hand_back, back) = inputs.sleep.take();
+        policy.set_leaving(leaving);
         let decision = policy.decide(&readings, &manual, mono);
         let enforcement = match driven.as_mut() {
+            Some(d) if hand_back.is_some() && policy.hands_back() => {
+                let why = decision.reason.text(Lang::En);
+                let e = d.enforcer.hand_back(&d.node, HAND_BACK_WITHIN, &why).await;
+                Some(e.clone())
+            }
             Some(d) => Some(d.enforcer.apply(&decision, &d.node).await.clone()),
             None => None,
+        };
+        if let Some(done) = hand_back {
+            let _ = done.send(());
+        }
+        let sleep = SleepReport {
+            leaving,
+            back,
+            keep_awake: flotilla_policy::keeps_awake(policy.settings(), &readings, &decision),
         };
         let published = Published {
             reason_en: decision.reason.text(Lang::En),
@@ -146,6 +167,7 @@ pub async fn run(
             decision,
             enforcement,
             sensors: report,
+            sleep,
         };
         let line = format!(
             "{} CPUs: {}",

@@ -156,6 +156,7 @@ impl Agent {
                 idle: Default::default(),
                 manual: manual.clone(),
                 policy: policy.clone(),
+                sleep: Default::default(),
             },
             Vec::new,
             None,

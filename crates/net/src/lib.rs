@@ -47,4 +47,4 @@ pub use error::{NetError, TailscaleError};
 pub use lan::{Mode, choose_bind, route_to};
 pub use localapi::{Discovery, Endpoint, status, status_at};
 pub use tailscale::{BackendState, Peer, Status, is_tailscale_ip};
-pub use watch::{Change, NetWatch};
+pub use watch::{Change, NetWatch, WokeHandle};

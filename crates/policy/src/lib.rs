@@ -51,10 +51,10 @@ mod time;
 
 pub use manual::Manual;
 pub use policy::{
-    BATTERY_RELEASE_MARGIN_PERCENT, Decision, Explanation, MEMORY_RELEASE_MARGIN, Pause, Policy,
-    Rule, TEMPERATURE_RELEASE_MARGIN_C, Text, Verdict,
+    BATTERY_RELEASE_MARGIN_PERCENT, Decision, Explanation, Leaving, MEMORY_RELEASE_MARGIN, Pause,
+    Policy, Rule, TEMPERATURE_RELEASE_MARGIN_C, Text, Verdict, keeps_awake,
 };
 pub use readings::{Power, Readings};
 pub use reason::{Lang, Reason};
-pub use settings::{BatteryMode, SettingError, Settings};
+pub use settings::{BatteryMode, OnSleep, SettingError, Settings};
 pub use time::{ClockTime, LocalTime, Schedule, TimeWindow, Until, Weekday};

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::manual::Manual;
 use crate::readings::{Power, Readings};
 use crate::reason::{Lang, Reason, elapsed};
-use crate::settings::{BatteryMode, Settings};
+use crate::settings::{BatteryMode, OnSleep, Settings};
 use crate::time::Until;
 
 /// Free memory must climb this far above the minimum before CPUs are
@@ -46,6 +46,8 @@ pub struct Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
+    /// The OS announced sleep or shutdown.
+    Sleep,
     /// The owner's pause from the menu.
     Manual,
     /// Allowed hours.
@@ -68,7 +70,8 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in precedence order.
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
+        Rule::Sleep,
         Rule::Manual,
         Rule::Schedule,
         Rule::ExclusiveApps,
@@ -83,6 +86,7 @@ impl Rule {
     /// Stable identifier, as serialised.
     pub fn name(self) -> &'static str {
         match self {
+            Rule::Sleep => "sleep",
             Rule::Manual => "manual",
             Rule::Schedule => "schedule",
             Rule::ExclusiveApps => "exclusive_apps",
@@ -146,6 +150,9 @@ pub struct Explanation {
 #[derive(Debug, Clone, Default)]
 struct State {
     last_target: Option<u32>,
+    /// What was offered when the OS announced sleep or shutdown: after wake the offer comes
+    /// back up to it at once, since the machine left for its own reasons, not the owner's.
+    before_leaving: Option<u32>,
     last_raise: Option<Duration>,
     load_above_since: Option<Duration>,
     load_below_since: Option<Duration>,
@@ -244,6 +251,22 @@ fn program_key(name: &str) -> String {
     }
 }
 
+/// Whether `keep_awake` holds the machine's own idle sleep back now: it is set, the machine
+/// is on mains power (an unknown source counts as mains, as everywhere in the policy),
+/// `decision` lends CPUs without a pause, and the owner has been away for
+/// `active_after_input_secs` at least.
+pub fn keeps_awake(settings: &Settings, readings: &Readings, decision: &Decision) -> bool {
+    let mains = matches!(readings.power, Power::Ac | Power::Unknown);
+    let away = readings
+        .idle
+        .is_some_and(|idle| idle >= Duration::from_secs(settings.active_after_input_secs));
+    settings.keep_awake
+        && mains
+        && away
+        && decision.pause == Pause::None
+        && decision.target_cpus > 0
+}
+
 /// Decides, tick after tick, how much of this computer to offer.
 ///
 /// Each rule, given the readings, proposes a ceiling: a number of CPUs and
@@ -251,15 +274,17 @@ fn program_key(name: &str) -> String {
 /// beats `Finish`, fewer CPUs beat more); among equally strict ones the
 /// reason comes from the earliest rule in this precedence order:
 ///
-/// 1. manual pause (`Now` for a pause, `Finish` for "finish then pause"),
-/// 2. outside the schedule's hours (`Finish`),
-/// 3. an exclusive app running (`Finish`),
-/// 4. battery (low charge `Now`; otherwise per `on_battery`),
-/// 5. too hot (0 CPUs),
-/// 6. low memory (0 CPUs),
-/// 7. owner active or busy (`active_cpus`),
-/// 8. idle ramp, not yet idle for `ramp_up_after_secs` (`active_cpus`),
-/// 9. settle: the offer rose less than `ramp_up_after_secs` ago.
+/// 1. the OS announced sleep or shutdown ([`Policy::set_leaving`]; `Now`,
+///    unless `on_sleep = "ignore"`),
+/// 2. manual pause (`Now` for a pause, `Finish` for "finish then pause"),
+/// 3. outside the schedule's hours (`Finish`),
+/// 4. an exclusive app running (`Finish`),
+/// 5. battery (low charge `Now`; otherwise per `on_battery`),
+/// 6. too hot (0 CPUs),
+/// 7. low memory (0 CPUs),
+/// 8. owner active or busy (`active_cpus`),
+/// 9. idle ramp, not yet idle for `ramp_up_after_secs` (`active_cpus`),
+/// 10. settle: the offer rose less than `ramp_up_after_secs` ago.
 ///
 /// With none of them limiting, every CPU but `keep_cpus_for_owner` is
 /// offered. Strictest-wins rather than first-wins means no rule can loosen
@@ -275,6 +300,17 @@ fn program_key(name: &str) -> String {
 pub struct Policy {
     settings: Settings,
     state: State,
+    leaving: Option<Leaving>,
+}
+
+/// What the OS announced the machine is about to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leaving {
+    /// Sleep (suspend or hibernate).
+    Sleep,
+    /// Shut down, restart or log the owner out.
+    ShutDown,
 }
 
 impl Policy {
@@ -285,7 +321,31 @@ impl Policy {
         Policy {
             settings,
             state: State::default(),
+            leaving: None,
         }
+    }
+
+    /// What the OS announced the machine is about to do, until it is over (`None` after wake,
+    /// or when a shutdown was called off). While set, and unless `on_sleep = "ignore"`, the
+    /// decision is to stop at once ([`Pause::Now`]) so that the cluster reruns this machine's
+    /// tasks elsewhere before it goes.
+    pub fn set_leaving(&mut self, leaving: Option<Leaving>) {
+        match (self.leaving, leaving) {
+            (None, Some(_)) => self.state.before_leaving = self.state.last_target,
+            (Some(_), None) => {
+                if let Some(before) = self.state.before_leaving.take() {
+                    self.state.last_target = Some(before);
+                }
+            }
+            _ => {}
+        }
+        self.leaving = leaving;
+    }
+
+    /// Whether this machine hands its work back before it sleeps or shuts down now: it is
+    /// announced and `on_sleep` is `"hand_back"`.
+    pub fn hands_back(&self) -> bool {
+        self.leaving.is_some() && self.settings.on_sleep == OnSleep::HandBack
     }
 
     pub fn settings(&self) -> &Settings {
@@ -326,6 +386,7 @@ impl Policy {
         let active = s.active_cpus.min(max);
 
         let outcomes = [
+            (Rule::Sleep, sleep_rule(s, self.leaving)),
             (Rule::Manual, manual_rule(manual, now)),
             (Rule::Schedule, schedule_rule(s, r)),
             (Rule::ExclusiveApps, exclusive_rule(s, r)),
@@ -444,6 +505,21 @@ impl Policy {
                 (decision(winner), verdict(false, None, detail))
             }
         }
+    }
+}
+
+fn sleep_rule(s: &Settings, leaving: Option<Leaving>) -> Outcome {
+    match (leaving, s.on_sleep) {
+        (None, _) => quiet(Text::new(
+            "No sleep or shutdown announced",
+            "No se ha anunciado reposo ni apagado",
+        )),
+        (Some(_), OnSleep::Ignore) => quiet(Text::new(
+            "Sleep or shutdown announced; on_sleep = \"ignore\" keeps the work here",
+            "Reposo o apagado anunciado; on_sleep = \"ignore\" deja el trabajo aquí",
+        )),
+        (Some(Leaving::Sleep), OnSleep::HandBack) => fire(0, Pause::Now, Reason::GoingToSleep),
+        (Some(Leaving::ShutDown), OnSleep::HandBack) => fire(0, Pause::Now, Reason::ShuttingDown),
     }
 }
 

@@ -39,6 +39,10 @@ impl Lang {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum Reason {
+    /// The OS announced sleep: the work goes back to the cluster first.
+    GoingToSleep,
+    /// The OS announced a shutdown, restart or log-out.
+    ShuttingDown,
     /// Paused from the menu until a set time.
     PausedUntil { until: Until },
     /// Paused from the menu until the person resumes.
@@ -94,6 +98,8 @@ impl Reason {
     /// A stable identifier, for logs, the status API and tests.
     pub fn code(&self) -> &'static str {
         match self {
+            Reason::GoingToSleep => "going_to_sleep",
+            Reason::ShuttingDown => "shutting_down",
             Reason::PausedUntil { .. } => "paused_until",
             Reason::PausedIndefinitely => "paused_indefinitely",
             Reason::Finishing => "finishing",
@@ -121,6 +127,8 @@ impl Reason {
 
     fn english(&self) -> String {
         match self {
+            Reason::GoingToSleep => "Going to sleep".into(),
+            Reason::ShuttingDown => "Shutting down".into(),
             Reason::PausedUntil { until } => {
                 format!("Paused by you until {}", until.text(Lang::En))
             }
@@ -185,6 +193,8 @@ impl Reason {
 
     fn spanish(&self) -> String {
         match self {
+            Reason::GoingToSleep => "Entrando en reposo".into(),
+            Reason::ShuttingDown => "Apagándose".into(),
             Reason::PausedUntil { until } => {
                 format!("Pausado por ti hasta {}", until.text(Lang::Es))
             }
@@ -335,6 +345,8 @@ mod tests {
     /// variant is added without extending this list.
     fn every_variant() -> Vec<Reason> {
         vec![
+            Reason::GoingToSleep,
+            Reason::ShuttingDown,
             Reason::PausedUntil {
                 until: until(14, 0),
             },
@@ -387,6 +399,8 @@ mod tests {
             Reason::RampingUp { .. } => 11,
             Reason::Settling { .. } => 12,
             Reason::Contributing { .. } => 13,
+            Reason::GoingToSleep => 14,
+            Reason::ShuttingDown => 15,
         }
     }
 
@@ -502,7 +516,7 @@ mod tests {
         let mut seen: Vec<usize> = every_variant().iter().map(variant_index).collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen, (0..14).collect::<Vec<_>>());
+        assert_eq!(seen, (0..16).collect::<Vec<_>>());
     }
 
     #[test]

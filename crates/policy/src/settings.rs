@@ -22,6 +22,19 @@ pub enum BatteryMode {
     Ignore,
 }
 
+/// What to do when the OS announces sleep or shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSleep {
+    /// `"hand_back"`: tell the cluster the node is leaving, so its tasks run elsewhere at once,
+    /// and come back right after wake.
+    #[default]
+    HandBack,
+    /// `"ignore"`: let the machine sleep with its tasks; the cluster finds out when its health
+    /// checks fail.
+    Ignore,
+}
+
 /// Throttling settings, usually read from the owner's config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,6 +110,16 @@ pub struct Settings {
     /// process names ignoring case and a trailing `.exe`. Default empty;
     /// names may not be blank.
     pub exclusive_apps: Vec<String>,
+
+    /// What to do when the OS announces sleep or shutdown: `"hand_back"`
+    /// (default: the cluster reruns this machine's tasks elsewhere at once,
+    /// and the node is back right after wake) or `"ignore"`.
+    pub on_sleep: OnSleep,
+
+    /// Keep the machine from sleeping by itself while it is on mains
+    /// power, lends CPUs and the owner is away. A sleep the owner asks for
+    /// (closing the lid) still happens. Default `false`.
+    pub keep_awake: bool,
 }
 
 impl Default for Settings {
@@ -116,6 +139,8 @@ impl Default for Settings {
             max_temperature_c: Some(90.0),
             schedule: None,
             exclusive_apps: Vec::new(),
+            on_sleep: OnSleep::HandBack,
+            keep_awake: false,
         }
     }
 }
@@ -266,6 +291,8 @@ mod tests {
         assert_eq!(s.max_temperature_c, Some(90.0));
         assert_eq!(s.schedule, None);
         assert!(s.exclusive_apps.is_empty());
+        assert_eq!(s.on_sleep, OnSleep::HandBack);
+        assert!(!s.keep_awake);
     }
 
     #[test]
@@ -289,6 +316,11 @@ mod tests {
         assert!(typo.to_string().contains("active_cpu"), "{typo}");
         let mode = serde_json::from_str::<Settings>(r#"{"on_battery": "sleep"}"#).unwrap_err();
         assert!(mode.to_string().contains("pause_now"), "{mode}");
+        let sleep = serde_json::from_str::<Settings>(r#"{"on_sleep": "stay"}"#).unwrap_err();
+        assert!(sleep.to_string().contains("hand_back"), "{sleep}");
+        let s: Settings =
+            serde_json::from_str(r#"{"on_sleep": "ignore", "keep_awake": true}"#).unwrap();
+        assert_eq!((s.on_sleep, s.keep_awake), (OnSleep::Ignore, true));
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn settings() -> impl Strategy<Value = Settings> {
                 .unwrap()
             }),
             exclusive_apps: vec!["zoom".into()],
+            ..Settings::default()
         },
     )
 }
@@ -220,7 +221,7 @@ proptest! {
         for (step, readings, manual) in &history {
             now += Duration::from_secs(*step);
             let preview = first.explain(readings, manual, now);
-            prop_assert_eq!(preview.verdicts.len(), 9);
+            prop_assert_eq!(preview.verdicts.len(), flotilla_policy::Rule::ALL.len());
             let decision = first.decide(readings, manual, now);
             prop_assert_eq!(&preview.decision, &decision);
             prop_assert_eq!(second.decide(readings, manual, now), decision);

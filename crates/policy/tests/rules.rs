@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use flotilla_policy::{
-    BatteryMode, ClockTime, Decision, Lang, LocalTime, Manual, Pause, Policy, Power, Readings,
-    Reason, Rule, Schedule, Settings, Weekday,
+    BatteryMode, ClockTime, Decision, Lang, Leaving, LocalTime, Manual, OnSleep, Pause, Policy,
+    Power, Readings, Reason, Rule, Schedule, Settings, Weekday, keeps_awake,
 };
 
 const TOTAL: u32 = 10;
@@ -1021,7 +1021,7 @@ fn explain_lists_every_rule_in_precedence_order() {
         .collect();
     assert_eq!(fired, ["exclusive_apps", "memory", "owner"]);
     expect(&explanation.decision, 0, Pause::Finish, "exclusive_app");
-    let apps = &explanation.verdicts[2];
+    let apps = &explanation.verdicts[3];
     assert_eq!(apps.target_cpus, Some(0));
     assert_eq!(apps.pause, Pause::Finish);
     assert_eq!(apps.detail.get(Lang::En), "zoom is running: no new tasks");
@@ -1096,8 +1096,9 @@ fn decisions_serialise_with_codes() {
     );
     let explanation = Policy::new(Settings::default()).explain(&calm(), &Manual::None, secs(0));
     let json = serde_json::to_value(&explanation).unwrap();
-    assert_eq!(json["verdicts"][0]["rule"], "manual");
-    assert_eq!(json["verdicts"][0]["detail"]["es"], "Sin pausa manual");
+    assert_eq!(json["verdicts"][0]["rule"], "sleep");
+    assert_eq!(json["verdicts"][1]["rule"], "manual");
+    assert_eq!(json["verdicts"][1]["detail"]["es"], "Sin pausa manual");
 }
 
 // --- a node started with fewer CPUs than the machine has ---
@@ -1297,4 +1298,153 @@ fn a_held_offer_counts_against_the_nodes_cpus() {
             "Aportando 2 de las 4 CPU de este nodo; más dentro de 3 min".into()
         )
     );
+}
+
+// --- sleep and shutdown announced by the OS ---
+
+#[test]
+fn an_announced_sleep_or_shutdown_stops_at_once_over_every_other_rule() {
+    // The strictest of the other rules at the same time: a manual pause and a low battery.
+    let readings = Readings {
+        power: Power::Battery { percent: Some(5) },
+        idle: Some(secs(0)),
+        ..calm()
+    };
+    for (leaving, code, en, es) in [
+        (
+            Leaving::Sleep,
+            "going_to_sleep",
+            "Going to sleep",
+            "Entrando en reposo",
+        ),
+        (
+            Leaving::ShutDown,
+            "shutting_down",
+            "Shutting down",
+            "Apagándose",
+        ),
+    ] {
+        for (r, manual) in [(&calm(), Manual::None), (&readings, Manual::indefinite())] {
+            let mut policy = Policy::new(Settings::default());
+            policy.set_leaving(Some(leaving));
+            assert!(policy.hands_back());
+            let d = policy.decide(r, &manual, secs(1000));
+            expect(&d, 0, Pause::Now, code);
+            assert_eq!(d.reason.text(Lang::En), en);
+            assert_eq!(d.reason.text(Lang::Es), es);
+        }
+    }
+}
+
+#[test]
+fn after_wake_the_offer_comes_back_without_waiting_for_a_ramp() {
+    let mut policy = Policy::new(Settings::default());
+    expect(
+        &policy.decide(&calm(), &Manual::None, secs(1000)),
+        10,
+        Pause::None,
+        "contributing",
+    );
+    policy.set_leaving(Some(Leaving::Sleep));
+    expect(
+        &policy.decide(&calm(), &Manual::None, secs(1001)),
+        0,
+        Pause::Now,
+        "going_to_sleep",
+    );
+    policy.set_leaving(None);
+    assert!(!policy.hands_back());
+    // The machine left for its own reasons: what it lent before comes back at once, without
+    // the settle rule's wait between two increases.
+    let d = policy.decide(&calm(), &Manual::None, secs(1002));
+    expect(&d, 10, Pause::None, "contributing");
+}
+
+#[test]
+fn after_wake_the_offer_comes_back_only_to_what_it_was() {
+    let mut policy = Policy::new(Settings::default());
+    let busy = Readings {
+        idle: Some(secs(0)),
+        ..calm()
+    };
+    expect(
+        &policy.decide(&busy, &Manual::None, secs(900)),
+        2,
+        Pause::None,
+        "owner_active",
+    );
+    expect(
+        &policy.decide(&calm(), &Manual::None, secs(1000)),
+        10,
+        Pause::None,
+        "contributing",
+    );
+    expect(
+        &policy.decide(&busy, &Manual::None, secs(1001)),
+        2,
+        Pause::None,
+        "owner_active",
+    );
+    policy.set_leaving(Some(Leaving::Sleep));
+    policy.decide(&busy, &Manual::None, secs(1002));
+    policy.set_leaving(None);
+    // Away after wake: the rise from 2 to 10 is an increase like any other, and waits.
+    let d = policy.decide(&calm(), &Manual::None, secs(1003));
+    expect(&d, 2, Pause::None, "settling");
+}
+
+#[test]
+fn on_sleep_ignore_keeps_the_work_and_says_so() {
+    let settings = Settings {
+        on_sleep: OnSleep::Ignore,
+        ..Settings::default()
+    };
+    let mut policy = Policy::new(settings);
+    policy.set_leaving(Some(Leaving::Sleep));
+    assert!(!policy.hands_back());
+    let explanation = policy.explain(&calm(), &Manual::None, secs(0));
+    expect(&explanation.decision, 10, Pause::None, "contributing");
+    let sleep = &explanation.verdicts[0];
+    assert_eq!(sleep.rule, Rule::Sleep);
+    assert!(!sleep.fired);
+    assert!(sleep.detail.get(Lang::En).contains("ignore"), "{sleep:?}");
+}
+
+#[test]
+fn keep_awake_needs_the_setting_mains_power_lending_and_the_owner_away() {
+    let on = Settings {
+        keep_awake: true,
+        ..Settings::default()
+    };
+    let lending = once(on.clone(), &calm(), &Manual::None);
+    assert!(keeps_awake(&on, &calm(), &lending));
+    // Unknown power counts as mains (desktops).
+    let unknown = Readings {
+        power: Power::Unknown,
+        ..calm()
+    };
+    assert!(keeps_awake(&on, &unknown, &lending));
+    // Off by default.
+    assert!(!keeps_awake(&Settings::default(), &calm(), &lending));
+    // On battery.
+    let battery = Readings {
+        power: Power::Battery { percent: Some(80) },
+        ..calm()
+    };
+    assert!(!keeps_awake(&on, &battery, &lending));
+    // The owner is at the machine (or idle time is unknown).
+    for idle in [Some(secs(1)), None] {
+        let here = Readings { idle, ..calm() };
+        assert!(!keeps_awake(&on, &here, &lending));
+    }
+    // Not lending: paused, or nothing offered.
+    let paused = once(on.clone(), &calm(), &Manual::indefinite());
+    assert!(!keeps_awake(&on, &calm(), &paused));
+    let hot = Readings {
+        temperature_c: Some(110.0),
+        ..calm()
+    };
+    let none = once(on.clone(), &hot, &Manual::None);
+    assert_eq!(none.target_cpus, 0);
+    assert!(!keeps_awake(&on, &hot, &none));
 }

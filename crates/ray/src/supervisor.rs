@@ -358,6 +358,9 @@ struct Control {
     cpus: std::sync::Mutex<Option<u32>>,
     /// Asks the supervising task to restart the node now.
     restart: tokio::sync::Notify,
+    /// Set by [`Supervisor::leave`] until the node is released: the current incarnation ends.
+    leaving: std::sync::atomic::AtomicBool,
+    leave: tokio::sync::Notify,
     /// What the current incarnation advertises.
     started_cpus: std::sync::Mutex<Option<u32>>,
     /// The current incarnation's Ray node id, once found (finding it walks the process table).
@@ -415,6 +418,8 @@ impl Supervisor {
             recheck: tokio::sync::Notify::new(),
             cpus: std::sync::Mutex::new(None),
             restart: tokio::sync::Notify::new(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+            leave: tokio::sync::Notify::new(),
             started_cpus: std::sync::Mutex::new(None),
             node_id: std::sync::Mutex::new(None),
             failure: std::sync::Mutex::new(None),
@@ -469,7 +474,25 @@ impl Supervisor {
     /// Holds the node: once it exits (drained, say) it is not restarted until released.
     /// Releasing a held node that is not running starts it at once.
     pub fn hold(&self, held: bool) {
+        if !held {
+            self.control
+                .leaving
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         self.control.held.send_replace(held);
+    }
+
+    /// Holds the node and ends its current incarnation now, gracefully: the raylet is asked to
+    /// stop (it tells Ray's GCS it is going, so Ray gives up on it at once rather than after
+    /// its health checks fail), and whatever is left after [`LEAVE_GRACE`] is killed. The node
+    /// starts again when released ([`Supervisor::hold`]`(false)`). Before the machine sleeps,
+    /// after Ray was told to drain it: its tasks then run elsewhere without waiting.
+    pub fn leave(&self) {
+        self.control.held.send_replace(true);
+        self.control
+            .leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.control.leave.notify_one();
     }
 
     pub fn is_held(&self) -> bool {
@@ -605,6 +628,9 @@ impl Drop for Supervisor {
 
 /// How long a stopping node may drain before it is killed. Ray drains for up to 30 s on SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(35);
+/// How long a node that leaves ([`Supervisor::leave`]) gets to stop before it is killed: the
+/// machine is about to sleep, and the OS grants a few seconds in all.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 /// How often a worker waiting for its head tries the head's GCS port (a TCP connect).
 const HEAD_POLL: Duration = Duration::from_secs(2);
 /// How often a running worker checks, unprompted, that its address is still the one that
@@ -858,6 +884,11 @@ async fn supervise(
                                 at_once = true;
                                 Some(reason)
                             }
+                            () = left(&control) => {
+                                tracing::info!(node = %config.node_name, "the Ray node leaves the cluster");
+                                tree.stop(LEAVE_GRACE).await;
+                                Some("left the cluster".to_string())
+                            }
                             () = control.restart.notified() => {
                                 let cpus = *control.cpus.lock().unwrap_or_else(|e| e.into_inner());
                                 tracing::info!(node = %config.node_name, ?cpus, "restarting the Ray node with a new CPU count");
@@ -941,6 +972,17 @@ async fn supervise(
             }
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Returns once [`Supervisor::leave`] asked the node to leave.
+async fn left(control: &Control) {
+    loop {
+        let asked = control.leave.notified();
+        if control.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        asked.await;
     }
 }
 

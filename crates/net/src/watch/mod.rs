@@ -48,6 +48,7 @@ pub struct Seen {
 #[derive(Debug)]
 pub struct NetWatch {
     rx: watch::Receiver<Seen>,
+    tx: Arc<watch::Sender<Seen>>,
     stop: Arc<AtomicBool>,
     /// How changes are noticed ("netlink" or "polling"), for `flotilla doctor`.
     pub method: &'static str,
@@ -58,9 +59,10 @@ impl NetWatch {
     /// Linux).
     pub fn start() -> NetWatch {
         let (tx, rx) = watch::channel(Seen::default());
+        let tx = Arc::new(tx);
         let stop = Arc::new(AtomicBool::new(false));
         let notifier = Notifier {
-            tx,
+            tx: tx.clone(),
             clock: WallClock::new(),
         };
         #[cfg(target_os = "linux")]
@@ -73,35 +75,38 @@ impl NetWatch {
                 if spawned.is_ok() {
                     return NetWatch {
                         rx,
+                        tx,
                         stop,
                         method: "netlink",
                     };
                 }
                 tracing::warn!("cannot start the network watch thread; polling instead");
-                return Self::polling(rx, stop, None);
+                return Self::polling(rx, tx, stop, None);
             }
             Err(e) => {
                 tracing::info!("netlink is unavailable ({e}); polling the network instead");
-                return Self::polling(rx, stop, Some(notifier));
+                return Self::polling(rx, tx, stop, Some(notifier));
             }
         }
         #[allow(unreachable_code)]
-        Self::polling(rx, stop, Some(notifier))
+        Self::polling(rx, tx, stop, Some(notifier))
     }
 
     /// The portable watch (address polling and the clock check), which [`NetWatch::start`]
     /// falls back to where netlink is unavailable.
     pub fn start_polling() -> NetWatch {
         let (tx, rx) = watch::channel(Seen::default());
+        let tx = Arc::new(tx);
         let notifier = Notifier {
-            tx,
+            tx: tx.clone(),
             clock: WallClock::new(),
         };
-        Self::polling(rx, Arc::new(AtomicBool::new(false)), Some(notifier))
+        Self::polling(rx, tx, Arc::new(AtomicBool::new(false)), Some(notifier))
     }
 
     fn polling(
         rx: watch::Receiver<Seen>,
+        tx: Arc<watch::Sender<Seen>>,
         stop: Arc<AtomicBool>,
         notifier: Option<Notifier>,
     ) -> NetWatch {
@@ -113,6 +118,7 @@ impl NetWatch {
         }
         NetWatch {
             rx,
+            tx,
             stop,
             method: "polling",
         }
@@ -122,6 +128,35 @@ impl NetWatch {
     pub fn subscribe(&self) -> watch::Receiver<Seen> {
         self.rx.clone()
     }
+
+    /// A handle through which the OS's own wake announcement reaches the watch's subscribers
+    /// at once, before any clock check would notice the jump.
+    pub fn woke_handle(&self) -> WokeHandle {
+        WokeHandle {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// Reports a wake the OS announced ([`NetWatch::woke_handle`]).
+#[derive(Debug, Clone)]
+pub struct WokeHandle {
+    tx: Arc<watch::Sender<Seen>>,
+}
+
+impl WokeHandle {
+    /// The machine woke: subscribers see [`Change::Wake`].
+    pub fn woke(&self) {
+        bump(&self.tx, Change::Wake);
+    }
+}
+
+fn bump(tx: &watch::Sender<Seen>, change: Change) {
+    tx.send_modify(|s| {
+        s.generation += 1;
+        s.last = Some(change);
+    });
+    tracing::debug!(?change, "network watch");
 }
 
 impl Drop for NetWatch {
@@ -132,17 +167,13 @@ impl Drop for NetWatch {
 
 /// Publishes changes (owned by the watch thread).
 struct Notifier {
-    tx: watch::Sender<Seen>,
+    tx: Arc<watch::Sender<Seen>>,
     clock: WallClock,
 }
 
 impl Notifier {
     fn bump(&self, change: Change) {
-        self.tx.send_modify(|s| {
-            s.generation += 1;
-            s.last = Some(change);
-        });
-        tracing::debug!(?change, "network watch");
+        bump(&self.tx, change);
     }
 
     /// Checks the clocks; reports a wake when the wall clock jumped.

@@ -13,4 +13,8 @@ on_battery: string | null, battery_cpus: number | null, pause_below_battery_perc
 /**
  * Weekday (`monday`..`sunday`) -> windows (`"HH:MM-HH:MM"`); `None`: any time.
  */
-schedule: { [key in string]: Array<string> } | null, exclusive_apps: Array<string> | null, };
+schedule: { [key in string]: Array<string> } | null, exclusive_apps: Array<string> | null, 
+/**
+ * `hand_back` or `ignore`.
+ */
+on_sleep: string | null, keep_awake: boolean | null, };
