@@ -94,7 +94,7 @@ fn wait_pid(dir: &Path, name: &str) -> u32 {
 }
 
 /// Whether this runs under Wine, which exports its version from its ntdll.
-fn under_wine() -> bool {
+pub(crate) fn under_wine() -> bool {
     // SAFETY: both names are C strings; the module handle is not released (ntdll stays loaded).
     unsafe {
         let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());

@@ -23,14 +23,21 @@
 //!   lock (`"sleep:shutdown"`) holds a shutdown, restart or log-out back:
 //!   `PrepareForShutdown(true)` is [`PowerEvent::WillShutDown`], and `PrepareForShutdown(false)`
 //!   (the shutdown was called off) is [`PowerEvent::ShutdownCalledOff`].
-//! - macOS: [`from_iokit_message`] reads the messages of `IORegisterForSystemPower`
-//!   (`kIOMessageSystemWillSleep` and `kIOMessageSystemHasPoweredOn`, among others); the
-//!   watcher itself is not written yet, and [`PowerWatch::start`] fails with
-//!   [`PowerError::Unsupported`].
-//! - Windows: [`from_power_broadcast`] reads the `WM_POWERBROADCAST` events that
-//!   `RegisterSuspendResumeNotification` delivers (`PBT_APMSUSPEND`, `PBT_APMRESUMEAUTOMATIC`,
-//!   `PBT_APMRESUMESUSPEND`); the watcher itself is not written yet, and [`PowerWatch::start`]
-//!   fails with [`PowerError::Unsupported`].
+//! - macOS: IOKit's root power domain. The watch's own thread calls `IORegisterForSystemPower`
+//!   and runs a CoreFoundation run loop with the notification port's source; [`iokit_action`]
+//!   says what each message does. `kIOMessageCanSystemSleep` (an idle sleep is proposed) is
+//!   answered at once with `IOAllowPowerChange`. `kIOMessageSystemWillSleep` is
+//!   [`PowerEvent::WillSleep`], and its acknowledgement waits for [`PowerWatch::release`]:
+//!   macOS waits for it up to 30 s. `kIOMessageSystemHasPoweredOn` is [`PowerEvent::Woke`].
+//!   Every sleep is held back this way, so [`PowerWatch::holds_sleep`] is true while the watch
+//!   runs. Shutdown is not announced to this watch.
+//! - Windows: powrprof's `PowerRegisterSuspendResumeNotification` with a callback
+//!   (`DEVICE_NOTIFY_CALLBACK`), which Windows calls on a thread of its own with the
+//!   `WM_POWERBROADCAST` event: `PBT_APMSUSPEND` is [`PowerEvent::WillSleep`] and
+//!   `PBT_APMRESUMEAUTOMATIC` is [`PowerEvent::Woke`] ([`from_power_broadcast`]). Windows has
+//!   no delay lock: the machine suspends about 2 s after `PBT_APMSUSPEND` whatever the agent
+//!   does, so [`PowerWatch::release`] does nothing and [`PowerWatch::holds_sleep`] is always
+//!   false. Shutdown is not announced to this watch.
 //! - Elsewhere: [`PowerError::Unsupported`].
 
 #[cfg(target_os = "linux")]
@@ -48,7 +55,16 @@ mod imp;
 
 mod parse;
 
-pub use parse::{from_iokit_message, from_logind, from_power_broadcast, iokit, pbt};
+pub use parse::{
+    IokitAction, from_iokit_message, from_logind, from_power_broadcast, iokit, iokit_action, pbt,
+};
+
+// The agent moves its watch and its hold into tasks of their own, on every OS.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<PowerWatch>();
+    send::<KeepAwake>();
+};
 
 /// What the OS announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +139,9 @@ impl PowerWatch {
         self.inner.release();
     }
 
-    /// Whether the watch is holding the next sleep back now.
+    /// Whether the watch holds the next sleep (or the current one) back until
+    /// [`PowerWatch::release`]: on Linux while it has logind's lock, on macOS while it runs, on
+    /// Windows never.
     pub fn holds_sleep(&self) -> bool {
         self.inner.holds_sleep()
     }
@@ -135,8 +153,10 @@ impl PowerWatch {
 ///
 /// - Linux: logind's `Inhibit("idle", who, why, "block")`, which holds back logind's own idle
 ///   action (and desktops that honour logind's idle inhibitors).
-/// - macOS: an `IOPMAssertion` of type `PreventUserIdleSystemSleep`.
-/// - Windows: `PowerCreateRequest` with `PowerRequestSystemRequired`.
+/// - macOS: an `IOPMAssertion` of type `PreventUserIdleSystemSleep`, named with `config.why`.
+/// - Windows: a power request (`PowerCreateRequest`, with `config.why` as its reason) set to
+///   `PowerRequestSystemRequired`. Wine has no power requests: there holding fails with
+///   [`PowerError::Service`].
 #[derive(Debug)]
 pub struct KeepAwake {
     _inner: imp::Awake,

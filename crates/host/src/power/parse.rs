@@ -30,15 +30,42 @@ pub mod iokit {
     pub const SYSTEM_WILL_POWER_ON: u32 = 0xE000_0320;
 }
 
-/// A message of `IORegisterForSystemPower`. Only the announcements that sleep is happening and
-/// that it is over are events: `kIOMessageCanSystemSleep` is a question (the watcher answers it
-/// with `IOAllowPowerChange`) and `kIOMessageSystemWillPowerOn` comes before the machine is
-/// usable, so wake is `kIOMessageSystemHasPoweredOn`.
-pub fn from_iokit_message(message_type: u32) -> Option<PowerEvent> {
+/// What the macOS watcher does with a message of `IORegisterForSystemPower`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IokitAction {
+    /// A question the watch never says no to (`kIOMessageCanSystemSleep`, an idle sleep is
+    /// proposed): answer `IOAllowPowerChange` at once. Keeping the machine awake is
+    /// [`KeepAwake`](super::KeepAwake)'s job.
+    AllowNow,
+    /// Sleep is beginning (`kIOMessageSystemWillSleep`): report [`PowerEvent::WillSleep`] and
+    /// keep the acknowledgement until the caller releases the watch; macOS waits for it (up to
+    /// 30 s).
+    Hold,
+    /// Report this event; nothing is answered.
+    Event(PowerEvent),
+    /// Nothing to report or answer.
+    Ignore,
+}
+
+/// The watcher's action for a message of `IORegisterForSystemPower`. Only the announcements that
+/// sleep is happening and that it is over are events: `kIOMessageCanSystemSleep` is a question,
+/// and `kIOMessageSystemWillPowerOn` comes before the machine is usable, so wake is
+/// `kIOMessageSystemHasPoweredOn`.
+pub fn iokit_action(message_type: u32) -> IokitAction {
     match message_type {
-        iokit::SYSTEM_WILL_SLEEP => Some(PowerEvent::WillSleep),
-        iokit::SYSTEM_HAS_POWERED_ON => Some(PowerEvent::Woke),
-        _ => None,
+        iokit::CAN_SYSTEM_SLEEP => IokitAction::AllowNow,
+        iokit::SYSTEM_WILL_SLEEP => IokitAction::Hold,
+        iokit::SYSTEM_HAS_POWERED_ON => IokitAction::Event(PowerEvent::Woke),
+        _ => IokitAction::Ignore,
+    }
+}
+
+/// The event a message of `IORegisterForSystemPower` reports (see [`iokit_action`]), if any.
+pub fn from_iokit_message(message_type: u32) -> Option<PowerEvent> {
+    match iokit_action(message_type) {
+        IokitAction::Hold => Some(PowerEvent::WillSleep),
+        IokitAction::Event(event) => Some(event),
+        IokitAction::AllowNow | IokitAction::Ignore => None,
     }
 }
 
@@ -101,6 +128,29 @@ mod tests {
         assert_eq!(events, [PowerEvent::WillSleep, PowerEvent::Woke]);
         assert_eq!(from_iokit_message(iokit::SYSTEM_WILL_NOT_SLEEP), None);
         assert_eq!(from_iokit_message(0), None);
+    }
+
+    #[test]
+    fn iokit_actions_as_recorded() {
+        // A sleep and wake as IORegisterForSystemPower delivers them, in order: the idle-sleep
+        // question is answered at once, the sleep itself is held for release.
+        let recorded = [0xE000_0270, 0xE000_0280, 0xE000_0320, 0xE000_0300];
+        let actions: Vec<_> = recorded.into_iter().map(iokit_action).collect();
+        assert_eq!(
+            actions,
+            [
+                IokitAction::AllowNow,
+                IokitAction::Hold,
+                IokitAction::Ignore,
+                IokitAction::Event(PowerEvent::Woke),
+            ]
+        );
+        // A proposed idle sleep called off: nothing to answer or report.
+        assert_eq!(
+            iokit_action(iokit::SYSTEM_WILL_NOT_SLEEP),
+            IokitAction::Ignore
+        );
+        assert_eq!(iokit_action(0), IokitAction::Ignore);
     }
 
     #[test]
