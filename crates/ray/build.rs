@@ -2,7 +2,11 @@
 //! `.proto` files in `proto/`. The files are compiled in pure Rust (protox): no `protoc` needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/ray_node_manager.proto", "proto/ray_autoscaler.proto"];
+    let files = [
+        "proto/ray_node_manager.proto",
+        "proto/ray_autoscaler.proto",
+        "proto/ray_gcs.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -226,6 +226,41 @@ impl Enforcer {
         self.drain_for(node, "paused by Flotilla", deadline).await
     }
 
+    /// Tells Ray's GCS the node leaves now: a drain with reason PREEMPTION (no new tasks, and
+    /// Ray records why), then the node out of the node table, so that every owner reruns the
+    /// node's tasks elsewhere at once. A raylet stopped by a signal would try to drain
+    /// gracefully first, for longer than the OS grants, and be killed before it could say it
+    /// left.
+    async fn tell_ray_it_leaves(
+        &mut self,
+        node: &Supervisor,
+        why: &str,
+        within: Duration,
+    ) -> Result<(), String> {
+        let id = node
+            .ray_node_id()
+            .ok_or("the node's Ray id is not known yet")?;
+        let mut gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = SystemTime::now() + within;
+        match gcs
+            .drain_node(&id, DrainReason::Preemption, why, Some(deadline))
+            .await
+        {
+            Ok(reply) if !reply.accepted => {
+                tracing::warn!("Ray refused to drain the node: {}", reply.rejection)
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot drain the node: {e}"),
+        }
+        gcs.unregister_node(&id, why)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(node_id = %id, why, "the node left Ray's node table");
+        Ok(())
+    }
+
     /// Asks Ray's GCS to drain the node with reason PREEMPTION.
     async fn drain_for(
         &mut self,
@@ -267,17 +302,16 @@ impl Enforcer {
         let start = Instant::now();
         node.hold(true);
         if matches!(node.status().phase, NodePhase::Ready) {
-            let deadline = SystemTime::now() + within;
             // A head out of reach must not use up the time the OS grants.
-            let drain = self.drain_for(node, why, Some(deadline));
-            let drained = tokio::time::timeout(within / 2, drain)
+            let told = tokio::time::timeout(within / 2, self.tell_ray_it_leaves(node, why, within))
                 .await
                 .unwrap_or_else(|_| Err("Ray's GCS did not answer in time".into()));
-            match drained {
+            match told {
                 Ok(()) => self.status.last_error = None,
                 Err(e) => {
-                    // The node leaves all the same; Ray then learns it from the raylet's exit.
-                    tracing::warn!("cannot drain the node before it leaves: {e}");
+                    // The node leaves all the same; Ray then learns it from the raylet's exit
+                    // or, at worst, from its health checks.
+                    tracing::warn!("cannot tell Ray the node is leaving: {e}");
                     self.status.last_error = Some(e);
                 }
             }

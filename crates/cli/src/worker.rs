@@ -242,6 +242,7 @@ async fn run_once(
     );
     let mut shown = None;
     let mut failure_shown = None;
+    let mut sleep_shown = (None, None);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     let outcome = loop {
         tokio::select! {
@@ -278,6 +279,7 @@ async fn run_once(
                     }
                     failure_shown = failure;
                 }
+                sleep_shown = tell_sleep(&agent.decision()["sleep"], sleep_shown);
                 // Lost and restored are shown once each, not every retry; "connecting" only
                 // before the first connection.
                 if let Some(link) = agent.link() {
@@ -300,6 +302,34 @@ async fn run_once(
     eprintln!("Stopping...");
     agent.stop().await;
     Ok(outcome)
+}
+
+/// Says once when the machine hands its work back before it sleeps or shuts down, and once
+/// after each wake how long it slept. `shown` is what was said last (the announcement, and
+/// the wake's time); returns it updated.
+fn tell_sleep(
+    sleep: &serde_json::Value,
+    shown: (Option<String>, Option<u64>),
+) -> (Option<String>, Option<u64>) {
+    let leaving = sleep["leaving"].as_str().map(str::to_string);
+    if leaving.is_some() && leaving != shown.0 {
+        eprintln!(
+            "The machine is about to {}: its work goes back to the cluster first.",
+            if leaving.as_deref() == Some("sleep") {
+                "sleep"
+            } else {
+                "shut down"
+            }
+        );
+    }
+    let back = sleep["back"]["at_unix_ms"].as_u64();
+    if back.is_some() && back != shown.1 {
+        eprintln!(
+            "{}; the node joins the cluster again.",
+            sleep["back"]["text_en"].as_str().unwrap_or("Back")
+        );
+    }
+    (leaving, back)
 }
 
 /// How long a joined worker waits before starting again after its `failures`-th failed start:

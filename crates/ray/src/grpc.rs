@@ -1,5 +1,5 @@
-//! The few Ray gRPC calls Flotilla makes: live CPU resizing on a raylet, and draining plus node
-//! states on the GCS.
+//! The few Ray gRPC calls Flotilla makes: live CPU resizing on a raylet, and draining, node
+//! states and taking a node out of the node table on the GCS.
 //!
 //! The messages come from Flotilla's own minimal `.proto` files (`proto/`), whose names and field
 //! numbers match Ray 2.60's wire format; fields Ray adds are skipped. Every call carries the
@@ -34,6 +34,7 @@ pub mod proto {
 
 use proto::rpc::autoscaler as pa;
 use proto::rpc::autoscaler::autoscaler_state_service_client::AutoscalerStateServiceClient;
+use proto::rpc::node_info_gcs_service_client::NodeInfoGcsServiceClient;
 use proto::rpc::node_manager_service_client::NodeManagerServiceClient;
 
 /// How long connecting and each call may take.
@@ -298,6 +299,7 @@ pub struct GcsClient {
     addr: SocketAddr,
     auth: Option<MetadataValue<tonic::metadata::Ascii>>,
     inner: AutoscalerStateServiceClient<Channel>,
+    nodes: NodeInfoGcsServiceClient<Channel>,
 }
 
 impl GcsClient {
@@ -307,7 +309,8 @@ impl GcsClient {
         Ok(GcsClient {
             addr,
             auth: bearer(token.as_ref()),
-            inner: AutoscalerStateServiceClient::new(ch),
+            inner: AutoscalerStateServiceClient::new(ch.clone()),
+            nodes: NodeInfoGcsServiceClient::new(ch),
         })
     }
 
@@ -362,6 +365,46 @@ impl GcsClient {
             accepted: reply.is_accepted,
             rejection: reply.rejection_reason_message,
         })
+    }
+
+    /// Takes the node `node_id_hex` out of Ray's node table at once, as its raylet does when it
+    /// stops gracefully: the GCS marks it DEAD as preempted (`message` is the reason Ray
+    /// shows) and tells every owner, which reruns the node's tasks elsewhere without waiting for
+    /// failed health checks. The node's own processes are the caller's to end right after.
+    pub async fn unregister_node(&mut self, node_id_hex: &str, message: &str) -> Result<()> {
+        let node_id = hex_decode(node_id_hex).ok_or_else(|| Error::InvalidArgument {
+            what: "Ray node id",
+            value: node_id_hex.to_string(),
+            expected: "the node id in hex, as the dashboard shows it",
+        })?;
+        let t = Target {
+            service: GCS,
+            addr: self.addr,
+            call: "UnregisterNode",
+            feature: "taking a node out of the node table",
+            with_token: self.auth.is_some(),
+        };
+        let req = t.request(
+            proto::rpc::UnregisterNodeRequest {
+                node_id,
+                node_death_info: Some(proto::rpc::NodeDeathInfo {
+                    reason: proto::rpc::node_death_info::Reason::AutoscalerDrainPreempted.into(),
+                    reason_message: message.to_string(),
+                }),
+            },
+            &self.auth,
+        );
+        let reply = t.run(self.nodes.unregister_node(req)).await?;
+        match reply.status {
+            Some(s) if s.code != 0 => Err(Error::Rpc {
+                service: GCS,
+                addr: self.addr,
+                call: "UnregisterNode",
+                code: format!("Ray status {}", s.code),
+                detail: s.message,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Every node the GCS's autoscaler view knows, with its state and resources.
@@ -437,6 +480,22 @@ mod tests {
         assert_eq!(
             req.encode_to_vec(),
             vec![0x0a, 1, 0xab, 0x10, 2, 0x1a, 1, b'x', 0x20, 5]
+        );
+    }
+
+    #[test]
+    fn unregister_request_has_rays_field_numbers() {
+        let req = proto::rpc::UnregisterNodeRequest {
+            node_id: vec![0xab],
+            node_death_info: Some(proto::rpc::NodeDeathInfo {
+                reason: proto::rpc::node_death_info::Reason::AutoscalerDrainPreempted.into(),
+                reason_message: "x".into(),
+            }),
+        };
+        // field 1 bytes; field 2 a message of: field 1 varint 3, field 2 string.
+        assert_eq!(
+            req.encode_to_vec(),
+            vec![0x0a, 1, 0xab, 0x12, 5, 0x08, 3, 0x12, 1, b'x']
         );
     }
 
