@@ -120,3 +120,25 @@ async fn fails_without_logind() {
     let err = PowerWatch::start(&config).await.unwrap_err();
     assert!(err.to_string().contains("logind"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logind_leaving_the_bus_ends_the_watch() {
+    let bus = private_bus();
+    let locks = Arc::new(Mutex::new(Vec::new()));
+    let logind = stand_in_logind(&bus, locks.clone()).await;
+    let mut config = WatchConfig::new("flotilla-test");
+    config.bus_address = Some(bus.address.clone());
+    let mut watch = PowerWatch::start(&config).await.unwrap();
+    // logind restarts: its connection (and its name) leaves the bus.
+    drop(logind);
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch went on as if logind were there");
+    let err = ended.unwrap_err();
+    assert!(err.to_string().contains("logind left"), "{err}");
+    // A new logind on the bus: a new watch follows it and hears it.
+    let logind = stand_in_logind(&bus, locks.clone()).await;
+    let mut watch = PowerWatch::start(&config).await.unwrap();
+    emit(&logind, "PrepareForSleep", true).await;
+    assert_eq!(next(&mut watch).await, PowerEvent::WillSleep);
+}

@@ -18,6 +18,8 @@ const MANAGER: &str = "org.freedesktop.login1.Manager";
 pub(super) struct Watch {
     connection: Connection,
     signals: MessageStream,
+    /// logind leaving the bus (a restart): its signals would come from another connection.
+    owner_changes: MessageStream,
     who: String,
     why: String,
     /// The delay inhibitor lock: logind holds sleep back while this descriptor is open.
@@ -52,9 +54,21 @@ impl Watch {
         let signals = MessageStream::for_match_rule(rule, &connection, Some(16))
             .await
             .map_err(service("subscribing to logind's signals"))?;
+        let owner_rule = MatchRule::builder()
+            .msg_type(Type::Signal)
+            .sender("org.freedesktop.DBus")
+            .and_then(|b| b.interface("org.freedesktop.DBus"))
+            .and_then(|b| b.member("NameOwnerChanged"))
+            .and_then(|b| b.arg(0, DESTINATION))
+            .map_err(service("logind's name on the bus"))?
+            .build();
+        let owner_changes = MessageStream::for_match_rule(owner_rule, &connection, Some(4))
+            .await
+            .map_err(service("following logind's name on the bus"))?;
         let mut watch = Watch {
             connection,
             signals,
+            owner_changes,
             who: config.who.clone(),
             why: config.why.clone(),
             lock: None,
@@ -71,10 +85,21 @@ impl Watch {
 
     pub(super) async fn next(&mut self) -> Result<PowerEvent, PowerError> {
         loop {
-            let message = poll_fn(|cx| Pin::new(&mut self.signals).poll_next(cx))
-                .await
-                .ok_or_else(|| PowerError::Service("the system bus closed".into()))?
-                .map_err(service("reading logind's signals"))?;
+            let message = poll_fn(|cx| {
+                // logind going away ends the watch: the caller starts a new one, which follows
+                // the new logind (and takes a new lock).
+                if let std::task::Poll::Ready(Some(_)) =
+                    Pin::new(&mut self.owner_changes).poll_next(cx)
+                {
+                    return std::task::Poll::Ready(Some(Err(zbus::Error::Failure(
+                        "logind left the system bus (restarted?)".into(),
+                    ))));
+                }
+                Pin::new(&mut self.signals).poll_next(cx)
+            })
+            .await
+            .ok_or_else(|| PowerError::Service("the system bus closed".into()))?
+            .map_err(service("reading logind's signals"))?;
             let header = message.header();
             let Some(member) = header.member() else {
                 continue;
