@@ -1,6 +1,7 @@
 //! Which changes of the status become desktop notifications: joined, connection lost (after
 //! [`LOST_AFTER`] down, as the agent counts it) and restored, paused and resumed with the
-//! reason. At most one of a kind per [`SAME_KIND_EVERY`]; none when the owner silenced them.
+//! reason, back after the machine slept (instead of "resumed"; a pause because the machine is
+//! going to sleep says nothing, since nobody would see it before the wake). At most one of a kind per [`SAME_KIND_EVERY`]; none when the owner silenced them.
 //! Every notification is also logged, since the OS may drop it silently.
 
 use std::collections::HashMap;
@@ -25,6 +26,8 @@ pub enum Kind {
     Resumed,
     /// Ray cannot run the node (its reason is the body).
     RayFailed,
+    /// The machine woke and the node is back ("Back after 12 min asleep").
+    Back,
 }
 
 /// What to say, in the app's language.
@@ -56,6 +59,14 @@ pub fn text(kind: Kind, s: &DesktopStatus, lang: &str) -> (String, String) {
         Kind::Resumed => ("Flotilla: resumed", reason.clone()),
         Kind::RayFailed if es => ("Flotilla: Ray no arranca", reason.clone()),
         Kind::RayFailed => ("Flotilla: Ray cannot start", reason.clone()),
+        Kind::Back if es => (
+            "Flotilla: de vuelta",
+            format!("{}; de nuevo en el clúster.", s.back_es),
+        ),
+        Kind::Back => (
+            "Flotilla: back",
+            format!("{}; back in the cluster.", s.back_en),
+        ),
     };
     (title.to_string(), body)
 }
@@ -100,9 +111,16 @@ impl Notifier {
         {
             out.push(Kind::RayFailed);
         }
-        if paused(new) && !paused(old) && old.phase == Phase::Running {
+        let leaving = |s: &DesktopStatus| {
+            matches!(s.reason_code.as_str(), "going_to_sleep" | "shutting_down")
+        };
+        let back = running && new.back_at_ms.is_some() && new.back_at_ms != old.back_at_ms;
+        if back {
+            out.push(Kind::Back);
+        }
+        if paused(new) && !paused(old) && old.phase == Phase::Running && !leaving(new) {
             out.push(Kind::Paused);
-        } else if paused(old) && !paused(new) && running {
+        } else if paused(old) && !paused(new) && running && !back && !leaving(old) {
             out.push(Kind::Resumed);
         }
         out.retain(|k| match self.last.get(k) {
@@ -198,6 +216,40 @@ mod tests {
         assert_eq!(
             n.due(&failed, &failed, t2 + Duration::from_secs(60)),
             vec![]
+        );
+    }
+
+    #[test]
+    fn a_sleep_says_nothing_before_and_back_after() {
+        let mut n = Notifier::default();
+        let t0 = Instant::now();
+        let full = running("full", true);
+        let mut sleeping = running("paused", true);
+        sleeping.reason_code = "going_to_sleep".into();
+        assert_eq!(n.due(&full, &sleeping, t0), vec![]);
+        let mut woke = running("full", true);
+        woke.back_en = "Back after 12 min asleep".into();
+        woke.back_at_ms = Some(1);
+        assert_eq!(n.due(&sleeping, &woke, t0), vec![Kind::Back]);
+        assert_eq!(
+            text(Kind::Back, &woke, "en").1,
+            "Back after 12 min asleep; back in the cluster."
+        );
+        // Still the same wake on the next tick: nothing more.
+        assert_eq!(n.due(&woke, &woke, t0 + Duration::from_secs(1)), vec![]);
+        // A node still paused when the machine woke says it is back when it resumes.
+        let mut still = sleeping.clone();
+        still.back_at_ms = Some(2);
+        still.reason_code = "paused_indefinitely".into();
+        let t1 = t0 + Duration::from_secs(100);
+        assert_eq!(n.due(&sleeping, &still, t1), vec![Kind::Back]);
+        let resumed = DesktopStatus {
+            back_at_ms: Some(2),
+            ..running("full", true)
+        };
+        assert_eq!(
+            n.due(&still, &resumed, t1 + Duration::from_secs(60)),
+            vec![Kind::Resumed]
         );
     }
 

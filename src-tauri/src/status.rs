@@ -72,6 +72,10 @@ pub struct DesktopStatus {
     pub error: Option<String>,
     /// While starting: how far provisioning the runtime (then starting the node) is.
     pub progress: Option<crate::progress::ProvisionView>,
+    /// After the machine last woke: "Back after 12 min asleep", and when (Unix ms).
+    pub back_en: String,
+    pub back_es: String,
+    pub back_at_ms: Option<u64>,
 }
 
 /// The status now.
@@ -170,6 +174,9 @@ pub fn of_decision(d: &Value) -> DesktopStatus {
         node_name: String::new(),
         error: None,
         progress: None,
+        back_en: d["sleep"]["back"]["text_en"].as_str().unwrap_or("").into(),
+        back_es: d["sleep"]["back"]["text_es"].as_str().unwrap_or("").into(),
+        back_at_ms: d["sleep"]["back"]["at_unix_ms"].as_u64(),
     }
 }
 

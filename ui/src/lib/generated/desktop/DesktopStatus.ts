@@ -24,4 +24,8 @@ link: string, link_text: string, node_name: string, error: string | null,
 /**
  * While starting: how far provisioning the runtime (then starting the node) is.
  */
-progress: ProvisionView | null, };
+progress: ProvisionView | null, 
+/**
+ * After the machine last woke: "Back after 12 min asleep", and when (Unix ms).
+ */
+back_en: string, back_es: string, back_at_ms: number | null, };
