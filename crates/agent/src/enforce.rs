@@ -237,12 +237,7 @@ impl Enforcer {
         why: &str,
         within: Duration,
     ) -> Result<(), String> {
-        let id = node
-            .ray_node_id()
-            .ok_or("the node's Ray id is not known yet")?;
-        let mut gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (id, mut gcs) = self.gcs_for(node).await?;
         let deadline = SystemTime::now() + within;
         match gcs
             .drain_node(&id, DrainReason::Preemption, why, Some(deadline))
@@ -261,6 +256,17 @@ impl Enforcer {
         Ok(())
     }
 
+    /// The node's Ray id and a client of the GCS that knows it.
+    async fn gcs_for(&self, node: &Supervisor) -> Result<(String, GcsClient), String> {
+        let id = node
+            .ray_node_id()
+            .ok_or("the node's Ray id is not known yet")?;
+        let gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((id, gcs))
+    }
+
     /// Asks Ray's GCS to drain the node with reason PREEMPTION.
     async fn drain_for(
         &mut self,
@@ -268,12 +274,7 @@ impl Enforcer {
         message: &str,
         deadline: Option<SystemTime>,
     ) -> Result<(), String> {
-        let id = node
-            .ray_node_id()
-            .ok_or("the node's Ray id is not known yet")?;
-        let mut gcs = GcsClient::connect(self.gcs_addr, Some(self.token.clone()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (id, mut gcs) = self.gcs_for(node).await?;
         let reply = gcs
             .drain_node(&id, DrainReason::Preemption, message, deadline)
             .await

@@ -13,6 +13,14 @@ use std::time::Duration;
 use flotilla_host::power::{KeepAwake, PowerEvent, PowerWatch, WatchConfig};
 use logind::{emit, private_bus, stand_in_logind};
 
+/// A watch's config naming the test, on `bus`.
+fn on(bus: &logind::Bus) -> WatchConfig {
+    WatchConfig {
+        bus_address: Some(bus.address.clone()),
+        ..WatchConfig::new("flotilla-test")
+    }
+}
+
 async fn next(watch: &mut PowerWatch) -> PowerEvent {
     tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
@@ -26,8 +34,7 @@ async fn holds_sleep_until_released_and_again_after_wake() {
     let locks = Arc::new(Mutex::new(Vec::new()));
     let logind = stand_in_logind(&bus, locks.clone()).await;
 
-    let mut config = WatchConfig::new("flotilla-test");
-    config.bus_address = Some(bus.address.clone());
+    let config = on(&bus);
     let mut watch = PowerWatch::start(&config).await.unwrap();
     assert!(watch.holds_sleep());
     {
@@ -94,8 +101,7 @@ async fn keeping_awake_blocks_idle_sleep_until_dropped() {
     let bus = private_bus();
     let locks = Arc::new(Mutex::new(Vec::new()));
     let _logind = stand_in_logind(&bus, locks.clone()).await;
-    let mut config = WatchConfig::new("flotilla-test");
-    config.bus_address = Some(bus.address.clone());
+    let config = on(&bus);
     let awake = KeepAwake::hold(&config).await.unwrap();
     {
         let locks = locks.lock().unwrap();
@@ -115,8 +121,7 @@ async fn keeping_awake_blocks_idle_sleep_until_dropped() {
 #[tokio::test]
 async fn fails_without_logind() {
     let bus = private_bus();
-    let mut config = WatchConfig::new("flotilla-test");
-    config.bus_address = Some(bus.address.clone());
+    let config = on(&bus);
     let err = PowerWatch::start(&config).await.unwrap_err();
     assert!(err.to_string().contains("logind"), "{err}");
 }
@@ -126,8 +131,7 @@ async fn logind_leaving_the_bus_ends_the_watch() {
     let bus = private_bus();
     let locks = Arc::new(Mutex::new(Vec::new()));
     let logind = stand_in_logind(&bus, locks.clone()).await;
-    let mut config = WatchConfig::new("flotilla-test");
-    config.bus_address = Some(bus.address.clone());
+    let config = on(&bus);
     let mut watch = PowerWatch::start(&config).await.unwrap();
     // logind restarts: its connection (and its name) leaves the bus.
     drop(logind);
