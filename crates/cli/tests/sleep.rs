@@ -70,6 +70,22 @@ impl Fleet {
         })
     }
 
+    /// The Ray node id under which `name` is ALIVE in Ray's own node table (the head's view
+    /// follows it within its 2 s poll).
+    fn ray_alive_id(&self, token: &str, name: &str) -> Option<String> {
+        let ns = self.lab.host("h").ns.clone();
+        let body = in_netns(&ns, BASE + 2, "/api/v0/nodes?limit=100&detail=true", token)?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"]["result"]
+            .as_array()?
+            .iter()
+            .find_map(|n| {
+                (n["node_name"] == name && n["state"] == "ALIVE")
+                    .then(|| n["node_id"].as_str().map(str::to_string))
+                    .flatten()
+            })
+    }
+
     /// Ray's task table: `(task id, attempt, state, node id)` of every evaluation attempt.
     fn tasks(&self, token: &str) -> Vec<(String, u64, String, String)> {
         let ns = self.lab.host("h").ns.clone();
@@ -161,6 +177,21 @@ fn account(home: &Path, words: &[&str]) {
     for line in log.lines().filter(|l| words.iter().any(|w| l.contains(w))) {
         eprintln!("  s1: {line}");
     }
+}
+
+/// The time of day (UTC, to the millisecond), to read beside the agents' logs.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let day = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60,
+        now.subsec_millis()
+    )
 }
 
 /// One request over an agent's control socket.
@@ -340,6 +371,7 @@ fn a_sleeping_laptop_hands_its_tasks_back_and_is_back_after_wake() {
     // Sleep is announced.
     let announced = Instant::now();
     emit("PrepareForSleep", true);
+    eprintln!("sleep announced at {}", utc_now());
     // The work is handed back: every evaluation that ran on s1 runs again elsewhere, and the
     // lock is let go.
     let mut released: Option<Duration> = None;
@@ -417,14 +449,16 @@ fn a_sleeping_laptop_hands_its_tasks_back_and_is_back_after_wake() {
     signal_home(&s1_home, libc::SIGCONT);
     let woke = Instant::now();
     emit("PrepareForSleep", false);
+    eprintln!("wake announced at {}", utc_now());
     let back = wait_for(
         "s1 ALIVE again after wake",
         Duration::from_secs(120),
-        || fleet.alive_id("s1").is_some_and(|id| id != s1),
+        || fleet.ray_alive_id(&token, "s1").is_some_and(|id| id != s1),
     );
     eprintln!(
-        "wake -> s1 ALIVE again: {:.1} s",
-        woke.elapsed().max(back).as_secs_f64()
+        "wake -> s1 ALIVE again in Ray's node table: {:.1} s (seen at {})",
+        woke.elapsed().max(back).as_secs_f64(),
+        utc_now()
     );
     account(
         fleet.workers[0].1.path(),
