@@ -448,7 +448,7 @@ async fn one_session(
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let auth = node_authorization(&config.node_id, &config.credential);
     request.metadata_mut().insert(
-        "authorization",
+        flotilla_proto::auth::HEADER,
         auth.parse()
             .map_err(|_| Failure::Refused("the node credential is malformed".into()))?,
     );
@@ -524,11 +524,7 @@ async fn one_session(
 
 /// The `authorization` header value a node's calls carry.
 pub(crate) fn node_authorization(node_id: &str, credential: &Secret) -> String {
-    format!("Node {node_id}:{}", hex(credential.expose()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    flotilla_proto::auth::node(node_id, credential.expose())
 }
 
 /// Applies one command; `Some` ends the session.

@@ -53,7 +53,7 @@ use crate::dto::{
     CommandReply, InviteReply, InviteRequest, InviteView, NodeEvent, PauseMode, PauseRequest,
     RevokeInviteReply, Whoami,
 };
-use crate::fleet::ControlPlane;
+use crate::fleet::{ControlPlane, FleetError};
 
 /// What the head last read from Ray, as the task that reads it every 2 s keeps it.
 #[derive(Debug, Clone, Default)]
@@ -674,18 +674,19 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// The one place where a control-plane refusal becomes an HTTP answer.
-fn status_response(s: &tonic::Status) -> Response {
-    use tonic::Code;
-    let (status, code) = match s.code() {
-        Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "bad_request"),
-        Code::FailedPrecondition => (StatusCode::CONFLICT, "failed_precondition"),
-        Code::Unauthenticated | Code::PermissionDenied => {
-            return unauthorized(s.message());
+fn status_response(e: &FleetError) -> Response {
+    let (status, code) = match e {
+        FleetError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        FleetError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        FleetError::FailedPrecondition(_) => (StatusCode::CONFLICT, "failed_precondition"),
+        FleetError::Unauthenticated(_) | FleetError::PermissionDenied(_) => {
+            return unauthorized(e.message());
         }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        FleetError::ResourceExhausted(_) | FleetError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
     };
-    error_response(status, code, s.message())
+    error_response(status, code, e.message())
 }
 
 /// A request's JSON body, read only now (after the caller checked the token) and at most
@@ -754,7 +755,7 @@ fn send_command(fleet: &ControlPlane, node: &str, command: Cmd) -> Response {
             delivered,
         })
         .into_response(),
-        Err(status) => status_response(&status),
+        Err(refusal) => status_response(&refusal),
     }
 }
 
@@ -859,7 +860,7 @@ async fn invite(State(s): State<Arc<Api>>, headers: HeaderMap, request: Body) ->
     // The control plane checks both ranges, for every front end alike.
     let made = match fleet.invite(uses, ttl).await {
         Ok(made) => made,
-        Err(status) => return status_response(&status),
+        Err(refusal) => return status_response(&refusal),
     };
     // The code carries the join secret: it goes to the admin only, never to the log.
     tracing::info!(
@@ -904,7 +905,7 @@ async fn invites(State(s): State<Arc<Api>>, headers: HeaderMap) -> Response {
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(status) => status_response(&status),
+        Err(refusal) => status_response(&refusal),
     }
 }
 
@@ -923,7 +924,7 @@ async fn revoke_invite(
             tracing::info!(invite = id, revoked, "invite withdrawn from the HTTP API");
             Json(RevokeInviteReply { id, revoked }).into_response()
         }
-        Err(status) => status_response(&status),
+        Err(refusal) => status_response(&refusal),
     }
 }
 

@@ -278,11 +278,7 @@ impl Fingerprint {
 
     /// Plain lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out
+        crate::auth::encode_hex(&self.0)
     }
 }
 

@@ -4,7 +4,9 @@
 //! the messages and the `Fleet` service's client ([`v1::fleet_client`]) and server
 //! ([`v1::fleet_server`]) that the head and the agents speak over gRPC with TLS. [`joincode`]
 //! is the string an admin hands to a machine so it can join: the head's addresses, a join
-//! secret and the fingerprint of the head's certificate.
+//! secret and the fingerprint of the head's certificate. [`auth`] writes and reads the
+//! `authorization` header of the calls (and owns the hex of credentials); [`state`] names the
+//! node states for people and programs.
 //!
 //! The generated types are wire types: they never leak past `flotilla-agent` and
 //! `flotilla-head`, which convert them to their own types at the edge, so the rest of the code
@@ -14,8 +16,10 @@
 //! Messages that carry secrets (`JoinRequest`, `JoinReply`, `RaySpec`, `InviteReply`) have a
 //! `Debug` that redacts them.
 
+pub mod auth;
 pub mod joincode;
 mod redact;
+pub mod state;
 pub mod transport;
 
 pub use joincode::{Fingerprint, HeadAddress, Host, JoinCode, JoinCodeError};
