@@ -70,6 +70,101 @@ fn promtool(text: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
+/// The names of the metrics in a Prometheus text exposition (from its `# TYPE` lines).
+fn served(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Flotilla's metric names an expression uses (`flotilla_` and on, up to the first character
+/// a metric name cannot have).
+fn named(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("flotilla_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// What ships under `monitoring/` works with this head: `promtool` accepts the alerting rules
+/// and the Prometheus configuration, and every expression of the Grafana dashboard and of the
+/// rules names only metrics that `/metrics` serves.
+fn shipped_monitoring_fits(metrics: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../monitoring");
+    for (what, file) in [
+        ("rules", "prometheus/flotilla-rules.yml"),
+        ("config", "prometheus/prometheus.yml"),
+    ] {
+        let out = Command::new("promtool")
+            .args(["check", what])
+            .arg(root.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check {what} {file}: {}",
+            text(&out)
+        );
+    }
+    let served = served(metrics);
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana/flotilla-fleet.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        exprs.len() >= 10,
+        "the dashboard has {} queries",
+        exprs.len()
+    );
+    let rules = std::fs::read_to_string(root.join("prometheus/flotilla-rules.yml")).unwrap();
+    exprs.extend(
+        rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:"))
+            .map(str::to_string),
+    );
+    for expr in &exprs {
+        for name in named(expr) {
+            assert!(
+                served.contains(&name),
+                "{name} (in `{expr}`) is not served by /metrics: {served:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn metric_names_are_read_from_expressions() {
+    assert_eq!(
+        named("sum(flotilla_cpus_advertised) < 0.1 * sum(flotilla_cpus_logical)"),
+        ["flotilla_cpus_advertised", "flotilla_cpus_logical"]
+    );
+    assert_eq!(
+        named("rate(flotilla_node_contributed_cpu_seconds_total[5m])"),
+        ["flotilla_node_contributed_cpu_seconds_total"]
+    );
+    assert!(named("up{job=\"flotilla-head\"} == 0").is_empty());
+    let served = served("# HELP flotilla_nodes n\n# TYPE flotilla_nodes gauge\nflotilla_nodes 1\n");
+    assert!(served.contains("flotilla_nodes"));
+}
+
 #[test]
 fn metrics_pass_promtool_a_burst_is_served_and_foreign_hosts_are_refused() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,6 +185,7 @@ fn metrics_pass_promtool_a_burst_is_served_and_foreign_hosts_are_refused() {
         ok,
         "promtool check metrics: {said}\n--- /metrics:\n{metrics}"
     );
+    shipped_monitoring_fits(&metrics);
 
     // 500 at once, to each of the two routes a dashboard and a scraper poll.
     for path in ["/api/v1/cluster", "/metrics"] {

@@ -92,6 +92,21 @@ impl ControlPlane {
             describe(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {}", agents.iter().map(pick).sum::<f64>());
         }
+        describe(
+            &mut out,
+            "flotilla_node_state",
+            "gauge",
+            "1 for each node's state and the code of the reason its agent gave (going_to_sleep, owner_active...).",
+        );
+        for a in &agents {
+            let _ = writeln!(
+                out,
+                "flotilla_node_state{{node=\"{}\",state=\"{}\",reason=\"{}\"}} 1",
+                label(&a.name),
+                label(&a.state),
+                label(&a.reason_code)
+            );
+        }
         for (name, kind, help, pick) in PER_NODE {
             describe(&mut out, name, kind, help);
             for a in &agents {

@@ -180,6 +180,12 @@ async fn the_snapshot_merges_reports_with_rays_view() {
         metrics.contains("flotilla_node_cpus_advertised{node=\"studio\"} 2"),
         "{metrics}"
     );
+    let state = metrics
+        .lines()
+        .find(|l| l.starts_with("flotilla_node_state{node=\"studio\""))
+        .unwrap_or_else(|| panic!("no state of the node: {metrics}"));
+    assert!(state.contains("state=\"throttled\""), "{state}");
+    assert!(state.ends_with("} 1"), "{state}");
 }
 
 /// Issue 10 (fuzzing): a report whose figures are NaN or infinite must not turn the
