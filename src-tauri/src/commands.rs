@@ -67,10 +67,11 @@ pub async fn join(
     let name = name
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(flotilla::join::default_name);
-    let enrolled = flotilla::join::enroll(&code, name, None)
+        .unwrap_or_else(flotilla_app::join::default_name);
+    let log = crate::events(flotilla_ray::runtime::no_progress());
+    let enrolled = flotilla_app::join::enroll(&code, name, None, &log)
         .await
-        .map_err(|e| CommandError::new("join_failed", flotilla::errors::describe(&e)))?;
+        .map_err(|e| CommandError::new("join_failed", flotilla_app::describe(&e)))?;
     tracing::info!(node = %enrolled.node_id, "joined the fleet");
     desktop.start_agent(&app, enrolled);
     if let Err(e) = app.autolaunch().enable() {
@@ -154,7 +155,7 @@ pub async fn cluster(desktop: State<'_, Arc<Desktop>>) -> Result<flotilla_head::
         Some(c) => c,
         None => {
             let c = tokio::task::spawn_blocking(|| {
-                let (_, _, store) = flotilla::secret_cmd::load_store()?;
+                let (_, _, store) = flotilla_app::secrets::load_store()?;
                 store.get(enrollment::CREDENTIAL_SECRET).map_err(|e| {
                     anyhow::anyhow!(
                         "this computer's node credential is unreadable ({e}): join again"
@@ -413,9 +414,6 @@ pub struct SecretView {
     pub protected: bool,
 }
 
-/// Flotilla's own secrets (the node credential, the Ray and admin tokens, the TLS key).
-pub const PROTECTED_PREFIX: &str = "flotilla.";
-
 fn secret_views(store: &flotilla_secrets::SecretStore) -> anyhow::Result<Vec<SecretView>> {
     let unix = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -425,7 +423,7 @@ fn secret_views(store: &flotilla_secrets::SecretStore) -> anyhow::Result<Vec<Sec
         .list()?
         .into_iter()
         .map(|i| SecretView {
-            protected: i.name.starts_with(PROTECTED_PREFIX),
+            protected: flotilla_app::secrets::is_protected(&i.name),
             created_unix: unix(i.created),
             updated_unix: unix(i.updated),
             backend: i.backend.as_str().into(),
@@ -441,7 +439,7 @@ async fn with_store<T: Send + 'static>(
     f: impl FnOnce(&flotilla_secrets::SecretStore) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(move || {
-        let (_, _, store) = flotilla::secret_cmd::load_store()?;
+        let (_, _, store) = flotilla_app::secrets::load_store()?;
         f(&store)
     })
     .await
@@ -449,17 +447,10 @@ async fn with_store<T: Send + 'static>(
     .map_err(|e| CommandError::new("secrets", format!("{e:#}")))
 }
 
-fn check_not_protected(name: &str, what: &str) -> Result<()> {
-    if name.starts_with(PROTECTED_PREFIX) {
-        return Err(CommandError::new(
-            "protected",
-            format!(
-                "{name} is one of Flotilla's own secrets ({PROTECTED_PREFIX}*) and cannot be {what} here; \
-                 `flotilla uninstall --purge` removes them all"
-            ),
-        ));
-    }
-    Ok(())
+/// Flotilla's own secrets are refused (`protected`), by the rule `flotilla secret` follows too.
+fn check_change(name: &str, change: flotilla_app::secrets::Change) -> Result<()> {
+    flotilla_app::secrets::check_change(name, change)
+        .map_err(|e| CommandError::new("protected", e.to_string()))
 }
 
 /// The stored secrets, by name (Flotilla's own last).
@@ -473,7 +464,7 @@ pub async fn secrets() -> Result<Vec<SecretView>> {
 pub async fn add_secret(name: String, value: String) -> Result<Vec<SecretView>> {
     flotilla_secrets::validate_name(&name)
         .map_err(|e| CommandError::new("bad_name", e.to_string()))?;
-    check_not_protected(&name, "replaced")?;
+    check_change(&name, flotilla_app::secrets::Change::Set)?;
     if value.is_empty() {
         return Err(CommandError::new(
             "empty_value",
@@ -493,7 +484,7 @@ pub async fn add_secret(name: String, value: String) -> Result<Vec<SecretView>> 
 /// Removes a secret; Flotilla's own are refused (`protected`).
 #[tauri::command]
 pub async fn remove_secret(name: String) -> Result<Vec<SecretView>> {
-    check_not_protected(&name, "removed")?;
+    check_change(&name, flotilla_app::secrets::Change::Remove)?;
     let missing = name.clone();
     let (removed, list) = with_store(move |store| {
         let removed = store.remove(&name)?;
@@ -610,13 +601,20 @@ mod tests {
 
     #[test]
     fn flotillas_own_secrets_are_protected() {
-        let e = check_not_protected("flotilla.node-credential", "removed").unwrap_err();
-        assert_eq!(e.code, "protected");
-        assert!(
-            e.message.contains("flotilla.node-credential"),
-            "{}",
-            e.message
-        );
-        assert!(check_not_protected("binance-api-key", "removed").is_ok());
+        // Refused before the store is opened, with the message `flotilla secret` gives.
+        use tauri::async_runtime::block_on;
+        for name in ["flotilla.ray-token", "flotilla.node-credential"] {
+            let removed = block_on(remove_secret(name.into())).unwrap_err();
+            let added = block_on(add_secret(name.into(), "x".into())).unwrap_err();
+            for (e, change) in [
+                (removed, flotilla_app::secrets::Change::Remove),
+                (added, flotilla_app::secrets::Change::Set),
+            ] {
+                assert_eq!(e.code, "protected");
+                let rule = flotilla_app::secrets::check_change(name, change).unwrap_err();
+                assert_eq!(e.message, rule.to_string());
+            }
+        }
+        assert!(check_change("binance-api-key", flotilla_app::secrets::Change::Remove).is_ok());
     }
 }

@@ -64,7 +64,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             std::env::consts::ARCH
         ),
     )];
-    let loaded = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await?;
+    let loaded = tokio::task::spawn_blocking(flotilla_app::secrets::load_store).await?;
     let dirs = flotilla_host::Dirs::from_env();
     let store = match loaded {
         Ok((_, _, store)) => {
