@@ -83,11 +83,12 @@ pub async fn join(
 /// Sends a pause to this machine's agent: `hour`, `tomorrow` (until 08:00), `indefinite` or
 /// `finish` (the running tasks first).
 pub async fn pause(desktop: &Desktop, kind: &str) -> Result<()> {
+    use flotilla_agent::control::{PauseKind, Request};
     let req = match kind {
-        "hour" => serde_json::json!({"pause": "for", "secs": 3600}),
-        "tomorrow" => serde_json::json!({"pause": "until", "at": "08:00"}),
-        "indefinite" => serde_json::json!({"pause": "now"}),
-        "finish" => serde_json::json!({"pause": "finish"}),
+        "hour" => Request::pause_for(3600),
+        "tomorrow" => Request::pause_until("08:00"),
+        "indefinite" => Request::pause(PauseKind::Now),
+        "finish" => Request::pause(PauseKind::Finish),
         other => {
             return Err(CommandError::new(
                 "bad_request",
@@ -99,26 +100,31 @@ pub async fn pause(desktop: &Desktop, kind: &str) -> Result<()> {
 }
 
 pub async fn resume(desktop: &Desktop) -> Result<()> {
-    ask(desktop, serde_json::json!({"resume": true})).await
+    ask(
+        desktop,
+        flotilla_agent::control::Request::Resume { resume: true },
+    )
+    .await
 }
 
-async fn ask(desktop: &Desktop, req: serde_json::Value) -> Result<()> {
-    let reply = flotilla_agent::control::request(&desktop.dirs.agent_socket(), &req)
-        .await
-        .map_err(|e| {
-            CommandError::new(
-                "agent_unreachable",
-                format!("this computer's worker does not answer ({e}); it may still be starting"),
-            )
-        })?;
-    if reply["ok"] == true {
-        Ok(())
-    } else {
-        Err(CommandError::new(
-            "refused",
-            reply["error"].as_str().unwrap_or("the worker refused"),
-        ))
+fn agent(desktop: &Desktop) -> flotilla_agent::control::Client {
+    flotilla_agent::control::Client::new(desktop.dirs.agent_socket())
+}
+
+/// The error the window shows when the agent does not answer or refuses.
+fn agent_error(e: flotilla_agent::control::AskError) -> CommandError {
+    use flotilla_agent::control::AskError;
+    match e {
+        AskError::Unreachable(e) => CommandError::new(
+            "agent_unreachable",
+            format!("this computer's worker does not answer ({e}); it may still be starting"),
+        ),
+        other => CommandError::new("refused", other.to_string()),
     }
+}
+
+async fn ask(desktop: &Desktop, req: flotilla_agent::control::Request) -> Result<()> {
+    agent(desktop).done(&req).await.map_err(agent_error)
 }
 
 #[tauri::command]
@@ -284,19 +290,19 @@ pub struct ContributionView {
 }
 
 impl ContributionView {
-    /// The agent's tally (`{"get": "contribution"}`) at `price` dollars a vCPU-hour.
-    pub fn of(c: &serde_json::Value, price: f64) -> ContributionView {
-        let hours = |k: &str| c[k].as_f64().unwrap_or(0.0) / 3600.0;
+    /// The agent's tally at `price` dollars a vCPU-hour.
+    pub fn of(c: &flotilla_agent::outbox::Contribution, price: f64) -> ContributionView {
+        let hours = |secs: f64| secs / 3600.0;
         let (today, week, total) = (
-            hours("today_cpu_seconds"),
-            hours("week_cpu_seconds"),
-            hours("total_cpu_seconds"),
+            hours(c.today_cpu_seconds),
+            hours(c.week_cpu_seconds),
+            hours(c.total_cpu_seconds),
         );
         ContributionView {
             today_cpu_hours: today,
             week_cpu_hours: week,
             total_cpu_hours: total,
-            since_unix: c["since_unix"].as_i64(),
+            since_unix: c.since_unix,
             price_per_vcpu_hour: price,
             today_cost: today * price,
             week_cost: week * price,
@@ -315,30 +321,15 @@ pub struct ComputerView {
 
 #[tauri::command]
 pub async fn computer(desktop: State<'_, Arc<Desktop>>) -> Result<ComputerView> {
-    let socket = desktop.dirs.agent_socket();
-    let (get_decision, get_contribution) = (
-        serde_json::json!({"get": "decision"}),
-        serde_json::json!({"get": "contribution"}),
-    );
-    let (decision, contribution) = tokio::join!(
-        flotilla_agent::control::request(&socket, &get_decision),
-        flotilla_agent::control::request(&socket, &get_contribution),
-    );
-    let decision = decision.map_err(|e| {
-        CommandError::new(
-            "agent_unreachable",
-            format!("this computer's worker does not answer ({e}); it may still be starting"),
-        )
-    })?;
+    let agent = agent(&desktop);
+    let (decision, contribution) = tokio::join!(agent.decision(), agent.contribution());
+    let decision = decision.map_err(agent_error)?;
     let price = crate::settings::load(&desktop.dirs).price_per_vcpu_hour;
     Ok(ComputerView {
-        sensors: Some(&decision["decision"]["sensors"])
+        sensors: Some(&decision["sensors"])
             .filter(|s| s.is_object())
             .map(SensorsView::of),
-        contribution: contribution
-            .ok()
-            .filter(|c| c["ok"] == true)
-            .map(|c| ContributionView::of(&c["contribution"], price)),
+        contribution: contribution.ok().map(|c| ContributionView::of(&c, price)),
     })
 }
 
@@ -378,22 +369,11 @@ pub async fn set_policy(
             problems: Some(e.problems),
         })?;
     tracing::info!("politeness settings saved to flotilla.toml");
-    let applied = match flotilla_agent::control::request(
-        &desktop.dirs.agent_socket(),
-        &serde_json::json!({"reload": "policy"}),
-    )
-    .await
-    {
-        Ok(r) if r["ok"] == true => true,
-        Ok(r) => {
-            return Err(CommandError::new(
-                "refused",
-                r["error"]
-                    .as_str()
-                    .unwrap_or("the worker refused the settings"),
-            ));
-        }
-        Err(_) => false,
+    use flotilla_agent::control::AskError;
+    let applied = match agent(&desktop).reload_policy().await {
+        Ok(_) => true,
+        Err(AskError::Unreachable(_)) => false,
+        Err(e) => return Err(CommandError::new("refused", e.to_string())),
     };
     Ok(PolicySaved {
         policy: saved,
@@ -587,8 +567,12 @@ mod tests {
         );
         assert_eq!((s.owner_load, s.total_cpus), (None, 8.0));
         let c = ContributionView::of(
-            &serde_json::json!({"today_cpu_seconds": 7200.0, "week_cpu_seconds": 36000.0,
-                                "total_cpu_seconds": 360000.0, "since_unix": 1000}),
+            &flotilla_agent::outbox::Contribution {
+                today_cpu_seconds: 7200.0,
+                week_cpu_seconds: 36000.0,
+                total_cpu_seconds: 360000.0,
+                since_unix: Some(1000),
+            },
             0.04,
         );
         assert_eq!(
