@@ -3,7 +3,8 @@
 //! input, and reads the agent's current decision.
 //!
 //! Protocol: newline-delimited JSON over a local socket, one request per line, one reply per
-//! line:
+//! line. Each line is the JSON of a [`Request`] and of a [`Reply`]; [`Client`] is the one client
+//! (`flotilla status`, `pause`, `doctor`, the desktop app), and a raw line does as well:
 //!
 //! ```text
 //! -> {"idle_ms": 1234, "source": "desktop"}      <- {"ok": true}
