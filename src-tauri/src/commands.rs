@@ -67,10 +67,11 @@ pub async fn join(
     let name = name
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(flotilla::join::default_name);
-    let enrolled = flotilla::join::enroll(&code, name, None)
+        .unwrap_or_else(flotilla_app::join::default_name);
+    let log = crate::events(flotilla_ray::runtime::no_progress());
+    let enrolled = flotilla_app::join::enroll(&code, name, None, &log)
         .await
-        .map_err(|e| CommandError::new("join_failed", flotilla::errors::describe(&e)))?;
+        .map_err(|e| CommandError::new("join_failed", flotilla_app::describe(&e)))?;
     tracing::info!(node = %enrolled.node_id, "joined the fleet");
     desktop.start_agent(&app, enrolled);
     if let Err(e) = app.autolaunch().enable() {
@@ -82,11 +83,12 @@ pub async fn join(
 /// Sends a pause to this machine's agent: `hour`, `tomorrow` (until 08:00), `indefinite` or
 /// `finish` (the running tasks first).
 pub async fn pause(desktop: &Desktop, kind: &str) -> Result<()> {
+    use flotilla_agent::control::{PauseKind, Request};
     let req = match kind {
-        "hour" => serde_json::json!({"pause": "for", "secs": 3600}),
-        "tomorrow" => serde_json::json!({"pause": "until", "at": "08:00"}),
-        "indefinite" => serde_json::json!({"pause": "now"}),
-        "finish" => serde_json::json!({"pause": "finish"}),
+        "hour" => Request::pause_for(3600),
+        "tomorrow" => Request::pause_until("08:00"),
+        "indefinite" => Request::pause(PauseKind::Now),
+        "finish" => Request::pause(PauseKind::Finish),
         other => {
             return Err(CommandError::new(
                 "bad_request",
@@ -98,26 +100,31 @@ pub async fn pause(desktop: &Desktop, kind: &str) -> Result<()> {
 }
 
 pub async fn resume(desktop: &Desktop) -> Result<()> {
-    ask(desktop, serde_json::json!({"resume": true})).await
+    ask(
+        desktop,
+        flotilla_agent::control::Request::Resume { resume: true },
+    )
+    .await
 }
 
-async fn ask(desktop: &Desktop, req: serde_json::Value) -> Result<()> {
-    let reply = flotilla_agent::control::request(&desktop.dirs.agent_socket(), &req)
-        .await
-        .map_err(|e| {
-            CommandError::new(
-                "agent_unreachable",
-                format!("this computer's worker does not answer ({e}); it may still be starting"),
-            )
-        })?;
-    if reply["ok"] == true {
-        Ok(())
-    } else {
-        Err(CommandError::new(
-            "refused",
-            reply["error"].as_str().unwrap_or("the worker refused"),
-        ))
+fn agent(desktop: &Desktop) -> flotilla_agent::control::Client {
+    flotilla_agent::control::Client::new(desktop.dirs.agent_socket())
+}
+
+/// The error the window shows when the agent does not answer or refuses.
+fn agent_error(e: flotilla_agent::control::AskError) -> CommandError {
+    use flotilla_agent::control::AskError;
+    match e {
+        AskError::Unreachable(e) => CommandError::new(
+            "agent_unreachable",
+            format!("this computer's worker does not answer ({e}); it may still be starting"),
+        ),
+        other => CommandError::new("refused", other.to_string()),
     }
+}
+
+async fn ask(desktop: &Desktop, req: flotilla_agent::control::Request) -> Result<()> {
+    agent(desktop).done(&req).await.map_err(agent_error)
 }
 
 #[tauri::command]
@@ -154,7 +161,7 @@ pub async fn cluster(desktop: State<'_, Arc<Desktop>>) -> Result<flotilla_head::
         Some(c) => c,
         None => {
             let c = tokio::task::spawn_blocking(|| {
-                let (_, _, store) = flotilla::secret_cmd::load_store()?;
+                let (_, _, store) = flotilla_app::secrets::load_store()?;
                 store.get(enrollment::CREDENTIAL_SECRET).map_err(|e| {
                     anyhow::anyhow!(
                         "this computer's node credential is unreadable ({e}): join again"
@@ -283,19 +290,19 @@ pub struct ContributionView {
 }
 
 impl ContributionView {
-    /// The agent's tally (`{"get": "contribution"}`) at `price` dollars a vCPU-hour.
-    pub fn of(c: &serde_json::Value, price: f64) -> ContributionView {
-        let hours = |k: &str| c[k].as_f64().unwrap_or(0.0) / 3600.0;
+    /// The agent's tally at `price` dollars a vCPU-hour.
+    pub fn of(c: &flotilla_agent::outbox::Contribution, price: f64) -> ContributionView {
+        let hours = |secs: f64| secs / 3600.0;
         let (today, week, total) = (
-            hours("today_cpu_seconds"),
-            hours("week_cpu_seconds"),
-            hours("total_cpu_seconds"),
+            hours(c.today_cpu_seconds),
+            hours(c.week_cpu_seconds),
+            hours(c.total_cpu_seconds),
         );
         ContributionView {
             today_cpu_hours: today,
             week_cpu_hours: week,
             total_cpu_hours: total,
-            since_unix: c["since_unix"].as_i64(),
+            since_unix: c.since_unix,
             price_per_vcpu_hour: price,
             today_cost: today * price,
             week_cost: week * price,
@@ -314,30 +321,15 @@ pub struct ComputerView {
 
 #[tauri::command]
 pub async fn computer(desktop: State<'_, Arc<Desktop>>) -> Result<ComputerView> {
-    let socket = desktop.dirs.agent_socket();
-    let (get_decision, get_contribution) = (
-        serde_json::json!({"get": "decision"}),
-        serde_json::json!({"get": "contribution"}),
-    );
-    let (decision, contribution) = tokio::join!(
-        flotilla_agent::control::request(&socket, &get_decision),
-        flotilla_agent::control::request(&socket, &get_contribution),
-    );
-    let decision = decision.map_err(|e| {
-        CommandError::new(
-            "agent_unreachable",
-            format!("this computer's worker does not answer ({e}); it may still be starting"),
-        )
-    })?;
+    let agent = agent(&desktop);
+    let (decision, contribution) = tokio::join!(agent.decision(), agent.contribution());
+    let decision = decision.map_err(agent_error)?;
     let price = crate::settings::load(&desktop.dirs).price_per_vcpu_hour;
     Ok(ComputerView {
-        sensors: Some(&decision["decision"]["sensors"])
+        sensors: Some(&decision["sensors"])
             .filter(|s| s.is_object())
             .map(SensorsView::of),
-        contribution: contribution
-            .ok()
-            .filter(|c| c["ok"] == true)
-            .map(|c| ContributionView::of(&c["contribution"], price)),
+        contribution: contribution.ok().map(|c| ContributionView::of(&c, price)),
     })
 }
 
@@ -377,22 +369,11 @@ pub async fn set_policy(
             problems: Some(e.problems),
         })?;
     tracing::info!("politeness settings saved to flotilla.toml");
-    let applied = match flotilla_agent::control::request(
-        &desktop.dirs.agent_socket(),
-        &serde_json::json!({"reload": "policy"}),
-    )
-    .await
-    {
-        Ok(r) if r["ok"] == true => true,
-        Ok(r) => {
-            return Err(CommandError::new(
-                "refused",
-                r["error"]
-                    .as_str()
-                    .unwrap_or("the worker refused the settings"),
-            ));
-        }
-        Err(_) => false,
+    use flotilla_agent::control::AskError;
+    let applied = match agent(&desktop).reload_policy().await {
+        Ok(_) => true,
+        Err(AskError::Unreachable(_)) => false,
+        Err(e) => return Err(CommandError::new("refused", e.to_string())),
     };
     Ok(PolicySaved {
         policy: saved,
@@ -413,9 +394,6 @@ pub struct SecretView {
     pub protected: bool,
 }
 
-/// Flotilla's own secrets (the node credential, the Ray and admin tokens, the TLS key).
-pub const PROTECTED_PREFIX: &str = "flotilla.";
-
 fn secret_views(store: &flotilla_secrets::SecretStore) -> anyhow::Result<Vec<SecretView>> {
     let unix = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -425,7 +403,7 @@ fn secret_views(store: &flotilla_secrets::SecretStore) -> anyhow::Result<Vec<Sec
         .list()?
         .into_iter()
         .map(|i| SecretView {
-            protected: i.name.starts_with(PROTECTED_PREFIX),
+            protected: flotilla_app::secrets::is_protected(&i.name),
             created_unix: unix(i.created),
             updated_unix: unix(i.updated),
             backend: i.backend.as_str().into(),
@@ -441,7 +419,7 @@ async fn with_store<T: Send + 'static>(
     f: impl FnOnce(&flotilla_secrets::SecretStore) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(move || {
-        let (_, _, store) = flotilla::secret_cmd::load_store()?;
+        let (_, _, store) = flotilla_app::secrets::load_store()?;
         f(&store)
     })
     .await
@@ -449,17 +427,10 @@ async fn with_store<T: Send + 'static>(
     .map_err(|e| CommandError::new("secrets", format!("{e:#}")))
 }
 
-fn check_not_protected(name: &str, what: &str) -> Result<()> {
-    if name.starts_with(PROTECTED_PREFIX) {
-        return Err(CommandError::new(
-            "protected",
-            format!(
-                "{name} is one of Flotilla's own secrets ({PROTECTED_PREFIX}*) and cannot be {what} here; \
-                 `flotilla uninstall --purge` removes them all"
-            ),
-        ));
-    }
-    Ok(())
+/// Flotilla's own secrets are refused (`protected`), by the rule `flotilla secret` follows too.
+fn check_change(name: &str, change: flotilla_app::secrets::Change) -> Result<()> {
+    flotilla_app::secrets::check_change(name, change)
+        .map_err(|e| CommandError::new("protected", e.to_string()))
 }
 
 /// The stored secrets, by name (Flotilla's own last).
@@ -473,7 +444,7 @@ pub async fn secrets() -> Result<Vec<SecretView>> {
 pub async fn add_secret(name: String, value: String) -> Result<Vec<SecretView>> {
     flotilla_secrets::validate_name(&name)
         .map_err(|e| CommandError::new("bad_name", e.to_string()))?;
-    check_not_protected(&name, "replaced")?;
+    check_change(&name, flotilla_app::secrets::Change::Set)?;
     if value.is_empty() {
         return Err(CommandError::new(
             "empty_value",
@@ -493,7 +464,7 @@ pub async fn add_secret(name: String, value: String) -> Result<Vec<SecretView>> 
 /// Removes a secret; Flotilla's own are refused (`protected`).
 #[tauri::command]
 pub async fn remove_secret(name: String) -> Result<Vec<SecretView>> {
-    check_not_protected(&name, "removed")?;
+    check_change(&name, flotilla_app::secrets::Change::Remove)?;
     let missing = name.clone();
     let (removed, list) = with_store(move |store| {
         let removed = store.remove(&name)?;
@@ -596,8 +567,12 @@ mod tests {
         );
         assert_eq!((s.owner_load, s.total_cpus), (None, 8.0));
         let c = ContributionView::of(
-            &serde_json::json!({"today_cpu_seconds": 7200.0, "week_cpu_seconds": 36000.0,
-                                "total_cpu_seconds": 360000.0, "since_unix": 1000}),
+            &flotilla_agent::outbox::Contribution {
+                today_cpu_seconds: 7200.0,
+                week_cpu_seconds: 36000.0,
+                total_cpu_seconds: 360000.0,
+                since_unix: Some(1000),
+            },
             0.04,
         );
         assert_eq!(
@@ -610,13 +585,20 @@ mod tests {
 
     #[test]
     fn flotillas_own_secrets_are_protected() {
-        let e = check_not_protected("flotilla.node-credential", "removed").unwrap_err();
-        assert_eq!(e.code, "protected");
-        assert!(
-            e.message.contains("flotilla.node-credential"),
-            "{}",
-            e.message
-        );
-        assert!(check_not_protected("binance-api-key", "removed").is_ok());
+        // Refused before the store is opened, with the message `flotilla secret` gives.
+        use tauri::async_runtime::block_on;
+        for name in ["flotilla.ray-token", "flotilla.node-credential"] {
+            let removed = block_on(remove_secret(name.into())).unwrap_err();
+            let added = block_on(add_secret(name.into(), "x".into())).unwrap_err();
+            for (e, change) in [
+                (removed, flotilla_app::secrets::Change::Remove),
+                (added, flotilla_app::secrets::Change::Set),
+            ] {
+                assert_eq!(e.code, "protected");
+                let rule = flotilla_app::secrets::check_change(name, change).unwrap_err();
+                assert_eq!(e.message, rule.to_string());
+            }
+        }
+        assert!(check_change("binance-api-key", flotilla_app::secrets::Change::Remove).is_ok());
     }
 }

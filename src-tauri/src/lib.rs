@@ -1,13 +1,13 @@
 //! Flotilla's desktop app: this machine's worker agent, a tray icon that says what it is doing
 //! and why, notifications, start at login, and the dashboard in a window.
 //!
-//! The shell is thin. The agent is the same code `flotilla worker` runs
-//! ([`flotilla::worker::run_enrolled_until`]), in this process; a computer that hosts the
-//! cluster runs what `flotilla up` runs instead ([`flotilla::up::start`]: the head and its own
-//! worker). The tray and the window read the agent through its local control channel
-//! ([`flotilla_agent::control`]), as `flotilla status` and `flotilla pause` do, so the app, the
-//! command line and a service all see one agent. Joining is [`flotilla::join::enroll`]; the
-//! cluster view is the control plane's snapshot, read with this node's credential
+//! The shell is thin: it draws, and `flotilla-app` does the work, as it does for the command
+//! line. The agent is the same code `flotilla worker` runs ([`flotilla_app::worker::run_enrolled`]),
+//! in this process; a computer that hosts the cluster runs what `flotilla up` runs instead
+//! ([`flotilla_app::host::start`]: the head and its own worker). The tray and the window read
+//! the agent through its local control channel ([`flotilla_agent::control`]), as `flotilla
+//! status` and `flotilla pause` do, so the app, the command line and a service all see one
+//! agent. Joining is [`flotilla_app::join::enroll`]; the cluster view is the control plane's snapshot, read with this node's credential
 //! ([`flotilla_agent::enrollment::Enrollment::cluster`]) or, on the host, from the control
 //! plane in this process.
 //!
@@ -114,9 +114,7 @@ impl Desktop {
 
     /// The name of the hosting computer's own worker.
     pub fn host_worker_name(&self) -> String {
-        flotilla::up::UpArgs::default()
-            .name
-            .unwrap_or_else(flotilla::join::default_name)
+        flotilla_app::host::HostOptions::from_env().worker_name()
     }
 
     /// The fleet's policy defaults this computer's agent merges its own settings under.
@@ -149,20 +147,22 @@ impl Desktop {
             enrolled.ray_version.clone(),
             enrolled.python_version.clone(),
         );
-        let progress = progress::sink(app.clone(), self.clone(), runtime);
+        let events = events(progress::sink(app.clone(), self.clone(), runtime));
         let task = tauri::async_runtime::spawn(async move {
-            let node = flotilla::worker::NodeArgs::default();
+            let node = flotilla_app::worker::NodeOptions::from_env();
             let ended =
-                flotilla::worker::run_enrolled_until(enrolled, node, stop.clone(), Some(progress))
-                    .await;
+                flotilla_app::worker::run_enrolled(enrolled, node, stop.clone(), events).await;
             if stop.is_cancelled() {
                 return;
             }
+            use flotilla_app::worker::WorkerEnd;
             let why = match ended {
-                Ok(code) if code == std::process::ExitCode::SUCCESS => {
+                Ok(WorkerEnd::Shutdown | WorkerEnd::Left(_)) => {
                     "the worker stopped: this machine left the fleet".to_string()
                 }
-                Ok(_) => "the head refused this machine: join again with a new code".to_string(),
+                Ok(WorkerEnd::Refused(_)) => {
+                    "the head refused this machine: join again with a new code".to_string()
+                }
                 Err(e) => format!("{e:#}"),
             };
             tracing::warn!("{why}");
@@ -185,13 +185,12 @@ impl Desktop {
         let (me, stop) = (self.clone(), shutdown.clone());
         let spec = flotilla_ray::RuntimeSpec::default();
         let runtime = (spec.ray.clone(), spec.python.clone());
-        let progress = progress::sink(app.clone(), self.clone(), runtime);
+        let events = events(progress::sink(app.clone(), self.clone(), runtime));
         let task = tauri::async_runtime::spawn(async move {
-            let args = flotilla::up::UpArgs::default();
-            let say = |line: &str| tracing::info!("{line}");
+            let options = flotilla_app::host::HostOptions::from_env();
             let running = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = flotilla::up::start(&args, progress, &say) => r,
+                r = flotilla_app::host::start(&options, &events) => r,
             };
             let running = match running {
                 Ok(r) => r,
@@ -208,8 +207,7 @@ impl Desktop {
                 info: running.info().clone(),
                 fleet_policy: running.fleet_policy().to_string(),
             });
-            let warn = |line: &str| tracing::warn!("{line}");
-            running.watch(&stop, &warn).await;
+            running.watch(&stop, &events).await;
             *lock(&me.hosted) = None;
             *lock(&me.invite) = None;
             running.stop().await;
@@ -281,6 +279,18 @@ impl Desktop {
             Role::None => {}
         }
     }
+}
+
+/// Where the app hears what hosting and the worker say: the runtime's provisioning goes to the
+/// window's progress bar (`progress`), everything else to the log.
+pub(crate) fn events(progress: flotilla_ray::runtime::ProgressFn) -> flotilla_app::Events {
+    use flotilla_app::Event;
+    Arc::new(move |event| match event {
+        Event::Runtime(p) => progress(p),
+        Event::Waiting(line) | Event::Info(line) => tracing::info!("{line}"),
+        Event::Warning(line) | Event::Problem(line) => tracing::warn!("{line}"),
+        Event::WaitOver => {}
+    })
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -395,7 +405,7 @@ pub fn run() {
             // Logging out (SIGTERM) or Ctrl-C in a terminal quits as the menu's Quit does:
             // the worker's Ray node stops first.
             tauri::async_runtime::spawn(async move {
-                flotilla::up::shutdown_signal().cancelled().await;
+                flotilla_app::shutdown_signal().cancelled().await;
                 quit(&handle);
             });
             Ok(())

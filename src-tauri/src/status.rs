@@ -98,15 +98,13 @@ pub async fn read(desktop: &Desktop) -> DesktopStatus {
             .unwrap_or_default(),
         Role::Host => desktop.host_worker_name(),
     };
-    let reply = flotilla_agent::control::request(
-        &desktop.dirs.agent_socket(),
-        &serde_json::json!({"get": "decision"}),
-    )
-    .await
-    .ok()
-    .filter(|r| r["ok"] == true && !r["decision"].is_null());
-    let mut status = match reply {
-        Some(r) => of_decision(&r["decision"]),
+    let decision = flotilla_agent::control::Client::new(desktop.dirs.agent_socket())
+        .decision()
+        .await
+        .ok()
+        .filter(|d| !d.is_null());
+    let mut status = match decision {
+        Some(d) => of_decision(&d),
         None => DesktopStatus {
             phase: Phase::Starting,
             progress: crate::lock(&desktop.progress).clone(),

@@ -103,7 +103,7 @@ impl SecretsSettings {
 }
 
 /// One problem in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// 1-based line, where it can be told.
     pub line: Option<usize>,

@@ -3,7 +3,8 @@
 //! input, and reads the agent's current decision.
 //!
 //! Protocol: newline-delimited JSON over a local socket, one request per line, one reply per
-//! line:
+//! line. Each line is the JSON of a [`Request`] and of a [`Reply`]; [`Client`] is the one client
+//! (`flotilla status`, `pause`, `doctor`, the desktop app), and a raw line does as well:
 //!
 //! ```text
 //! -> {"idle_ms": 1234, "source": "desktop"}      <- {"ok": true}
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -47,27 +48,200 @@ pub fn socket_path(dirs: &flotilla_host::Dirs) -> PathBuf {
     dirs.agent_socket()
 }
 
-#[derive(Debug, Deserialize)]
+/// A request on the control channel. Its JSON, one object a line, is the protocol (see the
+/// module's documentation); clients send it with [`Client`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
-enum Request {
+pub enum Request {
+    /// The owner's idle time, as a session that sees the owner's input measured it.
     Idle {
         idle_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
         source: Option<String>,
     },
     Get {
-        get: String,
+        get: Item,
     },
+    /// A pause: `For` takes `secs` (a minute to a week), `Until` takes `at` (`HH:MM`).
     Pause {
-        pause: String,
+        pause: PauseKind,
+        #[serde(skip_serializing_if = "Option::is_none")]
         secs: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         at: Option<String>,
     },
+    /// `true`; anything else is refused.
     Resume {
         resume: bool,
     },
     Reload {
-        reload: String,
+        reload: ReloadItem,
     },
+}
+
+/// What `{"get": ...}` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Item {
+    /// The politeness loop's latest decision, with the session's link.
+    Decision,
+    /// What this machine contributed (an enrolled agent's outbox tally).
+    Contribution,
+}
+
+/// What `{"reload": ...}` reads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadItem {
+    /// `flotilla.toml`'s politeness settings.
+    Policy,
+}
+
+/// The kinds of pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseKind {
+    /// The running tasks finish first.
+    Finish,
+    /// At once, until resumed.
+    Now,
+    /// For `secs`.
+    For,
+    /// Until the next `at` local time.
+    Until,
+}
+
+impl Request {
+    pub fn pause_for(secs: u64) -> Request {
+        Request::Pause {
+            pause: PauseKind::For,
+            secs: Some(secs),
+            at: None,
+        }
+    }
+
+    /// Until the next `at` (`HH:MM`, local time).
+    pub fn pause_until(at: &str) -> Request {
+        Request::Pause {
+            pause: PauseKind::Until,
+            secs: None,
+            at: Some(at.to_string()),
+        }
+    }
+
+    /// A pause without a duration: `Finish` or `Now`.
+    pub fn pause(kind: PauseKind) -> Request {
+        Request::Pause {
+            pause: kind,
+            secs: None,
+            at: None,
+        }
+    }
+}
+
+/// A reply on the control channel. On the wire: `{"ok": true}` with the item asked for, or
+/// `{"ok": false, "error": ..., "problems": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WireReply", from = "WireReply")]
+pub enum Reply {
+    /// Done (an idle reading, a pause, a resume).
+    Done,
+    /// The latest decision ([`crate::politeness::Published`] with the session's link); null
+    /// before the first tick.
+    Decision(serde_json::Value),
+    Contribution(crate::outbox::Contribution),
+    /// The settings a reload applied.
+    Policy(Box<flotilla_policy::Settings>),
+    /// Refused, and why; a refused reload names each problem of the file.
+    Refused {
+        error: String,
+        problems: Option<Vec<crate::config::Problem>>,
+    },
+}
+
+impl Reply {
+    fn refused(error: impl Into<String>) -> Reply {
+        Reply::Refused {
+            error: error.into(),
+            problems: None,
+        }
+    }
+}
+
+/// [`Reply`] as its JSON has it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct WireReply {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    problems: Option<Vec<crate::config::Problem>>,
+    /// `Some(Null)` stays a null decision.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    decision: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    contribution: Option<crate::outbox::Contribution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<Box<flotilla_policy::Settings>>,
+}
+
+/// A field that is there, null included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+impl From<Reply> for WireReply {
+    fn from(r: Reply) -> WireReply {
+        let ok = WireReply {
+            ok: true,
+            ..WireReply::default()
+        };
+        match r {
+            Reply::Done => ok,
+            Reply::Decision(d) => WireReply {
+                decision: Some(d),
+                ..ok
+            },
+            Reply::Contribution(c) => WireReply {
+                contribution: Some(c),
+                ..ok
+            },
+            Reply::Policy(p) => WireReply {
+                policy: Some(p),
+                ..ok
+            },
+            Reply::Refused { error, problems } => WireReply {
+                ok: false,
+                error: Some(error),
+                problems,
+                ..WireReply::default()
+            },
+        }
+    }
+}
+
+impl From<WireReply> for Reply {
+    fn from(w: WireReply) -> Reply {
+        if !w.ok {
+            return Reply::Refused {
+                error: w.error.unwrap_or_else(|| "refused".into()),
+                problems: w.problems,
+            };
+        }
+        if let Some(d) = w.decision {
+            Reply::Decision(d)
+        } else if let Some(c) = w.contribution {
+            Reply::Contribution(c)
+        } else if let Some(p) = w.policy {
+            Reply::Policy(p)
+        } else {
+            Reply::Done
+        }
+    }
 }
 
 /// The channel's shared state.
@@ -177,17 +351,16 @@ pub fn local_day_and_week_start(
     (today, today - i64::from(clock.weekday) * 86_400)
 }
 
-fn contribution(feeds: &Feeds) -> serde_json::Value {
+fn contribution(feeds: &Feeds) -> Reply {
     let ledger = feeds
         .ledger
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let Some(outbox) = ledger else {
-        return serde_json::json!({
-            "ok": false,
-            "error": "this agent keeps no contribution ledger: it is not enrolled in a fleet (or its session has not started yet)"
-        });
+        return Reply::refused(
+            "this agent keeps no contribution ledger: it is not enrolled in a fleet (or its session has not started yet)",
+        );
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -198,26 +371,26 @@ fn contribution(feeds: &Feeds) -> serde_json::Value {
         .unwrap_or_else(|e| e.into_inner())
         .contribution(today, week);
     match read {
-        Ok(c) => serde_json::json!({"ok": true, "contribution": c}),
-        Err(e) => serde_json::json!({"ok": false, "error": format!("cannot read the outbox: {e}")}),
+        Ok(c) => Reply::Contribution(c),
+        Err(e) => Reply::refused(format!("cannot read the outbox: {e}")),
     }
 }
 
 fn pause_request(
-    pause: &str,
+    pause: PauseKind,
     secs: Option<u64>,
     at: Option<&str>,
 ) -> Result<ManualRequest, String> {
     match (pause, secs, at) {
-        ("finish", None, None) => Ok(ManualRequest::Finish),
-        ("now", None, None) => Ok(ManualRequest::Indefinite),
-        ("for", Some(s), None) if (60..=7 * 24 * 3600).contains(&s) => {
+        (PauseKind::Finish, None, None) => Ok(ManualRequest::Finish),
+        (PauseKind::Now, None, None) => Ok(ManualRequest::Indefinite),
+        (PauseKind::For, Some(s), None) if (60..=7 * 24 * 3600).contains(&s) => {
             Ok(ManualRequest::For(Duration::from_secs(s)))
         }
-        ("for", Some(s), None) => Err(format!(
+        (PauseKind::For, Some(s), None) => Err(format!(
             "secs {s} is outside 60..604800 (a minute to a week)"
         )),
-        ("until", None, Some(at)) => {
+        (PauseKind::Until, None, Some(at)) => {
             let clock: flotilla_policy::ClockTime =
                 at.parse().map_err(|e| format!("at {at:?}: {e}"))?;
             Ok(ManualRequest::UntilNext {
@@ -229,6 +402,80 @@ fn pause_request(
     }
 }
 
+/// Why `line` is not a request, as helpfully as its JSON allows.
+fn not_a_request(line: &str, e: &serde_json::Error) -> String {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    match (&value["get"], &value["reload"]) {
+        (serde_json::Value::String(get), _) => {
+            format!("unknown item {get:?}; try \"decision\" or \"contribution\"")
+        }
+        (_, serde_json::Value::String(reload)) => {
+            format!("unknown item {reload:?}; try \"policy\"")
+        }
+        _ => format!("not a request ({e}); send {{\"idle_ms\": N}} or {{\"get\": \"decision\"}}"),
+    }
+}
+
+/// Answers one request.
+fn answer(
+    request: Request,
+    feeds: &Feeds,
+    decision: &watch::Receiver<serde_json::Value>,
+    now: Instant,
+) -> Reply {
+    match request {
+        Request::Idle { idle_ms, source } => {
+            let idle = Duration::from_millis(idle_ms);
+            if idle > MAX_IDLE {
+                return Reply::refused(format!("idle_ms {idle_ms} is more than a week"));
+            }
+            let source: String = source
+                .unwrap_or_else(|| "session".into())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(40)
+                .collect();
+            *feeds.idle.lock().unwrap_or_else(|e| e.into_inner()) = Some(FedIdle {
+                idle,
+                at: now,
+                source,
+            });
+            Reply::Done
+        }
+        Request::Get {
+            get: Item::Decision,
+        } => Reply::Decision(decision.borrow().clone()),
+        Request::Get {
+            get: Item::Contribution,
+        } => contribution(feeds),
+        Request::Reload {
+            reload: ReloadItem::Policy,
+        } => match feeds.source.reload() {
+            Ok(settings) => {
+                tracing::info!("flotilla.toml reloaded");
+                *feeds.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings.clone());
+                Reply::Policy(Box::new(settings))
+            }
+            Err(e) => Reply::Refused {
+                error: e.message,
+                problems: Some(e.problems),
+            },
+        },
+        Request::Pause { pause, secs, at } => match pause_request(pause, secs, at.as_deref()) {
+            Ok(r) => {
+                *feeds.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                Reply::Done
+            }
+            Err(e) => Reply::refused(e),
+        },
+        Request::Resume { resume: true } => {
+            *feeds.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(ManualRequest::Resume);
+            Reply::Done
+        }
+        Request::Resume { resume: false } => Reply::refused("resume takes true"),
+    }
+}
+
 /// Handles one request line; returns the reply line (without the newline).
 pub(crate) fn handle(
     line: &str,
@@ -236,73 +483,11 @@ pub(crate) fn handle(
     decision: &watch::Receiver<serde_json::Value>,
     now: Instant,
 ) -> String {
-    let feed = &feeds.idle;
     let reply = match serde_json::from_str::<Request>(line) {
-        Ok(Request::Idle { idle_ms, source }) => {
-            let idle = Duration::from_millis(idle_ms);
-            if idle > MAX_IDLE {
-                serde_json::json!({"ok": false, "error": format!("idle_ms {idle_ms} is more than a week")})
-            } else {
-                let source: String = source
-                    .unwrap_or_else(|| "session".into())
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(40)
-                    .collect();
-                *feed.lock().unwrap_or_else(|e| e.into_inner()) = Some(FedIdle {
-                    idle,
-                    at: now,
-                    source,
-                });
-                serde_json::json!({"ok": true})
-            }
-        }
-        Ok(Request::Get { get }) if get == "decision" => {
-            serde_json::json!({"ok": true, "decision": decision.borrow().clone()})
-        }
-        Ok(Request::Get { get }) if get == "contribution" => contribution(feeds),
-        Ok(Request::Get { get }) => {
-            serde_json::json!({"ok": false, "error": format!("unknown item {get:?}; try \"decision\" or \"contribution\"")})
-        }
-        Ok(Request::Reload { reload }) if reload == "policy" => match feeds.source.reload() {
-            Ok(settings) => {
-                tracing::info!("flotilla.toml reloaded");
-                *feeds.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings.clone());
-                serde_json::json!({"ok": true, "policy": settings})
-            }
-            Err(e) => serde_json::json!({
-                "ok": false,
-                "error": e.message,
-                "problems": e.problems.iter().map(|p| serde_json::json!({
-                    "line": p.line, "field": p.field, "message": p.message,
-                })).collect::<Vec<_>>(),
-            }),
-        },
-        Ok(Request::Reload { reload }) => {
-            serde_json::json!({"ok": false, "error": format!("unknown item {reload:?}; try \"policy\"")})
-        }
-        Ok(Request::Pause { pause, secs, at }) => {
-            match pause_request(&pause, secs, at.as_deref()) {
-                Ok(r) => {
-                    *feeds.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                    serde_json::json!({"ok": true})
-                }
-                Err(e) => serde_json::json!({"ok": false, "error": e}),
-            }
-        }
-        Ok(Request::Resume { resume: true }) => {
-            *feeds.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(ManualRequest::Resume);
-            serde_json::json!({"ok": true})
-        }
-        Ok(Request::Resume { resume: false }) => {
-            serde_json::json!({"ok": false, "error": "resume takes true"})
-        }
-        Err(e) => serde_json::json!({
-            "ok": false,
-            "error": format!("not a request ({e}); send {{\"idle_ms\": N}} or {{\"get\": \"decision\"}}")
-        }),
+        Ok(request) => answer(request, feeds, decision, now),
+        Err(e) => Reply::refused(not_a_request(line, &e)),
     };
-    reply.to_string()
+    serde_json::to_string(&reply).expect("plain data")
 }
 
 /// Serves the control channel `socket` (see [`socket_path`]) until `shutdown`; binds before
@@ -379,9 +564,119 @@ async fn converse(
     }
 }
 
+/// A client of the control channel of one agent: what `flotilla status`, `flotilla pause` and
+/// the desktop app ask it through. Each request is a connection of its own.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+/// Why a request got no answer, or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// No agent answers on the channel (none runs, it is starting, or it hangs).
+    #[error("{0}")]
+    Unreachable(#[from] std::io::Error),
+    /// The agent refused the request (and, for a reload, each problem of the file).
+    #[error("{error}")]
+    Refused {
+        error: String,
+        problems: Vec<crate::config::Problem>,
+    },
+    /// The agent answered with another item than the one asked for.
+    #[error("the agent answered {0:?}, which is not what was asked")]
+    Unexpected(Box<Reply>),
+}
+
+impl Client {
+    /// The client of the agent listening on `socket` (see [`socket_path`]).
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    /// The client of the enrolled agent of the home `dirs` describes.
+    pub fn of(dirs: &flotilla_host::Dirs) -> Client {
+        Client::new(socket_path(dirs))
+    }
+
+    /// Sends `request` and returns the reply, refusals included.
+    pub async fn ask(&self, request: &Request) -> std::io::Result<Reply> {
+        let line = serde_json::to_string(request).map_err(std::io::Error::other)?;
+        let reply = exchange(&self.socket, &line).await?;
+        serde_json::from_str(&reply).map_err(std::io::Error::other)
+    }
+
+    /// Sends `request`, a refusal being an error.
+    async fn expect(&self, request: &Request) -> Result<Reply, AskError> {
+        match self.ask(request).await? {
+            Reply::Refused { error, problems } => Err(AskError::Refused {
+                error,
+                problems: problems.unwrap_or_default(),
+            }),
+            reply => Ok(reply),
+        }
+    }
+
+    /// Sends a request answered with `{"ok": true}` alone (a pause, a resume, an idle reading).
+    pub async fn done(&self, request: &Request) -> Result<(), AskError> {
+        match self.expect(request).await? {
+            Reply::Done => Ok(()),
+            other => Err(AskError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The latest decision (null before the first tick).
+    pub async fn decision(&self) -> Result<serde_json::Value, AskError> {
+        match self
+            .expect(&Request::Get {
+                get: Item::Decision,
+            })
+            .await?
+        {
+            Reply::Decision(d) => Ok(d),
+            Reply::Done => Ok(serde_json::Value::Null),
+            other => Err(AskError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// What this machine contributed.
+    pub async fn contribution(&self) -> Result<crate::outbox::Contribution, AskError> {
+        match self
+            .expect(&Request::Get {
+                get: Item::Contribution,
+            })
+            .await?
+        {
+            Reply::Contribution(c) => Ok(c),
+            other => Err(AskError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Has the agent read `flotilla.toml` again; the settings it applied.
+    pub async fn reload_policy(&self) -> Result<flotilla_policy::Settings, AskError> {
+        match self
+            .expect(&Request::Reload {
+                reload: ReloadItem::Policy,
+            })
+            .await?
+        {
+            Reply::Policy(p) => Ok(*p),
+            other => Err(AskError::Unexpected(Box::new(other))),
+        }
+    }
+}
+
 /// Sends one request to the agent listening on `socket` (see [`socket_path`]) and returns its
-/// reply.
+/// reply, as JSON: for a request that [`Request`] has no words for (the tests of refusals).
 pub async fn request(socket: &Path, req: &serde_json::Value) -> std::io::Result<serde_json::Value> {
+    let reply = exchange(socket, &req.to_string()).await?;
+    serde_json::from_str(&reply).map_err(std::io::Error::other)
+}
+
+/// Sends one line and reads the reply line.
+async fn exchange(socket: &Path, line: &str) -> std::io::Result<String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let no_answer =
         || std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer");
@@ -392,16 +687,16 @@ pub async fn request(socket: &Path, req: &serde_json::Value) -> std::io::Result<
             _ => e,
         })?;
     let (r, mut w) = tokio::io::split(stream);
-    w.write_all(format!("{req}\n").as_bytes()).await?;
+    w.write_all(format!("{line}\n").as_bytes()).await?;
     w.flush().await?;
-    let mut line = String::new();
+    let mut reply = String::new();
     tokio::time::timeout(
         Duration::from_secs(3),
-        BufReader::new(r).read_line(&mut line),
+        BufReader::new(r).read_line(&mut reply),
     )
     .await
     .map_err(|_| no_answer())??;
-    serde_json::from_str(&line).map_err(std::io::Error::other)
+    Ok(reply)
 }
 
 #[cfg(test)]
@@ -436,11 +731,12 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(reply["decision"]["target_cpus"], 3);
-            let reply = request(sock, &serde_json::json!({"pause": "now"}))
-                .await
-                .unwrap();
-            assert_eq!(reply["ok"], true, "{reply}");
+            let client = Client::new(sock);
+            client.done(&Request::pause(PauseKind::Now)).await.unwrap();
             assert!(feeds.manual.lock().unwrap().is_some());
+            assert_eq!(client.decision().await.unwrap()["target_cpus"], 3);
+            let refused = client.contribution().await.unwrap_err();
+            assert!(matches!(refused, AskError::Refused { .. }), "{refused}");
 
             let second = serve(sock, Feeds::default(), rx, CancellationToken::new())
                 .await
@@ -467,6 +763,81 @@ mod tests {
         dec: &watch::Receiver<serde_json::Value>,
     ) -> serde_json::Value {
         serde_json::from_str(&handle(line, feeds, dec, Instant::now())).unwrap()
+    }
+
+    /// The typed requests are the documented lines, and the replies read back as they were.
+    #[test]
+    fn the_types_are_the_protocol() {
+        let lines = [
+            (
+                Request::Idle {
+                    idle_ms: 1234,
+                    source: Some("desktop".into()),
+                },
+                r#"{"idle_ms":1234,"source":"desktop"}"#,
+            ),
+            (
+                Request::Get {
+                    get: Item::Decision,
+                },
+                r#"{"get":"decision"}"#,
+            ),
+            (
+                Request::Get {
+                    get: Item::Contribution,
+                },
+                r#"{"get":"contribution"}"#,
+            ),
+            (
+                Request::Reload {
+                    reload: ReloadItem::Policy,
+                },
+                r#"{"reload":"policy"}"#,
+            ),
+            (Request::pause(PauseKind::Finish), r#"{"pause":"finish"}"#),
+            (Request::pause(PauseKind::Now), r#"{"pause":"now"}"#),
+            (Request::pause_for(3600), r#"{"pause":"for","secs":3600}"#),
+            (
+                Request::pause_until("08:00"),
+                r#"{"pause":"until","at":"08:00"}"#,
+            ),
+            (Request::Resume { resume: true }, r#"{"resume":true}"#),
+        ];
+        for (request, line) in lines {
+            assert_eq!(serde_json::to_string(&request).unwrap(), line);
+            assert_eq!(serde_json::from_str::<Request>(line).unwrap(), request);
+        }
+        let (feeds, dec) = setup();
+        let replies = [
+            (r#"{"idle_ms": 5}"#, Reply::Done),
+            (
+                r#"{"get": "decision"}"#,
+                Reply::Decision(serde_json::json!({"target_cpus": 2})),
+            ),
+            (
+                r#"{"pause": "for", "secs": 5}"#,
+                Reply::refused("secs 5 is outside 60..604800 (a minute to a week)"),
+            ),
+        ];
+        for (line, expected) in replies {
+            let text = handle(line, &feeds, &dec, Instant::now());
+            assert_eq!(
+                serde_json::from_str::<Reply>(&text).unwrap(),
+                expected,
+                "{text}"
+            );
+        }
+        // A decision not made yet is a null decision, not a bare "ok".
+        let (_tx, none) = watch::channel(serde_json::Value::Null);
+        let text = handle(r#"{"get": "decision"}"#, &feeds, &none, Instant::now());
+        assert_eq!(text, r#"{"ok":true,"decision":null}"#);
+        assert_eq!(
+            serde_json::from_str::<Reply>(&text).unwrap(),
+            Reply::Decision(serde_json::Value::Null)
+        );
+        // An unknown item is named.
+        let r = reply(r#"{"get": "secrets"}"#, &feeds, &dec);
+        assert!(r["error"].as_str().unwrap().contains("\"secrets\""), "{r}");
     }
 
     #[test]

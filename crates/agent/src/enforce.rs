@@ -59,12 +59,45 @@ impl ResizeMode {
     }
 }
 
+/// What the enforcer does to the node, serialized as `full`, `cap`, `paused`, `draining`,
+/// `error` (and the empty string before it acted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnforcementState {
+    /// Not applied anything yet.
+    #[default]
+    #[serde(rename = "")]
+    Unset,
+    /// The node may use all its CPUs.
+    Full,
+    /// The node is capped below its CPUs.
+    Cap,
+    /// Held after a drain.
+    Paused,
+    /// Its running tasks finish; no new ones start.
+    Draining,
+    /// The Ray node cannot run (`failure` says why).
+    Error,
+}
+
+impl EnforcementState {
+    /// The state as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcementState::Unset => "",
+            EnforcementState::Full => "full",
+            EnforcementState::Cap => "cap",
+            EnforcementState::Paused => "paused",
+            EnforcementState::Draining => "draining",
+            EnforcementState::Error => "error",
+        }
+    }
+}
+
 /// What the enforcer last did, as shown in status and logs.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Enforcement {
-    /// `full`, `cap`, `paused` (held after a drain), `draining`, or `error` while the Ray node
-    /// cannot run (`failure` says why).
-    pub state: String,
+    pub state: EnforcementState,
     /// The OS cap in cores, when capped.
     pub cap_cpus: Option<f64>,
     /// What Ray advertises for the node, as the raylet last reported it.
@@ -153,7 +186,7 @@ impl Enforcer {
             _ => node.failure(),
         };
         if self.status.failure.is_some() && d.pause == Pause::None {
-            self.status.state = "error".into();
+            self.status.state = EnforcementState::Error;
         }
         &self.status
     }
@@ -176,7 +209,11 @@ impl Enforcer {
             }
         };
         self.set_limit(limit, node);
-        self.status.state = if cpus >= self.total { "full" } else { "cap" }.into();
+        self.status.state = if cpus >= self.total {
+            EnforcementState::Full
+        } else {
+            EnforcementState::Cap
+        };
         self.status.cap_cpus = match limit {
             Limit::Cap { cpus } => Some(cpus),
             _ => None,
@@ -210,7 +247,11 @@ impl Enforcer {
             }
         }
         let running = matches!(node.status().phase, NodePhase::Ready | NodePhase::Starting);
-        self.status.state = if running { "draining" } else { "paused" }.into();
+        self.status.state = if running {
+            EnforcementState::Draining
+        } else {
+            EnforcementState::Paused
+        };
         if !running {
             self.advertised = None;
             self.status.advertised_cpus = None;
@@ -321,7 +362,7 @@ impl Enforcer {
         self.drained = Some(Pause::Now);
         self.advertised = None;
         self.raylet = None;
-        self.status.state = "draining".into();
+        self.status.state = EnforcementState::Draining;
         let mut status = node.subscribe();
         let gone = async {
             loop {
@@ -339,7 +380,7 @@ impl Enforcer {
         };
         let left = tokio::time::timeout(within.saturating_sub(start.elapsed()), gone).await;
         if left.is_ok() {
-            self.status.state = "paused".into();
+            self.status.state = EnforcementState::Paused;
             self.status.advertised_cpus = None;
             tracing::info!(
                 secs = start.elapsed().as_secs_f32(),

@@ -1,15 +1,15 @@
 //! Flotilla's worker agent.
 //!
-//! [`run`] is the one entry point, shared by the CLI daemon and the desktop app: it resolves how
-//! this machine reaches the head, starts the local Ray worker node under a
-//! [`flotilla_ray::Supervisor`] (which restarts it when it dies), and stops it when `shutdown` is
-//! cancelled. [`Agent::start`] does the same for callers that want to keep a handle (the
-//! one-machine cluster of `flotilla up`).
+//! [`Agent::start`] is the entry point (`flotilla-app` calls it for a joined machine's worker
+//! and for the hosting machine's own): it resolves how this machine reaches the head, starts the
+//! local Ray worker node under a [`flotilla_ray::Supervisor`] (which restarts it when it dies),
+//! and [`Agent::stop`] stops it.
 //!
-//! Beside the node it runs the sensing -> policy loop ([`politeness`]) and the local control
-//! channel ([`control`]) through which the desktop session feeds the owner's idle time. Not here
-//! yet: enforcing the decision and the control-plane session. The key design decision already
-//! holds: the agent owns its node's process tree, so the node can never outlive it.
+//! Beside the node it runs the sense -> decide -> enforce loop ([`politeness`], [`enforce`]),
+//! the control-plane session with the head ([`session`], its records kept in [`outbox`]), the
+//! sleep and wake watch ([`sleep`]) and the local control channel ([`control`]: typed requests
+//! and replies, and the one client the command and the desktop app use). The agent owns its
+//! node's process tree, so the node can never outlive it.
 
 pub mod config;
 pub mod control;
@@ -476,30 +476,6 @@ async fn publish_json(
             _ = link_changed => {}
         }
     }
-}
-
-/// Runs the agent until `shutdown` is cancelled.
-pub async fn run(config: AgentConfig, deps: Deps, shutdown: CancellationToken) -> Result<()> {
-    let mut agent = Agent::start(config, deps).await?;
-    let mut status = agent.node.subscribe();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            end = agent.ended() => {
-                tracing::warn!(?end, "the control session ended");
-                break;
-            }
-            changed = status.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let s = status.borrow_and_update().clone();
-                tracing::info!(phase = ?s.phase, restarts = s.restarts, "worker node");
-            }
-        }
-    }
-    agent.stop().await;
-    Ok(())
 }
 
 /// The local address the OS would use to reach `head` (see [`flotilla_host::addr::route_to`]).

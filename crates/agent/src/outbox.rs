@@ -32,7 +32,7 @@ pub struct Record {
 }
 
 /// What this machine contributed, in CPU-seconds, the open record included.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Contribution {
     /// Since the start of the local day.
     pub today_cpu_seconds: f64,

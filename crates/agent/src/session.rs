@@ -708,11 +708,12 @@ pub fn fill(r: &mut pb::AgentReport, p: &Published) {
             .unwrap_or(p.sensors.total_cpus),
     );
     let target = f64::from(p.decision.target_cpus).min(total);
-    let state = match (e.map(|e| e.state.as_str()), p.decision.pause) {
-        (Some("paused"), _) => pb::NodeState::Paused,
-        (Some("draining"), _) => pb::NodeState::Draining,
-        (Some("cap"), _) => pb::NodeState::Throttled,
-        (Some("full"), _) => pb::NodeState::Contributing,
+    use crate::enforce::EnforcementState as S;
+    let state = match (e.map(|e| e.state), p.decision.pause) {
+        (Some(S::Paused), _) => pb::NodeState::Paused,
+        (Some(S::Draining), _) => pb::NodeState::Draining,
+        (Some(S::Cap), _) => pb::NodeState::Throttled,
+        (Some(S::Full), _) => pb::NodeState::Contributing,
         (_, Pause::Finish) => pb::NodeState::Draining,
         (_, Pause::Now) => pb::NodeState::Paused,
         (_, Pause::None) if target < total => pb::NodeState::Throttled,
@@ -726,7 +727,7 @@ pub fn fill(r: &mut pb::AgentReport, p: &Published) {
         text_es: p.reason_es.clone(),
     });
     if let Some(f) = e
-        .filter(|e| e.state == "error")
+        .filter(|e| e.state == S::Error)
         .and_then(|e| e.failure.as_ref())
     {
         // Ray's own words: they have no Spanish, so the Spanish text says what they are.

@@ -22,7 +22,7 @@ struct Admin {
 impl Admin {
     async fn connect() -> anyhow::Result<Admin> {
         let (info, token) = tokio::task::spawn_blocking(|| {
-            let (dirs, _, store) = crate::secret_cmd::load_store()?;
+            let (dirs, _, store) = flotilla_app::secrets::load_store()?;
             let info = HeadInfo::read(&dirs).context(
                 "no head runs on this machine: admin commands run where `flotilla up` runs",
             )?;
@@ -494,7 +494,7 @@ pub async fn head(cmd: HeadCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         HeadCommand::RotateRayToken => {
             tokio::task::spawn_blocking(|| {
-                let (dirs, _, store) = crate::secret_cmd::load_store()?;
+                let (dirs, _, store) = flotilla_app::secrets::load_store()?;
                 let lock = dirs.state.join("head.lock");
                 if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock)
                     && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()

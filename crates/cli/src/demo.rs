@@ -40,7 +40,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let info = HeadInfo::read(&dirs)
         .context("no Flotilla cluster is running on this machine: start one with `flotilla up`")?;
     let token = tokio::task::spawn_blocking(|| {
-        let (_, _, store) = crate::secret_cmd::load_store()?;
+        let (_, _, store) = flotilla_app::secrets::load_store()?;
         anyhow::Ok(flotilla_head::read_cluster_token(&store)?)
     })
     .await??

@@ -64,7 +64,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             std::env::consts::ARCH
         ),
     )];
-    let loaded = tokio::task::spawn_blocking(crate::secret_cmd::load_store).await?;
+    let loaded = tokio::task::spawn_blocking(flotilla_app::secrets::load_store).await?;
     let dirs = flotilla_host::Dirs::from_env();
     let store = match loaded {
         Ok((_, _, store)) => {
@@ -225,13 +225,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 /// The running worker's Ray node, as its agent reports it: Ray's own reason when Ray cannot run
 /// it. `None` when no worker runs here.
 async fn node_check(dirs: &flotilla_host::Dirs) -> Option<Check> {
-    let reply = flotilla_agent::control::request(
-        &flotilla_agent::control::socket_path(dirs),
-        &serde_json::json!({"get": "decision"}),
-    )
-    .await
-    .ok()?;
-    let e = &reply["decision"]["enforcement"];
+    let decision = flotilla_agent::control::Client::of(dirs)
+        .decision()
+        .await
+        .ok()?;
+    let e = &decision["enforcement"];
     Some(match e["failure"]["reason"].as_str() {
         Some(reason) if e["state"] == "error" => {
             check("ray node", Status::Fail, format!("Ray cannot run this machine's node: {reason}"))
@@ -260,12 +258,10 @@ async fn node_check(dirs: &flotilla_host::Dirs) -> Option<Check> {
 /// (this machine's head, or its running worker).
 async fn ports_check(dirs: &flotilla_host::Dirs, runs_head: bool) -> Check {
     use flotilla_ray::ports::{self, NodePorts};
-    let worker_runs = flotilla_agent::control::request(
-        &flotilla_agent::control::socket_path(dirs),
-        &serde_json::json!({"get": "decision"}),
-    )
-    .await
-    .is_ok();
+    let worker_runs = flotilla_agent::control::Client::of(dirs)
+        .decision()
+        .await
+        .is_ok();
     let mut wanted: Vec<(u16, &'static str, &'static str)> = Vec::new();
     if !worker_runs {
         let w = NodePorts::worker_default();

@@ -41,7 +41,7 @@ struct Cluster {
 /// The cluster of this machine: the one it heads, else the fleet it joined.
 async fn cluster() -> anyhow::Result<Cluster> {
     tokio::task::spawn_blocking(|| {
-        let (dirs, _, store) = crate::secret_cmd::load_store()?;
+        let (dirs, _, store) = flotilla_app::secrets::load_store()?;
         let token = flotilla_head::read_cluster_token(&store)?;
         let (ray, python, address) = if let Some(info) = HeadInfo::read(&dirs) {
             (info.ray_version, info.python_version, info.ray_address)
@@ -71,11 +71,11 @@ async fn cluster() -> anyhow::Result<Cluster> {
 pub async fn env(args: EnvArgs) -> anyhow::Result<ExitCode> {
     let c = cluster().await?;
     let dirs = flotilla_host::Dirs::from_env();
-    let (progress, bar) = crate::progress::tee(None);
+    let (progress, bar) = crate::progress::bar();
     let made = RuntimeManager::new(&dirs.data)
         .project_env(&args.dir, &c.ray, &c.python, progress)
         .await;
-    bar.finish_and_clear();
+    bar.clear();
     let python = made?;
     let interpreter = flotilla_ray::runtime::python_in(&args.dir);
     if args.json {

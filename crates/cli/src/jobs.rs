@@ -45,7 +45,7 @@ enum JobsCommand {
 /// Ray's job API on this machine's head, with the cluster's token.
 pub(crate) async fn job_api() -> anyhow::Result<StateClient> {
     let (info, token) = tokio::task::spawn_blocking(|| {
-        let (dirs, _, store) = crate::secret_cmd::load_store()?;
+        let (dirs, _, store) = flotilla_app::secrets::load_store()?;
         let info = HeadInfo::read(&dirs).context(
             "no Flotilla cluster runs on this machine: jobs are managed where `flotilla up` runs",
         )?;

@@ -1,7 +1,6 @@
-//! The `flotilla` command: argument parsing and output formatting, and the commands' glue
-//! around `flotilla-ray`, `flotilla-head` and `flotilla-agent`. A library too, so that the
-//! desktop app runs a joined machine's worker ([`worker::run_enrolled`]) and joins
-//! ([`join`]) exactly as the command does.
+//! The `flotilla` command: argument parsing and output formatting around `flotilla-app`
+//! (hosting, joining, the worker, the secret store) and the library crates below it. What the
+//! desktop app shares with the command lives in `flotilla-app`, never here.
 
 use std::process::ExitCode;
 
@@ -32,7 +31,6 @@ pub mod admin;
 pub mod demo;
 pub mod doctor;
 pub mod env_cmd;
-pub mod errors;
 pub mod jobs;
 pub mod join;
 pub mod pause;
@@ -195,7 +193,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", errors::describe(&e));
+            eprintln!("error: {}", flotilla_app::describe(&e));
             ExitCode::FAILURE
         }
     }

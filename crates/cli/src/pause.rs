@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
+use flotilla_agent::control::{AskError, Client, PauseKind, Request};
 use flotilla_host::Dirs;
 
 #[derive(Debug, Args)]
@@ -48,21 +48,13 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?}: that is longer than any duration Flotilla takes"))
 }
 
-async fn send(req: serde_json::Value) -> anyhow::Result<ExitCode> {
-    let dirs = Dirs::from_env();
-    let reply =
-        flotilla_agent::control::request(&flotilla_agent::control::socket_path(&dirs), &req)
-            .await
-            .context(
-                "no Flotilla agent is running on this machine (start one with `flotilla up`)",
-            )?;
-    if reply["ok"] == true {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        anyhow::bail!(
-            "the agent refused: {}",
-            reply["error"].as_str().unwrap_or("no reason given")
-        )
+async fn send(req: Request) -> anyhow::Result<ExitCode> {
+    match Client::of(&Dirs::from_env()).done(&req).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(AskError::Unreachable(e)) => Err(anyhow::Error::from(e).context(
+            "no Flotilla agent is running on this machine (start one with `flotilla up`)",
+        )),
+        Err(e) => anyhow::bail!("the agent refused: {e}"),
     }
 }
 
@@ -83,13 +75,13 @@ pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
         return crate::admin::command(node, Some((mode, until))).await;
     }
     let req = if args.finish {
-        serde_json::json!({"pause": "finish"})
+        Request::pause(PauseKind::Finish)
     } else if let Some(secs) = args.r#for {
-        serde_json::json!({"pause": "for", "secs": secs})
+        Request::pause_for(secs)
     } else if let Some(at) = &args.until {
-        serde_json::json!({"pause": "until", "at": at})
+        Request::pause_until(at)
     } else {
-        serde_json::json!({"pause": "now"})
+        Request::pause(PauseKind::Now)
     };
     let code = send(req).await?;
     eprintln!(
@@ -107,7 +99,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     if let Some(node) = args.node {
         return crate::admin::command(node, None).await;
     }
-    let code = send(serde_json::json!({"resume": true})).await?;
+    let code = send(Request::Resume { resume: true }).await?;
     eprintln!("Resumed.");
     Ok(code)
 }
@@ -115,25 +107,16 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 /// The local agent's latest decision, if one runs.
 /// This machine's agent's decision (with what it contributed), if an agent runs here.
 pub async fn local_decision() -> Option<serde_json::Value> {
-    let dirs = Dirs::from_env();
-    let reply = flotilla_agent::control::request(
-        &flotilla_agent::control::socket_path(&dirs),
-        &serde_json::json!({"get": "decision"}),
-    )
-    .await
-    .ok()?;
-    let mut decision =
-        (reply["ok"] == true && !reply["decision"].is_null()).then(|| reply["decision"].clone())?;
+    let agent = Client::of(&Dirs::from_env());
+    let mut decision = agent.decision().await.ok().filter(|d| !d.is_null())?;
     // What this machine contributed, from its outbox's tally (an enrolled agent keeps one).
-    if let Ok(c) = flotilla_agent::control::request(
-        &flotilla_agent::control::socket_path(&dirs),
-        &serde_json::json!({"get": "contribution"}),
-    )
-    .await
-        && c["ok"] == true
+    if let Ok(c) = agent.contribution().await
         && let serde_json::Value::Object(map) = &mut decision
     {
-        map.insert("contribution".into(), c["contribution"].clone());
+        map.insert(
+            "contribution".into(),
+            serde_json::to_value(c).expect("plain data"),
+        );
     }
     Some(decision)
 }

@@ -65,7 +65,7 @@ pub async fn run(cmd: RuntimeCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let (progress, bar) = crate::progress::bar();
                 let rt = manager.ensure(&spec, progress).await;
-                bar.finish_and_clear();
+                bar.clear();
                 rt?
             };
             if json {

@@ -1,14 +1,17 @@
 //! `flotilla secret {set,get,list,rm,recover}`: named secrets in the OS keyring (or the private
-//! file on a machine without one). Values never come from or go to the command line.
+//! file on a machine without one). Values never come from or go to the command line, and
+//! Flotilla's own secrets (`flotilla.*`) are shown but neither replaced nor removed
+//! ([`flotilla_app::secrets::check_change`], the desktop app's rule too).
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use flotilla_agent::config::{self, FileConfig};
+use flotilla_agent::config;
+use flotilla_app::secrets::{Change, check_change, load_store};
 use flotilla_host::Dirs;
-use flotilla_secrets::{BackendKind, MAX_SECRET_BYTES, Secret, SecretInfo, SecretStore};
+use flotilla_secrets::{MAX_SECRET_BYTES, Secret, SecretInfo};
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
@@ -38,7 +41,8 @@ pub enum SecretCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a secret.
+    /// Remove a secret (not one of Flotilla's own, `flotilla.*`: `flotilla uninstall --purge`
+    /// removes those).
     Rm { name: String },
     /// Check the store's files and put back the previous version of any that cannot be read
     /// (every write keeps it as <file>.prev). Prints what it restored: names and dates, never
@@ -48,39 +52,6 @@ pub enum SecretCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// Opens the secret store that `flotilla.toml` asks for.
-pub fn open_store(dirs: &Dirs, config: &FileConfig) -> anyhow::Result<SecretStore> {
-    dirs.create_all()
-        .context("cannot create Flotilla's directories")?;
-    Ok(SecretStore::open(
-        &config.secrets.store_config(&dirs.state),
-    )?)
-}
-
-/// Tells the user, once, that the store fell back to the private file.
-pub fn notice_fallback(config: &FileConfig, store: &SecretStore) {
-    if store.backend() == BackendKind::File
-        && config.secrets.backend == config::SecretsBackend::Auto
-    {
-        eprintln!(
-            "Note: no OS keyring is reachable, so secrets are kept in {} (readable only by you).\n  Set \
-             [secrets] file_fallback = false in flotilla.toml to refuse instead",
-            store
-                .file_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
-    }
-}
-
-/// The config file and the store, for commands that need both.
-pub fn load_store() -> anyhow::Result<(Dirs, FileConfig, SecretStore)> {
-    let dirs = Dirs::from_env();
-    let config = config::load(&dirs.config.join(config::FILE_NAME))?;
-    let store = open_store(&dirs, &config)?;
-    Ok((dirs, config, store))
 }
 
 fn read_value(name: &str, from_stdin: bool) -> anyhow::Result<Secret> {
@@ -124,6 +95,7 @@ fn run_blocking(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SecretCommand::Set { name, from_stdin } => {
             flotilla_secrets::validate_name(&name)?;
+            check_change(&name, Change::Set)?;
             let value = read_value(&name, from_stdin)?;
             let (_, _, store) = load_store()?;
             store.set(&name, &value)?;
@@ -177,6 +149,7 @@ fn run_blocking(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
             }
         }
         SecretCommand::Rm { name } => {
+            check_change(&name, Change::Remove)?;
             let (_, _, store) = load_store()?;
             if store.remove(&name)? {
                 eprintln!("Removed {name}.");
@@ -313,6 +286,32 @@ fn shown(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flotillas_own_secrets_are_neither_stored_nor_removed_by_hand() {
+        // Refused before the store is opened or a value is read.
+        for (cmd, change) in [
+            (
+                SecretCommand::Rm {
+                    name: "flotilla.ray-token".into(),
+                },
+                Change::Remove,
+            ),
+            (
+                SecretCommand::Set {
+                    name: "flotilla.node-credential".into(),
+                    from_stdin: true,
+                },
+                Change::Set,
+            ),
+        ] {
+            let e = run_blocking(cmd).unwrap_err();
+            let protected = e
+                .downcast_ref::<flotilla_app::secrets::Protected>()
+                .unwrap_or_else(|| panic!("{e:#}"));
+            assert_eq!(protected.change, change);
+        }
+    }
 
     #[test]
     fn ambiguous_names_are_shown_escaped() {

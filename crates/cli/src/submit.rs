@@ -132,7 +132,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let (dirs, _config, store, token, env) = tokio::task::spawn_blocking(move || {
-        let (dirs, config, store) = crate::secret_cmd::load_store()?;
+        let (dirs, config, store) = flotilla_app::secrets::load_store()?;
         let token = flotilla_head::read_cluster_token(&store)?
             .context("this machine has no cluster token: start a cluster with `flotilla up`")?;
         let mut env = serde_json::Map::new();

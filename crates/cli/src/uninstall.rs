@@ -98,7 +98,7 @@ pub async fn run(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     if args.purge {
         // Secrets first, through their store: a keyring keeps them outside these directories.
         let secrets = tokio::task::spawn_blocking(|| {
-            let (_, _, store) = crate::secret_cmd::load_store()?;
+            let (_, _, store) = flotilla_app::secrets::load_store()?;
             let mut gone = Vec::new();
             for info in store.list()? {
                 if store.remove(&info.name)? {
