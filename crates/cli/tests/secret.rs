@@ -167,3 +167,34 @@ fn a_damaged_store_is_recovered_by_secret_recover() {
     let list = run(home.path(), &["secret", "list"]);
     assert!(list.status.success(), "{}", text(&list));
 }
+
+#[test]
+fn flotillas_own_secrets_cannot_be_changed_by_hand() {
+    let home = file_home();
+    // Whether the store holds them or not: the rule is the name's.
+    for (args, value) in [
+        (vec!["secret", "rm", "flotilla.ray-token"], None),
+        (
+            vec!["secret", "set", "flotilla.node-credential"],
+            Some(b"x".as_slice()),
+        ),
+    ] {
+        let out = match value {
+            Some(v) => set(home.path(), args[2], v),
+            None => run(home.path(), &args),
+        };
+        assert!(
+            !out.status.success(),
+            "{args:?} was allowed: {}",
+            text(&out)
+        );
+        let said = text(&out);
+        assert!(said.contains("flotilla."), "{said}");
+        assert!(said.to_lowercase().contains("flotilla's own"), "{said}");
+    }
+    // Any other name is the owner's to change.
+    let out = set(home.path(), "MY_API_KEY", b"secret value");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(home.path(), &["secret", "rm", "MY_API_KEY"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
