@@ -93,6 +93,16 @@ def figures(docs):
         pct = None if g is None else round(g * 100, 1)
         row("soak", f"{label}: RSS growth over {fmt((get(soak, 'seconds') or 0) / 60)} min of sweeps with faults ({fmt((f.get('first_after_warmup_kib') or 0) / 1024)} -> {fmt((f.get('late_median_kib') or 0) / 1024)} MB)", pct, "%", "< 10 %", pct is not None and pct < 10)
 
+    sl = docs["sleep"]
+    fl = get(sl, "flotilla", "median_resumed_elsewhere_s")
+    row("sleep", "a laptop announces sleep mid-sweep: its tasks running on another node, Flotilla (median)", fl, "s", "<= 5 s", fl is not None and fl <= 5)
+    lock = get(sl, "flotilla", "median_lock_released_s")
+    row("sleep", "Flotilla: the OS may sleep (inhibitor lock let go), after the announcement (median)", lock, "s", "(reported)", None)
+    back = get(sl, "flotilla", "median_back_alive_s")
+    row("sleep", "Flotilla: the node ALIVE again after wake (median)", back, "s", "(reported)", None)
+    pl = get(sl, "plain_ray", "median_resumed_elsewhere_s")
+    row("sleep", "the same laptop under plain Ray, no warning: its tasks running on another node (median)", pl, "s", "(reference)", None)
+
     sc = docs["scaling"]
     goal_paths = get(sc, "goal_paths")
     for w in scaling_workloads(sc):
@@ -257,7 +267,7 @@ def fmt(v):
 
 def main():
     results, date = sys.argv[1], sys.argv[2]
-    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "desktop", "soak"]
+    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "sleep", "desktop", "soak"]
     docs = {n: load(results, n, date) for n in names}
     rows = figures(docs)
     out = os.path.join(results, date)
