@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use flotilla_agent::config;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// `[policy]` as the window edits it. Numbers are plain numbers (a wrong one, such as `-1`
 /// CPUs or `1.5` seconds, reaches the validator, which names the field and what it accepts);
@@ -59,36 +58,6 @@ pub struct Refused {
     pub problems: Vec<FieldProblem>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Int,
-    Float,
-    Text,
-    List,
-    Schedule,
-    Bool,
-}
-
-/// Every key of `[policy]`, with how it is written.
-const KEYS: [(&str, Kind); 16] = [
-    ("active_after_input_secs", Kind::Int),
-    ("active_cpus", Kind::Int),
-    ("keep_cpus_for_owner", Kind::Int),
-    ("ramp_up_after_secs", Kind::Int),
-    ("on_battery", Kind::Text),
-    ("battery_cpus", Kind::Int),
-    ("pause_below_battery_percent", Kind::Int),
-    ("owner_load_threshold", Kind::Float),
-    ("owner_load_trigger_secs", Kind::Int),
-    ("owner_load_release_secs", Kind::Int),
-    ("min_free_memory_fraction", Kind::Float),
-    ("max_temperature_c", Kind::Float),
-    ("schedule", Kind::Schedule),
-    ("exclusive_apps", Kind::List),
-    ("on_sleep", Kind::Text),
-    ("keep_awake", Kind::Bool),
-];
-
 pub fn file(dirs: &flotilla_host::Dirs) -> PathBuf {
     dirs.config.join(config::FILE_NAME)
 }
@@ -117,90 +86,12 @@ pub fn effective(fleet: &str, path: &Path) -> Result<PolicyView, Refused> {
     serde_json::from_value(json).map_err(|e| general(e.to_string()))
 }
 
-/// Numbers compared as numbers (the settings' integers against the window's floats).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-fn item(kind: Kind, v: &Value) -> toml_edit::Item {
-    use toml_edit::value;
-    let strings = |v: &Value| -> toml_edit::Array {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| s.as_str().unwrap_or_default().to_string())
-            .collect()
-    };
-    match kind {
-        // A whole number is written as one; anything else as it is, for the validator to refuse.
-        Kind::Int => match v.as_f64() {
-            Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => value(n as i64),
-            Some(n) => value(n),
-            None => value(v.to_string()),
-        },
-        Kind::Float => value(v.as_f64().unwrap_or(f64::NAN)),
-        Kind::Text => value(v.as_str().unwrap_or_default()),
-        Kind::Bool => value(v.as_bool().unwrap_or_default()),
-        Kind::List => value(strings(v)),
-        Kind::Schedule => {
-            let mut days = toml_edit::Table::new();
-            for (day, windows) in v.as_object().into_iter().flatten() {
-                days.insert(day, value(strings(windows)));
-            }
-            toml_edit::Item::Table(days)
-        }
-    }
-}
-
 /// `text` with the view's changes made to its `[policy]` (see the module's rules), everything
 /// else untouched.
 pub fn edit(text: &str, view: &PolicyView, effective: &PolicyView) -> Result<String, Refused> {
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| general(format!("flotilla.toml: {e}")))?;
     let new = serde_json::to_value(view).expect("plain data");
     let now = serde_json::to_value(effective).expect("plain data");
-    if !doc.contains_key("policy") {
-        let mut t = toml_edit::Table::new();
-        t.set_implicit(true);
-        doc.insert("policy", toml_edit::Item::Table(t));
-    }
-    let policy = doc["policy"]
-        .as_table_like_mut()
-        .ok_or_else(|| general("flotilla.toml: `policy` is not a table".into()))?;
-    for (key, kind) in KEYS {
-        let wanted = &new[key];
-        if wanted.is_null() {
-            policy.remove(key);
-            continue;
-        }
-        if same(wanted, &now[key]) {
-            continue;
-        }
-        let new = item(kind, wanted);
-        match policy.get_mut(key) {
-            // The same key, a new value: its comment and spacing stay.
-            Some(toml_edit::Item::Value(old)) if new.is_value() => {
-                let decor = old.decor().clone();
-                let mut v = new.into_value().expect("checked");
-                *v.decor_mut() = decor;
-                *old = v;
-            }
-            _ => {
-                policy.insert(key, new);
-            }
-        }
-    }
-    Ok(doc.to_string())
+    config::edit_policy(text, &new, &now).map_err(general)
 }
 
 /// The validator's problems, named as the window's fields.
@@ -267,6 +158,24 @@ mod tests {
             std::fs::write(&path, text).unwrap();
         }
         (tmp, path)
+    }
+
+    #[test]
+    fn the_view_has_every_key_of_the_policy() {
+        let view = serde_json::to_value(PolicyView::default()).unwrap();
+        let mut fields: Vec<&str> = view
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        let mut keys: Vec<&str> = flotilla_policy::Settings::KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
     }
 
     #[test]

@@ -214,6 +214,104 @@ pub fn policy_section(text: &str) -> Result<String, String> {
     }
 }
 
+/// `text` (a `flotilla.toml`) with `[policy]` changed to `wanted`, everything else (other
+/// sections, comments, key order) untouched: `wanted` and `now` are JSON objects keyed as
+/// [`flotilla_policy::Settings::KEYS`]. A key whose wanted value is null is removed (the fleet's
+/// value or the default applies); a key whose wanted value is what is in force (`now`) is left
+/// alone, so a machine pins only what its owner changed; a changed value keeps the key's
+/// comment. The result is not checked: [`parse`] does that.
+pub fn edit_policy(
+    text: &str,
+    wanted: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("flotilla.toml: {e}"))?;
+    if !doc.contains_key("policy") {
+        let mut t = toml_edit::Table::new();
+        t.set_implicit(true);
+        doc.insert("policy", toml_edit::Item::Table(t));
+    }
+    let policy = doc["policy"]
+        .as_table_like_mut()
+        .ok_or("flotilla.toml: `policy` is not a table")?;
+    for (key, kind) in flotilla_policy::Settings::KEYS {
+        let value = &wanted[key];
+        if value.is_null() {
+            policy.remove(key);
+            continue;
+        }
+        if same(value, &now[key]) {
+            continue;
+        }
+        let new = policy_item(kind, value);
+        match policy.get_mut(key) {
+            // The same key, a new value: its comment and spacing stay.
+            Some(toml_edit::Item::Value(old)) if new.is_value() => {
+                let decor = old.decor().clone();
+                let mut v = new.into_value().expect("checked");
+                *v.decor_mut() = decor;
+                *old = v;
+            }
+            _ => {
+                policy.insert(key, new);
+            }
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// Numbers compared as numbers (the settings' integers against a form's floats).
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// One `[policy]` value as TOML. A whole number is written as one; anything else as it is,
+/// for the validator to refuse with the field's name.
+fn policy_item(kind: flotilla_policy::KeyKind, v: &serde_json::Value) -> toml_edit::Item {
+    use flotilla_policy::KeyKind;
+    use toml_edit::value;
+    let strings = |v: &serde_json::Value| -> toml_edit::Array {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    match kind {
+        KeyKind::Whole => match v.as_f64() {
+            Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => value(n as i64),
+            Some(n) => value(n),
+            None => value(v.to_string()),
+        },
+        KeyKind::Fraction => value(v.as_f64().unwrap_or(f64::NAN)),
+        KeyKind::Text => value(v.as_str().unwrap_or_default()),
+        KeyKind::Flag => match v.as_bool() {
+            Some(b) => value(b),
+            None => value(v.to_string()),
+        },
+        KeyKind::List => value(strings(v)),
+        KeyKind::Schedule => {
+            let mut days = toml_edit::Table::new();
+            for (day, windows) in v.as_object().into_iter().flatten() {
+                days.insert(day, value(strings(windows)));
+            }
+            toml_edit::Item::Table(days)
+        }
+    }
+}
+
 /// The politeness settings from the fleet's `[policy]` defaults with this machine's own
 /// `flotilla.toml` keys on top (each key the machine sets wins; tables such as `schedule` are
 /// replaced whole).

@@ -56,5 +56,5 @@ pub use policy::{
 };
 pub use readings::{Power, Readings};
 pub use reason::{Lang, Reason};
-pub use settings::{BatteryMode, OnSleep, SettingError, Settings};
+pub use settings::{BatteryMode, KeyKind, OnSleep, SettingError, Settings};
 pub use time::{ClockTime, LocalTime, Schedule, TimeWindow, Until, Weekday};

@@ -145,6 +145,46 @@ impl Default for Settings {
     }
 }
 
+/// How a `[policy]` key is written in `flotilla.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// A whole number (`active_cpus = 2`).
+    Whole,
+    /// A number that may have a fraction (`owner_load_threshold = 0.5`).
+    Fraction,
+    /// A word from a list (`on_battery = "finish"`).
+    Text,
+    /// `true` or `false`.
+    Flag,
+    /// A list of words (`exclusive_apps = ["zoom"]`).
+    List,
+    /// The `[policy.schedule]` table.
+    Schedule,
+}
+
+impl Settings {
+    /// Every key of `[policy]`, in the order of the fields, with how it is written: the one
+    /// list that the desktop's write-back and its form follow (a test holds it to the fields).
+    pub const KEYS: [(&'static str, KeyKind); 16] = [
+        ("active_after_input_secs", KeyKind::Whole),
+        ("active_cpus", KeyKind::Whole),
+        ("keep_cpus_for_owner", KeyKind::Whole),
+        ("ramp_up_after_secs", KeyKind::Whole),
+        ("on_battery", KeyKind::Text),
+        ("battery_cpus", KeyKind::Whole),
+        ("pause_below_battery_percent", KeyKind::Whole),
+        ("owner_load_threshold", KeyKind::Fraction),
+        ("owner_load_trigger_secs", KeyKind::Whole),
+        ("owner_load_release_secs", KeyKind::Whole),
+        ("min_free_memory_fraction", KeyKind::Fraction),
+        ("max_temperature_c", KeyKind::Fraction),
+        ("schedule", KeyKind::Schedule),
+        ("exclusive_apps", KeyKind::List),
+        ("on_sleep", KeyKind::Text),
+        ("keep_awake", KeyKind::Flag),
+    ];
+}
+
 /// One rejected setting, with what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingError {
@@ -293,6 +333,35 @@ mod tests {
         assert!(s.exclusive_apps.is_empty());
         assert_eq!(s.on_sleep, OnSleep::HandBack);
         assert!(!s.keep_awake);
+    }
+
+    #[test]
+    fn the_list_of_keys_is_the_fields() {
+        let json = serde_json::to_value(Settings::default()).unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys: Vec<&str> = Settings::KEYS.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        let mut sorted = fields.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        // Each kind is what the field holds.
+        for (key, kind) in Settings::KEYS {
+            let v = &json[key];
+            let fits = match kind {
+                KeyKind::Whole => v.is_u64(),
+                KeyKind::Fraction => v.is_f64(),
+                KeyKind::Text => v.is_string(),
+                KeyKind::Flag => v.is_boolean(),
+                KeyKind::List => v.is_array(),
+                KeyKind::Schedule => v.is_null() || v.is_object(),
+            };
+            assert!(fits, "{key}: {kind:?} but the default is {v}");
+        }
     }
 
     #[test]
