@@ -1,6 +1,6 @@
-//! The app's log: to standard error as text (a terminal, or the session's journal) and to
-//! `desktop.<date>.log` in Flotilla's log dir as JSON lines, a file a day, the last 14 kept.
-//! The app's log is its agent's too (the worker runs in this process). The Logs view reads the
+//! The app's log: to standard error and to `desktop.<date>.log` in Flotilla's log dir as JSON
+//! lines, rotated and pruned as every Flotilla log is ([`flotilla_app::logs`]: by day and by
+//! size, 14 days and 100 MiB kept). The app's log is its agent's too (the worker runs in this process). The Logs view reads the
 //! file's tail ([`tail`]).
 //!
 //! Nothing secret is logged (the secret store's values and the Ray token never reach
@@ -10,56 +10,26 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// Files are `desktop.YYYY-MM-DD.log`.
-const PREFIX: &str = "desktop";
-const SUFFIX: &str = "log";
-/// Days of logs kept.
-pub const KEEP: usize = 14;
+/// Files are `desktop.YYYY-MM-DD.log` (see [`flotilla_app::logs`]).
+const NAME: &str = "desktop";
 /// The most lines the Logs view asks for.
 pub const MAX_LINES: usize = 2000;
 
-/// Installs the subscriber: stderr and the daily file (written as each event happens, so a
-/// quit or a crash loses no line).
+/// Installs the log: standard error (text on a terminal, the journal's form in a systemd
+/// session, JSON lines otherwise) and the app's file, rotated by day and size.
 pub fn init(dir: &Path) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-
-    let filter =
-        || EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_filter(filter());
-    let file = match file_writer(dir) {
-        Ok(appender) => Some(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(std::sync::Mutex::new(appender))
-                .with_target(false)
-                .with_current_span(false)
-                .with_filter(filter()),
-        ),
-        Err(e) => {
-            eprintln!("warning: no log file in {}: {e}", dir.display());
-            None
-        }
-    };
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(file)
-        .try_init();
-}
-
-fn file_writer(dir: &Path) -> Result<tracing_appender::rolling::RollingFileAppender, String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    tracing_appender::rolling::Builder::new()
-        .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .filename_prefix(PREFIX)
-        .filename_suffix(SUFFIX)
-        .max_log_files(KEEP)
-        .build(dir)
-        .map_err(|e| e.to_string())
+    use flotilla_app::logs::{Format, LogFile, LogSetup, Retention};
+    if let Some(warning) = flotilla_app::logs::init(LogSetup {
+        format: Format::Auto,
+        stderr_level: "info".into(),
+        file: Some(LogFile {
+            dir: dir.to_path_buf(),
+            name: NAME.into(),
+            retention: Retention::default(),
+        }),
+    }) {
+        eprintln!("warning: {warning}");
+    }
 }
 
 /// One line of the log as the Logs view shows it.
@@ -77,20 +47,7 @@ pub struct LogLine {
 
 /// The app's log files, oldest first.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with(&format!("{PREFIX}.")) && n.ends_with(&format!(".{SUFFIX}"))
-            })
-        })
-        .collect();
-    // The date in the name sorts as it reads.
-    files.sort();
-    files
+    flotilla_app::logs::files(dir, NAME)
 }
 
 /// The last `n` lines of the app's log, across files (the newest last).
@@ -204,27 +161,5 @@ mod tests {
         );
         assert_eq!(redact("nothing here"), "nothing here");
         assert_eq!(redact("flot1-"), "flot1-…");
-    }
-
-    #[test]
-    fn the_file_gets_json_lines() {
-        let tmp = tempfile::tempdir().unwrap();
-        let appender = file_writer(tmp.path()).unwrap();
-        use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(std::sync::Mutex::new(appender))
-                .with_target(false)
-                .with_current_span(false),
-        );
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(node = "n1", "hello from the app");
-        });
-        let t = tail(tmp.path(), 10);
-        assert_eq!(t.len(), 1, "{t:?}");
-        assert_eq!(t[0].message, "hello from the app");
-        assert_eq!(t[0].level, "INFO");
-        assert!(t[0].fields.contains("node=n1"), "{t:?}");
     }
 }

@@ -334,6 +334,17 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
         policy_toml: policy_toml.clone(),
     })
     .await?;
+    {
+        let info = head.info();
+        tracing::info!(
+            ray = info.ray_address,
+            api = info.api_url,
+            control = ?info.control_addresses,
+            ray_version = info.ray_version,
+            python = info.python_version,
+            "head started"
+        );
+    }
     let worker = if options.no_worker {
         None
     } else {

@@ -9,6 +9,7 @@
 
 pub mod host;
 pub mod join;
+pub mod logs;
 pub mod secrets;
 pub mod worker;
 

@@ -62,6 +62,12 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// How standard error's log lines look: `text`, `json` (one JSON object a line),
+    /// `journald` (the systemd journal's priorities, no timestamps) or `auto` (text on a
+    /// terminal, journald under systemd, JSON otherwise).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "auto")]
+    log_format: flotilla_app::logs::Format,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -144,6 +150,11 @@ impl Command {
                 | Command::Run(_)
         )
     }
+
+    /// Whether the command runs a head or a worker, whose log is also kept in a file.
+    fn logs_to_file(&self) -> bool {
+        matches!(self, Command::Up(_) | Command::Join(_) | Command::Worker(_))
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -152,7 +163,7 @@ pub fn main() -> ExitCode {
     if !cli.command.keeps_running() {
         output::end_when_closed();
     }
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format, cli.command.logs_to_file());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -199,19 +210,30 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// Standard error gets what `-v` asks for (warnings by default; information under systemd,
+/// whose journal always reads it, where a pipe nobody reads would stall the writer); a head's
+/// or worker's log is also kept in `flotilla.*.log` in the log dir, information and up as JSON
+/// lines, rotated and pruned.
+fn init_logging(verbose: u8, format: flotilla_app::logs::Format, to_file: bool) {
+    use flotilla_app::logs::{Format, LogFile, LogSetup, Retention};
+    let format = format.resolve();
+    let stderr_level = match (verbose, format) {
+        (0, Format::Journald) | (1, _) => "info",
+        (0, _) => "warn",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let file = to_file.then(|| LogFile {
+        dir: flotilla_host::Dirs::from_env().logs,
+        name: "flotilla".into(),
+        retention: Retention::default(),
+    });
+    if let Some(warning) = flotilla_app::logs::init(LogSetup {
+        format,
+        stderr_level: stderr_level.into(),
+        file,
+    }) {
+        eprintln!("warning: {warning}");
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,36 @@ fn up_runs_two_nodes_the_demo_matches_a_local_run_and_ctrl_c_stops_everything() 
         Vec::<u32>::new()
     );
     assert!(!up.home.path().join("state/head.json").exists());
+
+    // The head's log is kept in the log dir as JSON lines.
+    let logs = up.home.path().join("logs");
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("flotilla.") && n.ends_with(".log"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(logs.join(&files[0])).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string()),
+        "{text}"
+    );
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "head started")
+        .unwrap_or_else(|| panic!("no \"head started\" in {text}"));
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert_eq!(
+        started["fields"]["api"], "http://127.0.0.1:31000",
+        "{started}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod addr;
 pub mod clock;
 pub mod dirs;
 pub mod ipc;
+pub mod journal;
 pub mod memory;
 pub mod power;
 pub mod process;
