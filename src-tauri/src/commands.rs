@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use flotilla_agent::enrollment;
+use flotilla_host::Dirs;
 use serde::{Deserialize, Serialize};
 use tauri::State;
 use tauri_plugin_autostart::ManagerExt;
@@ -80,9 +81,9 @@ pub async fn join(
     Ok(crate::status::read(&desktop).await)
 }
 
-/// Sends a pause to this machine's agent: `hour`, `tomorrow` (until 08:00), `indefinite` or
-/// `finish` (the running tasks first).
-pub async fn pause(desktop: &Desktop, kind: &str) -> Result<()> {
+/// Sends a pause to the agent of the home `dirs` describes (this machine's): `hour`,
+/// `tomorrow` (until 08:00), `indefinite` or `finish` (the running tasks first).
+pub async fn pause(dirs: &Dirs, kind: &str) -> Result<()> {
     use flotilla_agent::control::{PauseKind, Request};
     let req = match kind {
         "hour" => Request::pause_for(3600),
@@ -96,19 +97,20 @@ pub async fn pause(desktop: &Desktop, kind: &str) -> Result<()> {
             ));
         }
     };
-    ask(desktop, req).await
+    ask(dirs, req).await
 }
 
-pub async fn resume(desktop: &Desktop) -> Result<()> {
+/// Ends a pause of the agent of the home `dirs` describes.
+pub async fn resume(dirs: &Dirs) -> Result<()> {
     ask(
-        desktop,
+        dirs,
         flotilla_agent::control::Request::Resume { resume: true },
     )
     .await
 }
 
-fn agent(desktop: &Desktop) -> flotilla_agent::control::Client {
-    flotilla_agent::control::Client::new(desktop.dirs.agent_socket())
+fn agent(dirs: &Dirs) -> flotilla_agent::control::Client {
+    flotilla_agent::control::Client::of(dirs)
 }
 
 /// The error the window shows when the agent does not answer or refuses.
@@ -123,18 +125,18 @@ fn agent_error(e: flotilla_agent::control::AskError) -> CommandError {
     }
 }
 
-async fn ask(desktop: &Desktop, req: flotilla_agent::control::Request) -> Result<()> {
-    agent(desktop).done(&req).await.map_err(agent_error)
+async fn ask(dirs: &Dirs, req: flotilla_agent::control::Request) -> Result<()> {
+    agent(dirs).done(&req).await.map_err(agent_error)
 }
 
 #[tauri::command]
 pub async fn pause_local(desktop: State<'_, Arc<Desktop>>, kind: String) -> Result<()> {
-    pause(&desktop, &kind).await
+    pause(&desktop.dirs, &kind).await
 }
 
 #[tauri::command]
 pub async fn resume_local(desktop: State<'_, Arc<Desktop>>) -> Result<()> {
-    resume(&desktop).await
+    resume(&desktop.dirs).await
 }
 
 /// The cluster as its control plane sees it, in the dashboard's form: in this process on the
@@ -321,7 +323,7 @@ pub struct ComputerView {
 
 #[tauri::command]
 pub async fn computer(desktop: State<'_, Arc<Desktop>>) -> Result<ComputerView> {
-    let agent = agent(&desktop);
+    let agent = agent(&desktop.dirs);
     let (decision, contribution) = tokio::join!(agent.decision(), agent.contribution());
     let decision = decision.map_err(agent_error)?;
     let price = crate::settings::load(&desktop.dirs).price_per_vcpu_hour;
@@ -370,7 +372,7 @@ pub async fn set_policy(
         })?;
     tracing::info!("politeness settings saved to flotilla.toml");
     use flotilla_agent::control::AskError;
-    let applied = match agent(&desktop).reload_policy().await {
+    let applied = match agent(&desktop.dirs).reload_policy().await {
         Ok(_) => true,
         Err(AskError::Unreachable(_)) => false,
         Err(e) => return Err(CommandError::new("refused", e.to_string())),

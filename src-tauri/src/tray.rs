@@ -189,7 +189,7 @@ fn on_menu(app: &AppHandle, id: &str) {
         let app = app.clone();
         tauri::async_runtime::spawn(async move {
             let desktop = app.state::<Arc<Desktop>>().inner().clone();
-            if let Err(e) = commands::pause(&desktop, kind).await {
+            if let Err(e) = commands::pause(&desktop.dirs, kind).await {
                 tracing::warn!("pause from the tray: {}", e.message);
             }
         });
@@ -203,7 +203,7 @@ fn on_menu(app: &AppHandle, id: &str) {
             let app = app.clone();
             tauri::async_runtime::spawn(async move {
                 let desktop = app.state::<Arc<Desktop>>().inner().clone();
-                if let Err(e) = commands::resume(&desktop).await {
+                if let Err(e) = commands::resume(&desktop.dirs).await {
                     tracing::warn!("resume from the tray: {}", e.message);
                 }
             });

@@ -1,74 +1,11 @@
 //! Admin commands, run on the head's machine: `flotilla invite`, `flotilla nodes`,
-//! `flotilla revoke`, and `flotilla pause/resume --node`. They talk to the head's control
-//! plane over TLS (pinned to the head's own certificate) with the admin token from the secret
-//! store.
+//! `flotilla revoke`, and `flotilla pause/resume --node`, printed from
+//! [`flotilla_app::admin`]'s answers.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use flotilla_head::HeadInfo;
-use flotilla_proto::v1::{self as pb, fleet_client::FleetClient, head_command::Command as Cmd};
-use tonic::transport::Channel;
-
-struct Admin {
-    /// The cluster's Python version (the head's).
-    python_version: String,
-    client: FleetClient<Channel>,
-    auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-}
-
-impl Admin {
-    async fn connect() -> anyhow::Result<Admin> {
-        let (info, token) = tokio::task::spawn_blocking(|| {
-            let (dirs, _, store) = flotilla_app::secrets::load_store()?;
-            let info = HeadInfo::read(&dirs).context(
-                "no head runs on this machine: admin commands run where `flotilla up` runs",
-            )?;
-            let token = store
-                .get(flotilla_head::fleet::ADMIN_TOKEN_SECRET)
-                .context("the head's admin token is not in this user's secret store")?;
-            anyhow::Ok((info, token))
-        })
-        .await??;
-        let addresses: Vec<_> = info
-            .control_addresses
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        anyhow::ensure!(
-            !addresses.is_empty(),
-            "the running head publishes no control-plane address (is it an older Flotilla?)"
-        );
-        let fingerprint = info
-            .fingerprint
-            .parse()
-            .context("the head's fingerprint in head.json is unreadable")?;
-        let channel =
-            flotilla_proto::transport::connect(&addresses, fingerprint, Duration::from_secs(5))
-                .await?;
-        let token = token.expose_str().context("the admin token is not text")?;
-        Ok(Admin {
-            python_version: info.python_version.clone(),
-            client: FleetClient::new(channel),
-            auth: format!("Admin {token}")
-                .parse()
-                .context("the admin token is malformed")?,
-        })
-    }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
-        r.metadata_mut().insert("authorization", self.auth.clone());
-        r.set_timeout(Duration::from_secs(30));
-        r
-    }
-}
-
-fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", s.message())
-}
+use flotilla_app::admin::{Admin, InviteRow, NodeCommand};
 
 #[derive(Debug, Args)]
 pub struct InviteArgs {
@@ -121,53 +58,23 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<ExitCode> {
         return list_invites(&mut admin, args.json).await;
     }
     if let Some(id) = args.revoke {
-        let request = admin.request(pb::RevokeInviteRequest {
-            invite_id: id.clone(),
-        });
-        let reply = admin
-            .client
-            .revoke_invite(request)
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let revoked = admin.revoke_invite(&id).await?;
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({"invite_id": id, "revoked": reply.revoked})
+                serde_json::json!({"invite_id": id, "revoked": revoked})
             );
-        } else if reply.revoked {
+        } else if revoked {
             println!("Join code {id} is withdrawn: no machine can join with it.");
         } else {
             println!("Join code {id} was already withdrawn.");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let request = admin.request(pb::InviteRequest {
-        uses: args.uses,
-        expires_secs: args.expires,
-    });
-    let reply = admin
-        .client
-        .invite(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    // What the head applied, not what was asked (an older head changes out-of-range values).
-    let uses = if reply.uses == 0 {
-        args.uses
-    } else {
-        reply.uses
-    };
+    let reply = admin.invite(args.uses, args.expires).await?;
+    let uses = reply.uses;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "code": reply.code,
-                "invite_id": reply.invite_id,
-                "expires_unix": reply.expires_unix,
-                "uses": uses,
-            })
-        );
+        println!("{}", serde_json::to_value(&reply)?);
         return Ok(ExitCode::SUCCESS);
     }
     if !args.no_qr {
@@ -207,32 +114,10 @@ fn unix_now() -> u64 {
 }
 
 async fn list_invites(admin: &mut Admin, json: bool) -> anyhow::Result<ExitCode> {
-    let request = admin.request(pb::ListInvitesRequest {});
-    let invites = admin
-        .client
-        .list_invites(request)
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .invites;
-    let state = |i: &pb::InviteRecord| i.state.clone();
+    let invites = admin.invites().await?;
+    let state = |i: &InviteRow| i.state.clone();
     if json {
-        let rows: Vec<_> = invites
-            .iter()
-            .map(|i| {
-                serde_json::json!({
-                    "invite_id": i.invite_id,
-                    "state": state(i),
-                    "created_unix": i.created_unix,
-                    "expires_unix": i.expires_unix,
-                    "uses": i.uses,
-                    "uses_left": i.uses_left,
-                    "revoked_unix": (i.revoked_unix > 0).then_some(i.revoked_unix),
-                    "joined": i.joined,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        println!("{}", serde_json::to_value(&invites)?);
         return Ok(ExitCode::SUCCESS);
     }
     if invites.is_empty() {
@@ -319,37 +204,11 @@ pub struct NodesArgs {
 
 pub async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
     let mut admin = Admin::connect().await?;
-    let request = admin.request(pb::ClusterRequest {});
-    let snap = admin
-        .client
-        .cluster(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let rows: Vec<serde_json::Value> = snap
-        .nodes
+    let nodes = admin.nodes().await?;
+    let rows: Vec<serde_json::Value> = nodes
         .iter()
-        .map(|n| {
-            let reason = n.reason.clone().unwrap_or_default();
-            let python = (!n.python_version.is_empty()).then_some(n.python_version.as_str());
-            serde_json::json!({
-                "node_id": n.node_id,
-                "name": n.name,
-                "state": state_name(n.state),
-                "python_version": python,
-                // Another patch of the cluster's Python: Ray accepts it, and says so in its log.
-                "python_differs": python.map(|p| p != admin.python_version),
-                "reason_code": reason.code,
-                "reason_en": reason.text_en,
-                "reason_es": reason.text_es,
-                "cpus_advertised": n.cpus_advertised,
-                "cpus_total": n.cpus_total,
-                "owner_active": n.owner_active,
-                "battery_percent": n.battery_percent,
-                "last_seen_unix_ms": n.last_seen_unix_ms,
-            })
-        })
-        .collect();
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
     if args.json {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(ExitCode::SUCCESS);
@@ -394,30 +253,13 @@ pub async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
             r["reason_en"].as_str().unwrap_or(""),
         );
     }
-    if snap
-        .nodes
-        .iter()
-        .any(|n| !n.python_version.is_empty() && n.python_version != admin.python_version)
-    {
+    if nodes.iter().any(|n| n.python_differs == Some(true)) {
+        let python = admin.python_version();
         println!(
-            "* another patch of the cluster's Python {}: Ray accepts it; install {} there to match exactly.",
-            admin.python_version, admin.python_version
+            "* another patch of the cluster's Python {python}: Ray accepts it; install {python} there to match exactly."
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn state_name(state: i32) -> &'static str {
-    match pb::NodeState::try_from(state) {
-        Ok(pb::NodeState::Contributing) => "contributing",
-        Ok(pb::NodeState::Throttled) => "throttled",
-        Ok(pb::NodeState::Paused) => "paused",
-        Ok(pb::NodeState::Draining) => "draining",
-        Ok(pb::NodeState::Offline) => "offline",
-        Ok(pb::NodeState::Error) => "error",
-        Ok(pb::NodeState::Unspecified) => "connecting",
-        Err(_) => "unknown",
-    }
 }
 
 #[derive(Debug, Args)]
@@ -427,49 +269,23 @@ pub struct RevokeArgs {
 }
 
 pub async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect().await?;
-    let request = admin.request(pb::RevokeRequest { node: args.node });
-    let reply = admin
-        .client
-        .revoke(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let (node_id, name) = Admin::connect().await?.revoke(&args.node).await?;
     println!(
         "Revoked node {} ({}): its credential no longer works and its session was ended. A Ray \
          token it already holds stays valid until `flotilla head rotate-ray-token`.",
-        reply.node_id, reply.name
+        node_id, name
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends a pause (`until_unix_ms` 0 = until resumed) or resume to a node.
-pub async fn command(
-    node: String,
-    pause: Option<(pb::PauseMode, u64)>,
-) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect().await?;
-    let command = match pause {
-        Some((mode, until_unix_ms)) => Cmd::Pause(pb::Pause {
-            until_unix_ms,
-            mode: mode as i32,
-            reason: None,
-        }),
-        None => Cmd::Resume(pb::Resume {}),
+/// Sends a pause or a resume to a node and says whether it got it.
+pub async fn command(node: String, command: NodeCommand) -> anyhow::Result<ExitCode> {
+    let reply = Admin::connect().await?.command(&node, command).await?;
+    let what = if matches!(command, NodeCommand::Pause { .. }) {
+        "Paused"
+    } else {
+        "Resumed"
     };
-    let request = admin.request(pb::NodeCommandRequest {
-        node,
-        command: Some(pb::HeadCommand {
-            command: Some(command),
-        }),
-    });
-    let reply = admin
-        .client
-        .command(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let what = if pause.is_some() { "Paused" } else { "Resumed" };
     if reply.delivered {
         println!("{what} node {} ({}).", reply.node_id, reply.name);
     } else {
@@ -494,26 +310,12 @@ pub async fn head(cmd: HeadCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         HeadCommand::RotateRayToken => {
             tokio::task::spawn_blocking(|| {
-                let (dirs, _, store) = flotilla_app::secrets::load_store()?;
-                let lock = dirs.state.join("head.lock");
-                if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock)
-                    && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
-                {
-                    anyhow::bail!(
-                        "the head is running: stop it first (Ctrl-C in its terminal), rotate, then \
-                     start it again"
-                    );
-                }
-                let token = flotilla_ray::RayToken::generate();
-                store.set(
-                    flotilla_head::RAY_TOKEN_SECRET,
-                    &flotilla_secrets::Secret::from(token.expose()),
-                )?;
+                let backend = flotilla_app::admin::rotate_ray_token()?;
                 println!(
                     "A new Ray token is stored ({}). Start the head with `flotilla up`: joined \
                  machines get the new token when they reconnect. Drivers need it too: `flotilla \
                  secret get {} --reveal`.",
-                    store.backend_name(),
+                    backend,
                     flotilla_head::RAY_TOKEN_SECRET
                 );
                 anyhow::Ok(ExitCode::SUCCESS)

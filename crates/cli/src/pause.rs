@@ -60,6 +60,7 @@ async fn send(req: Request) -> anyhow::Result<ExitCode> {
 
 pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
     if let Some(node) = args.node {
+        use flotilla_app::admin::NodeCommand;
         use flotilla_proto::v1::PauseMode;
         let mode = if args.finish {
             PauseMode::Finish
@@ -72,7 +73,14 @@ pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
                 .map_or(0, |d| d.as_millis() as u64);
             now + secs * 1000
         });
-        return crate::admin::command(node, Some((mode, until))).await;
+        return crate::admin::command(
+            node,
+            NodeCommand::Pause {
+                mode,
+                until_unix_ms: until,
+            },
+        )
+        .await;
     }
     let req = if args.finish {
         Request::pause(PauseKind::Finish)
@@ -97,7 +105,7 @@ pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     if let Some(node) = args.node {
-        return crate::admin::command(node, None).await;
+        return crate::admin::command(node, flotilla_app::admin::NodeCommand::Resume).await;
     }
     let code = send(Request::Resume { resume: true }).await?;
     eprintln!("Resumed.");
