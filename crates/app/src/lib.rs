@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod host;
+pub mod jobs;
 pub mod join;
 pub mod logs;
 pub mod secrets;

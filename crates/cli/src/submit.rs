@@ -1,19 +1,14 @@
 //! `flotilla submit`: run a command as a Ray job on the cluster, like `ray job submit`, with
-//! secrets from the secret store as the job's environment variables.
-//!
-//! The job is handed to a small Python program in the cluster's runtime (Ray's own job client)
-//! on its standard input, so secret values never appear in any process's argv; the Ray token
-//! reaches that program through its environment only.
+//! secrets from the secret store as the job's environment variables
+//! ([`flotilla_app::jobs::submit`]), then follow its output.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use flotilla_head::HeadInfo;
-
-const SUBMIT_PY: &str = include_str!("submit.py");
+use flotilla_app::jobs::{Submission, Submitted};
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
@@ -94,19 +89,6 @@ fn read_requirements(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Quotes one word for a POSIX shell (Ray runs the entrypoint through one).
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let pairs: Vec<(String, String)> = args
         .secrets
@@ -131,74 +113,19 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let (dirs, _config, store, token, env) = tokio::task::spawn_blocking(move || {
-        let (dirs, config, store) = flotilla_app::secrets::load_store()?;
-        let token = flotilla_head::read_cluster_token(&store)?
-            .context("this machine has no cluster token: start a cluster with `flotilla up`")?;
-        let mut env = serde_json::Map::new();
-        for (name, var) in &pairs {
-            let value = store.get(name)?;
-            let text = value.expose_str().with_context(|| {
-                format!("the secret {name} is not text, so it cannot be an environment variable")
-            })?;
-            env.insert(var.clone(), serde_json::Value::String(text.to_string()));
-        }
-        anyhow::Ok((dirs, config, store, token, env))
+    let submitted = flotilla_app::jobs::submit(Submission {
+        command: args.command,
+        secrets: pairs,
+        working_dir,
+        pip,
+        runtime_env: args.runtime_env.zip(runtime_env_text),
     })
-    .await??;
-    drop(store);
-    let info = HeadInfo::read(&dirs)
-        .context("no Flotilla cluster is running on this machine: start one with `flotilla up`")?;
-
-    let mut runtime_env = serde_json::Map::new();
-    if !env.is_empty() {
-        runtime_env.insert("env_vars".into(), serde_json::Value::Object(env));
-    }
-    if let Some(d) = working_dir {
-        runtime_env.insert("working_dir".into(), serde_json::json!(d));
-    }
-    if !pip.is_empty() {
-        runtime_env.insert("pip".into(), serde_json::json!(pip));
-    }
-    let entrypoint: Vec<String> = args.command.iter().map(|w| shell_quote(w)).collect();
-    let spec = serde_json::json!({
-        "address": info.ray_dashboard,
-        "entrypoint": entrypoint.join(" "),
-        "runtime_env": runtime_env,
-        "runtime_env_file": args.runtime_env.as_ref().map(|f| f.display().to_string()),
-        "runtime_env_text": runtime_env_text,
-    });
-
-    let python = info.runtime().python();
-    let script = dirs.run.join("submit.py");
-    std::fs::write(&script, SUBMIT_PY)
-        .with_context(|| format!("cannot write {}", script.display()))?;
-    let mut child = tokio::process::Command::new(&python)
-        .arg(&script)
-        .envs(token.env())
-        .env_remove("RAY_ADDRESS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    {
-        let mut stdin = child.stdin.take().expect("piped");
-        let bytes = serde_json::to_vec(&spec)?;
-        use tokio::io::AsyncWriteExt;
-        stdin.write_all(&bytes).await?;
-    }
-    let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        return Ok(ExitCode::from(
-            out.status.code().unwrap_or(1).clamp(1, 255) as u8
-        ));
-    }
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    anyhow::ensure!(
-        !id.is_empty(),
-        "the cluster accepted the job but gave no id"
-    );
+    .await?;
+    let id = match submitted {
+        Submitted::Job(id) => id,
+        // Ray's job client printed Ray's reason.
+        Submitted::Refused(code) => return Ok(ExitCode::from(code.clamp(1, 255) as u8)),
+    };
     if args.no_wait {
         println!("{id}");
         std::io::stdout().flush().ok();
@@ -208,7 +135,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         "Job {id} submitted; following its logs (Ctrl-C stops following, not the job; \
          `flotilla jobs logs {id}` shows them later)."
     );
-    let api = crate::jobs::job_api().await?;
+    let api = flotilla_app::jobs::job_api().await?;
     Ok(match crate::jobs::follow_job(&api, &id).await? {
         Some(job) if job.status == "SUCCEEDED" => ExitCode::SUCCESS,
         Some(_) => ExitCode::FAILURE,
@@ -260,15 +187,5 @@ mod tests {
                 .contains("no package")
         );
         assert!(read_requirements(&tmp.path().join("missing.txt")).is_err());
-    }
-
-    #[test]
-    fn words_are_quoted_for_the_shell() {
-        assert_eq!(shell_quote("python"), "python");
-        assert_eq!(shell_quote("--evals=80"), "--evals=80");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("$HOME;rm"), "'$HOME;rm'");
     }
 }
