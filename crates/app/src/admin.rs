@@ -77,11 +77,8 @@ pub struct Sent {
 /// A command for one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeCommand {
-    /// `until_unix_ms` 0: until resumed.
-    Pause {
-        mode: pb::PauseMode,
-        until_unix_ms: u64,
-    },
+    /// `finish`: the running tasks first; `until_unix_ms` 0: until resumed.
+    Pause { finish: bool, until_unix_ms: u64 },
     Resume,
 }
 
@@ -250,11 +247,15 @@ impl Admin {
     pub async fn command(&mut self, node: &str, command: NodeCommand) -> anyhow::Result<Sent> {
         let command = match command {
             NodeCommand::Pause {
-                mode,
+                finish,
                 until_unix_ms,
             } => Cmd::Pause(pb::Pause {
                 until_unix_ms,
-                mode: mode as i32,
+                mode: if finish {
+                    pb::PauseMode::Finish
+                } else {
+                    pb::PauseMode::Now
+                } as i32,
                 reason: None,
             }),
             NodeCommand::Resume => Cmd::Resume(pb::Resume {}),

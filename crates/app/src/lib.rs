@@ -8,11 +8,15 @@
 //! the app as its log and its window's progress bar).
 
 pub mod admin;
+pub mod cluster;
+pub mod doctor;
+pub mod driver;
 pub mod host;
 pub mod jobs;
 pub mod join;
 pub mod logs;
 pub mod secrets;
+pub mod service;
 pub mod worker;
 
 use std::sync::Arc;

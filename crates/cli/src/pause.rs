@@ -61,12 +61,6 @@ async fn send(req: Request) -> anyhow::Result<ExitCode> {
 pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
     if let Some(node) = args.node {
         use flotilla_app::admin::NodeCommand;
-        use flotilla_proto::v1::PauseMode;
-        let mode = if args.finish {
-            PauseMode::Finish
-        } else {
-            PauseMode::Now
-        };
         let until = args.r#for.map_or(0, |secs| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -76,7 +70,7 @@ pub async fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
         return crate::admin::command(
             node,
             NodeCommand::Pause {
-                mode,
+                finish: args.finish,
                 until_unix_ms: until,
             },
         )

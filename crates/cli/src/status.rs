@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
-use flotilla_head::{ClusterSnapshot, HeadInfo};
+use flotilla_app::cluster::{api_url, fetch};
+use flotilla_head::ClusterSnapshot;
 use flotilla_host::Dirs;
 
 #[derive(Debug, Args)]
@@ -15,39 +15,6 @@ pub struct StatusArgs {
     /// The head's API [default: the head running on this machine, else http://127.0.0.1:7471].
     #[arg(long, value_name = "URL")]
     api: Option<String>,
-}
-
-/// The API of the head to talk to: explicit, else the one this machine runs, else the default.
-pub fn api_url(explicit: Option<String>, dirs: &Dirs) -> String {
-    explicit
-        .or_else(|| HeadInfo::read(dirs).map(|i| i.api_url))
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", flotilla_head::DEFAULT_API_PORT))
-}
-
-pub async fn fetch(api: &str) -> anyhow::Result<ClusterSnapshot> {
-    let url = format!("{}/api/v1/cluster", api.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(15))
-        .build()?;
-    let resp = client.get(&url).send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "no Flotilla head answers at {api} ({e}).\n  Start one with `flotilla up`, or point \
-             to another with --api URL"
-        )
-    })?;
-    let status = resp.status();
-    let body = resp.text().await.context("reading the head's answer")?;
-    if !status.is_success() {
-        let msg = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(String::from))
-            .unwrap_or(body);
-        anyhow::bail!("the head at {api} answered {status}: {msg}");
-    }
-    serde_json::from_str(&body)
-        .with_context(|| format!("the head at {api} sent an unreadable snapshot"))
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {

@@ -23,28 +23,6 @@ pub struct UninstallArgs {
     json: bool,
 }
 
-/// The desktop app's start-at-login entries (XDG autostart on Linux, a LaunchAgent on macOS).
-/// Tauri's autostart writes `~/.config/autostart` even where `XDG_CONFIG_HOME` points
-/// elsewhere, so both are looked at.
-pub(crate) fn autostart_entries() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut configs: Vec<PathBuf> = dirs::config_dir().into_iter().collect();
-    if let Some(home) = dirs::home_dir()
-        && !configs.contains(&home.join(".config"))
-    {
-        configs.push(home.join(".config"));
-    }
-    for config in configs {
-        for name in ["Flotilla.desktop", "flotilla-desktop.desktop"] {
-            out.push(config.join("autostart").join(name));
-        }
-    }
-    if let Some(home) = dirs::home_dir() {
-        out.push(home.join("Library/LaunchAgents/Flotilla.plist"));
-    }
-    out
-}
-
 fn remove(path: &Path, removed: &mut Vec<String>, errors: &mut Vec<String>) {
     let result = if path.is_dir() {
         std::fs::remove_dir_all(path)
@@ -85,14 +63,14 @@ pub async fn run(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     }
     let mut removed = Vec::new();
     let mut errors = Vec::new();
-    for plan in crate::service::all_plans() {
-        match crate::service::uninstall(&plan) {
+    for plan in flotilla_app::service::all_plans() {
+        match flotilla_app::service::uninstall(&plan) {
             Ok(true) => removed.push(plan.path.display().to_string()),
             Ok(false) => {}
             Err(e) => errors.push(format!("{}: {e:#}", plan.path.display())),
         }
     }
-    for entry in autostart_entries() {
+    for entry in flotilla_app::service::autostart_entries() {
         remove(&entry, &mut removed, &mut errors);
     }
     if args.purge {
