@@ -257,20 +257,19 @@ pub struct SensorsView {
 
 impl SensorsView {
     /// The agent's sensor report (`sensors` of its decision).
-    pub fn of(r: &serde_json::Value) -> SensorsView {
-        let value = |k: &str| r[k]["value"].as_f64();
+    pub fn of(r: &flotilla_agent::sampler::SensorReport) -> SensorsView {
         SensorsView {
-            idle_secs: value("idle_secs"),
-            idle_from: r["idle_secs"]["from"].as_str().unwrap_or("").into(),
-            power: r["power"]["value"].as_str().unwrap_or("unknown").into(),
-            battery_percent: value("battery_percent"),
-            memory_free: value("available_memory_fraction"),
-            machine_load: value("machine_load"),
-            owner_load: value("owner_load"),
-            temperature_c: value("temperature_c"),
-            running_programs: value("running_programs"),
-            total_cpus: r["total_cpus"].as_f64().unwrap_or(0.0),
-            local_time: r["local_time"].as_str().unwrap_or("").into(),
+            idle_secs: r.idle_secs.value,
+            idle_from: r.idle_secs.from.clone(),
+            power: r.power.value.clone().unwrap_or_else(|| "unknown".into()),
+            battery_percent: r.battery_percent.value.map(f64::from),
+            memory_free: r.available_memory_fraction.value,
+            machine_load: r.machine_load.value,
+            owner_load: r.owner_load.value,
+            temperature_c: r.temperature_c.value,
+            running_programs: r.running_programs.value.map(|n| n as f64),
+            total_cpus: f64::from(r.total_cpus),
+            local_time: r.local_time.clone(),
         }
     }
 }
@@ -328,9 +327,7 @@ pub async fn computer(desktop: State<'_, Arc<Desktop>>) -> Result<ComputerView> 
     let decision = decision.map_err(agent_error)?;
     let price = crate::settings::load(&desktop.dirs).price_per_vcpu_hour;
     Ok(ComputerView {
-        sensors: Some(&decision["sensors"])
-            .filter(|s| s.is_object())
-            .map(SensorsView::of),
+        sensors: decision.map(|d| SensorsView::of(&d.published.sensors)),
         contribution: contribution.ok().map(|c| ContributionView::of(&c, price)),
     })
 }
@@ -551,17 +548,20 @@ mod tests {
 
     #[test]
     fn sensors_and_contribution_read_from_the_agents_answers() {
-        let s = SensorsView::of(&serde_json::json!({
-            "idle_secs": {"value": 12.5, "from": "desktop"},
-            "power": {"value": "battery", "from": "sysfs"},
-            "battery_percent": {"value": 80, "from": "sysfs"},
-            "available_memory_fraction": {"value": 0.4, "from": "proc"},
-            "machine_load": {"value": 0.3, "from": "proc"},
-            "owner_load": {"value": null, "from": "proc"},
-            "temperature_c": {"value": null, "from": "unknown"},
-            "running_programs": {"value": 120, "from": "proc"},
-            "total_cpus": 8, "local_time": "Monday 10:00",
-        }));
+        let s = SensorsView::of(
+            &serde_json::from_value(serde_json::json!({
+                "idle_secs": {"value": 12.5, "from": "desktop"},
+                "power": {"value": "battery", "from": "sysfs"},
+                "battery_percent": {"value": 80, "from": "sysfs"},
+                "available_memory_fraction": {"value": 0.4, "from": "proc"},
+                "machine_load": {"value": 0.3, "from": "proc"},
+                "owner_load": {"value": null, "from": "proc"},
+                "temperature_c": {"value": null, "from": "unknown"},
+                "running_programs": {"value": 120, "from": "proc"},
+                "total_cpus": 8, "local_time": "Monday 10:00", "load_window_secs": 10.0,
+            }))
+            .unwrap(),
+        );
         assert_eq!((s.idle_secs, s.idle_from.as_str()), (Some(12.5), "desktop"));
         assert_eq!(
             (s.power.as_str(), s.battery_percent),

@@ -2,9 +2,9 @@
 //! reason as the agent decided them (`{"get": "decision"}` on its control channel).
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::Desktop;
+use flotilla_agent::control::DecisionView;
 
 /// Where the app is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -102,7 +102,7 @@ pub async fn read(desktop: &Desktop) -> DesktopStatus {
         .decision()
         .await
         .ok()
-        .filter(|d| !d.is_null());
+        .flatten();
     let mut status = match decision {
         Some(d) => of_decision(&d),
         None => DesktopStatus {
@@ -117,64 +117,66 @@ pub async fn read(desktop: &Desktop) -> DesktopStatus {
 }
 
 /// The status of one decision, as the control channel serves it.
-pub fn of_decision(d: &Value) -> DesktopStatus {
-    let e = &d["enforcement"];
-    let state = e["state"].as_str().unwrap_or("").to_string();
-    let link = d["session"]["link"].as_str().unwrap_or("").to_string();
+pub fn of_decision(d: &DecisionView) -> DesktopStatus {
+    use flotilla_agent::enforce::EnforcementState as State;
+    use flotilla_agent::session::Link;
+    let p = &d.published;
+    let e = p.enforcement.clone().unwrap_or_default();
+    let link = match &d.session {
+        None => "",
+        Some(Link::Connecting { .. }) => "connecting",
+        Some(Link::Connected { .. }) => "connected",
+        Some(Link::Offline { .. }) => "offline",
+        Some(Link::Refused { .. }) => "refused",
+    };
     let connected = link == "connected";
-    let reason_code = d["decision"]["reason"]["code"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
     let tray = if link == "refused" {
         TrayState::Error
     } else if !connected {
         TrayState::Offline
     } else {
-        match state.as_str() {
-            "error" => TrayState::Error,
-            "paused" | "draining" => TrayState::Paused,
-            "cap" => TrayState::Throttled,
-            _ => TrayState::Contributing,
+        match e.state {
+            State::Error => TrayState::Error,
+            State::Paused | State::Draining => TrayState::Paused,
+            State::Cap => TrayState::Throttled,
+            State::Full | State::Unset => TrayState::Contributing,
         }
     };
     // Ray's reason, while it cannot run the node, comes before the politeness decision's.
-    let failure = e["failure"]["reason"].as_str().filter(|_| state == "error");
-    let (reason_code, reason_en, reason_es) = match failure {
-        Some(f) => (
-            e["failure"]["kind"]
-                .as_str()
-                .map_or(reason_code, str::to_string),
-            format!("Ray cannot run this node: {f}"),
-            format!("Ray no puede ejecutar este nodo: {f}"),
+    let (reason_code, reason_en, reason_es) = match (&e.failure, e.state) {
+        (Some(f), State::Error) => (
+            f.kind.code().to_string(),
+            format!("Ray cannot run this node: {}", f.reason),
+            format!("Ray no puede ejecutar este nodo: {}", f.reason),
         ),
-        None => (
-            reason_code,
-            d["reason_en"].as_str().unwrap_or("").into(),
-            d["reason_es"].as_str().unwrap_or("").into(),
+        _ => (
+            p.decision.reason.code().to_string(),
+            p.reason_en.clone(),
+            p.reason_es.clone(),
         ),
     };
+    let back = p.sleep.back.as_ref();
     DesktopStatus {
         phase: Phase::Running,
         role: Role::None,
         tray,
-        state,
+        state: e.state.as_str().to_string(),
         reason_code,
         reason_en,
         reason_es,
-        cpus_advertised: e["advertised_cpus"]
-            .as_f64()
-            .or_else(|| d["decision"]["target_cpus"].as_f64()),
-        cpus_total: e["node_cpus"].as_f64(),
+        cpus_advertised: e
+            .advertised_cpus
+            .or(Some(f64::from(p.decision.target_cpus))),
+        cpus_total: p.enforcement.as_ref().map(|e| f64::from(e.node_cpus)),
         connected,
-        link,
-        link_text: d["session_text"].as_str().unwrap_or("").into(),
+        link: link.to_string(),
+        link_text: d.session_text.clone().unwrap_or_default(),
         node_name: String::new(),
         error: None,
         progress: None,
-        back_en: d["sleep"]["back"]["text_en"].as_str().unwrap_or("").into(),
-        back_es: d["sleep"]["back"]["text_es"].as_str().unwrap_or("").into(),
-        back_at_ms: d["sleep"]["back"]["at_unix_ms"].as_u64(),
+        back_en: back.map(|b| b.text_en.clone()).unwrap_or_default(),
+        back_es: back.map(|b| b.text_es.clone()).unwrap_or_default(),
+        back_at_ms: back.map(|b| b.at_unix_ms),
     }
 }
 
@@ -228,25 +230,42 @@ mod tests {
         );
     }
 
-    fn decision(state: &str, link: &str, code: &str) -> Value {
+    /// A decision as the control channel serves it, in its JSON.
+    fn decision_json(state: &str, link: &str, code: &str) -> serde_json::Value {
+        let session = match link {
+            "connected" => {
+                serde_json::json!({"link": link, "head": "10.0.0.1:7470", "since_unix_ms": 1})
+            }
+            "offline" => serde_json::json!({"link": link, "error": "no route", "retry_in_ms": 5}),
+            "refused" => serde_json::json!({"link": link, "error": "revoked"}),
+            other => panic!("no link {other}"),
+        };
         serde_json::json!({
             "decision": {"target_cpus": 2, "pause": "none", "reason": {"code": code}},
             "reason_en": "You're using this computer",
             "reason_es": "Estás usando este ordenador",
             "enforcement": {"state": state, "advertised_cpus": 2.0, "node_cpus": 8},
-            "session": {"link": link},
+            "session": session,
             "session_text": "connected to the head at 10.0.0.1:7470",
         })
     }
 
+    fn view(v: serde_json::Value) -> DecisionView {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn decision(state: &str, link: &str, code: &str) -> DecisionView {
+        view(decision_json(state, link, code))
+    }
+
     #[test]
     fn a_node_ray_cannot_run_shows_rays_reason() {
-        let mut d = decision("error", "connected", "idle");
+        let mut d = decision_json("error", "connected", "owner_active");
         d["enforcement"]["failure"] = serde_json::json!({
             "kind": "ray_version_mismatch",
             "reason": "Ray refuses this node's versions: it has Python 3.11.2 (the cluster runs 3.11.7)",
         });
-        let s = of_decision(&d);
+        let s = of_decision(&view(d));
         assert_eq!(s.tray, TrayState::Error);
         assert_eq!(s.reason_code, "ray_version_mismatch");
         assert!(
@@ -266,7 +285,7 @@ mod tests {
         assert_eq!(s.cpus_total, Some(8.0));
         assert!(s.connected);
         assert_eq!(
-            of_decision(&decision("full", "connected", "idle")).tray,
+            of_decision(&decision("full", "connected", "owner_active")).tray,
             TrayState::Contributing
         );
         assert_eq!(
@@ -279,12 +298,12 @@ mod tests {
         );
         // Whatever the node does, a machine cut off from its head shows offline...
         assert_eq!(
-            of_decision(&decision("full", "offline", "idle")).tray,
+            of_decision(&decision("full", "offline", "owner_active")).tray,
             TrayState::Offline
         );
         // ...and one the head refuses, an error.
         assert_eq!(
-            of_decision(&decision("full", "refused", "idle")).tray,
+            of_decision(&decision("full", "refused", "owner_active")).tray,
             TrayState::Error
         );
     }

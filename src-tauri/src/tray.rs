@@ -264,13 +264,15 @@ mod tests {
 
     #[test]
     fn the_status_line_says_what_and_why() {
-        let mut s = crate::status::of_decision(&serde_json::json!({
-            "decision": {"target_cpus": 2, "reason": {"code": "owner_active"}},
+        let d = serde_json::from_value(serde_json::json!({
+            "decision": {"target_cpus": 2, "pause": "none", "reason": {"code": "owner_active"}},
             "reason_en": "You're using this computer",
             "reason_es": "Estás usando este ordenador",
             "enforcement": {"state": "cap", "advertised_cpus": 2.0, "node_cpus": 8},
-            "session": {"link": "connected"},
-        }));
+            "session": {"link": "connected", "head": "10.0.0.1:7470", "since_unix_ms": 1},
+        }))
+        .unwrap();
+        let mut s = crate::status::of_decision(&d);
         assert_eq!(status_line(&s, "en"), "2 CPUs: You're using this computer");
         assert_eq!(status_line(&s, "es"), "2 CPUs: Estás usando este ordenador");
         s.tray = TrayState::Contributing;

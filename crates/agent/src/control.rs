@@ -586,6 +586,37 @@ pub enum AskError {
     /// The agent answered with another item than the one asked for.
     #[error("the agent answered {0:?}, which is not what was asked")]
     Unexpected(Box<Reply>),
+    /// The agent's answer does not read as this version's types (another version's agent).
+    #[error("the agent's answer is unreadable (is it another version of Flotilla?): {0}")]
+    Unreadable(String),
+}
+
+/// The decision as the control channel serves it (`{"get": "decision"}`): the politeness
+/// loop's latest, with the session's link for an enrolled agent. Its JSON is the socket's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionView {
+    #[serde(flatten)]
+    pub published: crate::politeness::Published,
+    /// The session's link, for an enrolled agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<crate::session::Link>,
+    /// The link in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_text: Option<String>,
+}
+
+impl DecisionView {
+    /// The view of `published` with the session's `link`, if the agent keeps one.
+    pub fn new(
+        published: crate::politeness::Published,
+        link: Option<crate::session::Link>,
+    ) -> DecisionView {
+        DecisionView {
+            session_text: link.as_ref().map(crate::session::describe),
+            session: link,
+            published,
+        }
+    }
 }
 
 impl Client {
@@ -627,16 +658,18 @@ impl Client {
         }
     }
 
-    /// The latest decision (null before the first tick).
-    pub async fn decision(&self) -> Result<serde_json::Value, AskError> {
+    /// The latest decision (`None` before the first tick).
+    pub async fn decision(&self) -> Result<Option<DecisionView>, AskError> {
         match self
             .expect(&Request::Get {
                 get: Item::Decision,
             })
             .await?
         {
-            Reply::Decision(d) => Ok(d),
-            Reply::Done => Ok(serde_json::Value::Null),
+            Reply::Decision(serde_json::Value::Null) | Reply::Done => Ok(None),
+            Reply::Decision(d) => serde_json::from_value(d)
+                .map(Some)
+                .map_err(|e| AskError::Unreadable(e.to_string())),
             other => Err(AskError::Unexpected(Box::new(other))),
         }
     }
@@ -708,6 +741,65 @@ mod tests {
         (Feeds::default(), rx)
     }
 
+    /// What the agent publishes reads back as the same value: the socket's JSON is the
+    /// serialization of [`DecisionView`], and clients read it as that type.
+    #[test]
+    fn the_decision_view_reads_back_as_published() {
+        use flotilla_policy::{Decision, Leaving, Pause, Reason};
+        let published = crate::politeness::Published {
+            decision: Decision {
+                target_cpus: 0,
+                pause: Pause::Now,
+                reason: Reason::OnBattery { percent: Some(40) },
+            },
+            reason_en: "On battery (40%)".into(),
+            reason_es: "Con batería (40%)".into(),
+            enforcement: Some(crate::enforce::Enforcement {
+                state: crate::enforce::EnforcementState::Error,
+                advertised_cpus: Some(1.5),
+                node_cpus: 4,
+                failure: Some(flotilla_ray::Failure {
+                    kind: flotilla_ray::FailureKind::VersionMismatch,
+                    reason: "Ray refuses this node's versions".into(),
+                }),
+                ..Default::default()
+            }),
+            sensors: crate::sampler::SensorReport {
+                idle_secs: crate::sampler::Shown {
+                    value: Some(12.5),
+                    from: "desktop".into(),
+                },
+                total_cpus: 4,
+                ..Default::default()
+            },
+            sleep: crate::sleep::SleepReport {
+                leaving: Some(Leaving::Sleep),
+                back: None,
+                keep_awake: true,
+            },
+        };
+        let view = DecisionView::new(
+            published,
+            Some(crate::session::Link::Offline {
+                error: "no route to host".into(),
+                retry_in_ms: 4000,
+            }),
+        );
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["decision"]["reason"]["code"], "on_battery", "{json}");
+        assert_eq!(json["session"]["link"], "offline", "{json}");
+        assert_eq!(
+            json["enforcement"]["failure"]["kind"],
+            "ray_version_mismatch"
+        );
+        let back: DecisionView = serde_json::from_value(json).unwrap();
+        assert_eq!(back, view);
+        assert!(
+            view.session_text
+                .is_some_and(|t| t.contains("no route to host"))
+        );
+    }
+
     /// The served channel end to end, on every OS (Windows under Wine in `tests/cross-os`): a
     /// request and its reply, a pause taken, and a second agent kept off a live channel.
     #[test]
@@ -721,7 +813,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let sock = dir.path().join("run/agent.sock");
             let sock = sock.as_path();
-            let (tx, rx) = watch::channel(serde_json::json!({"target_cpus": 3}));
+            let (tx, rx) = watch::channel(serde_json::json!({
+                "decision": {"target_cpus": 3, "pause": "none", "reason": {"code": "owner_active"}},
+                "reason_en": "You're using this computer",
+                "reason_es": "Estás usando este ordenador",
+            }));
             let feeds = Feeds::default();
             let stop = CancellationToken::new();
             let task = serve(sock, feeds.clone(), rx.clone(), stop.clone())
@@ -730,11 +826,14 @@ mod tests {
             let reply = request(sock, &serde_json::json!({"get": "decision"}))
                 .await
                 .unwrap();
-            assert_eq!(reply["decision"]["target_cpus"], 3);
+            assert_eq!(reply["decision"]["decision"]["target_cpus"], 3);
             let client = Client::new(sock);
             client.done(&Request::pause(PauseKind::Now)).await.unwrap();
             assert!(feeds.manual.lock().unwrap().is_some());
-            assert_eq!(client.decision().await.unwrap()["target_cpus"], 3);
+            let view = client.decision().await.unwrap().unwrap();
+            assert_eq!(view.published.decision.target_cpus, 3);
+            assert_eq!(view.published.enforcement, None);
+            assert_eq!(view.session, None);
             let refused = client.contribution().await.unwrap_err();
             assert!(matches!(refused, AskError::Refused { .. }), "{refused}");
 

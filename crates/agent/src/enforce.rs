@@ -38,7 +38,7 @@ const RESIZE_RETRY: Duration = Duration::from_secs(1);
 const LIMIT_RETRY: Duration = Duration::from_secs(5);
 
 /// How the CPUs Ray advertises follow the decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// The raylet's live resize (Ray 2.60 and newer).
@@ -95,7 +95,8 @@ impl EnforcementState {
 }
 
 /// What the enforcer last did, as shown in status and logs.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Enforcement {
     pub state: EnforcementState,
     /// The OS cap in cores, when capped.

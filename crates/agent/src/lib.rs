@@ -354,8 +354,9 @@ impl Agent {
 
     /// The latest politeness decision with the readings behind it (JSON of
     /// [`politeness::Published`]; null before the first tick).
-    pub fn decision(&self) -> serde_json::Value {
-        self.decision.borrow().clone()
+    /// The latest decision as the control channel serves it (`None` before the first tick).
+    pub fn decision(&self) -> Option<control::DecisionView> {
+        serde_json::from_value(self.decision.borrow().clone()).ok()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -451,18 +452,12 @@ async fn publish_json(
     shutdown: CancellationToken,
 ) {
     loop {
-        let mut value = match published.borrow_and_update().as_deref() {
-            Some(p) => p.to_json(),
+        let current = link.as_mut().map(|l| l.borrow_and_update().clone());
+        let value = match published.borrow_and_update().as_deref() {
+            Some(p) => serde_json::to_value(control::DecisionView::new(p.clone(), current))
+                .expect("plain data"),
             None => serde_json::Value::Null,
         };
-        if let (Some(l), serde_json::Value::Object(map)) = (link.as_mut(), &mut value) {
-            let current = l.borrow_and_update().clone();
-            map.insert("session_text".into(), session::describe(&current).into());
-            map.insert(
-                "session".into(),
-                serde_json::to_value(current).expect("plain data"),
-            );
-        }
         let _ = tx.send(value);
         let link_changed = async {
             match link.as_mut() {

@@ -29,7 +29,7 @@ pub const QUIET_BELOW: f64 = 0.05;
 const OWN_EVERY: Duration = Duration::from_secs(5);
 
 /// What the loop publishes each tick.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Published {
     pub decision: Decision,
     /// The reason in English and Spanish.
@@ -37,8 +37,10 @@ pub struct Published {
     pub reason_es: String,
     /// What was done about it, when the loop drives a node.
     pub enforcement: Option<Enforcement>,
+    #[serde(default)]
     pub sensors: SensorReport,
     /// Sleep and wake: an announced sleep under way, the last wake, `keep_awake`.
+    #[serde(default)]
     pub sleep: SleepReport,
 }
 

@@ -71,14 +71,14 @@ pub type ManualFeed = Arc<Mutex<Option<ManualRequest>>>;
 pub type PolicyFeed = Arc<Mutex<Option<flotilla_policy::Settings>>>;
 
 /// One reading as shown to people: a value (or null when unknown) and where it came from.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Shown<T> {
     pub value: Option<T>,
     pub from: String,
 }
 
 /// What `flotilla sensors` prints.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct SensorReport {
     pub idle_secs: Shown<f64>,
     /// `ac`, `battery` or `unknown`.

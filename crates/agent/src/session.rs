@@ -109,7 +109,7 @@ impl SessionConfig {
 }
 
 /// The link's state, for `flotilla status`, the tray and notifications.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case", tag = "link")]
 pub enum Link {
     Connecting {

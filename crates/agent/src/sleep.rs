@@ -45,7 +45,7 @@ struct Announced {
 }
 
 /// The last wake: how long the machine slept, in words.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Back {
     pub asleep_secs: u64,
     pub at_unix_ms: u64,
@@ -84,7 +84,7 @@ fn asleep_words(secs: u64) -> (String, String) {
 }
 
 /// What the loop publishes about sleep and wake.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SleepReport {
     /// What the OS announced, while it is under way.
     pub leaving: Option<Leaving>,

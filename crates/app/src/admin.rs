@@ -78,7 +78,10 @@ pub struct Sent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeCommand {
     /// `finish`: the running tasks first; `until_unix_ms` 0: until resumed.
-    Pause { finish: bool, until_unix_ms: u64 },
+    Pause {
+        finish: bool,
+        until_unix_ms: u64,
+    },
     Resume,
 }
 

@@ -1,5 +1,5 @@
-//! The cluster as a head's HTTP API reports it (`flotilla status`, `flotilla_app` callers that
-//! read a head they do not run).
+//! The cluster as a head's HTTP API reports it, and this machine's agent as its control
+//! channel does (`flotilla status`).
 
 use anyhow::Context;
 use flotilla_head::{ClusterSnapshot, HeadInfo};
@@ -38,3 +38,22 @@ pub async fn fetch(api: &str) -> anyhow::Result<ClusterSnapshot> {
         .with_context(|| format!("the head at {api} sent an unreadable snapshot"))
 }
 
+/// This machine's agent: its latest decision and what the machine contributed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThisMachine {
+    #[serde(flatten)]
+    pub decision: flotilla_agent::control::DecisionView,
+    /// From the outbox's tally (an enrolled agent keeps one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contribution: Option<flotilla_agent::outbox::Contribution>,
+}
+
+/// This machine's agent, when one runs and has decided.
+pub async fn this_machine() -> Option<ThisMachine> {
+    let agent = flotilla_agent::control::Client::of(&Dirs::from_env());
+    let decision = agent.decision().await.ok().flatten()?;
+    Some(ThisMachine {
+        decision,
+        contribution: agent.contribution().await.ok(),
+    })
+}

@@ -215,30 +215,37 @@ fn throttle_check() -> Check {
 /// The running worker's Ray node, as its agent reports it: Ray's own reason when Ray cannot run
 /// it. `None` when no worker runs here.
 async fn node_check(dirs: &Dirs) -> Option<Check> {
+    use flotilla_agent::enforce::EnforcementState;
+    use flotilla_ray::FailureKind;
     let decision = flotilla_agent::control::Client::of(dirs)
         .decision()
         .await
         .ok()?;
-    let e = &decision["enforcement"];
-    Some(match e["failure"]["reason"].as_str() {
-        Some(reason) if e["state"] == "error" => {
-            check("ray node", Status::Fail, format!("Ray cannot run this machine's node: {reason}"))
-                .fix(match e["failure"]["kind"].as_str() {
-                    Some("ray_version_mismatch") => {
-                        "install the cluster's Python (the version above); the worker tries again every minute"
-                    }
-                    Some("ray_port_taken") => {
-                        "stop the program on that port, or give the worker other ports (--node-ports)"
-                    }
-                    _ => "see the node's log under Flotilla's logs directory; the worker keeps trying",
-                })
-        }
-        _ => check(
+    let e = decision.and_then(|d| d.published.enforcement);
+    Some(match e.as_ref().map(|e| (e.state, e.failure.as_ref())) {
+        Some((EnforcementState::Error, Some(failure))) => check(
+            "ray node",
+            Status::Fail,
+            format!("Ray cannot run this machine's node: {}", failure.reason),
+        )
+        .fix(match failure.kind {
+            FailureKind::VersionMismatch => {
+                "install the cluster's Python (the version above); the worker tries again every minute"
+            }
+            FailureKind::PortTaken => {
+                "stop the program on that port, or give the worker other ports (--node-ports)"
+            }
+            _ => "see the node's log under Flotilla's logs directory; the worker keeps trying",
+        }),
+        state => check(
             "ray node",
             Status::Ok,
             format!(
                 "the worker's Ray node runs ({})",
-                e["state"].as_str().unwrap_or("starting")
+                match state.map(|(s, _)| s.as_str()) {
+                    None | Some("") => "starting",
+                    Some(s) => s,
+                }
             ),
         ),
     })

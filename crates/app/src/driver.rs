@@ -95,7 +95,10 @@ pub async fn check_driver(command: &[String], cluster: &Cluster) -> anyhow::Resu
 
 /// The driver's command with the cluster's address, its token and Ray's version match level in
 /// its environment.
-pub fn driver_command(command: &[String], cluster: &Cluster) -> anyhow::Result<tokio::process::Command> {
+pub fn driver_command(
+    command: &[String],
+    cluster: &Cluster,
+) -> anyhow::Result<tokio::process::Command> {
     let (program, args) = command
         .split_first()
         .context("no command to run: give it after `--`")?;

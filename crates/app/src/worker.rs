@@ -10,6 +10,7 @@ use anyhow::Context;
 use flotilla_agent::enrollment::{self, Enrollment};
 use flotilla_agent::session::{SessionConfig, describe};
 use flotilla_agent::{Agent, AgentConfig, Deps, SessionSetup};
+use flotilla_policy::Leaving;
 use flotilla_ray::{NodePorts, RayToken, RuntimeManager, RuntimeSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -281,7 +282,9 @@ async fn run_once(
                     }
                     failure_shown = failure;
                 }
-                sleep_shown = tell_sleep(&agent.decision()["sleep"], sleep_shown, events);
+                if let Some(d) = agent.decision() {
+                    sleep_shown = tell_sleep(&d.published.sleep, sleep_shown, events);
+                }
                 // Lost and restored are shown once each, not every retry; "connecting" only
                 // before the first connection.
                 if let Some(link) = agent.link() {
@@ -310,29 +313,29 @@ async fn run_once(
 /// after each wake how long it slept. `shown` is what was said last (the announcement, and
 /// the wake's time); returns it updated.
 fn tell_sleep(
-    sleep: &serde_json::Value,
-    shown: (Option<String>, Option<u64>),
+    sleep: &flotilla_agent::sleep::SleepReport,
+    shown: (Option<Leaving>, Option<u64>),
     events: &Events,
-) -> (Option<String>, Option<u64>) {
-    let leaving = sleep["leaving"].as_str().map(str::to_string);
-    if leaving.is_some() && leaving != shown.0 {
+) -> (Option<Leaving>, Option<u64>) {
+    if sleep.leaving.is_some() && sleep.leaving != shown.0 {
         events(Event::Info(format!(
             "The machine is about to {}: its work goes back to the cluster first.",
-            if leaving.as_deref() == Some("sleep") {
-                "sleep"
-            } else {
-                "shut down"
+            match sleep.leaving {
+                Some(Leaving::Sleep) => "sleep",
+                _ => "shut down",
             }
         )));
     }
-    let back = sleep["back"]["at_unix_ms"].as_u64();
-    if back.is_some() && back != shown.1 {
+    let back = sleep.back.as_ref().map(|b| b.at_unix_ms);
+    if let Some(b) = &sleep.back
+        && back != shown.1
+    {
         events(Event::Info(format!(
             "{}; the node joins the cluster again.",
-            sleep["back"]["text_en"].as_str().unwrap_or("Back")
+            b.text_en
         )));
     }
-    (leaving, back)
+    (sleep.leaving, back)
 }
 
 /// How long a joined worker waits before starting again after its `failures`-th failed start:

@@ -106,23 +106,6 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// The local agent's latest decision, if one runs.
-/// This machine's agent's decision (with what it contributed), if an agent runs here.
-pub async fn local_decision() -> Option<serde_json::Value> {
-    let agent = Client::of(&Dirs::from_env());
-    let mut decision = agent.decision().await.ok().filter(|d| !d.is_null())?;
-    // What this machine contributed, from its outbox's tally (an enrolled agent keeps one).
-    if let Ok(c) = agent.contribution().await
-        && let serde_json::Value::Object(map) = &mut decision
-    {
-        map.insert(
-            "contribution".into(),
-            serde_json::to_value(c).expect("plain data"),
-        );
-    }
-    Some(decision)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

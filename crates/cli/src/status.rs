@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use flotilla_app::cluster::{api_url, fetch};
+use flotilla_agent::enforce::EnforcementState;
+use flotilla_agent::outbox::Contribution;
+use flotilla_app::cluster::{ThisMachine, api_url, fetch};
 use flotilla_head::ClusterSnapshot;
 use flotilla_host::Dirs;
 
@@ -19,7 +21,7 @@ pub struct StatusArgs {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let api = api_url(args.api, &Dirs::from_env());
-    let (snap, local) = tokio::join!(fetch(&api), crate::pause::local_decision());
+    let (snap, local) = tokio::join!(fetch(&api), flotilla_app::cluster::this_machine());
     let snap = match (snap, local) {
         (Ok(snap), local) => (snap, local),
         (Err(e), None) => return Err(e),
@@ -41,7 +43,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (snap, local) = snap;
     if args.json {
         let mut v = serde_json::to_value(&snap)?;
-        v["this_machine"] = local.unwrap_or(serde_json::Value::Null);
+        v["this_machine"] = serde_json::to_value(local)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -99,58 +101,57 @@ fn render(s: &ClusterSnapshot) -> String {
 }
 
 /// "This machine: capped at 2 CPUs (Ray advertises 2): You're using this computer".
-fn this_machine(d: &serde_json::Value) -> String {
-    let reason = d["reason_en"].as_str().unwrap_or("");
-    let e = &d["enforcement"];
-    let state = match e["state"].as_str().unwrap_or("") {
-        "full" => "contributing every CPU".to_string(),
-        "cap" => format!(
-            "capped at {} CPUs",
-            fmt_cpu(e["cap_cpus"].as_f64().unwrap_or(0.0))
-        ),
-        "draining" => "finishing its tasks, then pausing".into(),
-        "paused" => "paused".into(),
-        "error" => format!(
+fn this_machine(m: &ThisMachine) -> String {
+    let d = &m.decision;
+    let reason = &d.published.reason_en;
+    let e = d.published.enforcement.as_ref();
+    let state = match e.map(|e| (e.state, e)) {
+        Some((EnforcementState::Full, _)) => "contributing every CPU".to_string(),
+        Some((EnforcementState::Cap, e)) => {
+            format!("capped at {} CPUs", fmt_cpu(e.cap_cpus.unwrap_or(0.0)))
+        }
+        Some((EnforcementState::Draining, _)) => "finishing its tasks, then pausing".into(),
+        Some((EnforcementState::Paused, _)) => "paused".into(),
+        Some((EnforcementState::Error, e)) => format!(
             "cannot run its Ray node ({})",
-            e["failure"]["reason"].as_str().unwrap_or("see its log")
+            e.failure
+                .as_ref()
+                .map_or("see its log", |f| f.reason.as_str())
         ),
-        _ => format!("{} CPUs decided", d["decision"]["target_cpus"]),
+        _ => format!("{} CPUs decided", d.published.decision.target_cpus),
     };
-    let advertised = e["advertised_cpus"]
-        .as_f64()
+    let advertised = e
+        .and_then(|e| e.advertised_cpus)
         .map(|c| format!(" (Ray advertises {})", fmt_cpu(c)))
         .unwrap_or_default();
-    let session = d["session_text"]
-        .as_str()
+    let session = d
+        .session_text
+        .as_deref()
         .map(|t| format!("\nControl plane: {t}"))
         .unwrap_or_default();
-    let contribution = contribution_line(&d["contribution"])
-        .map(|l| format!("\n{l}"))
+    let contribution = m
+        .contribution
+        .map(|c| format!("\n{}", contribution_line(&c)))
         .unwrap_or_default();
     format!("This machine: {state}{advertised}: {reason}{session}{contribution}")
 }
 
 /// "Contributed: 1.5 CPU-hours today, 12 this week, 80 in all".
-fn contribution_line(c: &serde_json::Value) -> Option<String> {
-    let hours = |k: &str| c[k].as_f64().map(|s| s / 3600.0);
-    let (today, week, total) = (
-        hours("today_cpu_seconds")?,
-        hours("week_cpu_seconds")?,
-        hours("total_cpu_seconds")?,
-    );
-    let h = |v: f64| {
+fn contribution_line(c: &Contribution) -> String {
+    let h = |secs: f64| {
+        let v = secs / 3600.0;
         if v >= 10.0 {
             format!("{v:.0}")
         } else {
             format!("{v:.1}")
         }
     };
-    Some(format!(
+    format!(
         "Contributed: {} CPU-hours today, {} this week, {} in all",
-        h(today),
-        h(week),
-        h(total)
-    ))
+        h(c.today_cpu_seconds),
+        h(c.week_cpu_seconds),
+        h(c.total_cpu_seconds)
+    )
 }
 
 fn fmt_cpu(v: f64) -> String {
@@ -208,14 +209,16 @@ mod tests {
 
     #[test]
     fn the_contribution_reads_in_cpu_hours() {
-        let c = serde_json::json!({
-            "today_cpu_seconds": 5400.0, "week_cpu_seconds": 43_200.0, "total_cpu_seconds": 0.0,
-        });
+        let c = Contribution {
+            today_cpu_seconds: 5400.0,
+            week_cpu_seconds: 43_200.0,
+            total_cpu_seconds: 0.0,
+            since_unix: None,
+        };
         assert_eq!(
-            contribution_line(&c).unwrap(),
+            contribution_line(&c),
             "Contributed: 1.5 CPU-hours today, 12 this week, 0.0 in all"
         );
-        assert_eq!(contribution_line(&serde_json::Value::Null), None);
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manual::Manual;
 use crate::readings::{Power, Readings};
@@ -21,7 +21,7 @@ pub const TEMPERATURE_RELEASE_MARGIN_C: f64 = 5.0;
 pub const BATTERY_RELEASE_MARGIN_PERCENT: u8 = 5;
 
 /// How hard to stop. Ordered from mildest to strictest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pause {
     /// Keep running; offer `target_cpus`.
@@ -33,7 +33,7 @@ pub enum Pause {
 }
 
 /// What the caller should do this tick.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// CPUs to offer the cluster; `0` whenever `pause` is not `None`.
     pub target_cpus: u32,
@@ -304,7 +304,7 @@ pub struct Policy {
 }
 
 /// What the OS announced the machine is about to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Leaving {
     /// Sleep (suspend or hibernate).

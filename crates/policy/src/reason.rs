@@ -1,7 +1,7 @@
 //! Why a decision came out the way it did, in words for the person at the
 //! computer and in codes for programs.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::time::Until;
 
@@ -36,7 +36,7 @@ impl Lang {
 /// Serialised with its [`code`](Reason::code) under `"code"` next to the
 /// variant's fields, so programs can match on the code and render their
 /// own text if they wish.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum Reason {
     /// The OS announced sleep: the work goes back to the cluster first.

@@ -156,6 +156,13 @@ impl Serialize for ClockTime {
     }
 }
 
+impl<'de> Deserialize<'de> for ClockTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ClockTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Local wall-clock time: weekday and time of day to the second.
 ///
 /// The caller derives it from the system clock and the user's time zone;
@@ -221,7 +228,7 @@ impl LocalTime {
 ///
 /// The weekday is present only when the moment is 24 hours or more away:
 /// within a day "14:00" can only mean the next 14:00.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Until {
     pub at: ClockTime,
     pub weekday: Option<Weekday>,

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 /// What kind of failure Ray reported; serialized as its [`code`](FailureKind::code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum FailureKind {
     /// Ray refused the node: its Ray or Python version differs from the cluster's.
     #[serde(rename = "ray_version_mismatch")]
@@ -56,7 +56,7 @@ impl FailureKind {
 }
 
 /// A node's failure: its kind and Ray's reason, in one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Failure {
     pub kind: FailureKind,
     pub reason: String,
