@@ -766,18 +766,9 @@ async fn supervise(
         if *held.borrow_and_update() {
             set(NodePhase::Held, None, restarts);
             tracing::info!(node = %config.node_name, "Ray node held");
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => {
-                        set(NodePhase::Stopped, None, restarts);
-                        return;
-                    }
-                    changed = held.changed() => {
-                        if changed.is_err() || !*held.borrow_and_update() {
-                            break;
-                        }
-                    }
-                }
+            if !until_released(&mut held, &cancel).await {
+                set(NodePhase::Stopped, None, restarts);
+                return;
             }
         }
         if let Role::Worker { head } = config.role {
@@ -793,136 +784,30 @@ async fn supervise(
             }
         }
         set(NodePhase::Starting, None, restarts);
-        // The throttle exists before the tree, so that its first process is born inside.
-        let prepared = config.throttle.as_ref().and_then(|tc| {
-            // Named per agent process, after removing the node's groups killed agents left.
-            Throttle::prepare_node(tc, &config.node_name)
-                .inspect_err(
-                    |e| tracing::warn!(node = %config.node_name, "running without a throttle: {e}"),
-                )
-                .ok()
-        });
-        if let Some(cpus) = *control.cpus.lock().unwrap_or_else(|e| e.into_inner()) {
-            config.num_cpus = Some(cpus);
-        }
-        *control
-            .started_cpus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = config.num_cpus;
-        *control.node_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let mut spec = config.spec(&marker);
-        *control.node_ip.lock().unwrap_or_else(|e| e.into_inner()) = config.node_ip_now();
-        if let Some(p) = &prepared {
-            spec.cgroup_procs = p.procs_files().to_vec();
-            // A group with the lowest weight (cgroup `cpu.idle`) keeps the node out of the
-            // owner's way by itself; inside it, Ray's own priorities stand (its raylet answers
-            // ahead of its busy task workers, as under plain Ray).
-            if p.idle_group() {
-                spec.background = false;
-            }
-        }
         let log_from = std::fs::metadata(&config.log).map_or(0, |m| m.len());
-        let mut tree = match ProcessTree::spawn(spec) {
-            Ok(t) => t,
-            Err(e) => {
-                set(
-                    NodePhase::Failed {
-                        error: format!("cannot start {}: {e}", config.runtime.ray_bin().display()),
-                    },
-                    None,
-                    restarts,
-                );
+        let mut tree = match launch(&mut config, &marker, &control) {
+            Ok(tree) => tree,
+            Err(error) => {
+                set(NodePhase::Failed { error }, None, restarts);
                 return;
             }
         };
         let pid = tree.pid();
-        if let Some(p) = prepared {
-            match p.attach(pid, &marker) {
-                Ok(mut t) => {
-                    let limit = *control.limit.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) = t.set(limit) {
-                        tracing::warn!(node = %config.node_name, "cannot apply {limit:?}: {e}");
-                    }
-                    *control.throttle() = Some(t);
-                }
-                Err(e) => {
-                    tracing::warn!(node = %config.node_name, "running without a throttle: {e}")
-                }
-            }
-        }
         set(NodePhase::Starting, Some(pid), restarts);
         tracing::info!(node = %config.node_name, pid, role = config.role.name(), "Ray node starting");
         let started = Instant::now();
-        let mut at_once = false;
-
-        // Readiness, the tree's exit and cancellation race; whichever comes first decides.
-        let exit = tokio::select! {
-            _ = cancel.cancelled() => None,
-            ready = wait_ready(&config, &tree) => {
-                match ready {
-                    Ok(()) => {
-                        tracing::info!(node = %config.node_name, secs = started.elapsed().as_secs_f32(), "Ray node ready");
-                        *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                        set(NodePhase::Ready, Some(pid), restarts);
-                        tokio::select! {
-                            _ = cancel.cancelled() => None,
-                            status = tree.wait() => {
-                                let failure = explain_exit(&config, log_from);
-                                let text = failure.as_ref().map_or_else(|| status.to_string(), |f| f.reason.clone());
-                                *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
-                                Some(text)
-                            }
-                            () = drained(&marker, held.clone()) => {
-                                // A drained raylet exits on its own, but `ray start --block`
-                                // treats that as graceful and keeps waiting; with the raylet
-                                // gone there is nothing left to drain, so end the rest at once.
-                                tree.kill();
-                                Some("drained".to_string())
-                            }
-                            reason = watchdog(&config, &marker, &control) => {
-                                tracing::warn!(node = %config.node_name, "{reason}: restarting the Ray node");
-                                at_once = true;
-                                Some(reason)
-                            }
-                            () = left(&control) => {
-                                tracing::info!(node = %config.node_name, "the Ray node leaves the cluster");
-                                tree.stop(LEAVE_GRACE).await;
-                                Some("left the cluster".to_string())
-                            }
-                            () = control.restart.notified() => {
-                                let cpus = *control.cpus.lock().unwrap_or_else(|e| e.into_inner());
-                                tracing::info!(node = %config.node_name, ?cpus, "restarting the Ray node with a new CPU count");
-                                // Idle by the caller's choice: let it leave Ray cleanly.
-                                tree.stop(STOP_GRACE).await;
-                                at_once = true;
-                                Some("restarted with a new CPU count".to_string())
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tree.kill();
-                        let failure = explain_exit(&config, log_from).or_else(|| {
-                            matches!(e, Error::NotReady { .. }).then(|| crate::Failure {
-                                kind: crate::FailureKind::Stalled,
-                                reason: e.to_string(),
-                            })
-                        });
-                        let text = failure.as_ref().map_or_else(|| e.to_string(), |f| f.reason.clone());
-                        tracing::warn!(node = %config.node_name, "the Ray node did not start: {text}");
-                        *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
-                        Some(text)
-                    }
-                }
-            }
+        let run = Run {
+            config: &config,
+            marker: &marker,
+            control: &control,
+            held: &held,
+            cancel: &cancel,
+            log_from,
         };
-        let Some(last_exit) = exit else {
+        let ready = || set(NodePhase::Ready, Some(pid), restarts);
+        let Some((last_exit, at_once)) = run.until_exit(&mut tree, ready).await else {
             set(NodePhase::Stopping, Some(pid), restarts);
-            // A frozen tree cannot drain: let it run to stop.
-            if let Some(t) = control.throttle().as_mut() {
-                let _ = t.set(Limit::Full);
-            }
-            tree.stop(STOP_GRACE).await;
-            *control.throttle() = None;
+            stop_for_good(&control, tree).await;
             set(NodePhase::Stopped, None, restarts);
             return;
         };
@@ -945,17 +830,7 @@ async fn supervise(
         }
         attempt += 1;
         restarts += 1;
-        let mut delay = config.backoff.delay(attempt);
-        let needs_a_person = control
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|f| f.kind.needs_a_person());
-        if needs_a_person {
-            // Trying again soon cannot mend it; trying now and then notices when it is mended.
-            delay = delay.max(NEEDS_A_PERSON_RETRY);
-        }
+        let delay = restart_delay(&config.backoff, attempt, &control);
         tracing::warn!(node = %config.node_name, %last_exit, ?delay, "Ray node exited; restarting");
         set(
             NodePhase::Restarting {
@@ -972,6 +847,184 @@ async fn supervise(
             }
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Waits while the node is held; false when cancelled meanwhile.
+async fn until_released(held: &mut watch::Receiver<bool>, cancel: &CancellationToken) -> bool {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            changed = held.changed() => {
+                if changed.is_err() || !*held.borrow_and_update() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the node's process tree with the CPU count and throttle of the moment (the throttle
+/// exists before the tree, so that its first process is born inside); the error says why it
+/// could not start.
+fn launch(config: &mut NodeConfig, marker: &str, control: &Control) -> Result<ProcessTree, String> {
+    let prepared = config.throttle.as_ref().and_then(|tc| {
+        // Named per agent process, after removing the node's groups killed agents left.
+        Throttle::prepare_node(tc, &config.node_name)
+            .inspect_err(
+                |e| tracing::warn!(node = %config.node_name, "running without a throttle: {e}"),
+            )
+            .ok()
+    });
+    if let Some(cpus) = *control.cpus.lock().unwrap_or_else(|e| e.into_inner()) {
+        config.num_cpus = Some(cpus);
+    }
+    *control
+        .started_cpus
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = config.num_cpus;
+    *control.node_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let mut spec = config.spec(marker);
+    *control.node_ip.lock().unwrap_or_else(|e| e.into_inner()) = config.node_ip_now();
+    if let Some(p) = &prepared {
+        spec.cgroup_procs = p.procs_files().to_vec();
+        // A group with the lowest weight (cgroup `cpu.idle`) keeps the node out of the
+        // owner's way by itself; inside it, Ray's own priorities stand (its raylet answers
+        // ahead of its busy task workers, as under plain Ray).
+        if p.idle_group() {
+            spec.background = false;
+        }
+    }
+    let tree = ProcessTree::spawn(spec)
+        .map_err(|e| format!("cannot start {}: {e}", config.runtime.ray_bin().display()))?;
+    if let Some(p) = prepared {
+        match p.attach(tree.pid(), marker) {
+            Ok(mut t) => {
+                let limit = *control.limit.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = t.set(limit) {
+                    tracing::warn!(node = %config.node_name, "cannot apply {limit:?}: {e}");
+                }
+                *control.throttle() = Some(t);
+            }
+            Err(e) => {
+                tracing::warn!(node = %config.node_name, "running without a throttle: {e}")
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// One run of a started node.
+struct Run<'a> {
+    config: &'a NodeConfig,
+    marker: &'a str,
+    control: &'a Control,
+    held: &'a watch::Receiver<bool>,
+    cancel: &'a CancellationToken,
+    /// Where this run's lines begin in the node's log.
+    log_from: u64,
+}
+
+impl Run<'_> {
+    /// Waits for the node to be ready, then for it to end; readiness, the tree's exit and
+    /// cancellation race, and whichever comes first decides. `ready` is called once it is.
+    /// Returns why it ended and whether to start it again at once (no backoff); `None` when
+    /// cancelled.
+    async fn until_exit(
+        &self,
+        tree: &mut ProcessTree,
+        ready: impl FnOnce(),
+    ) -> Option<(String, bool)> {
+        let config = self.config;
+        let started = Instant::now();
+        tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            result = wait_ready(config, tree) => match result {
+                Ok(()) => {
+                    tracing::info!(node = %config.node_name, secs = started.elapsed().as_secs_f32(), "Ray node ready");
+                    *self.control.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    ready();
+                    self.while_ready(tree).await
+                }
+                Err(e) => {
+                    tree.kill();
+                    let failure = explain_exit(config, self.log_from).or_else(|| {
+                        matches!(e, Error::NotReady { .. }).then(|| crate::Failure {
+                            kind: crate::FailureKind::Stalled,
+                            reason: e.to_string(),
+                        })
+                    });
+                    let text = failure.as_ref().map_or_else(|| e.to_string(), |f| f.reason.clone());
+                    tracing::warn!(node = %config.node_name, "the Ray node did not start: {text}");
+                    *self.control.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+                    Some((text, false))
+                }
+            }
+        }
+    }
+
+    /// A ready node until it exits, is drained, stalls, leaves or is restarted.
+    async fn while_ready(&self, tree: &mut ProcessTree) -> Option<(String, bool)> {
+        let (config, control) = (self.config, self.control);
+        tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            status = tree.wait() => {
+                let failure = explain_exit(config, self.log_from);
+                let text = failure.as_ref().map_or_else(|| status.to_string(), |f| f.reason.clone());
+                *control.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+                Some((text, false))
+            }
+            () = drained(self.marker, self.held.clone()) => {
+                // A drained raylet exits on its own, but `ray start --block` treats that as
+                // graceful and keeps waiting; with the raylet gone there is nothing left to
+                // drain, so end the rest at once.
+                tree.kill();
+                Some(("drained".to_string(), false))
+            }
+            reason = watchdog(config, self.marker, control) => {
+                tracing::warn!(node = %config.node_name, "{reason}: restarting the Ray node");
+                Some((reason, true))
+            }
+            () = left(control) => {
+                tracing::info!(node = %config.node_name, "the Ray node leaves the cluster");
+                tree.stop(LEAVE_GRACE).await;
+                Some(("left the cluster".to_string(), false))
+            }
+            () = control.restart.notified() => {
+                let cpus = *control.cpus.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(node = %config.node_name, ?cpus, "restarting the Ray node with a new CPU count");
+                // Idle by the caller's choice: let it leave Ray cleanly.
+                tree.stop(STOP_GRACE).await;
+                Some(("restarted with a new CPU count".to_string(), true))
+            }
+        }
+    }
+}
+
+/// Stops the node for good: a frozen tree cannot drain, so it runs again to stop.
+async fn stop_for_good(control: &Control, mut tree: ProcessTree) {
+    if let Some(t) = control.throttle().as_mut() {
+        let _ = t.set(Limit::Full);
+    }
+    tree.stop(STOP_GRACE).await;
+    *control.throttle() = None;
+}
+
+/// How long to wait before the `attempt`-th start after a crash: the backoff's, and never less
+/// than [`NEEDS_A_PERSON_RETRY`] when Ray's reason needs a person (trying again soon cannot
+/// mend it; trying now and then notices when it is mended).
+fn restart_delay(backoff: &Backoff, attempt: u32, control: &Control) -> Duration {
+    let delay = backoff.delay(attempt);
+    let needs_a_person = control
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|f| f.kind.needs_a_person());
+    if needs_a_person {
+        delay.max(NEEDS_A_PERSON_RETRY)
+    } else {
+        delay
     }
 }
 
