@@ -138,24 +138,7 @@ impl Agent {
         };
         let (json_tx, decision) = tokio::sync::watch::channel(serde_json::Value::Null);
         let (tx, published) = tokio::sync::watch::channel(None);
-        let published_for_awake = published.clone();
-        let control = control::serve(
-            &config.control_socket,
-            feeds.clone(),
-            decision.clone(),
-            background.clone(),
-        )
-        .await
-        .map_err(|e| {
-            let path = config.control_socket.clone();
-            match e.kind() {
-                std::io::ErrorKind::AddrInUse => Error::AnotherAgent {
-                    path,
-                    detail: e.to_string(),
-                },
-                _ => Error::Control { path, source: e },
-            }
-        })?;
+        let control = serve_control(&config, &feeds, &decision, &background).await?;
         // Until the agent is up, an early return stops the control channel again.
         let guard = background.clone().drop_guard();
         let settings = config.policy.clone();
@@ -172,45 +155,12 @@ impl Agent {
             Some(ip) => ip,
             None => route_to(config.head)?,
         };
-        let node = NodeConfig {
-            role: Role::Worker { head: config.head },
-            runtime: deps.runtime,
-            node_name: config.node_name.clone(),
-            node_ip: Some(node_ip),
-            // An address chosen here follows the network; one given by the caller stays.
-            follow_route: config.node_ip.is_none(),
-            num_cpus: config.num_cpus,
-            object_store_bytes: config.object_store_bytes,
-            ports: config.ports,
-            temp_dir: config.run_dir.join(&config.node_name),
-            log: config.log_dir.join(format!("ray-{}.log", config.node_name)),
-            token: Some(config.token),
-            labels: Default::default(),
-            env: config.env,
-            backoff: Backoff::default(),
-            ready_timeout: Duration::from_secs(90),
-            cluster_state: config.cluster_state,
-            background: true,
-            throttle: Some(flotilla_host::throttle::ThrottleConfig::from_env()),
-        };
+        let node = node_config(&config, deps.runtime, node_ip);
         let raylet = SocketAddr::new(node_ip, node.ports.node_manager);
         let total = node
             .num_cpus
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-        let token = node.token.clone().expect("workers always carry the token");
-        let node = std::sync::Arc::new(Supervisor::start(node).await?);
-        // A first start that fails (Ray refuses the node, a port is taken) does not stop the
-        // agent: the node keeps trying with backoff, and the session tells the head why.
-        match node
-            .wait_ready(flotilla_ray::supervisor::START_AT_MOST)
-            .await
-        {
-            Ok(()) => {}
-            Err(flotilla_ray::Error::NodeFailed { failure }) => {
-                tracing::warn!("the Ray node cannot start yet: {failure}");
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let node = start_node(node).await?;
         let marker = node.marker().to_string();
         let mut tasks = vec![control];
         tasks.push(tokio::spawn(flotilla_host::memory::keep_releasing(
@@ -218,50 +168,11 @@ impl Agent {
         )));
         // Network changes and wakes prompt the session and the node to check themselves.
         let net = flotilla_net::NetWatch::start();
-        {
-            let (node, mut changes, stop) = (node.clone(), net.subscribe(), background.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        changed = changes.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                            // Let an address settle (DHCP, a VPN coming up) before checking.
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            changes.mark_unchanged();
-                            node.recheck();
-                        }
-                    }
-                }
-            }));
-        }
+        tasks.push(recheck_on_network_change(&node, &net, &background));
         let (link, ended, notices) = match config.session {
             Some(setup) => {
-                let handles = start_session(
-                    setup,
-                    session::Sources {
-                        published: published.clone(),
-                        manual: feeds.manual.clone(),
-                        policy: feeds.policy.clone(),
-                        policy_source: feeds.source.clone(),
-                        ray_node_id: {
-                            let node = node.clone();
-                            std::sync::Arc::new(move || node.ray_node_id())
-                        },
-                        cpu_time: {
-                            let node = node.clone();
-                            std::sync::Arc::new(move || node.cpu_time())
-                        },
-                        network: Some(net.subscribe()),
-                        restored: {
-                            let node = node.clone();
-                            std::sync::Arc::new(move || node.recheck())
-                        },
-                    },
-                    background.clone(),
-                )?;
+                let sources = session_sources(&published, &feeds, &node, &net);
+                let handles = start_session(setup, sources, background.clone())?;
                 tasks.extend(handles.tasks);
                 *feeds.ledger.lock().unwrap_or_else(|e| e.into_inner()) = Some(handles.outbox);
                 (
@@ -273,7 +184,7 @@ impl Agent {
             None => (None, None, None),
         };
         tasks.push(tokio::spawn(publish_json(
-            published,
+            published.clone(),
             link.clone(),
             json_tx,
             background.clone(),
@@ -292,9 +203,16 @@ impl Agent {
             background.clone(),
         )));
         tasks.push(tokio::spawn(sleep::keep_awake(
-            published_for_awake,
+            published,
             background.clone(),
         )));
+        let enforcer = enforce::Enforcer::with_mode(
+            raylet,
+            config.head,
+            config.token.clone(),
+            total,
+            enforce::ResizeMode::from_env(),
+        );
         let loop_task = tokio::spawn(politeness::run(
             settings,
             politeness::Inputs {
@@ -307,13 +225,7 @@ impl Agent {
             move || flotilla_host::process::marked_processes(&marker),
             Some(politeness::Driven {
                 node: node.clone(),
-                enforcer: enforce::Enforcer::with_mode(
-                    raylet,
-                    config.head,
-                    token,
-                    total,
-                    enforce::ResizeMode::from_env(),
-                ),
+                enforcer,
             }),
             tx,
             background.clone(),
@@ -442,6 +354,127 @@ pub fn start_session(
         outbox,
         tasks: vec![ledger, watcher, run],
     })
+}
+
+/// Serves the agent's control channel; another agent already serving it is its own error.
+async fn serve_control(
+    config: &AgentConfig,
+    feeds: &control::Feeds,
+    decision: &tokio::sync::watch::Receiver<serde_json::Value>,
+    background: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    control::serve(
+        &config.control_socket,
+        feeds.clone(),
+        decision.clone(),
+        background.clone(),
+    )
+    .await
+    .map_err(|e| {
+        let path = config.control_socket.clone();
+        match e.kind() {
+            std::io::ErrorKind::AddrInUse => Error::AnotherAgent {
+                path,
+                detail: e.to_string(),
+            },
+            _ => Error::Control { path, source: e },
+        }
+    })
+}
+
+/// The worker node the agent supervises, at `node_ip`.
+fn node_config(config: &AgentConfig, runtime: Runtime, node_ip: IpAddr) -> NodeConfig {
+    NodeConfig {
+        role: Role::Worker { head: config.head },
+        runtime,
+        node_name: config.node_name.clone(),
+        node_ip: Some(node_ip),
+        // An address chosen here follows the network; one given by the caller stays.
+        follow_route: config.node_ip.is_none(),
+        num_cpus: config.num_cpus,
+        object_store_bytes: config.object_store_bytes,
+        ports: config.ports,
+        temp_dir: config.run_dir.join(&config.node_name),
+        log: config.log_dir.join(format!("ray-{}.log", config.node_name)),
+        token: Some(config.token.clone()),
+        labels: Default::default(),
+        env: config.env.clone(),
+        backoff: Backoff::default(),
+        ready_timeout: Duration::from_secs(90),
+        cluster_state: config.cluster_state.clone(),
+        background: true,
+        throttle: Some(flotilla_host::throttle::ThrottleConfig::from_env()),
+    }
+}
+
+/// Starts the node. A first start that fails (Ray refuses the node, a port is taken) does not
+/// stop the agent: the node keeps trying with backoff, and the session tells the head why.
+async fn start_node(node: NodeConfig) -> Result<std::sync::Arc<Supervisor>> {
+    let node = std::sync::Arc::new(Supervisor::start(node).await?);
+    match node
+        .wait_ready(flotilla_ray::supervisor::START_AT_MOST)
+        .await
+    {
+        Ok(()) => {}
+        Err(flotilla_ray::Error::NodeFailed { failure }) => {
+            tracing::warn!("the Ray node cannot start yet: {failure}");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(node)
+}
+
+/// Has the node check itself after each network change, once the address settled (DHCP, a
+/// VPN coming up).
+fn recheck_on_network_change(
+    node: &std::sync::Arc<Supervisor>,
+    net: &flotilla_net::NetWatch,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (node, mut changes, stop) = (node.clone(), net.subscribe(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    changes.mark_unchanged();
+                    node.recheck();
+                }
+            }
+        }
+    })
+}
+
+/// What the session reads from the rest of the agent.
+fn session_sources(
+    published: &tokio::sync::watch::Receiver<Option<std::sync::Arc<politeness::Published>>>,
+    feeds: &control::Feeds,
+    node: &std::sync::Arc<Supervisor>,
+    net: &flotilla_net::NetWatch,
+) -> session::Sources {
+    session::Sources {
+        published: published.clone(),
+        manual: feeds.manual.clone(),
+        policy: feeds.policy.clone(),
+        policy_source: feeds.source.clone(),
+        ray_node_id: {
+            let node = node.clone();
+            std::sync::Arc::new(move || node.ray_node_id())
+        },
+        cpu_time: {
+            let node = node.clone();
+            std::sync::Arc::new(move || node.cpu_time())
+        },
+        network: Some(net.subscribe()),
+        restored: {
+            let node = node.clone();
+            std::sync::Arc::new(move || node.recheck())
+        },
+    }
 }
 
 /// Keeps the JSON the control socket serves (the decision, plus the session's link) current.
