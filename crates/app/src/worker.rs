@@ -126,6 +126,48 @@ async fn run_once(
     shutdown: &CancellationToken,
     events: &Events,
 ) -> anyhow::Result<Outcome> {
+    let prepared = prepare(enrolled, node, events).await?;
+    let Some(mut agent) = start_until_running(&prepared, node, shutdown, events).await? else {
+        return Ok(Outcome::End(WorkerEnd::Shutdown));
+    };
+    events(Event::Info(format!(
+        "Worker {} runs in the fleet at {}. Ctrl-C stops it.",
+        prepared.name,
+        enrolled.head.join(", ")
+    )));
+    let mut told = Told::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Outcome::End(WorkerEnd::Shutdown),
+            end = agent.ended() => break ended(end, &prepared.dirs, events).await?,
+            _ = tick.tick() => told.tell(&agent, events),
+        }
+    };
+    events(Event::Info("Stopping...".into()));
+    agent.stop().await;
+    Ok(outcome)
+}
+
+/// What a joined worker's agent starts with, read from the enrollment and the store.
+struct Prepared {
+    dirs: flotilla_host::Dirs,
+    /// The fleet's Ray (GCS) address.
+    head: SocketAddr,
+    spec: RuntimeSpec,
+    /// The fleet's defaults with this machine's own settings on top.
+    policy: flotilla_policy::Settings,
+    fleet_policy: String,
+    setup: SessionSetup,
+    name: String,
+    token: RayToken,
+}
+
+async fn prepare(
+    enrolled: &Enrollment,
+    node: &NodeOptions,
+    events: &Events,
+) -> anyhow::Result<Prepared> {
     let (dirs, config, credential, token) = tokio::task::spawn_blocking(|| {
         let (dirs, config, store) = crate::secrets::load_store()?;
         let credential = store.get(enrollment::CREDENTIAL_SECRET).context(
@@ -146,12 +188,6 @@ async fn run_once(
                 enrolled.gcs_addresses
             )
         })?;
-    // The head's exact Python where this machine has it or can get it, else another patch of
-    // its minor version.
-    let spec = RuntimeSpec {
-        ray: enrolled.ray_version.clone(),
-        python: enrolled.python_version.clone(),
-    };
     let fingerprint = enrolled
         .fingerprint()
         .context("the head's fingerprint in enrollment.json is unreadable: join again")?;
@@ -165,7 +201,6 @@ async fn run_once(
     session.record_every = node.record_every;
     let local_config = std::fs::read_to_string(dirs.config.join(flotilla_agent::config::FILE_NAME))
         .unwrap_or_default();
-    // The fleet's defaults with this machine's own settings on top.
     let policy = flotilla_agent::config::merge_policy(&enrolled.policy_toml, &local_config)
         .unwrap_or_else(|e| {
             events(Event::Warning(format!(
@@ -180,36 +215,60 @@ async fn run_once(
         python_version: enrolled.python_version.clone(),
         token: token.clone(),
     });
-    let setup = SessionSetup {
-        config: session,
-        outbox: dirs.state.join("outbox.sqlite"),
-    };
-    let name = node.name.clone().unwrap_or(enrolled.node_name.clone());
-    // One enrolled agent per home: its control socket is where `flotilla pause` and `status`
-    // look for it.
-    let run_dir = dirs.run.clone();
+    Ok(Prepared {
+        setup: SessionSetup {
+            config: session,
+            outbox: dirs.state.join("outbox.sqlite"),
+        },
+        dirs,
+        head,
+        // The head's exact Python where this machine has it or can get it, else another
+        // patch of its minor version.
+        spec: RuntimeSpec {
+            ray: enrolled.ray_version.clone(),
+            python: enrolled.python_version.clone(),
+        },
+        policy,
+        fleet_policy: enrolled.policy_toml.clone(),
+        name: node.name.clone().unwrap_or(enrolled.node_name.clone()),
+        token,
+    })
+}
+
+/// Starts the agent, trying again until it runs; `None` when shut down first. A service
+/// starts at boot, perhaps before the network, and a laptop may start away from its head: it
+/// waits for the head rather than exit.
+async fn start_until_running(
+    p: &Prepared,
+    node: &NodeOptions,
+    shutdown: &CancellationToken,
+    events: &Events,
+) -> anyhow::Result<Option<Agent>> {
     let mut failures = 0u32;
-    let mut agent = loop {
-        // A service starts at boot, perhaps before the network, and a laptop may start away
-        // from its head: wait for the head rather than exit.
-        if !wait_for_head(head, shutdown, events).await {
-            return Ok(Outcome::End(WorkerEnd::Shutdown));
+    loop {
+        if !wait_for_head(p.head, shutdown, events).await {
+            return Ok(None);
         }
+        // One enrolled agent per home: its control socket is where `flotilla pause` and
+        // `status` look for it.
         let started = start(
-            &dirs,
-            (policy.clone(), enrolled.policy_toml.clone()),
-            spec.clone(),
-            head,
-            name.clone(),
-            token.clone(),
+            &p.dirs,
+            (p.policy.clone(), p.fleet_policy.clone()),
+            p.spec.clone(),
+            p.head,
+            p.name.clone(),
+            p.token.clone(),
             node.clone(),
-            Some(setup.clone()),
-            (run_dir.clone(), flotilla_agent::control::socket_path(&dirs)),
+            Some(p.setup.clone()),
+            (
+                p.dirs.run.clone(),
+                flotilla_agent::control::socket_path(&p.dirs),
+            ),
             events,
         )
         .await;
         match started {
-            Ok(agent) => break agent,
+            Ok(agent) => return Ok(Some(agent)),
             // The link went again between the head answering and the node starting.
             Err(e) if lost_the_head(&e) => {
                 events(Event::Info(format!(
@@ -229,84 +288,90 @@ async fn run_once(
                     wait.as_secs()
                 )));
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(Outcome::End(WorkerEnd::Shutdown)),
+                    _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
-    };
-    events(Event::Info(format!(
-        "Worker {name} runs in the fleet at {}. Ctrl-C stops it.",
-        enrolled.head.join(", ")
-    )));
-    let mut shown = None;
-    let mut failure_shown = None;
-    let mut sleep_shown = (None, None);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let outcome = loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break Outcome::End(WorkerEnd::Shutdown),
-            end = agent.ended() => {
-                use flotilla_agent::session::Ended;
-                break match end {
-                    Ended::Left(why) => {
-                        events(Event::Info(format!(
-                            "The head removed this machine from the fleet: {why}"
-                        )));
-                        let store = tokio::task::spawn_blocking(crate::secrets::load_store).await??.2;
-                        Enrollment::forget(&dirs, &store);
-                        Outcome::End(WorkerEnd::Left(why))
-                    }
-                    Ended::Refused(why) => {
-                        events(Event::Problem(format!("the head refuses this machine: {why}")));
-                        Outcome::End(WorkerEnd::Refused(why))
-                    }
-                    Ended::RayChanged(ray) => Outcome::RayChanged(ray),
-                    Ended::Shutdown => Outcome::End(WorkerEnd::Shutdown),
-                };
+    }
+}
+
+/// What the session's end means for the worker; a removed machine forgets its enrollment.
+async fn ended(
+    end: flotilla_agent::session::Ended,
+    dirs: &flotilla_host::Dirs,
+    events: &Events,
+) -> anyhow::Result<Outcome> {
+    use flotilla_agent::session::Ended;
+    Ok(match end {
+        Ended::Left(why) => {
+            events(Event::Info(format!(
+                "The head removed this machine from the fleet: {why}"
+            )));
+            let store = tokio::task::spawn_blocking(crate::secrets::load_store)
+                .await??
+                .2;
+            Enrollment::forget(dirs, &store);
+            Outcome::End(WorkerEnd::Left(why))
+        }
+        Ended::Refused(why) => {
+            events(Event::Problem(format!(
+                "the head refuses this machine: {why}"
+            )));
+            Outcome::End(WorkerEnd::Refused(why))
+        }
+        Ended::RayChanged(ray) => Outcome::RayChanged(ray),
+        Ended::Shutdown => Outcome::End(WorkerEnd::Shutdown),
+    })
+}
+
+/// What the running worker said last, so each change is said once.
+#[derive(Debug, Default)]
+struct Told {
+    /// The link's kind: 0 connected, 1 connecting, 2 offline, 3 refused.
+    link: Option<u8>,
+    failure: Option<flotilla_ray::Failure>,
+    sleep: (Option<Leaving>, Option<u64>),
+}
+
+impl Told {
+    fn tell(&mut self, agent: &Agent, events: &Events) {
+        // Ray's reason, once per reason, while the node cannot run; the worker keeps trying
+        // (a mismatch mended by installing Python is noticed on the next try).
+        let failure = agent.failure();
+        if failure != self.failure {
+            match &failure {
+                Some(f) => events(Event::Problem(format!(
+                    "Ray cannot run this machine's node: {f}\n  {}",
+                    advice(f)
+                ))),
+                None if self.failure.is_some() => {
+                    events(Event::Info("The Ray node runs again.".into()))
+                }
+                None => {}
             }
-            _ = tick.tick() => {
-                // Ray's reason, once per reason, while the node cannot run; the worker keeps
-                // trying (a mismatch mended by installing Python is noticed on the next try).
-                let failure = agent.failure();
-                if failure != failure_shown {
-                    match &failure {
-                        Some(f) => events(Event::Problem(format!(
-                            "Ray cannot run this machine's node: {f}\n  {}",
-                            advice(f)
-                        ))),
-                        None if failure_shown.is_some() => {
-                            events(Event::Info("The Ray node runs again.".into()))
-                        }
-                        None => {}
-                    }
-                    failure_shown = failure;
-                }
-                if let Some(d) = agent.decision() {
-                    sleep_shown = tell_sleep(&d.published.sleep, sleep_shown, events);
-                }
-                // Lost and restored are shown once each, not every retry; "connecting" only
-                // before the first connection.
-                if let Some(link) = agent.link() {
-                    use flotilla_agent::session::Link;
-                    let kind = match link {
-                        Link::Connected { .. } => 0,
-                        Link::Connecting { .. } if shown.is_none() => 1,
-                        Link::Connecting { .. } => shown.unwrap_or(1),
-                        Link::Offline { .. } => 2,
-                        Link::Refused { .. } => 3,
-                    };
-                    if shown != Some(kind) {
-                        events(Event::Info(format!("Control plane: {}", describe(&link))));
-                        shown = Some(kind);
-                    }
-                }
+            self.failure = failure;
+        }
+        if let Some(d) = agent.decision() {
+            self.sleep = tell_sleep(&d.published.sleep, self.sleep, events);
+        }
+        // Lost and restored are shown once each, not every retry; "connecting" only before
+        // the first connection.
+        if let Some(link) = agent.link() {
+            use flotilla_agent::session::Link;
+            let kind = match link {
+                Link::Connected { .. } => 0,
+                Link::Connecting { .. } if self.link.is_none() => 1,
+                Link::Connecting { .. } => self.link.unwrap_or(1),
+                Link::Offline { .. } => 2,
+                Link::Refused { .. } => 3,
+            };
+            if self.link != Some(kind) {
+                events(Event::Info(format!("Control plane: {}", describe(&link))));
+                self.link = Some(kind);
             }
         }
-    };
-    events(Event::Info("Stopping...".into()));
-    agent.stop().await;
-    Ok(outcome)
+    }
 }
 
 /// Says once when the machine hands its work back before it sleeps or shuts down, and once
