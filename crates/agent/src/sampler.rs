@@ -175,89 +175,16 @@ impl Sampler {
             .as_ref()
             .is_none_or(|slow| now.duration_since(slow.at) >= SLOW_EVERY)
         {
-            let s = &self.sensors;
-            let (power, memory, cpu) = (s.power(), s.memory(), s.cpu_times());
-            let own = own();
-            let own_ticks = match own {
-                Own::Pids(pids) => s.processes_cpu(pids.iter().copied()).ticks.unwrap_or(0),
-                // Clock ticks are 1/100 s, as /proc counts them.
-                Own::CpuTime(t) => (t.as_secs_f64() * 100.0) as u64,
-            };
-            // The load over the window: against the oldest sample still inside it.
-            let (mut machine, mut owner) = (None, None);
-            if let Some(times) = cpu.times {
-                while self
-                    .cpu
-                    .front()
-                    .is_some_and(|(t, _, _)| now.duration_since(*t) > LOAD_WINDOW)
-                {
-                    self.cpu.pop_front();
-                }
-                if let Some((at, _, last_own)) = self.cpu.back() {
-                    let secs = now.duration_since(*at).as_secs_f64();
-                    self.own_cores = (secs > 0.0)
-                        .then(|| own_ticks.saturating_sub(*last_own) as f64 / 100.0 / secs);
-                }
-                if let Some((_, first, first_own)) = self.cpu.front() {
-                    machine = flotilla_host::sensors::busy_fraction(first, &times);
-                    owner = owner_busy_fraction(first, &times, *first_own, own_ticks);
-                }
-                self.cpu.push_back((now, times, own_ticks));
-            }
-            let owner_from = match own {
-                Own::Pids(pids) => {
-                    format!("{} minus {} Flotilla processes", cpu.from, pids.len())
-                }
-                Own::CpuTime(_) => format!("{} minus Flotilla's node (its cgroup)", cpu.from),
-            };
-            self.slow = Some(Slow {
-                at: now,
-                power,
-                memory,
-                machine,
-                owner,
-                machine_from: cpu.from,
-                owner_from,
-            });
+            self.slow = Some(self.read_slow(now, own()));
         }
-        let Slow {
-            power,
-            memory,
-            machine,
-            owner,
-            machine_from,
-            owner_from,
-            ..
-        } = self.slow.clone().expect("just filled");
-        let s = &self.sensors;
+        let slow = self.slow.clone().expect("just filled");
         let window = self
             .cpu
             .front()
             .map_or(0.0, |(t, _, _)| now.duration_since(*t).as_secs_f64());
-
-        if !self.read_apps {
-            if self.apps.is_none() {
-                self.apps = Some((now, None, APPS_NOT_READ.to_owned()));
-            }
-        } else if self
-            .apps
-            .as_ref()
-            .is_none_or(|(t, _, _)| now.duration_since(*t) >= APPS_EVERY)
-        {
-            let a = s.running_apps();
-            self.apps = Some((now, a.names, a.from));
-        }
-        let (_, apps, apps_from) = self.apps.clone().expect("just filled");
-
-        let clock = flotilla_host::clock::local_now();
-        let local_time = LocalTime::new(
-            Weekday::from_index(u32::from(clock.weekday)),
-            clock.hour,
-            clock.minute,
-            clock.second,
-        )
-        .expect("the clock is in range");
-
+        let (apps, apps_from) = self.running_apps(now);
+        let (local_time, local_text) = local_time_now();
+        let power = &slow.power;
         let readings = Readings {
             total_cpus: self.total_cpus,
             // The machine's; the politeness loop adds the node's own count.
@@ -270,8 +197,8 @@ impl Sampler {
                 },
                 PowerSource::Unknown => Power::Unknown,
             },
-            owner_cpu_load: owner,
-            available_memory_fraction: memory.available_fraction(),
+            owner_cpu_load: slow.owner,
+            available_memory_fraction: slow.memory.available_fraction(),
             temperature_c: None,
             running_apps: apps.clone().unwrap_or_default(),
             local_time,
@@ -288,19 +215,19 @@ impl Sampler {
             },
             battery_percent: Shown {
                 value: power.battery_percent,
-                from: power.from,
+                from: power.from.clone(),
             },
             available_memory_fraction: Shown {
-                value: memory.available_fraction(),
-                from: memory.from,
+                value: slow.memory.available_fraction(),
+                from: slow.memory.from.clone(),
             },
             machine_load: Shown {
-                value: machine,
-                from: machine_from,
+                value: slow.machine,
+                from: slow.machine_from,
             },
             owner_load: Shown {
-                value: owner,
-                from: owner_from,
+                value: slow.owner,
+                from: slow.owner_from,
             },
             load_window_secs: window,
             temperature_c: Shown {
@@ -312,15 +239,73 @@ impl Sampler {
                 from: apps_from,
             },
             total_cpus: self.total_cpus,
-            local_time: format!(
-                "{:?} {:02}:{:02}:{:02}",
-                local_time.weekday(),
-                clock.hour,
-                clock.minute,
-                clock.second
-            ),
+            local_time: local_text,
         };
         (readings, report)
+    }
+
+    /// The readings taken every [`SLOW_EVERY`]: power, memory, and the machine's and the
+    /// owner's load over the window (against the oldest sample still inside it).
+    fn read_slow(&mut self, now: Instant, own: Own<'_>) -> Slow {
+        let s = &self.sensors;
+        let (power, memory, cpu) = (s.power(), s.memory(), s.cpu_times());
+        let own_ticks = match own {
+            Own::Pids(pids) => s.processes_cpu(pids.iter().copied()).ticks.unwrap_or(0),
+            // Clock ticks are 1/100 s, as /proc counts them.
+            Own::CpuTime(t) => (t.as_secs_f64() * 100.0) as u64,
+        };
+        let (mut machine, mut owner) = (None, None);
+        if let Some(times) = cpu.times {
+            while self
+                .cpu
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > LOAD_WINDOW)
+            {
+                self.cpu.pop_front();
+            }
+            if let Some((at, _, last_own)) = self.cpu.back() {
+                let secs = now.duration_since(*at).as_secs_f64();
+                self.own_cores =
+                    (secs > 0.0).then(|| own_ticks.saturating_sub(*last_own) as f64 / 100.0 / secs);
+            }
+            if let Some((_, first, first_own)) = self.cpu.front() {
+                machine = flotilla_host::sensors::busy_fraction(first, &times);
+                owner = owner_busy_fraction(first, &times, *first_own, own_ticks);
+            }
+            self.cpu.push_back((now, times, own_ticks));
+        }
+        let owner_from = match own {
+            Own::Pids(pids) => format!("{} minus {} Flotilla processes", cpu.from, pids.len()),
+            Own::CpuTime(_) => format!("{} minus Flotilla's node (its cgroup)", cpu.from),
+        };
+        Slow {
+            at: now,
+            power,
+            memory,
+            machine,
+            owner,
+            machine_from: cpu.from,
+            owner_from,
+        }
+    }
+
+    /// The running programs' names (read every [`APPS_EVERY`], when the settings need them),
+    /// and where they came from.
+    fn running_apps(&mut self, now: Instant) -> (Option<Vec<String>>, String) {
+        if !self.read_apps {
+            if self.apps.is_none() {
+                self.apps = Some((now, None, APPS_NOT_READ.to_owned()));
+            }
+        } else if self
+            .apps
+            .as_ref()
+            .is_none_or(|(t, _, _)| now.duration_since(*t) >= APPS_EVERY)
+        {
+            let a = self.sensors.running_apps();
+            self.apps = Some((now, a.names, a.from));
+        }
+        let (_, apps, from) = self.apps.clone().expect("just filled");
+        (apps, from)
     }
 
     fn idle(&self, now: Instant) -> Shown<f64> {
@@ -339,6 +324,26 @@ impl Sampler {
             from: r.from,
         }
     }
+}
+
+/// The local weekday and time of day, for the policy and as the report shows it.
+fn local_time_now() -> (LocalTime, String) {
+    let clock = flotilla_host::clock::local_now();
+    let local_time = LocalTime::new(
+        Weekday::from_index(u32::from(clock.weekday)),
+        clock.hour,
+        clock.minute,
+        clock.second,
+    )
+    .expect("the clock is in range");
+    let text = format!(
+        "{:?} {:02}:{:02}:{:02}",
+        local_time.weekday(),
+        clock.hour,
+        clock.minute,
+        clock.second
+    );
+    (local_time, text)
 }
 
 #[cfg(test)]
