@@ -115,22 +115,9 @@ fn object_store(fraction: f64, explicit: Option<u64>) -> u64 {
     ((total as f64 * fraction) as u64).clamp(256 * MIB, 4096 * MIB)
 }
 
-#[cfg(target_os = "linux")]
+/// The machine's memory, as the host's sensors read it on every OS.
 fn total_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn total_memory() -> Option<u64> {
-    None
+    flotilla_host::sensors::Sensors::new().memory().total_bytes
 }
 
 fn check_ports(o: &HostOptions) -> anyhow::Result<()> {
