@@ -82,6 +82,32 @@ pub mod cli {
 
     use crate::proc::{kill_marked, signal, wait_child};
 
+    /// The `flotilla` binary: `given` (the benchmark's `--flotilla`), else the one beside the
+    /// benchmark; an error says how to build it when it is not there.
+    pub fn flotilla_binary(given: Option<&Path>) -> Result<std::path::PathBuf> {
+        let bin = match given {
+            Some(p) => p.to_path_buf(),
+            None => std::env::current_exe()?.with_file_name("flotilla"),
+        };
+        anyhow::ensure!(
+            bin.is_file(),
+            "no flotilla binary at {}; build it (cargo build --release -p flotilla) or pass \
+             --flotilla PATH",
+            bin.display()
+        );
+        Ok(bin)
+    }
+
+    /// Refuses to run without root, which `what` needs (network namespaces, cgroups).
+    pub fn need_root(what: &str) -> Result<()> {
+        // SAFETY: geteuid has no preconditions.
+        anyhow::ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "needs root: {what} (run it as root, as CI does)"
+        );
+        Ok(())
+    }
+
     /// `bin` with `FLOTILLA_HOME` at `home` and the runtimes of the machine's data directory.
     pub fn flotilla(bin: &Path, home: &Path) -> Command {
         let mut c = Command::new(bin);

@@ -14,6 +14,7 @@
 //! (`cargo build -p flotilla`; `cargo test --workspace` builds it).
 #![cfg(target_os = "linux")]
 
+mod support;
 #[path = "../../crates/cli/tests/common/xvfb.rs"]
 mod xvfb;
 
@@ -25,21 +26,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::flotilla_bin;
 
 const APP: &str = env!("CARGO_BIN_EXE_flotilla-desktop");
 
 /// One X session and one cluster at a time.
 static ONE: Mutex<()> = Mutex::new(());
-
-fn flotilla_bin() -> PathBuf {
-    let bin = Path::new(APP).with_file_name("flotilla");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first (cargo build -p flotilla)",
-        bin.display()
-    );
-    bin
-}
 
 fn data_dir() -> PathBuf {
     flotilla_host::Dirs::from_env().data

@@ -7,24 +7,15 @@
 //! the app's own command functions, which the window and the tray call.
 #![cfg(target_os = "linux")]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use flotilla_agent::control::{self, Feeds};
 use flotilla_agent::sampler::ManualRequest;
 use flotilla_host::Dirs;
-
-const APP: &str = env!("CARGO_BIN_EXE_flotilla-desktop");
-
-fn flotilla_bin() -> PathBuf {
-    let bin = Path::new(APP).with_file_name("flotilla");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first (cargo build -p flotilla)",
-        bin.display()
-    );
-    bin
-}
+use support::flotilla_bin;
 
 fn flotilla(home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(flotilla_bin())

@@ -26,7 +26,7 @@ mod linux {
     use std::process::Child;
     use std::time::{Duration, Instant};
 
-    use anyhow::{Context, Result, bail};
+    use anyhow::{Context, Result};
     use flotilla_bench::cli::{start_head, stop};
     use flotilla_bench::proc::machine;
     use flotilla_bench::{percentile, round, today, wait_for};
@@ -175,17 +175,7 @@ mod linux {
                 (addr, None)
             }
             None => {
-                let bin = match &args.flotilla {
-                    Some(p) => p.clone(),
-                    None => std::env::current_exe()?.with_file_name("flotilla"),
-                };
-                if !bin.is_file() {
-                    bail!(
-                        "no flotilla binary at {}; build it (cargo build --release -p flotilla) \
-                         or pass --flotilla PATH",
-                        bin.display()
-                    );
-                }
+                let bin = flotilla_bench::cli::flotilla_binary(args.flotilla.as_deref())?;
                 log("starting the head");
                 let head = Head::start(&bin)?;
                 (([127, 0, 0, 1], BASE).into(), Some(head))

@@ -947,17 +947,7 @@ ray.get([busy.remote(secs) for _ in range(n)])
     // ---------------------------------------------------------------------------------------------
 
     pub fn run(args: &Args) -> Result<()> {
-        let bin = match &args.flotilla {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?.with_file_name("flotilla"),
-        };
-        if !bin.is_file() {
-            bail!(
-                "no flotilla binary at {}; build it (cargo build --release -p flotilla) or pass \
-             --flotilla PATH",
-                bin.display()
-            );
-        }
+        let bin = flotilla_bench::cli::flotilla_binary(args.flotilla.as_deref())?;
         let sweep_script = args
             .sweep
             .canonicalize()

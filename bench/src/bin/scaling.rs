@@ -588,23 +588,8 @@ mod linux {
     }
 
     pub fn run(args: &Args) -> Result<()> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!("needs root: network namespaces and cgroups (run it as root, as CI does)");
-        }
-        let bin = match &args.flotilla {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .context("the benchmark's directory")?
-                .join("flotilla"),
-        };
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it (cargo build --release -p flotilla) or pass --flotilla",
-                bin.display()
-            );
-        }
+        flotilla_bench::cli::need_root("network namespaces and cgroups")?;
+        let bin = flotilla_bench::cli::flotilla_binary(args.flotilla.as_deref())?;
         let most = *args.nodes.last().context("--nodes is empty")?;
         log(format!(
             "a head and {most} worker(s) of 1 CPU in network namespaces{}",

@@ -1031,23 +1031,8 @@ mod linux {
     // ---------------------------------------------------------------------------------------------
 
     pub fn run(args: &Args) -> Result<()> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!("needs root: network namespaces (run it as root, as CI does)");
-        }
-        let bin = match &args.flotilla {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .context("the benchmark's directory")?
-                .join("flotilla"),
-        };
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it (cargo build --release -p flotilla) or pass --flotilla",
-                bin.display()
-            );
-        }
+        flotilla_bench::cli::need_root("network namespaces")?;
+        let bin = flotilla_bench::cli::flotilla_binary(args.flotilla.as_deref())?;
         if !args.sweep.exists() {
             bail!("{} not found (--sweep)", args.sweep.display());
         }

@@ -13,6 +13,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use flotilla_host::clock::{civil_from_days, days_from_civil};
+
 /// The form of the lines on standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -350,7 +352,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RotatingFile {
 
 /// `NAME.YYYY-MM-DD.log`, or `NAME.YYYY-MM-DD.N.log` after the day's first.
 fn file_name(name: &str, key: Key) -> String {
-    let (y, m, d) = civil(key.day);
+    let (y, m, d) = civil_from_days(key.day);
     match key.seq {
         0 => format!("{name}.{y:04}-{m:02}-{d:02}.log"),
         n => format!("{name}.{y:04}-{m:02}-{d:02}.{n}.log"),
@@ -411,50 +413,9 @@ fn today() -> i64 {
     (secs / 86_400) as i64
 }
 
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (eras of 400 years, each
-/// 146,097 days, counted from March so the leap day ends the year).
-fn civil(day: i64) -> (i64, u32, u32) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// The inverse of [`civil`].
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_count_from_1970_both_ways() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(-1), (1969, 12, 31));
-        assert_eq!(civil(11_016), (2000, 2, 29));
-        assert_eq!(civil(20_794), (2026, 12, 7));
-        for day in -800_000..800_000i64 {
-            if day % 997 != 0 {
-                continue;
-            }
-            let (y, m, d) = civil(day);
-            assert_eq!(days_from_civil(y, m, d), day, "{y}-{m}-{d}");
-        }
-    }
 
     #[test]
     fn names_sort_by_day_then_number() {

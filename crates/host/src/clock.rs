@@ -127,19 +127,8 @@ mod tests {
 /// that state when something happens (an expiry), where a Unix number means nothing to a
 /// reader and a local time would differ between the machines that show it.
 pub fn format_utc(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
+    let (year, month, day) = civil_from_days((unix_secs / 86_400) as i64);
     let sod = unix_secs % 86_400;
-    // Days since 1970-01-01 to a civil date, in the proleptic Gregorian calendar, counting in
-    // 400-year eras from 0000-03-01 so that February's leap day ends each year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
         sod / 3600,
@@ -147,9 +136,47 @@ pub fn format_utc(unix_secs: u64) -> String {
     )
 }
 
+/// The date of a day counted from 1970-01-01 (negative before it): year, month, day, in the
+/// proleptic Gregorian calendar. It counts in 400-year eras (146,097 days each) from
+/// 0000-03-01, so that February's leap day ends each year.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// The inverse of [`civil_from_days`]: the day counted from 1970-01-01 of a date.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod format_tests {
-    use super::format_utc;
+    use super::{civil_from_days, days_from_civil, format_utc};
+
+    #[test]
+    fn days_and_dates_convert_both_ways() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_794), (2026, 12, 7));
+        for day in (-800_000..800_000i64).step_by(997) {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day, "{y}-{m}-{d}");
+        }
+    }
 
     #[test]
     fn unix_times_read_as_utc_dates() {
