@@ -7,6 +7,7 @@
 //! front end renders its own way (the command as lines and progress bars on standard error,
 //! the app as its log and its window's progress bar).
 
+pub mod alerts;
 pub mod host;
 pub mod join;
 pub mod secrets;

@@ -1,0 +1,301 @@
+//! Sending alerts: one queue and one task per target, so a receiver that is down or slow holds
+//! up only its own alerts, and the rules never wait. A queue holds at most [`QUEUE`] alerts
+//! (beyond that the newest is dropped, with a warning); each alert is retried with exponential
+//! backoff while the receiver is unreachable, answers 5xx, 408 or 429, until it is delivered or
+//! `give_up_after` has passed. Any other 4xx means the request itself is wrong (a revoked
+//! webhook, a bad chat id): retrying would not help, so it is dropped at once with the
+//! receiver's reason. The target's URL is never in a message: it carries the token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Alert;
+use super::targets::Target;
+
+/// The most alerts waiting for one target.
+pub const QUEUE: usize = 256;
+/// The deadline of one request, connection included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How failed deliveries are retried: `first`, doubled after each failure up to `max`, until
+/// `give_up_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub give_up_after: Duration,
+}
+
+impl Backoff {
+    pub fn with_give_up(give_up_after: Duration) -> Backoff {
+        Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            give_up_after,
+        }
+    }
+
+    /// The wait after failed attempt `n` (1-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.first.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What happened to the alerts of one target.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub delivered: AtomicU64,
+    /// Attempts that failed and were tried again.
+    pub retried: AtomicU64,
+    /// Alerts given up on: refused by the receiver or never delivered in time.
+    pub failed: AtomicU64,
+    /// Alerts dropped because the queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// One target's queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub name: String,
+    pub counts: Arc<Counts>,
+    tx: mpsc::Sender<Alert>,
+}
+
+/// The queues of every target.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    queues: Vec<Queue>,
+}
+
+/// Why one attempt failed, in the receiver's words where it gave any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    /// Retrying the same request would not help.
+    pub permanent: bool,
+}
+
+/// The HTTP client alerts go out with: rustls with the platform's roots (as every `https://`
+/// request of Flotilla), a deadline per request, a few redirects at most.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("flotilla/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with these settings builds")
+}
+
+/// Posts `alert` to `target` once.
+pub async fn attempt(
+    client: &reqwest::Client,
+    target: &Target,
+    alert: &Alert,
+    fleet: &str,
+) -> Result<(), Failure> {
+    let Some(url) = target.url() else {
+        return Err(Failure {
+            reason: "the stored URL is not text".into(),
+            permanent: true,
+        });
+    };
+    let sent = client
+        .post(url)
+        .json(&target.body(alert, fleet))
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let permanent = e.is_builder();
+            return Err(Failure {
+                reason: chain(&e.without_url()),
+                permanent,
+            });
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let said = response.text().await.unwrap_or_default();
+    let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
+    let said: String = said.chars().take(200).collect();
+    let code = status.as_u16();
+    Err(Failure {
+        reason: if said.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {said}")
+        },
+        permanent: status.is_client_error() && code != 408 && code != 429,
+    })
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+impl Delivery {
+    /// A queue and its task for every target; the tasks end with `cancel`.
+    pub fn start(
+        targets: Vec<Target>,
+        fleet: String,
+        backoff: Backoff,
+        cancel: CancellationToken,
+    ) -> Delivery {
+        let client = client();
+        let queues = targets
+            .into_iter()
+            .map(|target| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                let counts = Arc::new(Counts::default());
+                tokio::spawn(run(
+                    client.clone(),
+                    target.clone(),
+                    fleet.clone(),
+                    backoff,
+                    rx,
+                    counts.clone(),
+                    cancel.clone(),
+                ));
+                Queue {
+                    name: target.name,
+                    counts,
+                    tx,
+                }
+            })
+            .collect();
+        Delivery { queues }
+    }
+
+    pub fn queues(&self) -> &[Queue] {
+        &self.queues
+    }
+
+    /// Queues `alert` for every target; never waits.
+    pub fn send(&self, alert: &Alert) {
+        for q in &self.queues {
+            match q.tx.try_send(alert.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    q.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target_name = q.name,
+                        alert = alert.rule.as_str(),
+                        "the alert target's queue is full ({QUEUE} waiting): this alert is dropped"
+                    );
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+/// One target's task: its alerts in order, each until delivered, refused or given up on.
+async fn run(
+    client: reqwest::Client,
+    target: Target,
+    fleet: String,
+    backoff: Backoff,
+    mut rx: mpsc::Receiver<Alert>,
+    counts: Arc<Counts>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let alert = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = rx.recv() => match a { Some(a) => a, None => return },
+        };
+        let began = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                o = attempt(&client, &target, &alert, &fleet) => o,
+            };
+            match outcome {
+                Ok(()) => {
+                    counts.delivered.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        target_name = target.name,
+                        alert = alert.rule.as_str(),
+                        state = alert.state.as_str(),
+                        tries,
+                        "alert delivered"
+                    );
+                    break;
+                }
+                Err(f) if f.permanent => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target_name = target.name,
+                        alert = alert.rule.as_str(),
+                        "the alert target refused the alert ({}); check it with `flotilla alerts test`",
+                        f.reason
+                    );
+                    break;
+                }
+                Err(f) => {
+                    let wait = backoff.delay(tries);
+                    if began.elapsed() + wait > backoff.give_up_after {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            target_name = target.name,
+                            alert = alert.rule.as_str(),
+                            tries,
+                            "alert not delivered after {} s, given up: {}",
+                            began.elapsed().as_secs(),
+                            f.reason
+                        );
+                        break;
+                    }
+                    counts.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target_name = target.name,
+                        alert = alert.rule.as_str(),
+                        tries,
+                        "alert not delivered ({}); trying again in {} ms",
+                        f.reason,
+                        wait.as_millis()
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        let b = Backoff::with_give_up(Duration::from_secs(3600));
+        let waits: Vec<u64> = (1..=11).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(b.delay(200), Duration::from_secs(300));
+    }
+}
