@@ -485,6 +485,27 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     );
     println!("flotilla alerts test: {outcomes}");
 
+    // `/metrics` counts each target's outcomes.
+    let (code, metrics) = http_get(BASE, "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "flotilla_alerts_sent_total{target=\"hook\",outcome=\"delivered\"} 3",
+        "flotilla_alerts_sent_total{target=\"hook\",outcome=\"retried\"} 0",
+        "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"delivered\"} 3",
+        "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"retried\"} 3",
+        "flotilla_alerts_sent_total{target=\"nobody\",outcome=\"delivered\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in /metrics: {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("alerts"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
     // The head kept serving all along; the token is nowhere.
     assert_eq!(healthz(BASE), 200);
     assert_no_leak(head.path(), token);

@@ -190,6 +190,41 @@ impl Delivery {
         &self.queues
     }
 
+    /// `flotilla_alerts_sent_total{target,outcome}` in Prometheus' text format: per target,
+    /// alerts `delivered`, attempts `retried`, alerts `failed` (refused or given up on) and
+    /// `dropped` (queue full). Empty without targets.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        if self.queues.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "# HELP flotilla_alerts_sent_total Alerts the head sent to each target, by outcome \
+             (retried counts attempts).\n# TYPE flotilla_alerts_sent_total counter\n",
+        );
+        for q in &self.queues {
+            let c = &q.counts;
+            let name = q
+                .name
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            for (outcome, n) in [
+                ("delivered", &c.delivered),
+                ("retried", &c.retried),
+                ("failed", &c.failed),
+                ("dropped", &c.dropped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "flotilla_alerts_sent_total{{target=\"{name}\",outcome=\"{outcome}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out
+    }
+
     /// Queues `alert` for every target; never waits.
     pub fn send(&self, alert: &Alert) {
         for q in &self.queues {
@@ -289,7 +324,163 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Kind, Rule};
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A real HTTP/1.1 receiver on loopback answering each request with the next of `answers`
+    /// (status, body); returns its URL and the bodies it received.
+    async fn receiver(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let seen = got.clone();
+        tokio::spawn(async move {
+            for (status, said) in answers {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body = loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break body.to_string();
+                        }
+                    }
+                    assert!(n > 0, "the client hung up");
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{said}",
+                    said.len()
+                );
+                s.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        (url, got)
+    }
+
+    fn target(url: &str, kind: Kind) -> Target {
+        Target {
+            name: "t".into(),
+            kind,
+            url: flotilla_secrets::Secret::from(url),
+            chat_id: None,
+        }
+    }
+
+    fn alert() -> Alert {
+        Alert::event(Rule::JoinCodeUsed, Some("w2"), "w2 joined".into(), 0)
+    }
+
+    #[tokio::test]
+    async fn a_receiver_error_is_retried_and_a_refusal_is_not_with_the_receivers_words() {
+        let (url, got) = receiver(vec![
+            (200, "ok"),
+            (503, "busy"),
+            (429, ""),
+            (404, "no_service"),
+        ])
+        .await;
+        let (c, t) = (client(), target(&url, Kind::Slack));
+        attempt(&c, &t, &alert(), "studio").await.unwrap();
+        let busy = attempt(&c, &t, &alert(), "studio").await.unwrap_err();
+        assert!(!busy.permanent && busy.reason.contains("503") && busy.reason.ends_with("busy"));
+        let slow = attempt(&c, &t, &alert(), "studio").await.unwrap_err();
+        assert!(!slow.permanent && slow.reason.contains("429"), "{slow:?}");
+        let gone = attempt(&c, &t, &alert(), "studio").await.unwrap_err();
+        assert!(gone.permanent, "{gone:?}");
+        assert!(gone.reason.ends_with("no_service"), "{gone:?}");
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 4);
+        assert!(
+            got[0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("[EVENT] Flotilla (studio): w2 joined")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_queue_delivers_after_failures_and_counts_them() {
+        let (url, got) = receiver(vec![
+            (500, "down"),
+            (500, "down"),
+            (200, "ok"),
+            (400, "bad"),
+        ])
+        .await;
+        let cancel = CancellationToken::new();
+        let backoff = Backoff {
+            first: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+            give_up_after: Duration::from_secs(60),
+        };
+        let d = Delivery::start(
+            vec![target(&url, Kind::Json)],
+            "studio".into(),
+            backoff,
+            cancel.clone(),
+        );
+        d.send(&alert());
+        d.send(&alert());
+        let counts = d.queues()[0].counts.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counts.delivered.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed) < 2 {
+            assert!(Instant::now() < deadline, "{counts:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counts.delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.retried.load(Ordering::Relaxed), 2);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(got.lock().unwrap().len(), 4);
+        let text = d.metrics();
+        assert!(
+            text.contains("flotilla_alerts_sent_total{target=\"t\",outcome=\"delivered\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flotilla_alerts_sent_total{target=\"t\",outcome=\"retried\"} 2"),
+            "{text}"
+        );
+        assert!(Delivery::default().metrics().is_empty());
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_newest_and_never_waits() {
+        // Nobody listens: the first alert is retried for a minute while the rest queue.
+        let cancel = CancellationToken::new();
+        let d = Delivery::start(
+            vec![target("http://127.0.0.1:9/closed", Kind::Json)],
+            "studio".into(),
+            Backoff::with_give_up(Duration::from_secs(60)),
+            cancel.clone(),
+        );
+        let began = Instant::now();
+        for _ in 0..QUEUE + 50 {
+            d.send(&alert());
+        }
+        println!("{} alerts queued in {:?}", QUEUE + 50, began.elapsed());
+        let dropped = d.queues()[0].counts.dropped.load(Ordering::Relaxed);
+        // The task may have taken the first alert out of the queue already.
+        assert!((49..=50).contains(&dropped), "{dropped}");
+        cancel.cancel();
+    }
 
     #[test]
     fn the_backoff_doubles_up_to_its_cap() {

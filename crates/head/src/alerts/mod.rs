@@ -197,6 +197,7 @@ pub fn spawn(
         Backoff::with_give_up(setup.settings.give_up_after),
         cancel.clone(),
     );
+    fleet.attach_alerts(delivery.clone());
     let sending = delivery.clone();
     let mut happenings = fleet.happenings();
     let check_every = setup.settings.check_every;

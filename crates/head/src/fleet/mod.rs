@@ -128,6 +128,8 @@ struct Inner {
     ray: Mutex<RayView>,
     /// Joins and revocations as they happen, for the head's alerts.
     happenings: tokio::sync::broadcast::Sender<Happening>,
+    /// The alert targets' queues, whose counts `/metrics` serves.
+    alerts: Mutex<Option<crate::alerts::Delivery>>,
 }
 
 /// Something that happened in the fleet that the head's alerts tell (see
@@ -183,6 +185,7 @@ impl ControlPlane {
                 closing: tokio_util::sync::CancellationToken::new(),
                 ray: Mutex::new(RayView::default()),
                 happenings: tokio::sync::broadcast::channel(64).0,
+                alerts: Mutex::new(None),
             }),
         })
     }
@@ -266,6 +269,11 @@ impl ControlPlane {
     /// receiver that falls more than 64 behind loses the oldest.
     pub fn happenings(&self) -> tokio::sync::broadcast::Receiver<Happening> {
         self.inner.happenings.subscribe()
+    }
+
+    /// The head's alert queues, for `/metrics`.
+    pub fn attach_alerts(&self, delivery: crate::alerts::Delivery) {
+        *lock(&self.inner.alerts) = Some(delivery);
     }
 
     fn happened(&self, h: Happening) {
