@@ -1,7 +1,7 @@
 //! Alerts from the head, with the real binary, a real Ray and real HTTP receivers in this
 //! process: `flotilla up --no-worker` with `[alerts]` in its `flotilla.toml` (short timers),
-//! a worker that joins (one `join_code_used`), is stopped (one `node_offline` firing) and comes
-//! back (one `cleared`); a receiver that answers 500 to its first requests gets each alert after
+//! a worker that joins (one `join_code_used`), a Ray job that fails (one `job_failed` with
+//! Ray's reason), the worker stopped (one `node_offline` firing) and back (one `cleared`); a receiver that answers 500 to its first requests gets each alert after
 //! retries with growing waits while the head's `/healthz` keeps answering, and a target nobody
 //! listens on holds nothing up. `flotilla alerts test` then reports each target in the
 //! receiver's words. The webhook URL's token is in no file, log or argv.
@@ -351,6 +351,35 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
         answers.iter().map(|(_, t)| *t).max().unwrap()
     );
 
+    // A Ray job that fails: one `job_failed`, with Ray's reason.
+    let job = flotilla(head.path())
+        .args(["submit", "--no-wait", "--", "python", "-c"])
+        .arg("raise SystemExit('the strategy file is missing')")
+        .output()
+        .unwrap();
+    assert!(job.status.success(), "{}", text(&job));
+    let job = String::from_utf8_lossy(&job.stdout).trim().to_string();
+    let submitted = Instant::now();
+    wait_for(&hook, "job_failed", Duration::from_secs(120), |h| {
+        h.iter().any(|h| h.body["alert"] == "job_failed")
+    });
+    let failed = of_rule(&hook, "job_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let failed = hook
+        .delivered()
+        .into_iter()
+        .find(|b| b["alert"] == "job_failed")
+        .unwrap();
+    let summary = failed["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("job {job} ")) && summary.contains("failed: "),
+        "{failed}"
+    );
+    println!(
+        "job_failed came {:.1} s after the job was submitted: {summary}",
+        submitted.elapsed().as_secs_f64()
+    );
+
     // Wait until the worker reports in, then stop it: one `node_offline` firing.
     wait_until_connected(head.path(), "w2");
     worker.stop();
@@ -430,7 +459,12 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
         .iter()
         .map(|t| t.split(' ').next().unwrap_or(""))
         .collect();
-    assert_eq!(marks, ["[EVENT]", "[FIRING]", "[CLEARED]"], "{texts:#?}");
+    assert_eq!(
+        marks,
+        ["[EVENT]", "[EVENT]", "[FIRING]", "[CLEARED]"],
+        "{texts:#?}"
+    );
+    assert!(texts[1].contains(&format!("job {job} ")), "{texts:#?}");
     assert!(hook.hits().iter().all(|h| h.path == format!("/{token}")));
 
     // `flotilla alerts test`: each target in the receiver's words.
@@ -489,9 +523,9 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     let (code, metrics) = http_get(BASE, "/metrics");
     assert_eq!(code, 200);
     for line in [
-        "flotilla_alerts_sent_total{target=\"hook\",outcome=\"delivered\"} 3",
+        "flotilla_alerts_sent_total{target=\"hook\",outcome=\"delivered\"} 4",
         "flotilla_alerts_sent_total{target=\"hook\",outcome=\"retried\"} 0",
-        "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"delivered\"} 3",
+        "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"delivered\"} 4",
         "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"retried\"} 3",
         "flotilla_alerts_sent_total{target=\"nobody\",outcome=\"delivered\"} 0",
     ] {

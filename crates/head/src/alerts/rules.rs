@@ -283,9 +283,10 @@ impl Rules {
                         Rule::JobFailed,
                         None,
                         format!(
-                            "job {} ({}) failed: {why}",
+                            "job {} ({}) failed: {}",
                             j.id,
-                            short_text(&j.entrypoint, 80)
+                            short_text(&j.entrypoint, 80),
+                            short_text(why, 300)
                         ),
                         now,
                     ));
