@@ -1,7 +1,8 @@
 //! Alerts from the head, with the real binary, a real Ray and real HTTP receivers in this
 //! process: `flotilla up --no-worker` with `[alerts]` in its `flotilla.toml` (short timers),
 //! a worker that joins (one `join_code_used`), a Ray job that fails (one `job_failed` with
-//! Ray's reason), the worker stopped (one `node_offline` firing) and back (one `cleared`); a receiver that answers 500 to its first requests gets each alert after
+//! Ray's reason), the worker stopped (one `node_offline` firing) and back (one `cleared`), then
+//! revoked (one `node_revoked`); a receiver that answers 500 to its first requests gets each alert after
 //! retries with growing waits while the head's `/healthz` keeps answering, and a target nobody
 //! listens on holds nothing up. `flotilla alerts test` then reports each target in the
 //! receiver's words. The webhook URL's token is in no file, log or argv.
@@ -112,8 +113,9 @@ impl Receiver {
     }
 }
 
-/// Waits until `ok` holds for what `r` got, or panics with it.
-fn wait_for(r: &Receiver, what: &str, within: Duration, ok: impl Fn(&[Hit]) -> bool) {
+/// Waits until `ok` holds for what `r` got, or panics with it and the end of `log` (what the
+/// head printed).
+fn wait_for(r: &Receiver, log: &Path, what: &str, within: Duration, ok: impl Fn(&[Hit]) -> bool) {
     let deadline = Instant::now() + within;
     loop {
         let hits = r.hits();
@@ -122,9 +124,10 @@ fn wait_for(r: &Receiver, what: &str, within: Duration, ok: impl Fn(&[Hit]) -> b
         }
         assert!(
             Instant::now() < deadline,
-            "{what} did not happen within {} s; the receiver got: {:#?}",
+            "{what} did not happen within {} s; the receiver got: {:#?}\n--- the head printed:\n{}",
             within.as_secs(),
-            hits.iter().map(|h| &h.body).collect::<Vec<_>>()
+            hits.iter().map(|h| &h.body).collect::<Vec<_>>(),
+            tail(log, 40)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -284,9 +287,13 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
         .stdin(Stdio::piped());
     let mut worker = Running(spawn_logged(join, &worker_log));
     give_stdin(&mut worker.0, code.as_bytes());
-    wait_for(&hook, "join_code_used", Duration::from_secs(120), |h| {
-        h.iter().any(|h| h.body["alert"] == "join_code_used")
-    });
+    wait_for(
+        &hook,
+        &up_log,
+        "join_code_used",
+        Duration::from_secs(120),
+        |h| h.iter().any(|h| h.body["alert"] == "join_code_used"),
+    );
     let joined = hook
         .delivered()
         .into_iter()
@@ -360,9 +367,13 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     assert!(job.status.success(), "{}", text(&job));
     let job = String::from_utf8_lossy(&job.stdout).trim().to_string();
     let submitted = Instant::now();
-    wait_for(&hook, "job_failed", Duration::from_secs(120), |h| {
-        h.iter().any(|h| h.body["alert"] == "job_failed")
-    });
+    wait_for(
+        &hook,
+        &up_log,
+        "job_failed",
+        Duration::from_secs(120),
+        |h| h.iter().any(|h| h.body["alert"] == "job_failed"),
+    );
     let failed = of_rule(&hook, "job_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     let failed = hook
@@ -384,10 +395,16 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     wait_until_connected(head.path(), "w2");
     worker.stop();
     let stopped = Instant::now();
-    wait_for(&hook, "node_offline firing", Duration::from_secs(60), |h| {
-        h.iter()
-            .any(|h| h.body["alert"] == "node_offline" && h.body["state"] == "firing")
-    });
+    wait_for(
+        &hook,
+        &up_log,
+        "node_offline firing",
+        Duration::from_secs(60),
+        |h| {
+            h.iter()
+                .any(|h| h.body["alert"] == "node_offline" && h.body["state"] == "firing")
+        },
+    );
     let fired_after = stopped.elapsed();
     // It stays offline a while longer: still one alert.
     std::thread::sleep(Duration::from_secs(4));
@@ -403,6 +420,7 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     let restarted = Instant::now();
     wait_for(
         &hook,
+        &up_log,
         "node_offline cleared",
         Duration::from_secs(120),
         |h| {
@@ -446,9 +464,10 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     // The flaky receiver gets the same alerts, in the same order.
     wait_for(
         &flaky,
+        &up_log,
         "the flaky receiver's alerts",
         Duration::from_secs(60),
-        |h| h.iter().filter(|h| h.status == 200).count() >= 3,
+        |h| h.iter().filter(|h| h.status == 200).count() >= 4,
     );
     let texts: Vec<String> = flaky
         .delivered()
@@ -519,13 +538,42 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     );
     println!("flotilla alerts test: {outcomes}");
 
+    // An admin revokes the worker: one `node_revoked`, and no `node_offline` for a node that
+    // is no longer in the fleet.
+    let out = flotilla(head.path())
+        .args(["revoke", "w2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(
+        &hook,
+        &up_log,
+        "node_revoked",
+        Duration::from_secs(30),
+        |h| h.iter().any(|h| h.body["alert"] == "node_revoked"),
+    );
+    worker.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        of_rule(&hook, "node_revoked"),
+        [("firing".to_string(), "w2".to_string())]
+    );
+    assert_eq!(of_rule(&hook, "node_offline").len(), 2);
+    wait_for(
+        &flaky,
+        &up_log,
+        "the flaky receiver's node_revoked",
+        Duration::from_secs(30),
+        |h| h.iter().filter(|h| h.status == 200).count() >= 6,
+    );
+
     // `/metrics` counts each target's outcomes.
     let (code, metrics) = http_get(BASE, "/metrics");
     assert_eq!(code, 200);
     for line in [
-        "flotilla_alerts_sent_total{target=\"hook\",outcome=\"delivered\"} 4",
+        "flotilla_alerts_sent_total{target=\"hook\",outcome=\"delivered\"} 5",
         "flotilla_alerts_sent_total{target=\"hook\",outcome=\"retried\"} 0",
-        "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"delivered\"} 4",
+        "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"delivered\"} 5",
         "flotilla_alerts_sent_total{target=\"flaky\",outcome=\"retried\"} 3",
         "flotilla_alerts_sent_total{target=\"nobody\",outcome=\"delivered\"} 0",
     ] {

@@ -76,6 +76,17 @@ impl Watch {
     }
 }
 
+/// A node the offline rule follows.
+#[derive(Debug)]
+struct Followed {
+    name: String,
+    /// It was in the fleet at the first look, or has had a session since it joined.
+    armed: bool,
+    /// Its last contact when the rules first saw it.
+    first_seen_ms: i64,
+    watch: Watch,
+}
+
 /// The rules' memory between looks.
 #[derive(Debug)]
 pub struct Rules {
@@ -83,9 +94,7 @@ pub struct Rules {
     /// When the head began watching: a node offline since before counts from here, so a head
     /// restarted after a night does not page for every node at once.
     started_ms: i64,
-    /// Each node's name, whether it is followed (it was in the fleet at the first look, or
-    /// has had a session since), and its watch.
-    offline: HashMap<i64, (String, bool, Watch)>,
+    offline: HashMap<i64, Followed>,
     /// The first look is done.
     looked: bool,
     lendable: Watch,
@@ -121,14 +130,18 @@ impl Rules {
             let hold = after.as_millis() as i64;
             let first_look = !self.looked;
             for n in &o.nodes {
-                let (name, armed, watch) = self
-                    .offline
-                    .entry(n.id)
-                    .or_insert_with(|| (n.name.clone(), first_look, Watch::default()));
-                name.clone_from(&n.name);
-                // A machine that just joined is not offline before its first session: it may
-                // still be downloading its runtime.
-                *armed |= n.connected;
+                let f = self.offline.entry(n.id).or_insert_with(|| Followed {
+                    name: n.name.clone(),
+                    armed: first_look,
+                    first_seen_ms: n.last_seen_ms,
+                    watch: Watch::default(),
+                });
+                f.name.clone_from(&n.name);
+                // A machine that just joined is not offline before its first session (it may
+                // still be downloading its runtime); a session, however short, moves its last
+                // contact on.
+                f.armed |= n.connected || n.last_seen_ms > f.first_seen_ms;
+                let (armed, watch) = (&f.armed, &mut f.watch);
                 if !*armed {
                     continue;
                 }
@@ -167,7 +180,7 @@ impl Rules {
                 .copied()
                 .collect();
             for id in gone {
-                if let Some((name, _, w)) = self.offline.remove(&id)
+                if let Some(Followed { name, watch: w, .. }) = self.offline.remove(&id)
                     && w.firing
                 {
                     out.push(Alert::incident(
@@ -488,6 +501,27 @@ mod tests {
             kinds(&fired),
             [(Rule::NodeOffline, AlertState::Firing, Some("n2".into()))]
         );
+    }
+
+    #[test]
+    fn a_session_between_two_looks_counts() {
+        let mut r = Rules::new(settings(), 0);
+        assert!(r.observe(&look(0, vec![])).is_empty());
+        assert!(
+            r.observe(&look(MIN, vec![node(2, false, MIN, 0.0)]))
+                .is_empty()
+        );
+        // Connected and gone again between two looks: its last contact moved on.
+        assert!(
+            r.observe(&look(3 * MIN, vec![node(2, false, 2 * MIN, 0.0)]))
+                .is_empty()
+        );
+        let fired = r.observe(&look(12 * MIN, vec![node(2, false, 2 * MIN, 0.0)]));
+        assert_eq!(
+            kinds(&fired),
+            [(Rule::NodeOffline, AlertState::Firing, Some("n2".into()))]
+        );
+        assert_eq!(fired[0].since_ms, Some(2 * MIN));
     }
 
     #[test]
