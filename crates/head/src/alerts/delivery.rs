@@ -78,6 +78,9 @@ pub struct Failure {
     pub reason: String,
     /// Retrying the same request would not help.
     pub permanent: bool,
+    /// How long the receiver asked to be left alone (`Retry-After` in seconds, with a 429 or
+    /// 503), when it said.
+    pub retry_after: Option<Duration>,
 }
 
 /// The HTTP client alerts go out with: rustls with the platform's roots (as every `https://`
@@ -103,6 +106,7 @@ pub async fn attempt(
         return Err(Failure {
             reason: "the stored URL is not text".into(),
             permanent: true,
+            retry_after: None,
         });
     };
     let sent = client
@@ -117,6 +121,7 @@ pub async fn attempt(
             return Err(Failure {
                 reason: chain(&e.without_url()),
                 permanent,
+                retry_after: None,
             });
         }
     };
@@ -124,6 +129,12 @@ pub async fn attempt(
     if status.is_success() {
         return Ok(());
     }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let said = response.text().await.unwrap_or_default();
     let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
     let said: String = said.chars().take(200).collect();
@@ -135,6 +146,7 @@ pub async fn attempt(
             format!("HTTP {status}: {said}")
         },
         permanent: status.is_client_error() && code != 408 && code != 429,
+        retry_after,
     })
 }
 
@@ -290,7 +302,10 @@ async fn run(
                     break;
                 }
                 Err(f) => {
-                    let wait = backoff.delay(tries);
+                    // The receiver's own wish when it said one (rate limits), within the cap.
+                    let wait = backoff
+                        .delay(tries)
+                        .max(f.retry_after.unwrap_or_default().min(backoff.max));
                     if began.elapsed() + wait > backoff.give_up_after {
                         counts.failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
@@ -364,8 +379,14 @@ mod tests {
                 seen.lock()
                     .unwrap()
                     .push(serde_json::from_str(&body).unwrap());
+                // A rate limit says when to come back, as Discord's and Telegram's do.
+                let extra = if status == 429 {
+                    "Retry-After: 2\r\n"
+                } else {
+                    ""
+                };
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{said}",
+                    "HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{said}",
                     said.len()
                 );
                 s.write_all(reply.as_bytes()).await.unwrap();
@@ -402,6 +423,8 @@ mod tests {
         assert!(!busy.permanent && busy.reason.contains("503") && busy.reason.ends_with("busy"));
         let slow = attempt(&c, &t, &alert(), "studio").await.unwrap_err();
         assert!(!slow.permanent && slow.reason.contains("429"), "{slow:?}");
+        assert_eq!(slow.retry_after, Some(Duration::from_secs(2)));
+        assert_eq!(busy.retry_after, None);
         let gone = attempt(&c, &t, &alert(), "studio").await.unwrap_err();
         assert!(gone.permanent, "{gone:?}");
         assert!(gone.reason.ends_with("no_service"), "{gone:?}");
