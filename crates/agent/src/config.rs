@@ -30,6 +30,9 @@ pub struct FileConfig {
     pub policy: Settings,
     /// Where secrets (the cluster's Ray token, your API keys) are kept.
     pub secrets: SecretsSettings,
+    /// The head's alerts, read and checked by the head when it starts
+    /// (`flotilla_head::alerts::AlertsConfig`); other machines ignore it.
+    pub alerts: toml::Table,
 }
 
 /// `[secrets]`: which store holds Flotilla's secrets.

@@ -271,7 +271,7 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
-    let (config, token, identity, admin_token, policy_toml, notice) =
+    let (config, token, identity, admin_token, policy_toml, alerts, notice) =
         tokio::task::spawn_blocking(|| {
             let (dirs, config, store) = crate::secrets::load_store()?;
             let notice = crate::secrets::fallback_notice(&config, &store);
@@ -287,7 +287,9 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
                 .unwrap_or_default();
             let policy = flotilla_agent::config::policy_section(&text)
                 .map_err(|e| anyhow::anyhow!("flotilla.toml: {e}"))?;
-            anyhow::Ok((config, token, identity, admin, policy, notice))
+            // `[alerts]`, with the targets' URLs from the store: checked before anything starts.
+            let alerts = crate::alerts::setup(&text, &store)?;
+            anyhow::Ok((config, token, identity, admin, policy, alerts, notice))
         })
         .await??;
     if let Some(notice) = notice {
@@ -299,6 +301,14 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
         .ensure(&spec, crate::runtime_progress(events))
         .await?;
 
+    if let Some(a) = &alerts {
+        let names: Vec<String> = a
+            .targets
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.kind.as_str()))
+            .collect();
+        events(Event::Info(format!("Alerts go to {}.", names.join(", "))));
+    }
     events(Event::Info("Starting the Ray head...".into()));
     let head = Head::start(HeadConfig {
         dirs: dirs.clone(),
@@ -319,6 +329,7 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
         identity,
         admin_token,
         policy_toml: policy_toml.clone(),
+        alerts,
     })
     .await?;
     {

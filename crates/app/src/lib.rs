@@ -8,6 +8,7 @@
 //! the app as its log and its window's progress bar).
 
 pub mod admin;
+pub mod alerts;
 pub mod cluster;
 pub mod doctor;
 pub mod driver;

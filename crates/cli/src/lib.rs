@@ -28,6 +28,7 @@ macro_rules! println {
 pub mod output;
 
 pub mod admin;
+pub mod alerts_cmd;
 pub mod demo;
 pub mod doctor;
 pub mod env_cmd;
@@ -123,6 +124,10 @@ enum Command {
     /// Show what this machine senses: idle time, power, battery, memory, load, each with its
     /// source.
     Sensors(sense::SensorsArgs),
+    /// On the head: alerts to webhooks (`[alerts]` in flotilla.toml); `test` sends one to
+    /// each target.
+    #[command(subcommand)]
+    Alerts(alerts_cmd::AlertsCommand),
     /// Understand the politeness policy (settings in `flotilla.toml`, section `[policy]`).
     #[command(subcommand)]
     Policy(sense::PolicyCommand),
@@ -197,6 +202,7 @@ pub fn main() -> ExitCode {
             Command::Resume(args) => pause::resume(args).await,
             Command::Secret(cmd) => secret_cmd::run(cmd).await,
             Command::Policy(cmd) => sense::policy(cmd).await,
+            Command::Alerts(cmd) => alerts_cmd::run(cmd).await,
             Command::Service(cmd) => service::run(cmd).await,
             Command::Uninstall(args) => uninstall::run(args).await,
         }

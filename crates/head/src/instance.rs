@@ -97,6 +97,8 @@ pub struct HeadConfig {
     pub admin_token: Secret,
     /// The fleet's politeness defaults (a `[policy]` TOML document; empty for none).
     pub policy_toml: String,
+    /// Alerts (`[alerts]` of the head's `flotilla.toml`, URLs resolved); `None`: none.
+    pub alerts: Option<crate::alerts::Setup>,
 }
 
 /// A running head.
@@ -110,6 +112,7 @@ pub struct Head {
     token: RayToken,
     fleet: ControlPlane,
     control: tokio::task::JoinHandle<()>,
+    alerts: Option<crate::alerts::Delivery>,
     _lock: std::fs::File,
 }
 
@@ -267,6 +270,16 @@ impl Head {
                 }
             });
         }
+        let alerts = config.alerts.clone().map(|setup| {
+            crate::alerts::spawn(
+                setup,
+                fleet.clone(),
+                snapshots.clone(),
+                config.dirs.state.clone(),
+                flotilla_host::hostname(),
+                api_cancel.clone(),
+            )
+        });
         let hosts = api_hosts(&config, api_addr, &head_ip);
         let api = tokio::spawn(crate::api::serve(
             listener,
@@ -310,6 +323,7 @@ impl Head {
             token,
             fleet,
             control,
+            alerts,
             _lock: lock,
         })
     }
@@ -330,6 +344,11 @@ impl Head {
     /// Client for the Ray dashboard on the head's loopback.
     pub fn ray_state(&self) -> &StateClient {
         &self.dashboard
+    }
+
+    /// The alert targets' queues, when `[alerts]` has targets.
+    pub fn alerts(&self) -> Option<&crate::alerts::Delivery> {
+        self.alerts.as_ref()
     }
 
     pub fn ray_supervisor(&self) -> Option<&Supervisor> {

@@ -10,6 +10,7 @@
 //! loopback every 2 s and the API serves the latest read: a request never waits on Ray, and a
 //! burst of them costs Ray nothing (the snapshot is at most one read, 2 s, old).
 
+pub mod alerts;
 mod api;
 pub mod dto;
 pub mod fleet;

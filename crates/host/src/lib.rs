@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod clock;
 pub mod dirs;
+pub mod disk;
 pub mod ipc;
 pub mod journal;
 pub mod memory;

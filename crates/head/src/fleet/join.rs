@@ -143,6 +143,10 @@ impl ControlPlane {
             name_taken(&wanted, holder, &enrolled.name)
         });
         if !pending {
+            self.happened(super::Happening::Joined {
+                name: record.name.clone(),
+                hostname: record.hostname.clone(),
+            });
             self.insert(record, enrolled.replaced);
         }
         tracing::info!(node = %id, name = enrolled.name, pending, "node joined");

@@ -240,6 +240,10 @@ impl ControlPlane {
     /// A join became final: the node goes into the live table in place of the one it replaced.
     pub(super) fn confirmed(&self, record: NodeRecord, replaced: Option<NodeId>) {
         tracing::info!(node = %record.id, name = record.name, "join confirmed");
+        self.happened(super::Happening::Joined {
+            name: record.name.clone(),
+            hostname: record.hostname.clone(),
+        });
         self.insert(record, replaced);
     }
 
@@ -458,6 +462,13 @@ impl ControlPlane {
             .as_ref()
             .map(|l| l.record.name.clone())
             .unwrap_or_default();
+        self.happened(super::Happening::Revoked {
+            name: if name.is_empty() {
+                node.trim().to_string()
+            } else {
+                name.clone()
+            },
+        });
         if let Some((_, tx)) = live.and_then(|l| l.session) {
             let _ = tx.try_send(Ok(pb::HeadCommand {
                 command: Some(Cmd::Leave(pb::Leave {

@@ -118,6 +118,9 @@ impl ControlPlane {
                 let _ = writeln!(out, "{name}{{node=\"{}\"}} {value}", label(&a.name));
             }
         }
+        if let Some(alerts) = super::lock(&self.inner.alerts).as_ref() {
+            out.push_str(&alerts.metrics());
+        }
         out
     }
 }

@@ -126,6 +126,20 @@ struct Inner {
     /// Cancelled when the head stops: every session ends.
     closing: tokio_util::sync::CancellationToken,
     ray: Mutex<RayView>,
+    /// Joins and revocations as they happen, for the head's alerts.
+    happenings: tokio::sync::broadcast::Sender<Happening>,
+    /// The alert targets' queues, whose counts `/metrics` serves.
+    alerts: Mutex<Option<crate::alerts::Delivery>>,
+}
+
+/// Something that happened in the fleet that the head's alerts tell (see
+/// [`ControlPlane::happenings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Happening {
+    /// A machine joined with a join code (once its join is final).
+    Joined { name: String, hostname: String },
+    /// An admin revoked a node.
+    Revoked { name: String },
 }
 
 fn now_ms() -> i64 {
@@ -170,6 +184,8 @@ impl ControlPlane {
                 next_session: 1.into(),
                 closing: tokio_util::sync::CancellationToken::new(),
                 ray: Mutex::new(RayView::default()),
+                happenings: tokio::sync::broadcast::channel(64).0,
+                alerts: Mutex::new(None),
             }),
         })
     }
@@ -247,6 +263,21 @@ impl ControlPlane {
     /// A receiver that changes whenever the snapshot would.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.version.subscribe()
+    }
+
+    /// Joins and revocations from now on. The channel never holds the control plane up: a
+    /// receiver that falls more than 64 behind loses the oldest.
+    pub fn happenings(&self) -> tokio::sync::broadcast::Receiver<Happening> {
+        self.inner.happenings.subscribe()
+    }
+
+    /// The head's alert queues, for `/metrics`.
+    pub fn attach_alerts(&self, delivery: crate::alerts::Delivery) {
+        *lock(&self.inner.alerts) = Some(delivery);
+    }
+
+    fn happened(&self, h: Happening) {
+        let _ = self.inner.happenings.send(h);
     }
 
     fn changed(&self) {
