@@ -81,6 +81,29 @@ pub async fn enrollment() -> anyhow::Result<Option<Enrollment>> {
     Ok(Enrollment::load(&dirs)?)
 }
 
+/// Points the enrollment at the head's new control-plane address (a head restored on another
+/// machine) after checking there that it is the same head and that it knows this node; see
+/// [`Enrollment::follow_head`].
+pub async fn follow_head(
+    mut enrolled: Enrollment,
+    address: &flotilla_proto::HeadAddress,
+) -> anyhow::Result<Enrollment> {
+    let (dirs, store, credential) = tokio::task::spawn_blocking(|| {
+        let (dirs, _, store) = crate::secrets::load_store()?;
+        let credential = store.get(enrollment::CREDENTIAL_SECRET).context(
+            "this machine's node credential is missing from the secret store: join again",
+        )?;
+        anyhow::Ok((dirs, store, credential))
+    })
+    .await??;
+    // The store's calls block only briefly (two writes), after the head has answered.
+    enrolled
+        .follow_head(&dirs, &store, address, &credential)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(enrolled)
+}
+
 /// Runs the agent of an enrolled machine until `shutdown` is cancelled, or until the head
 /// removes or refuses it. When the head's Ray settings change (a rotated token, a new
 /// address), the node restarts with them. `events` hear the runtime's provisioning and what

@@ -11,6 +11,7 @@
 //! burst of them costs Ray nothing (the snapshot is at most one read, 2 s, old).
 
 mod api;
+pub mod backup;
 pub mod dto;
 pub mod fleet;
 mod instance;
