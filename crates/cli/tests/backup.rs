@@ -4,7 +4,8 @@
 //! address), and the head started there. The worker, never joined again, is pointed at the new
 //! address (`flotilla worker --head`), which it accepts only because the head there has the
 //! fingerprint it pinned, and runs the sweep again. The registry's nodes, the contribution
-//! ledger, the fingerprint and the tokens are the old head's.
+//! ledger, the fingerprint and the tokens are the old head's. Head A also backs itself up on a
+//! schedule meanwhile: the newest two are kept, and they restore too.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -128,6 +129,24 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
     let wrong = files.path().join("wrong");
     std::fs::write(&wrong, "not the passphrase at all\n").unwrap();
 
+    // Head A backs itself up every 3 s, keeping 2, with a stored passphrase.
+    let scheduled = files.path().join("scheduled");
+    std::fs::create_dir_all(a.join("config")).unwrap();
+    std::fs::write(
+        a.join("config/flotilla.toml"),
+        format!(
+            "[backup]\nevery = \"3s\"\nkeep = 2\ndir = \"{}\"\n",
+            scheduled.display()
+        ),
+    )
+    .unwrap();
+    let out = flotilla(a)
+        .args(["head", "backup-passphrase", "--passphrase-file"])
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
     // Head A with a joined worker that runs the sweep.
     let mut head_a = up(&lab, "ha", a);
     wait_for("head A", Duration::from_secs(180), || {
@@ -194,6 +213,7 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
     assert_eq!(made["nodes"], 1, "{made}");
     let fingerprint = head_json(a)["fingerprint"].as_str().unwrap().to_string();
     assert_eq!(made["fingerprint"], fingerprint.as_str(), "{made}");
+    assert_eq!(made["settings"], true, "{made}");
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
@@ -208,6 +228,50 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
             .any(|x| x == token_a.as_bytes())
     );
     assert!(!bytes.windows(WORKER.len()).any(|x| x == WORKER.as_bytes()));
+
+    // The scheduled backups: two kept, older ones removed, and each a real backup.
+    let list = || {
+        let mut v: Vec<_> = std::fs::read_dir(&scheduled)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().into_string().unwrap())
+                    .filter(|n| n.starts_with("flotilla-head-") && n.ends_with(".backup"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let mut first: Option<String> = None;
+    wait_for(
+        "scheduled backups pruned to 2",
+        Duration::from_secs(60),
+        || {
+            let now = list();
+            match &first {
+                None => {
+                    first = now.first().cloned();
+                    false
+                }
+                Some(f) => now.len() == 2 && !now.contains(f),
+            }
+        },
+    );
+    let newest = scheduled.join(list().last().unwrap());
+    let scratch = home();
+    let out = lab
+        .flotilla("hb", scratch.path())
+        .args(["head", "restore"])
+        .arg(&newest)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fingerprint"], fingerprint.as_str(), "{v}");
+    assert_eq!(v["nodes"], 1, "{v}");
 
     // Head A goes away; its registry as it was left.
     stop(&mut head_a);
@@ -248,6 +312,7 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
     assert!(out.status.success(), "{}", text(&out));
     let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(restored["fingerprint"], fingerprint.as_str(), "{restored}");
+    assert_eq!(restored["settings_written"], true, "{restored}");
     // The registry is the one at the backup: the same nodes, and the ledger as it was then
     // (A may have stored more records after it, never other ones).
     assert_eq!(nodes(b), nodes_a);
@@ -271,9 +336,8 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--force"), "{}", text(&out));
 
-    let t = Instant::now();
     let mut head_b = up(&lab, "hb", b);
-    wait_for("head B", Duration::from_secs(180), || {
+    let head_b_up = wait_for("head B", Duration::from_secs(180), || {
         lab.status("hb", b, BASE)
             .is_some_and(|s| s["totals"]["nodes_alive"].as_u64() >= Some(1))
     });
@@ -287,7 +351,9 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
     );
 
     // The worker, never joined again, follows the head to its new address.
+    let t = Instant::now();
     stop(&mut worker);
+    let worker_stopped = t.elapsed();
     let mut follow = lab.flotilla("w", w);
     follow
         .args(["worker", "--head", &control_b])
@@ -361,12 +427,17 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
 
     eprintln!(
         "figures: cluster formed in {formed:?}; backup of the running head {backup_took:?} \
-         ({} KiB); restore {restore_took:?}; restored head up and the worker back in {moved:?} \
-         (the worker's part {back:?}); in all {:?}",
+         ({} KiB); restore {restore_took:?}; restored head up in {head_b_up:?}; the old worker \
+         stopped in {worker_stopped:?}, then back in Ray and in session on the new head in \
+         {back:?} ({moved:?} from its stop); in all {:?}",
         bytes.len().div_ceil(1024),
         t0.elapsed()
     );
 
+    // The passphrase is in no argv, environment of Flotilla's, log or config file.
+    for home in [a, b, w] {
+        assert_no_leak(home, "a long enough passphrase");
+    }
     stop(&mut worker);
     stop(&mut head_b);
     for home in [a, w, b] {
