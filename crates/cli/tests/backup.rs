@@ -195,6 +195,23 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
         || !ledger(a).is_empty(),
     );
 
+    // Without a passphrase source and without a terminal: a clear refusal, no file.
+    let nowhere = files.path().join("none.backup");
+    let out = lab
+        .flotilla("ha", a)
+        .args(["head", "backup"])
+        .arg(&nowhere)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--passphrase-file")
+            && text(&out).contains("FLOTILLA_BACKUP_PASSPHRASE"),
+        "{}",
+        text(&out)
+    );
+    assert!(!nowhere.exists());
+
     // The backup, while head and worker run.
     let t = Instant::now();
     let out = lab
