@@ -159,8 +159,7 @@ impl Contents {
         if !registry.exists() {
             return Err(BackupError::NoHead(registry.to_path_buf()));
         }
-        let db = snapshot_registry(registry)?;
-        let nodes = count_nodes(&db)?;
+        let (db, nodes) = snapshot_registry(registry)?;
         Ok(Contents {
             manifest: Manifest {
                 format: FORMAT_VERSION,
@@ -248,7 +247,11 @@ impl Contents {
                     )
                 }
                 other => {
-                    if let Some(secret) = other.strip_prefix(SECRET_PREFIX) {
+                    // Only Flotilla's own secrets are restored, whatever a file names.
+                    if let Some(secret) = other
+                        .strip_prefix(SECRET_PREFIX)
+                        .filter(|n| n.starts_with("flotilla."))
+                    {
                         secrets.push((secret.to_string(), Secret::from_bytes(value.to_vec())));
                     }
                     // Entries a later version adds are skipped.
@@ -291,8 +294,9 @@ fn take_entry(bytes: &[u8]) -> Option<(&str, &[u8], &[u8])> {
     Some((name, value, &rest[vlen..]))
 }
 
-/// A consistent copy of the registry, as a complete database's bytes.
-fn snapshot_registry(registry: &Path) -> Result<Secret, BackupError> {
+/// A consistent copy of the registry, as a complete database's bytes, and how many nodes it
+/// lists. The copy is made in a private directory beside the registry and removed after.
+fn snapshot_registry(registry: &Path) -> Result<(Secret, usize), BackupError> {
     let dir = registry.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".registry-backup-")
@@ -309,19 +313,11 @@ fn snapshot_registry(registry: &Path) -> Result<Secret, BackupError> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])?;
     drop(conn);
+    let nodes: i64 =
+        rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?
+            .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))?;
     let bytes = std::fs::read(&copy).map_err(io("cannot read the registry's copy"))?;
-    Ok(Secret::from_bytes(bytes))
-}
-
-fn count_nodes(db: &Secret) -> Result<usize, BackupError> {
-    let tmp = tempfile::NamedTempFile::new().map_err(io("cannot make a temporary file"))?;
-    std::fs::write(tmp.path(), db.expose()).map_err(io("cannot write a temporary file"))?;
-    let conn = rusqlite::Connection::open_with_flags(
-        tmp.path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    let n: i64 = conn.query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))?;
-    Ok(n as usize)
+    Ok((Secret::from_bytes(bytes), nodes as usize))
 }
 
 fn unix_now() -> u64 {
