@@ -5,7 +5,8 @@
 //! address (`flotilla worker --head`), which it accepts only because the head there has the
 //! fingerprint it pinned, and runs the sweep again. The registry's nodes, the contribution
 //! ledger, the fingerprint and the tokens are the old head's. Head A also backs itself up on a
-//! schedule meanwhile: the newest two are kept, and they restore too.
+//! schedule meanwhile: the newest two are kept, and they restore too. Apart from the lab, the
+//! scheduled backups' passphrase is asked twice on a real pseudo-terminal.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -470,4 +471,81 @@ fn secret(home: &Path, name: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `flotilla head backup-passphrase` on a terminal (a pseudo-terminal from util-linux's
+/// `script`), `typed` being what the person types.
+fn passphrase_on_terminal(home: &Path, typed: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command"])
+        .arg(format!("{BIN} head backup-passphrase"))
+        .arg("/dev/null")
+        .env("FLOTILLA_HOME", home)
+        .env_remove("FLOTILLA_BACKUP_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) is needed to give the command a terminal");
+    let mut stdin = child.stdin.take().unwrap();
+    // Typed a little apart, as a person would; a line that comes before its prompt waits in
+    // the terminal (rpassword changes the terminal's mode without discarding input).
+    for line in typed.lines() {
+        std::thread::sleep(Duration::from_millis(700));
+        stdin.write_all(format!("{line}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_scheduled_backups_passphrase_is_asked_twice_on_a_terminal_and_kept_in_the_store() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("config")).unwrap();
+    std::fs::write(
+        home.path().join("config/flotilla.toml"),
+        "[secrets]\nbackend = \"file\"\n",
+    )
+    .unwrap();
+    let listed = || {
+        let out = flotilla(home.path())
+            .args(["secret", "list", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("flotilla.backup-passphrase")
+    };
+    let out = passphrase_on_terminal(home.path(), "first passphrase\nsecond passphrase\n");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the two passphrases differ"),
+        "{}",
+        text(&out)
+    );
+    let out = passphrase_on_terminal(home.path(), "short\nshort\n");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("at least 8 characters"),
+        "{}",
+        text(&out)
+    );
+    assert!(!listed());
+    let out = passphrase_on_terminal(home.path(), "the same passphrase\nthe same passphrase\n");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("The backup passphrase is stored"),
+        "{}",
+        text(&out)
+    );
+    assert!(listed());
+    let shown = flotilla(home.path())
+        .args(["secret", "get", "flotilla.backup-passphrase", "--reveal"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout).trim(),
+        "the same passphrase"
+    );
 }
