@@ -33,6 +33,64 @@ pub struct FileConfig {
     /// The head's alerts, read and checked by the head when it starts
     /// (`flotilla_head::alerts::AlertsConfig`); other machines ignore it.
     pub alerts: toml::Table,
+    /// Scheduled backups of the head (read only where a head runs).
+    pub backup: BackupSettings,
+}
+
+/// `[backup]`: the head backs itself up on a schedule (`flotilla head backup` by hand needs
+/// none of this). The passphrase is in the secret store (`flotilla head backup-passphrase`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// How often: a number and a unit, `30m`, `12h`, `1d`. No value: no scheduled backups.
+    pub every: Option<String>,
+    /// How many scheduled backups to keep; older ones are removed. Default 7.
+    pub keep: u32,
+    /// Where they go. Default: `backups` in Flotilla's state dir.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            every: None,
+            keep: 7,
+            dir: None,
+        }
+    }
+}
+
+impl BackupSettings {
+    /// The period, when backups are scheduled.
+    pub fn period(&self) -> Option<std::time::Duration> {
+        self.every.as_deref().and_then(parse_every)
+    }
+}
+
+/// A period as [`parse_every`] reads it, in its largest whole unit.
+pub fn format_every(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s >= n && s.is_multiple_of(n) {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
+/// `30s`, `30m`, `12h`, `1d` as a duration; `None` for anything else or zero.
+pub fn parse_every(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].trim().parse().ok()?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
 }
 
 /// `[secrets]`: which store holds Flotilla's secrets.
@@ -178,6 +236,32 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
             }],
         }
     })?;
+    let mut backup = Vec::new();
+    if let Some(every) = &config.backup.every
+        && parse_every(every).is_none()
+    {
+        backup.push(Problem {
+            line: line_of_key(text, "backup", "every"),
+            field: Some("backup.every".into()),
+            message: format!(
+                "{every:?} is not a period: write a number and a unit, such as \"30m\", \"12h\" \
+                 or \"1d\""
+            ),
+        });
+    }
+    if config.backup.keep == 0 {
+        backup.push(Problem {
+            line: line_of_key(text, "backup", "keep"),
+            field: Some("backup.keep".into()),
+            message: "keep at least 1 backup".into(),
+        });
+    }
+    if !backup.is_empty() {
+        return Err(ConfigError {
+            path: path.to_path_buf(),
+            problems: backup,
+        });
+    }
     if let Err(errors) = config.policy.validate() {
         return Err(ConfigError {
             path: path.to_path_buf(),
@@ -599,6 +683,38 @@ mod tests {
         );
         let e = err("[polcy]\n");
         assert!(e.contains("polcy"), "{e}");
+    }
+
+    #[test]
+    fn the_backup_schedule_is_read_and_a_bad_period_named() {
+        let c = parse(
+            "[backup]\nevery = \"12h\"\nkeep = 3\ndir = \"/srv/b\"\n",
+            Path::new("/etc/flotilla.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.backup.period(),
+            Some(std::time::Duration::from_secs(43_200))
+        );
+        assert_eq!(c.backup.keep, 3);
+        assert_eq!(c.backup.dir.as_deref(), Some(Path::new("/srv/b")));
+        assert_eq!(FileConfig::default().backup.period(), None);
+        assert_eq!(FileConfig::default().backup.keep, 7);
+        let e = err("[backup]\nkeep = 2\nevery = \"daily\"\n");
+        assert!(
+            e.starts_with("/etc/flotilla.toml:3: backup.every: ") && e.contains("\"1d\""),
+            "{e}"
+        );
+        let e = err("[backup]\nkeep = 0\n");
+        assert!(e.starts_with("/etc/flotilla.toml:2: backup.keep: "), "{e}");
+        for (text, secs) in [("30s", 30), ("30m", 1800), ("1d", 86_400), (" 2h ", 7200)] {
+            assert_eq!(parse_every(text).map(|d| d.as_secs()), Some(secs), "{text}");
+        }
+        assert_eq!(format_every(std::time::Duration::from_secs(86_400)), "1d");
+        assert_eq!(format_every(std::time::Duration::from_secs(5400)), "90m");
+        for bad in ["", "0d", "d", "5", "1w", "-1h", "1.5h"] {
+            assert_eq!(parse_every(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -130,6 +130,88 @@ impl Enrollment {
         self.write(dirs)
     }
 
+    /// Points this enrollment at `address`, the head's control plane after a move (a head
+    /// restored on another machine), once the head there has proved to be the same one: the
+    /// TLS handshake accepts only the pinned fingerprint, and the head must know this node by
+    /// its credential. The head's current Ray settings come with its answer (the session's
+    /// first command), so the node joins Ray where the head now runs. The new address goes
+    /// first; the old ones stay after it. No new code or credential is involved, so nothing but
+    /// the real head can take the worker over.
+    pub async fn follow_head(
+        &mut self,
+        dirs: &Dirs,
+        store: &SecretStore,
+        address: &HeadAddress,
+        credential: &Secret,
+    ) -> Result<(), String> {
+        let new = address.to_string();
+        // Only the new address is tried: an answer from an old one proves nothing about it.
+        let fingerprint = self
+            .fingerprint()
+            .ok_or("the head's fingerprint in enrollment.json is unreadable: join again")?;
+        let channel = transport::connect(
+            std::slice::from_ref(address),
+            fingerprint,
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| match e {
+            ConnectError::Impostor(why) => format!(
+                "{why}\n  The head at {new} is not the one this machine joined: nothing was \
+                 changed. Check the address (the `Control plane` line `flotilla up` prints)"
+            ),
+            ConnectError::Unreachable { .. } => format!(
+                "{e}\n  Check that the head runs there (`flotilla up`) and that its control \
+                 port is open; nothing was changed"
+            ),
+        })?;
+        let refused = |why: &str| {
+            format!(
+                "the head at {new} is this fleet's head but refuses this node ({why}): nothing \
+                 was changed; join again with a new code (`flotilla invite` on the head)"
+            )
+        };
+        // A session with no report: the head's first command is always `UpdateRay`.
+        let (_reports, rx) = tokio::sync::mpsc::channel::<pb::AgentReport>(1);
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let auth = crate::session::node_authorization(&self.node_id, credential);
+        request.metadata_mut().insert(
+            flotilla_proto::auth::HEADER,
+            auth.parse()
+                .map_err(|_| "the node credential is malformed".to_string())?,
+        );
+        let asked = async {
+            let mut inbound = FleetClient::new(channel)
+                .session(request)
+                .await
+                .map_err(|s| refused(s.message()))?
+                .into_inner();
+            while let Some(command) = inbound.message().await.map_err(|s| refused(s.message()))? {
+                if let Some(pb::head_command::Command::UpdateRay(u)) = command.command {
+                    return u
+                        .ray
+                        .as_ref()
+                        .and_then(crate::session::RaySettings::from_spec)
+                        .ok_or_else(|| refused("its Ray settings are incomplete"));
+                }
+            }
+            Err(refused("it ended the session"))
+        };
+        let ray = tokio::time::timeout(Duration::from_secs(15), asked)
+            .await
+            .map_err(|_| {
+                format!("the head at {new} did not answer in 15 s: nothing was changed")
+            })??;
+        let mut moved = self.clone();
+        moved.head.retain(|a| *a != new);
+        moved.head.insert(0, new);
+        moved
+            .update_ray(dirs, store, &ray)
+            .map_err(|e| format!("cannot update {}: {e}", path(dirs).display()))?;
+        *self = moved;
+        Ok(())
+    }
+
     /// Forgets the enrollment and its credential (after `Leave` or `flotilla leave`).
     pub fn forget(dirs: &Dirs, store: &SecretStore) {
         let _ = std::fs::remove_file(path(dirs));

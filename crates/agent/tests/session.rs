@@ -852,3 +852,91 @@ async fn a_taken_name_is_kept_by_its_node_unless_the_joiner_proves_it_is_that_no
     let err = first.cluster(&first_credential).await.unwrap_err();
     assert!(err.contains("revoked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_follows_its_head_restored_elsewhere_and_refuses_an_impostor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let head = Head::start(&tmp.path().join("head"), 0);
+    let code = head.invite(1, Duration::from_secs(600)).await;
+    let (enrolled, credential, token) = join_kept(&code, &machine("m")).await;
+    let worker = Dirs::under(&tmp.path().join("worker"));
+    worker.create_all().unwrap();
+    let worker_store = store(&worker.state);
+    enrolled
+        .save(&worker, &worker_store, &credential, &token)
+        .unwrap();
+    let saved = std::fs::read(enrollment::path(&worker)).unwrap();
+    // The head is backed up and goes away.
+    let head_dirs = Dirs::under(&tmp.path().join("head"));
+    // (This test's head keeps its tokens in memory; a real one has them in its store.)
+    flotilla_head::cluster_token(&store(&head_dirs.state)).unwrap();
+    flotilla_head::admin_token(&store(&head_dirs.state)).unwrap();
+    let pass = Secret::from("a passphrase for the test");
+    let sealed = flotilla_head::backup::seal(
+        &flotilla_head::backup::Contents::of_home(&head_dirs, &store(&head_dirs.state)).unwrap(),
+        &pass,
+    )
+    .unwrap();
+    head.stop();
+
+    // Another head (its own identity) at a new address: refused, nothing changed.
+    let impostor = Head::start(&tmp.path().join("impostor"), 0);
+    let mut following = enrolled.clone();
+    let err = following
+        .follow_head(
+            &worker,
+            &worker_store,
+            &impostor.addr.to_string().parse().unwrap(),
+            &credential,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("not the one this machine joined"), "{err}");
+    assert_eq!(following, enrolled);
+    assert_eq!(std::fs::read(enrollment::path(&worker)).unwrap(), saved);
+    impostor.stop();
+
+    // The head restored into another home, at another address: followed.
+    let restored_dirs = Dirs::under(&tmp.path().join("restored"));
+    let opened = flotilla_head::backup::open(&sealed, &pass, "test.backup").unwrap();
+    flotilla_head::backup::restore(&restored_dirs, &store(&restored_dirs.state), &opened, false)
+        .unwrap();
+    let restored = Head::start(&tmp.path().join("restored"), 0);
+    assert_eq!(restored.identity.fingerprint.to_hex(), enrolled.fingerprint);
+    let new = restored.addr.to_string();
+    following
+        .follow_head(&worker, &worker_store, &new.parse().unwrap(), &credential)
+        .await
+        .unwrap();
+    assert_eq!(following.head[0], new);
+    assert_eq!(&following.head[1..], &enrolled.head[..]);
+    assert_eq!(following.node_id, enrolled.node_id);
+    assert_eq!(
+        enrollment::Enrollment::load(&worker).unwrap().unwrap(),
+        following
+    );
+    // The head's Ray settings came with its answer (this test head makes a new token at each
+    // start).
+    let stored = worker_store.get(enrollment::RAY_TOKEN_SECRET).unwrap();
+    assert_ne!(stored.expose(), token.expose().as_bytes());
+    // And the worker's session runs there with its old credential.
+    let agent = Agent::start(
+        &following,
+        credential,
+        tmp.path().join("outbox.sqlite"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    until(
+        "the session with the restored head",
+        Duration::from_secs(20),
+        || matches!(*agent.link.borrow(), Link::Connected { .. }),
+    )
+    .await;
+    until(
+        "the node in the restored head's view",
+        Duration::from_secs(20),
+        || view(&restored, "m").is_some_and(|a| a.connected),
+    )
+    .await;
+}

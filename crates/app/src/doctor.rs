@@ -568,7 +568,7 @@ async fn fleet_checks(e: &Enrollment, store: &SecretStore) -> Vec<Check> {
         }
         Err(err) => out.push(
             check("control plane", Status::Fail, err.to_string()).fix(
-                "start the head (`flotilla up`) and check that this machine reaches it (same LAN or tailnet, port open)",
+                "start the head (`flotilla up`) and check that this machine reaches it (same LAN or tailnet, port open); if it was restored on another machine, `flotilla worker --head NEW-ADDRESS:PORT`",
             ),
         ),
     }

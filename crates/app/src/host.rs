@@ -289,12 +289,31 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
                 .map_err(|e| anyhow::anyhow!("flotilla.toml: {e}"))?;
             // `[alerts]`, with the targets' URLs from the store: checked before anything starts.
             let alerts = crate::alerts::setup(&text, &store)?;
-            anyhow::Ok((config, token, identity, admin, policy, alerts, notice))
+            let backup = backup_plan(&dirs, &config.backup, &store);
+            anyhow::Ok((config, token, identity, admin, (policy, backup), alerts, notice))
         })
         .await??;
+    let (policy_toml, backup) = policy_toml;
     if let Some(notice) = notice {
         events(Event::Info(notice));
     }
+    let backup = match backup {
+        Ok(plan) => {
+            if let Some((schedule, _)) = &plan {
+                events(Event::Info(format!(
+                    "Backing up the head every {} into {} (the newest {} kept).",
+                    flotilla_agent::config::format_every(schedule.every),
+                    schedule.dir.display(),
+                    schedule.keep
+                )));
+            }
+            plan
+        }
+        Err(warning) => {
+            events(Event::Warning(warning));
+            None
+        }
+    };
 
     let spec = RuntimeSpec::default();
     let runtime = RuntimeManager::new(&dirs.data)
@@ -330,6 +349,7 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
         admin_token,
         policy_toml: policy_toml.clone(),
         alerts,
+        backup,
     })
     .await?;
     {
@@ -371,6 +391,41 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
         worker,
         policy_toml,
     })
+}
+
+/// The head's backup schedule from `[backup]`, with its passphrase from the store; a schedule
+/// that cannot run is a warning (the head runs, without scheduled backups).
+fn backup_plan(
+    dirs: &Dirs,
+    settings: &flotilla_agent::config::BackupSettings,
+    store: &flotilla_secrets::SecretStore,
+) -> Result<Option<(flotilla_head::backup::Schedule, flotilla_secrets::Secret)>, String> {
+    let Some(every) = settings.period() else {
+        return Ok(None);
+    };
+    let passphrase = match store.get(flotilla_head::backup::PASSPHRASE_SECRET) {
+        Ok(p) => p,
+        Err(flotilla_secrets::Error::NotFound { .. }) => {
+            return Err(
+                "[backup] in flotilla.toml schedules backups, but no backup passphrase is \
+                 stored: run `flotilla head backup-passphrase`, then restart the head"
+                    .into(),
+            );
+        }
+        Err(e) => return Err(format!("no scheduled backups: {e}")),
+    };
+    let dir = settings
+        .dir
+        .clone()
+        .unwrap_or_else(|| dirs.state.join("backups"));
+    Ok(Some((
+        flotilla_head::backup::Schedule {
+            every,
+            keep: settings.keep as usize,
+            dir,
+        },
+        passphrase,
+    )))
 }
 
 async fn start_worker(

@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Event, Events};
 
+/// Where a moved head's control plane is (`host:port`), as `flotilla worker --head` takes it.
+pub use flotilla_proto::HeadAddress;
+
 /// How this machine's node runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeOptions {
@@ -80,6 +83,29 @@ pub enum WorkerEnd {
 pub async fn enrollment() -> anyhow::Result<Option<Enrollment>> {
     let (dirs, _, _) = tokio::task::spawn_blocking(crate::secrets::load_store).await??;
     Ok(Enrollment::load(&dirs)?)
+}
+
+/// Points the enrollment at the head's new control-plane address (a head restored on another
+/// machine) after checking there that it is the same head and that it knows this node; see
+/// [`Enrollment::follow_head`].
+pub async fn follow_head(
+    mut enrolled: Enrollment,
+    address: &HeadAddress,
+) -> anyhow::Result<Enrollment> {
+    let (dirs, store, credential) = tokio::task::spawn_blocking(|| {
+        let (dirs, _, store) = crate::secrets::load_store()?;
+        let credential = store.get(enrollment::CREDENTIAL_SECRET).context(
+            "this machine's node credential is missing from the secret store: join again",
+        )?;
+        anyhow::Ok((dirs, store, credential))
+    })
+    .await??;
+    // The store's calls block only briefly (two writes), after the head has answered.
+    enrolled
+        .follow_head(&dirs, &store, address, &credential)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(enrolled)
 }
 
 /// Runs the agent of an enrolled machine until `shutdown` is cancelled, or until the head

@@ -297,9 +297,18 @@ pub async fn command(node: String, command: NodeCommand) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `flotilla head ...`: maintenance of the head's own secrets.
+/// `flotilla head ...`: maintenance of the head's own state and secrets.
 #[derive(Debug, clap::Subcommand)]
 pub enum HeadCommand {
+    /// Save the head (running or not) to one file encrypted with a passphrase: its registry
+    /// (nodes, contribution ledger), TLS identity, Ray and admin tokens, and flotilla.toml.
+    Backup(crate::backup_cmd::BackupArgs),
+    /// Put a head saved by `backup` into this home (this machine or another), then start it
+    /// with `flotilla up`: the same fleet, fingerprint and tokens. Refuses to replace a head
+    /// this home has unless --force.
+    Restore(crate::backup_cmd::RestoreArgs),
+    /// Store the passphrase scheduled backups are made with (`[backup]` in flotilla.toml).
+    BackupPassphrase(crate::backup_cmd::PassphraseArgs),
     /// Replace the cluster's Ray token (with the head stopped). Joined machines receive the
     /// new one when they reconnect and restart their Ray nodes with it; a machine revoked
     /// earlier never receives it. Drivers and scripts need the new token too.
@@ -308,6 +317,9 @@ pub enum HeadCommand {
 
 pub async fn head(cmd: HeadCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        HeadCommand::Backup(args) => crate::backup_cmd::backup(args).await,
+        HeadCommand::Restore(args) => crate::backup_cmd::restore(args).await,
+        HeadCommand::BackupPassphrase(args) => crate::backup_cmd::set_passphrase(args).await,
         HeadCommand::RotateRayToken => {
             tokio::task::spawn_blocking(|| {
                 let backend = flotilla_app::admin::rotate_ray_token()?;

@@ -29,6 +29,7 @@ pub mod output;
 
 pub mod admin;
 pub mod alerts_cmd;
+pub mod backup_cmd;
 pub mod demo;
 pub mod doctor;
 pub mod env_cmd;
@@ -89,7 +90,7 @@ enum Command {
     Nodes(admin::NodesArgs),
     /// On the head: remove a node from the fleet; its credential stops working at once.
     Revoke(admin::RevokeArgs),
-    /// On the head: maintenance (rotate the Ray token).
+    /// On the head: maintenance (back up and restore the head, rotate the Ray token).
     #[command(subcommand)]
     Head(admin::HeadCommand),
     /// Show the cluster: nodes, CPUs, tasks and jobs.

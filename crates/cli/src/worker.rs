@@ -18,6 +18,12 @@ pub struct WorkerArgs {
     /// stored on this machine, without joining [default: the fleet this machine joined].
     #[arg(long, value_name = "IP:PORT")]
     address: Option<SocketAddr>,
+    /// The fleet's head moved (restored on another machine): reach its control plane at this
+    /// address from now on (`host:port`, the `Control plane` line `flotilla up` prints). The
+    /// head must prove to be the same one (the fingerprint this machine pinned when it joined)
+    /// and know this node; then the address is saved and the worker runs.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "address")]
+    head: Option<worker::HeadAddress>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -81,11 +87,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             ran.map(|()| ExitCode::SUCCESS)
         }
         None => {
-            let enrolled = worker::enrollment().await?.context(
+            let mut enrolled = worker::enrollment().await?.context(
                 "this machine has not joined a fleet: run `flotilla join CODE` with a code from \
                  the head's admin (`flotilla invite`), or give --address to run against a head \
                  whose Ray token this machine holds",
             )?;
+            if let Some(head) = &args.head {
+                enrolled = worker::follow_head(enrolled, head).await?;
+                println!(
+                    "The head at {head} is this fleet's head (fingerprint checked); this machine \
+                     reaches it there from now on."
+                );
+            }
             run_enrolled(enrolled, &args.node).await
         }
     }

@@ -99,6 +99,8 @@ pub struct HeadConfig {
     pub policy_toml: String,
     /// Alerts (`[alerts]` of the head's `flotilla.toml`, URLs resolved); `None`: none.
     pub alerts: Option<crate::alerts::Setup>,
+    /// Scheduled backups, with the passphrase they are made with (`[backup]`).
+    pub backup: Option<(crate::backup::Schedule, Secret)>,
 }
 
 /// A running head.
@@ -280,6 +282,30 @@ impl Head {
                 api_cancel.clone(),
             )
         });
+        if let Some((schedule, passphrase)) = config.backup.clone() {
+            let source = crate::backup::Source {
+                registry: config.dirs.state.join(crate::backup::REGISTRY_FILE),
+                cert_der: config.identity.cert_der.to_vec(),
+                secrets: vec![
+                    (
+                        crate::tls::TLS_KEY_SECRET.to_string(),
+                        config.identity.key_der.clone(),
+                    ),
+                    (
+                        RAY_TOKEN_SECRET.to_string(),
+                        Secret::from(config.token.expose()),
+                    ),
+                    (ADMIN_TOKEN_SECRET.to_string(), config.admin_token.clone()),
+                ],
+                settings: config.dirs.config.join("flotilla.toml"),
+            };
+            tokio::spawn(crate::backup::run_schedule(
+                source,
+                schedule,
+                passphrase,
+                api_cancel.clone(),
+            ));
+        }
         let hosts = api_hosts(&config, api_addr, &head_ip);
         let api = tokio::spawn(crate::api::serve(
             listener,

@@ -12,6 +12,7 @@
 
 pub mod alerts;
 mod api;
+pub mod backup;
 pub mod dto;
 pub mod fleet;
 mod instance;
