@@ -15,8 +15,7 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-#[path = "../../crates/cli/tests/common/xvfb.rs"]
-mod xvfb;
+use flotilla_testkit::xvfb;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

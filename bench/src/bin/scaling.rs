@@ -31,15 +31,8 @@ fn main() {
     std::process::exit(2);
 }
 
-/// The lab's `flotilla()` helper wants the binary at compile time; this benchmark runs the one
-/// it is given through [`netns::Lab::exec`] instead.
 #[cfg(target_os = "linux")]
-const BIN: &str = "flotilla";
-
-#[cfg(target_os = "linux")]
-#[allow(dead_code)]
-#[path = "../../../crates/cli/tests/common/netns.rs"]
-mod netns;
+use flotilla_testkit::netns;
 
 #[cfg(target_os = "linux")]
 mod linux {

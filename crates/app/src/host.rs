@@ -290,7 +290,15 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
             // `[alerts]`, with the targets' URLs from the store: checked before anything starts.
             let alerts = crate::alerts::setup(&text, &store)?;
             let backup = backup_plan(&dirs, &config.backup, &store);
-            anyhow::Ok((config, token, identity, admin, (policy, backup), alerts, notice))
+            anyhow::Ok((
+                config,
+                token,
+                identity,
+                admin,
+                (policy, backup),
+                alerts,
+                notice,
+            ))
         })
         .await??;
     let (policy_toml, backup) = policy_toml;

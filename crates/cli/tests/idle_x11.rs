@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_host::sensors::Sensors;
 
-#[path = "common/xvfb.rs"]
-mod xvfb;
+use flotilla_testkit::xvfb;
 use xvfb::start_xvfb;
 
 fn move_pointer(display: &str, x: u32, y: u32) {

@@ -16,8 +16,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-#[path = "../../host/tests/support/logind.rs"]
-mod logind;
+use flotilla_testkit::logind;
 
 use common::netns::{Lab, home, spawn_logged, wait_for};
 use common::*;

@@ -1,17 +1,14 @@
 //! The Linux sleep watch against a private bus and a stand-in for logind (see
-//! `support/logind.rs`: a `dbus-daemon` of the test's own, and a stand-in written here, not
-//! systemd's logind).
+//! `flotilla_testkit::logind`: a `dbus-daemon` of the test's own, and a stand-in written here,
+//! not systemd's logind).
 
 #![cfg(target_os = "linux")]
-
-#[path = "support/logind.rs"]
-mod logind;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_host::power::{KeepAwake, PowerEvent, PowerWatch, WatchConfig};
-use logind::{emit, private_bus, stand_in_logind};
+use flotilla_testkit::logind::{self, emit, private_bus, stand_in_logind};
 
 /// A watch's config naming the test, on `bus`.
 fn on(bus: &logind::Bus) -> WatchConfig {

@@ -1,7 +1,8 @@
 //! What the CLI tests share: running the real `flotilla` binary with a private home.
 #![allow(dead_code)] // Each test binary uses its own part.
 
-pub mod netns;
+#[allow(unused_imports)] // Only the multi-host tests use the lab.
+pub use flotilla_testkit::netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,5 @@
 //! A private system bus and a stand-in for logind, for the tests of sleep and wake (the host
-//! crate's `tests/power.rs` and the CLI's `tests/sleep.rs` include this file).
+//! crate's `tests/power.rs`, the CLI's `tests/sleep.rs` and the `sleep` benchmark).
 //!
 //! The bus is a `dbus-daemon` of the test's own (its config allows everything for this user),
 //! and `org.freedesktop.login1` on it is a stand-in written here with `zbus`, not systemd's
@@ -7,8 +7,6 @@
 //! whether the holder still keeps the lock, and emits the manager's signals when told to.
 //! `dbus-daemon` comes with the `dbus` package that `tests/run` installs; without it the tests
 //! fail.
-
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::os::unix::net::UnixStream;
@@ -20,6 +18,7 @@ pub const PATH: &str = "/org/freedesktop/login1";
 pub const MANAGER: &str = "org.freedesktop.login1.Manager";
 
 /// A private bus, killed on drop.
+#[derive(Debug)]
 pub struct Bus {
     daemon: Child,
     pub address: String,
@@ -78,6 +77,7 @@ pub fn private_bus() -> Bus {
 }
 
 /// One `Inhibit` call as the stand-in saw it, and the end of the lock it kept.
+#[derive(Debug)]
 pub struct Lock {
     pub args: (String, String, String, String),
     kept: UnixStream,
@@ -113,6 +113,7 @@ impl Lock {
 }
 
 /// The stand-in for logind's manager object.
+#[derive(Debug)]
 pub struct StandInLogind {
     locks: Arc<Mutex<Vec<Lock>>>,
 }

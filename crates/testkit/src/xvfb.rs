@@ -1,12 +1,12 @@
 //! A private X server for tests: Xvfb on the first free display from :90, killed when dropped
-//! (also when the test panics). Shared by the idle sensor's test and the desktop app's tests
-//! (`src-tauri/tests/desktop.rs` includes this file).
+//! (also when the test panics). Shared by the idle sensor's test and the desktop app's tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running Xvfb, killed when dropped (also when the test panics).
+#[derive(Debug)]
 pub struct Xvfb {
     child: Child,
     pub display: String,

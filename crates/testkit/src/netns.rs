@@ -7,12 +7,13 @@
 //! address `10.<a>.<b>.<n>/24`. Dropping the [`Lab`] kills what still runs inside and removes
 //! everything.
 //!
-//! `bench/src/bin/scaling.rs` builds on the same lab (it includes this file).
+//! The multi-host tests of `crates/cli` and the `scaling` and `sleep` benchmarks build on it.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+pub use crate::wait_for;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -114,9 +115,9 @@ impl Lab {
         c
     }
 
-    /// `flotilla` with its own home, run inside `host`.
+    /// `flotilla` (the build's, [`crate::flotilla_bin`]) with its own home, run inside `host`.
     pub fn flotilla(&self, host: &str, home: &Path) -> Command {
-        let mut c = self.exec(host, super::BIN);
+        let mut c = self.exec(host, crate::flotilla_bin());
         c.env("FLOTILLA_HOME", home)
             .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
             .stdin(Stdio::null());
@@ -215,20 +216,6 @@ pub fn spawn_logged(mut cmd: Command, home: &Path, name: &str) -> Child {
         .stderr(log)
         .spawn()
         .unwrap()
-}
-
-/// Waits until `ok`, checking twice a second; fails the test after `within`. Returns how long
-/// it took.
-pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    start.elapsed()
 }
 
 impl Drop for Lab {
