@@ -271,7 +271,7 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
     let dirs = Dirs::from_env();
     dirs.create_all()
         .context("cannot create Flotilla's directories")?;
-    let (config, token, identity, admin_token, policy_toml, alerts, notice) =
+    let (config, token, identity, admin_token, (policy_toml, backup), alerts, notice) =
         tokio::task::spawn_blocking(|| {
             let (dirs, config, store) = crate::secrets::load_store()?;
             let notice = crate::secrets::fallback_notice(&config, &store);
@@ -301,7 +301,6 @@ pub async fn start(options: &HostOptions, events: &Events) -> anyhow::Result<Hos
             ))
         })
         .await??;
-    let (policy_toml, backup) = policy_toml;
     if let Some(notice) = notice {
         events(Event::Info(notice));
     }
