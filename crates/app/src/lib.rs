@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod backup;
 pub mod cluster;
 pub mod doctor;
 pub mod driver;

@@ -1,12 +1,7 @@
 //! `flotilla head backup`, `flotilla head restore` and `flotilla head backup-passphrase`: a
-//! head saved to one encrypted file ([`flotilla_head::backup`]) and put back, here or on
-//! another machine.
-//!
-//! The backup is made by this command on the head's machine, not by asking the running head:
-//! the registry is SQLite, whose `VACUUM INTO` copies a consistent snapshot beside a live
-//! writer, and the identity and tokens are in this user's secret store, which the command
-//! opens as the head does. So one path serves a running head and a stopped one, and no
-//! endpoint ever hands the head's secrets out.
+//! head saved to one encrypted file and put back, here or on another machine
+//! ([`flotilla_app::backup`]). This module reads the passphrase (a prompt, a file or the
+//! environment, never an argument) and prints what was done.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -14,7 +9,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use flotilla_head::backup::{self, Contents};
 use flotilla_secrets::Secret;
 
 /// The environment variable a passphrase may come from (for scripts; a file is safer).
@@ -103,9 +97,9 @@ fn passphrase_checked(args: &PassphraseArgs, confirm: bool) -> anyhow::Result<Se
     let p = passphrase(args, confirm)?;
     let chars = p.expose_str().map_or(p.len(), |s| s.trim().chars().count());
     anyhow::ensure!(
-        chars >= backup::MIN_PASSPHRASE_CHARS,
+        chars >= flotilla_head::backup::MIN_PASSPHRASE_CHARS,
         "{}",
-        backup::BackupError::ShortPassphrase
+        flotilla_head::backup::BackupError::ShortPassphrase
     );
     Ok(p)
 }
@@ -113,23 +107,19 @@ fn passphrase_checked(args: &PassphraseArgs, confirm: bool) -> anyhow::Result<Se
 pub async fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
         let pass = passphrase_checked(&args.passphrase, true)?;
-        let (dirs, _, store) = flotilla_app::secrets::load_store()?;
-        let running = flotilla_head::HeadInfo::read(&dirs).is_some();
-        let contents = Contents::of_home(&dirs, &store)?;
-        let bytes = backup::seal(&contents, &pass)?;
-        backup::write_file(&args.file, &bytes)?;
-        let m = &contents.manifest;
+        let done = flotilla_app::backup::back_up(&args.file, &pass)?;
+        let (m, running) = (&done.manifest, done.head_running);
         if args.json {
             println!(
                 "{}",
                 serde_json::json!({
                     "file": args.file,
-                    "bytes": bytes.len(),
+                    "bytes": done.bytes,
                     "made_unix": m.made_unix,
                     "fingerprint": m.fingerprint,
                     "nodes": m.nodes,
                     "head_running": running,
-                    "settings": contents.settings.is_some(),
+                    "settings": done.settings,
                 })
             );
         } else {
@@ -138,10 +128,10 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
                  ledger), the TLS identity (fingerprint {}), the Ray and admin tokens{}.",
                 if running { " (running)" } else { "" },
                 args.file.display(),
-                bytes.len().div_ceil(1024),
+                done.bytes.div_ceil(1024),
                 m.nodes,
-                contents.fingerprint(),
-                if contents.settings.is_some() {
+                m.fingerprint,
+                if done.settings {
                     " and flotilla.toml"
                 } else {
                     ""
@@ -160,13 +150,9 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
         let pass = passphrase(&args.passphrase, false)?;
-        let contents = backup::open(&bytes, &pass, &args.file.display().to_string())?;
-        let (dirs, _, store) = flotilla_app::secrets::load_store()?;
-        let done = backup::restore(&dirs, &store, &contents, args.force)?;
-        let m = &contents.manifest;
+        let (manifest, done) = flotilla_app::backup::restore(&args.file, &pass, args.force)?;
+        let m = &manifest;
         if args.json {
             println!(
                 "{}",
@@ -186,7 +172,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                 m.hostname,
                 flotilla_host::clock::format_utc(m.made_unix),
                 done.nodes,
-                contents.fingerprint(),
+                done.fingerprint,
             );
             if done.settings_kept {
                 println!(
@@ -210,13 +196,11 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 pub async fn set_passphrase(args: PassphraseArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
         let pass = passphrase_checked(&args, true)?;
-        let (_, _, store) = flotilla_app::secrets::load_store()?;
-        store.set(backup::PASSPHRASE_SECRET, &pass)?;
+        let backend = flotilla_app::backup::store_passphrase(&pass)?;
         println!(
-            "The backup passphrase is stored ({}) as {}. Scheduled backups use it from the \
-             head's next start; keep a copy elsewhere: without it no backup opens.",
-            store.backend_name(),
-            backup::PASSPHRASE_SECRET
+            "The backup passphrase is stored ({backend}) as {}. Scheduled backups use it from \
+             the head's next start; keep a copy elsewhere: without it no backup opens.",
+            flotilla_head::backup::PASSPHRASE_SECRET
         );
         anyhow::Ok(ExitCode::SUCCESS)
     })
