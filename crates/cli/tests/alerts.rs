@@ -273,13 +273,9 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
     }
 
     // A worker joins: one `join_code_used`.
-    let out = flotilla(head.path())
-        .args(["invite", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let code: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let code = code["code"].as_str().unwrap().to_string();
+    let mut invite = flotilla(head.path());
+    invite.args(["invite", "--json"]);
+    let code = invite_code(&mut invite);
     let worker_home = home();
     let worker_log = logs.path().join("worker.log");
     let mut join = flotilla(worker_home.path());

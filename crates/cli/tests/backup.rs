@@ -72,15 +72,7 @@ fn sweep(lab: &Lab, host: &str, head: &Path, evals: u64) {
         .args(["demo", "--verify", "--json", "--evals", &evals.to_string()])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["evaluations"], evals, "{v}");
-    assert_eq!(v["identical_to_local"], true, "{v}");
+    check_sweep(&out, evals);
 }
 
 fn up(lab: &Lab, host: &str, home: &Path) -> std::process::Child {
@@ -154,16 +146,7 @@ fn a_running_head_backed_up_and_restored_elsewhere_keeps_its_fleet() {
         lab.status("ha", a, BASE)
             .is_some_and(|s| s["totals"]["nodes_alive"] == 1)
     });
-    let out = lab
-        .flotilla("ha", a)
-        .args(["invite", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = invite_code(lab.flotilla("ha", a).args(["invite", "--json"]));
     let node_args = [
         "--cpus",
         "1",

@@ -223,15 +223,12 @@ impl Fleet {
                 .status()
                 .is_some_and(|s| s["totals"]["nodes_alive"] == 1)
         });
-        let out = fleet
-            .on_head(&["invite", "--json", "--uses", &names.len().to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let code = invite_code(&mut fleet.on_head(&[
+            "invite",
+            "--json",
+            "--uses",
+            &names.len().to_string(),
+        ]));
         for (index, name) in names.iter().copied().enumerate() {
             let home = home();
             std::fs::create_dir_all(home.path().join("config")).unwrap();

@@ -45,13 +45,9 @@ fn wait_node(
 }
 
 fn invite(home: &Path, uses: &str) -> String {
-    let out = flotilla(home)
-        .args(["invite", "--json", "--uses", uses])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["code"].as_str().unwrap().to_string()
+    let mut cmd = flotilla(home);
+    cmd.args(["invite", "--json", "--uses", uses]);
+    invite_code(&mut cmd)
 }
 
 /// The head's join codes (`invite --list --json`).

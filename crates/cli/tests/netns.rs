@@ -40,18 +40,6 @@ fn demo(lab: &Lab, head: &Path, evals: u32) -> std::process::Command {
     c
 }
 
-fn check_sweep(out: &std::process::Output, evals: u64) {
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["evaluations"], evals, "{v}");
-    assert_eq!(v["identical_to_local"], true, "{v}");
-}
-
 #[test]
 fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,16 +60,10 @@ fn a_fleet_across_namespaces_forms_sweeps_and_survives_cut_links() {
             .is_some_and(|s| s["totals"]["nodes_alive"] == 1)
     });
 
-    let out = lab
-        .flotilla("h", head)
-        .args(["invite", "--json", "--uses", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = invite_code(
+        lab.flotilla("h", head)
+            .args(["invite", "--json", "--uses", "2"]),
+    );
     let mut workers = Vec::new();
     for (name, home) in [("a", wa), ("b", wb)] {
         let mut join = lab.flotilla(name, home);

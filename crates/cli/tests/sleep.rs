@@ -252,15 +252,7 @@ fn a_sleeping_laptop_hands_its_tasks_back_and_is_back_after_wake() {
             .status()
             .is_some_and(|s| s["totals"]["nodes_alive"] == 1)
     });
-    let out = fleet
-        .on_head(&["invite", "--json", "--uses", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let code = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = invite_code(&mut fleet.on_head(&["invite", "--json", "--uses", "2"]));
     // The sleeper hears the stand-in; the other worker's bus does not exist, so it hears
     // nothing and carries on.
     let nowhere = format!("unix:path={}/no-bus", fleet.head.path().display());

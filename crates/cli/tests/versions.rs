@@ -231,16 +231,9 @@ fn serve_index(python: &Path, at: std::net::Ipv4Addr) -> Index {
 }
 
 fn invite(lab: &Lab, head: &Machine, home: &Path) -> String {
-    let out = head
-        .flotilla(lab, "h", home)
-        .args(["invite", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let mut cmd = head.flotilla(lab, "h", home);
+    cmd.args(["invite", "--json"]);
+    invite_code(&mut cmd)
 }
 
 fn nodes(lab: &Lab, head: &Machine, home: &Path) -> Vec<serde_json::Value> {

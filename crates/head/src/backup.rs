@@ -711,6 +711,19 @@ mod tests {
     }
 
     /// A head's home with a registry holding one node and its contributions.
+    /// What the scheduled backups of the head in `dirs` read.
+    fn source_of(dirs: &Dirs, store: &SecretStore) -> Source {
+        Source {
+            registry: dirs.state.join(REGISTRY_FILE),
+            cert_der: std::fs::read(dirs.state.join(CERT_FILE)).unwrap(),
+            secrets: HEAD_SECRETS
+                .iter()
+                .map(|n| (n.to_string(), store.get(n).unwrap()))
+                .collect(),
+            settings: dirs.config.join("flotilla.toml"),
+        }
+    }
+
     fn head_home(root: &Path) -> (Dirs, SecretStore, crate::registry::NodeId) {
         let dirs = Dirs::under(root);
         dirs.create_all().unwrap();
@@ -852,15 +865,7 @@ mod tests {
             std::fs::write(out.path().join(scheduled_name(t)), b"old").unwrap();
         }
         std::fs::write(out.path().join("notes.txt"), b"mine").unwrap();
-        let source = Source {
-            registry: dirs.state.join(REGISTRY_FILE),
-            cert_der: std::fs::read(dirs.state.join(CERT_FILE)).unwrap(),
-            secrets: HEAD_SECRETS
-                .iter()
-                .map(|n| (n.to_string(), store.get(n).unwrap()))
-                .collect(),
-            settings: dirs.config.join("flotilla.toml"),
-        };
+        let source = source_of(&dirs, &store);
         let p = pass("scheduled pass");
         let first = source.back_up_into(out.path(), 2, &p).unwrap();
         let second = source.back_up_into(out.path(), 2, &p).unwrap();
@@ -888,15 +893,7 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let (dirs, store, _) = head_home(a.path());
         let out = tempfile::tempdir().unwrap();
-        let source = Source {
-            registry: dirs.state.join(REGISTRY_FILE),
-            cert_der: std::fs::read(dirs.state.join(CERT_FILE)).unwrap(),
-            secrets: HEAD_SECRETS
-                .iter()
-                .map(|n| (n.to_string(), store.get(n).unwrap()))
-                .collect(),
-            settings: dirs.config.join("flotilla.toml"),
-        };
+        let source = source_of(&dirs, &store);
         let cancel = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(run_schedule(
             source,

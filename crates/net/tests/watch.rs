@@ -6,23 +6,10 @@
 
 #![cfg(target_os = "linux")]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flotilla_net::NetWatch;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("iproute2 (`ip`) is needed");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use flotilla_testkit::netns::ip;
 
 /// Runs `f` on a thread inside a fresh network namespace (threads it starts inherit it).
 fn in_own_netns(f: impl FnOnce() + Send + 'static) {

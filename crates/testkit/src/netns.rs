@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 pub use crate::wait_for;
 
-fn ip(args: &[&str]) {
+/// Runs `ip` (iproute2) with `args`; fails the test when it fails.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .output()

@@ -344,6 +344,31 @@ pub fn assert_no_leak(home: &Path, value: &str) {
     }
 }
 
+/// The join code `cmd` prints: `flotilla invite --json`, with its home and options, run on
+/// the head's machine.
+pub fn invite_code(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["code"]
+        .as_str()
+        .expect("a join code")
+        .to_string()
+}
+
+/// Checks what `flotilla demo --verify --json` printed: it succeeded, ran `evals`
+/// evaluations, and matched a local run.
+pub fn check_sweep(out: &Output, evals: u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["evaluations"], evals, "{v}");
+    assert_eq!(v["identical_to_local"], true, "{v}");
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
