@@ -11,6 +11,27 @@
 //! `macos`, `windows`, `unsupported`), chosen at compile time, so that callers never write
 //! `cfg` themselves.
 
+/// Declares `mod imp` from the file of this OS beside the calling facade (`linux.rs`,
+/// `macos.rs`, `windows.rs`, else `unsupported.rs`): every per-OS capability is one facade
+/// over one such module.
+#[macro_export]
+macro_rules! os_module {
+    () => {
+        #[cfg(target_os = "linux")]
+        #[path = "linux.rs"]
+        mod imp;
+        #[cfg(target_os = "macos")]
+        #[path = "macos.rs"]
+        mod imp;
+        #[cfg(windows)]
+        #[path = "windows.rs"]
+        mod imp;
+        #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+        #[path = "unsupported.rs"]
+        mod imp;
+    };
+}
+
 pub mod addr;
 pub mod clock;
 pub mod dirs;

@@ -40,18 +40,7 @@
 //!   false. Shutdown is not announced to this watch.
 //! - Elsewhere: [`PowerError::Unsupported`].
 
-#[cfg(target_os = "linux")]
-#[path = "linux.rs"]
-mod imp;
-#[cfg(target_os = "macos")]
-#[path = "macos.rs"]
-mod imp;
-#[cfg(windows)]
-#[path = "windows.rs"]
-mod imp;
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-#[path = "unsupported.rs"]
-mod imp;
+crate::os_module!();
 
 mod parse;
 

@@ -26,18 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-#[cfg(target_os = "linux")]
-#[path = "linux.rs"]
-mod imp;
-#[cfg(target_os = "macos")]
-#[path = "macos.rs"]
-mod imp;
-#[cfg(windows)]
-#[path = "windows.rs"]
-mod imp;
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-#[path = "unsupported.rs"]
-mod imp;
+crate::os_module!();
 
 /// Environment variable that tags every process of a tree with the tree's marker.
 pub const MARKER_ENV: &str = "FLOTILLA_TREE";

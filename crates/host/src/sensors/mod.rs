@@ -64,18 +64,7 @@ pub mod foreign;
 #[cfg(any(target_os = "macos", windows))]
 mod table;
 
-#[cfg(target_os = "linux")]
-#[path = "linux.rs"]
-mod imp;
-#[cfg(target_os = "macos")]
-#[path = "macos.rs"]
-mod imp;
-#[cfg(windows)]
-#[path = "windows.rs"]
-mod imp;
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-#[path = "unsupported.rs"]
-mod imp;
+crate::os_module!();
 
 #[cfg(test)]
 mod tests;

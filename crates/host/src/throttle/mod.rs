@@ -63,18 +63,7 @@ mod duty;
 #[cfg_attr(not(test), allow(dead_code))]
 mod plan;
 
-#[cfg(target_os = "linux")]
-#[path = "linux.rs"]
-mod imp;
-#[cfg(target_os = "macos")]
-#[path = "macos.rs"]
-mod imp;
-#[cfg(windows)]
-#[path = "windows.rs"]
-mod imp;
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-#[path = "unsupported.rs"]
-mod imp;
+crate::os_module!();
 
 /// The enforcement period: a cap of `c` cores lets the tree run `c * PERIOD` of CPU time per
 /// period. 100 ms is the kernel's default CFS period and well inside one 250 ms policy tick.

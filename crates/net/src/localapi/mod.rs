@@ -29,18 +29,7 @@ use crate::{Status, TailscaleError};
 
 mod app_token;
 
-#[cfg(target_os = "linux")]
-#[path = "linux.rs"]
-mod imp;
-#[cfg(target_os = "macos")]
-#[path = "macos.rs"]
-mod imp;
-#[cfg(windows)]
-#[path = "windows.rs"]
-mod imp;
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-#[path = "unsupported.rs"]
-mod imp;
+flotilla_host::os_module!();
 
 pub(crate) use imp::advice;
 
