@@ -188,31 +188,7 @@ impl Head {
             .local_addr()
             .map_err(io("cannot read the API address"))?;
         let token = config.token.clone();
-        let temp_dir = config.dirs.run.join("head");
-        let node = NodeConfig {
-            role: Role::Head {
-                gcs_port: config.gcs_port,
-                dashboard_port: config.ray_dashboard_port,
-                client_server_port: config.client_server_port,
-            },
-            runtime: config.runtime.clone(),
-            node_name: config.node_name.clone(),
-            node_ip: config.node_ip,
-            follow_route: false,
-            num_cpus: Some(0),
-            object_store_bytes: config.object_store_bytes,
-            ports: config.node_ports,
-            temp_dir,
-            log: config.dirs.logs.join("ray-head.log"),
-            token: Some(token.clone()),
-            labels: Default::default(),
-            env: config.env.clone(),
-            backoff: Backoff::default(),
-            ready_timeout: Duration::from_secs(90),
-            cluster_state: None,
-            background: false,
-            throttle: None,
-        };
+        let node = head_node(&config, &token);
         let dashboard = node.dashboard().expect("a head node has a dashboard");
         let ray = Supervisor::start(node).await?;
         // No fixed limit: the supervisor gives up once the node stops making progress, and a
@@ -236,42 +212,19 @@ impl Head {
         let (fleet, control, control_addresses) =
             start_control(&config, &head_ip, &ray_address, &api_cancel).await?;
         let gcs = ray_address.parse().ok().map(|a| (a, token.clone()));
-        // Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s; the
-        // latest read is all the API serves (no request asks Ray), and the whole snapshot also
-        // goes to the dashboards' event streams.
+        // Ray's side of the snapshot ([`read_ray`]).
         let (snapshots_tx, snapshots) = tokio::sync::watch::channel(crate::Latest::default());
         tokio::spawn(flotilla_host::memory::keep_releasing(
             api_cancel.clone().cancelled_owned(),
         ));
-        {
-            let (fleet, dashboard, address, gcs, cancel) = (
-                fleet.clone(),
-                dashboard.clone(),
-                ray_address.clone(),
-                gcs.clone(),
-                api_cancel.clone(),
-            );
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(2));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    match crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
-                        Ok(snap) => {
-                            fleet.set_ray_view(crate::fleet::RayView::of(&snap));
-                            snapshots_tx.send_replace(crate::Latest::read(snap));
-                        }
-                        Err(e) => {
-                            tracing::debug!("cannot read Ray's state: {e}");
-                            snapshots_tx.send_modify(|l| *l = l.failed(&e));
-                        }
-                    }
-                }
-            });
-        }
+        tokio::spawn(read_ray(
+            fleet.clone(),
+            dashboard.clone(),
+            ray_address.clone(),
+            gcs.clone(),
+            snapshots_tx,
+            api_cancel.clone(),
+        ));
         let alerts = config.alerts.clone().map(|setup| {
             crate::alerts::spawn(
                 setup,
@@ -283,24 +236,8 @@ impl Head {
             )
         });
         if let Some((schedule, passphrase)) = config.backup.clone() {
-            let source = crate::backup::Source {
-                registry: config.dirs.state.join(crate::backup::REGISTRY_FILE),
-                cert_der: config.identity.cert_der.to_vec(),
-                secrets: vec![
-                    (
-                        crate::tls::TLS_KEY_SECRET.to_string(),
-                        config.identity.key_der.clone(),
-                    ),
-                    (
-                        RAY_TOKEN_SECRET.to_string(),
-                        Secret::from(config.token.expose()),
-                    ),
-                    (ADMIN_TOKEN_SECRET.to_string(), config.admin_token.clone()),
-                ],
-                settings: config.dirs.config.join("flotilla.toml"),
-            };
             tokio::spawn(crate::backup::run_schedule(
-                source,
+                backup_source(&config),
                 schedule,
                 passphrase,
                 api_cancel.clone(),
@@ -405,6 +342,84 @@ impl Head {
 /// addresses), for a head reached through a name it cannot know: a reverse proxy's, a DNS
 /// alias.
 pub const API_HOSTS_ENV: &str = "FLOTILLA_API_HOSTS";
+/// The head's Ray node: a coordinator with 0 CPUs.
+fn head_node(config: &HeadConfig, token: &RayToken) -> NodeConfig {
+    NodeConfig {
+        role: Role::Head {
+            gcs_port: config.gcs_port,
+            dashboard_port: config.ray_dashboard_port,
+            client_server_port: config.client_server_port,
+        },
+        runtime: config.runtime.clone(),
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip,
+        follow_route: false,
+        num_cpus: Some(0),
+        object_store_bytes: config.object_store_bytes,
+        ports: config.node_ports,
+        temp_dir: config.dirs.run.join("head"),
+        log: config.dirs.logs.join("ray-head.log"),
+        token: Some(token.clone()),
+        labels: Default::default(),
+        env: config.env.clone(),
+        backoff: Backoff::default(),
+        ready_timeout: Duration::from_secs(90),
+        cluster_state: None,
+        background: false,
+        throttle: None,
+    }
+}
+
+/// Ray's side of the control plane's snapshot (tasks, jobs, CPUs in use), every 2 s; the
+/// latest read is all the API serves (no request asks Ray), and the whole snapshot also goes
+/// to the dashboards' event streams.
+async fn read_ray(
+    fleet: ControlPlane,
+    dashboard: StateClient,
+    address: String,
+    gcs: Option<(std::net::SocketAddr, RayToken)>,
+    snapshots: tokio::sync::watch::Sender<crate::Latest>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match crate::snapshot(&dashboard, &address, gcs.as_ref()).await {
+            Ok(snap) => {
+                fleet.set_ray_view(crate::fleet::RayView::of(&snap));
+                snapshots.send_replace(crate::Latest::read(snap));
+            }
+            Err(e) => {
+                tracing::debug!("cannot read Ray's state: {e}");
+                snapshots.send_modify(|l| *l = l.failed(&e));
+            }
+        }
+    }
+}
+
+/// What the head's scheduled backups save: its registry, identity, tokens and settings.
+fn backup_source(config: &HeadConfig) -> crate::backup::Source {
+    crate::backup::Source {
+        registry: config.dirs.state.join(crate::backup::REGISTRY_FILE),
+        cert_der: config.identity.cert_der.to_vec(),
+        secrets: vec![
+            (
+                crate::tls::TLS_KEY_SECRET.to_string(),
+                config.identity.key_der.clone(),
+            ),
+            (
+                RAY_TOKEN_SECRET.to_string(),
+                Secret::from(config.token.expose()),
+            ),
+            (ADMIN_TOKEN_SECRET.to_string(), config.admin_token.clone()),
+        ],
+        settings: config.dirs.config.join("flotilla.toml"),
+    }
+}
 
 /// The names and addresses the API answers to besides loopback: the address it listens on
 /// (and, listening on every interface, the machine's interface addresses), the address it offers
