@@ -383,7 +383,8 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
         .unwrap();
     let summary = failed["summary"].as_str().unwrap();
     assert!(
-        summary.contains(&format!("job {job} ")) && summary.contains("failed: "),
+        summary.contains(&format!("job {job} "))
+            && summary.ends_with("failed with exit code 1: the strategy file is missing"),
         "{failed}"
     );
     println!(
