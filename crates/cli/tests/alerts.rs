@@ -379,7 +379,8 @@ fn a_node_offline_fires_once_and_clears_once_and_a_failing_receiver_gets_its_ale
         .unwrap();
     let summary = failed["summary"].as_str().unwrap();
     assert!(
-        summary.contains(&format!("job {job} ")) && summary.contains("failed: "),
+        summary.contains(&format!("job {job} "))
+            && summary.ends_with("failed with exit code 1: the strategy file is missing"),
         "{failed}"
     );
     println!(
@@ -630,5 +631,46 @@ fn wait_until_connected(head: &Path, name: &str) {
         }
         assert!(Instant::now() < deadline, "{name} never connected: {nodes}");
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A wrong `[alerts]` or a target whose secret is missing stops `flotilla up` at once, with one
+/// line naming the key or the command that fixes it, before anything starts.
+#[test]
+fn a_wrong_alerts_section_stops_up_before_anything_starts() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    for (toml, says) in [
+        (
+            "[alerts]\noffline_after = \"soon\"\n",
+            "flotilla.toml: alerts.offline_after: \"soon\": write a number and a unit",
+        ),
+        (
+            "[[alerts.target]]\nkind = \"discord\"\nurl_secret = \"alerts.discord\"\n",
+            "the secret alerts.discord is not in the store; add the webhook's URL with \
+             `flotilla secret set alerts.discord`",
+        ),
+    ] {
+        let home = home();
+        std::fs::create_dir_all(home.path().join("config")).unwrap();
+        std::fs::write(home.path().join("config/flotilla.toml"), toml).unwrap();
+        let out = flotilla(home.path())
+            .arg("up")
+            .args(port_args(BASE))
+            .args(["--no-worker"])
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert!(!out.status.success(), "{said}");
+        let error: Vec<&str> = said.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error.len(), 1, "{said}");
+        assert!(error[0].contains(says), "{said}");
+        assert!(!home.path().join("state/head.json").exists());
+        assert!(processes_of(home.path()).is_empty());
+        let out = flotilla(home.path())
+            .args(["alerts", "test"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(text(&out).contains(says), "{}", text(&out));
     }
 }

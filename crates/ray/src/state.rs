@@ -320,8 +320,10 @@ pub fn job_reason(message: &str) -> Option<String> {
         }
         return Some(format!("setting up the job's environment failed: {first}"));
     }
-    // "Job entrypoint command failed with exit code 1, last available logs:" and the logs.
-    if let Some(head) = first.strip_suffix(", last available logs:")
+    // "Job entrypoint command failed with exit code 1, last available logs:" and the logs (Ray
+    // 2.60 says "last available logs (truncated to 20,000 chars):").
+    if let Some((head, rest)) = first.split_once(", last available logs")
+        && rest.ends_with(':')
         && let Some(last) = lines.last().filter(|l| *l != first)
     {
         return Some(format!("{head}: {last}"));
@@ -459,6 +461,14 @@ mod tests {
         assert_eq!(
             job_reason("Job entrypoint command failed with exit code 1, last available logs:\nTraceback:\nValueError: boom\n").unwrap(),
             "Job entrypoint command failed with exit code 1: ValueError: boom"
+        );
+        assert_eq!(
+            job_reason(
+                "Job entrypoint command failed with exit code 1, last available logs (truncated \
+                 to 20,000 chars):\nSystemExit: the strategy file is missing\n"
+            )
+            .unwrap(),
+            "Job entrypoint command failed with exit code 1: SystemExit: the strategy file is missing"
         );
         assert_eq!(job_reason("  \n"), None);
     }
