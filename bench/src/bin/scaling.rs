@@ -286,8 +286,6 @@ mod linux {
     }
 
     struct Cluster {
-        bin: PathBuf,
-        data: PathBuf,
         // Dropped last: the processes go before the namespaces.
         head: (Child, tempfile::TempDir),
         workers: Vec<(Child, tempfile::TempDir)>,
@@ -297,10 +295,7 @@ mod linux {
 
     impl Cluster {
         fn flotilla(&self, host: &str, home: &Path) -> Command {
-            let mut c = self.lab.exec(host, &self.bin);
-            c.env("FLOTILLA_HOME", home)
-                .env("FLOTILLA_DATA_DIR", &self.data);
-            c
+            self.lab.flotilla(host, home)
         }
 
         fn on_head(&self, args: &[&str]) -> Command {
@@ -340,15 +335,13 @@ mod linux {
             let names: Vec<String> = std::iter::once("h".to_string())
                 .chain((1..=workers).map(|i| format!("w{i}")))
                 .collect();
-            let lab = Lab::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let mut lab = Lab::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            lab.use_flotilla(bin);
             let caps = Caps::new(quota, workers)?;
-            let data = flotilla_host::Dirs::from_env().data;
             let home = tempfile::Builder::new().prefix("fsh").tempdir_in("/tmp")?;
             let log = std::fs::File::create(home.path().join("up.log"))?;
-            let mut up = lab.exec("h", bin);
-            up.env("FLOTILLA_HOME", home.path())
-                .env("FLOTILLA_DATA_DIR", &data)
-                .args(["up", "--no-worker", "--object-store-mb", "200"]);
+            let mut up = lab.flotilla("h", home.path());
+            up.args(["up", "--no-worker", "--object-store-mb", "200"]);
             for (k, v) in [
                 ("--api-port", BASE),
                 ("--ray-port", BASE + 1),
@@ -361,8 +354,6 @@ mod linux {
             }
             let child = up.stdout(Stdio::null()).stderr(log).spawn()?;
             let mut cluster = Cluster {
-                bin: bin.to_path_buf(),
-                data,
                 head: (child, home),
                 workers: Vec::new(),
                 caps,

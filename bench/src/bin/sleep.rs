@@ -472,8 +472,6 @@ mod linux {
 
     struct Fleet<'a> {
         lab: &'a Lab,
-        bin: PathBuf,
-        data: PathBuf,
         head: (Child, tempfile::TempDir),
         /// `s1` then `s2`: the agent and its home.
         workers: Vec<(Child, tempfile::TempDir)>,
@@ -482,10 +480,7 @@ mod linux {
 
     impl Fleet<'_> {
         fn flotilla(&self, host: &str, home: &Path) -> Command {
-            let mut c = self.lab.exec(host, &self.bin);
-            c.env("FLOTILLA_HOME", home)
-                .env("FLOTILLA_DATA_DIR", &self.data);
-            c
+            self.lab.flotilla(host, home)
         }
 
         fn on_head(&self, args: &[&str]) -> Command {
@@ -526,14 +521,11 @@ mod linux {
             s
         }
 
-        fn start<'a>(lab: &'a Lab, bin: &Path, bus: &str) -> Result<Fleet<'a>> {
-            let data = flotilla_host::Dirs::from_env().data;
+        fn start<'a>(lab: &'a Lab, bus: &str) -> Result<Fleet<'a>> {
             let home = tempfile::Builder::new().prefix("fzh").tempdir_in("/tmp")?;
             let log = std::fs::File::create(home.path().join("up.log"))?;
-            let mut up = lab.exec("h", bin);
-            up.env("FLOTILLA_HOME", home.path())
-                .env("FLOTILLA_DATA_DIR", &data)
-                .args(["up", "--no-worker", "--object-store-mb"])
+            let mut up = lab.flotilla("h", home.path());
+            up.args(["up", "--no-worker", "--object-store-mb"])
                 .arg(OBJECT_STORE_MB.to_string());
             for (k, v) in [
                 ("--api-port", BASE),
@@ -548,8 +540,6 @@ mod linux {
             let child = up.stdout(Stdio::null()).stderr(log).spawn()?;
             let mut fleet = Fleet {
                 lab,
-                bin: bin.to_path_buf(),
-                data,
                 head: (child, home),
                 workers: Vec::new(),
                 api: None,
@@ -766,10 +756,10 @@ mod linux {
         result
     }
 
-    fn flotilla_part(lab: &Lab, bin: &Path, args: &Args) -> Result<Value> {
+    fn flotilla_part(lab: &Lab, args: &Args) -> Result<Value> {
         let logind = Logind::start();
         log("Flotilla: a head and two workers of 2 CPUs in network namespaces");
-        let fleet = Fleet::start(lab, bin, &logind.bus.address)?;
+        let fleet = Fleet::start(lab, &logind.bus.address)?;
         wait_for("s1's inhibitor lock", Duration::from_secs(60), || {
             logind.count() > 0
         })
@@ -1038,10 +1028,11 @@ mod linux {
         })?)?;
         let runtime_dir = PathBuf::from(runtime["dir"].as_str().context("no dir in runtime")?);
         let started = Instant::now();
-        let lab = Lab::new(&["h", "s1", "s2"]);
+        let mut lab = Lab::new(&["h", "s1", "s2"]);
+        lab.use_flotilla(&bin);
         let machine = machine();
         let flotilla = if args.only.as_deref() != Some("plain") {
-            Some(flotilla_part(&lab, &bin, args)?)
+            Some(flotilla_part(&lab, args)?)
         } else {
             None
         };

@@ -44,6 +44,8 @@ pub struct Host {
 pub struct Lab {
     prefix: String,
     pub hosts: Vec<Host>,
+    /// The `flotilla` binary [`Lab::flotilla`] runs; the build's when `None`.
+    flotilla: Option<std::path::PathBuf>,
 }
 
 impl Lab {
@@ -92,7 +94,11 @@ impl Lab {
                 link,
             });
         }
-        Lab { prefix, hosts }
+        Lab {
+            prefix,
+            hosts,
+            flotilla: None,
+        }
     }
 
     pub fn host(&self, name: &str) -> &Host {
@@ -116,9 +122,16 @@ impl Lab {
         c
     }
 
-    /// `flotilla` (the build's, [`crate::flotilla_bin`]) with its own home, run inside `host`.
+    /// Runs `bin` where [`Lab::flotilla`] runs `flotilla` (a benchmark's `--flotilla`).
+    pub fn use_flotilla(&mut self, bin: &Path) {
+        self.flotilla = Some(bin.to_path_buf());
+    }
+
+    /// `flotilla` (the build's, [`crate::flotilla_bin`], unless [`Lab::use_flotilla`] said
+    /// another) with its own home and the machine's runtimes, run inside `host`.
     pub fn flotilla(&self, host: &str, home: &Path) -> Command {
-        let mut c = self.exec(host, crate::flotilla_bin());
+        let bin = self.flotilla.clone().unwrap_or_else(crate::flotilla_bin);
+        let mut c = self.exec(host, bin);
         c.env("FLOTILLA_HOME", home)
             .env("FLOTILLA_DATA_DIR", flotilla_host::Dirs::from_env().data)
             .stdin(Stdio::null());
