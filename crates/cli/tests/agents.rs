@@ -52,10 +52,14 @@ struct Agent {
     _decision: tokio::sync::watch::Sender<serde_json::Value>,
 }
 
-/// An agent's control channel for `dirs`, whose decision names `home`.
+/// An agent's control channel for `dirs`, whose decision names `home` (as its reason).
 async fn serve(dirs: &Dirs, home: &str) -> std::io::Result<Agent> {
     std::fs::create_dir_all(&dirs.state)?;
-    let (tx, rx) = tokio::sync::watch::channel(serde_json::json!({"home": home, "target_cpus": 1}));
+    let (tx, rx) = tokio::sync::watch::channel(serde_json::json!({
+        "decision": {"target_cpus": 1, "pause": "none", "reason": {"code": "owner_active"}},
+        "reason_en": home,
+        "reason_es": home,
+    }));
     let feeds = Feeds::default();
     let stop = CancellationToken::new();
     let socket = control::socket_path(dirs);
@@ -94,7 +98,7 @@ async fn status_names(home: &Path, expected: &str) {
     let (out, v) = status(home).await;
     assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(
-        v["this_machine"]["home"],
+        v["this_machine"]["reason_en"],
         expected,
         "status with HOME={} reached the wrong agent: {}",
         home.display(),
