@@ -271,11 +271,21 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
             let _ = driver.wait();
             let alive = v["alive"].as_f64().context("alive")? - t0;
             let task = v["task_start"].as_f64().context("task_start")? - t0;
+            // Where the time went, from the worker's own log (its events carry their time).
+            let launched = logged_at(home.path(), "Ray node starting").map(|t| t - t0);
+            let ready = logged_at(home.path(), "Ray node ready").map(|t| t - t0);
             log(format!(
-                "join {}: node ALIVE after {alive:.2} s, first task after {task:.2} s",
-                i + 1
+                "join {}: `ray start` launched after {}, its node up after {}, ALIVE in Ray                  after {alive:.2} s, first task after {task:.2} s",
+                i + 1,
+                launched.map_or("?".into(), |t| format!("{t:.2} s")),
+                ready.map_or("?".into(), |t| format!("{t:.2} s")),
             ));
-            runs.push(json!({"alive_s": round(alive, 3), "first_task_s": round(task, 3)}));
+            runs.push(json!({
+                "node_launched_s": launched.map(|t| round(t, 3)),
+                "node_up_s": ready.map(|t| round(t, 3)),
+                "alive_s": round(alive, 3),
+                "first_task_s": round(task, 3),
+            }));
             stop(&mut worker, home.path());
         }
         let firsts: Vec<f64> = runs
@@ -283,14 +293,62 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
             .filter_map(|r| r["first_task_s"].as_f64())
             .collect();
         let p50 = median(&firsts);
+        let step = |key: &str| {
+            median(
+                &runs
+                    .iter()
+                    .filter_map(|r| r[key].as_f64())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (launched, up, alive) = (step("node_launched_s"), step("node_up_s"), step("alive_s"));
         Ok(json!({
-            "what": "seconds from starting `flotilla join -` (code on stdin) to Ray listing the node ALIVE and to the first task (pinned to it) starting there; warm runtime cache, same machine",
+            "steps_median_s": {
+                "enrolled_and_runtime_checked": round(launched, 3),
+                "ray_start_until_its_raylet_runs": round(up - launched, 3),
+                "raylet_until_alive_in_ray": round(alive - up, 3),
+                "alive_until_first_task": round(p50 - alive, 3),
+            },
+            "what": "seconds from starting `flotilla join -` (code on stdin) to Ray listing the node ALIVE and to the first task (pinned to it) starting there; warm runtime cache, same machine; steps_median_s splits the time: joining and checking the runtime until `ray start` is launched, `ray start` until the supervisor sees its node up, then until Ray lists the node ALIVE (the raylet waits for its dashboard agent), then until the first task starts (a Python worker starts)",
             "runs": runs,
             "first_task_p50_s": round(p50, 3),
             "first_task_max_s": round(percentile(&firsts, 100.0), 3),
             "goal_s": GOAL_JOIN_S,
             "meets_goal": p50 <= GOAL_JOIN_S,
         }))
+    }
+
+    /// When the worker at `home` first logged `message` (its JSON log file), in Unix seconds.
+    fn logged_at(home: &Path, message: &str) -> Option<f64> {
+        let dir = std::fs::read_dir(home.join("logs")).ok()?;
+        let mut times = Vec::new();
+        for entry in dir.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                if v["fields"]["message"] == message
+                    && let Some(t) = v["timestamp"].as_str().and_then(unix_of_rfc3339)
+                {
+                    times.push(t);
+                }
+            }
+        }
+        times.into_iter().reduce(f64::min)
+    }
+
+    /// `2026-12-07T22:02:56.364676Z` as Unix seconds (UTC only, as the logs write it).
+    fn unix_of_rfc3339(t: &str) -> Option<f64> {
+        let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+        let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+        let mut hms = time.splitn(3, ':');
+        let h: f64 = hms.next()?.parse().ok()?;
+        let min: f64 = hms.next()?.parse().ok()?;
+        let sec: f64 = hms.next()?.parse().ok()?;
+        let days = flotilla_host::clock::days_from_civil(y, m as u32, day as u32);
+        Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
     }
 
     /// One sample of a set of processes: RSS and PSS (KiB) and CPU ticks.

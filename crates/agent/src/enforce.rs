@@ -112,6 +112,9 @@ pub struct Enforcement {
     pub last_error: Option<String>,
     /// Ray's reason why the node is not running, while it is not.
     pub failure: Option<flotilla_ray::Failure>,
+    /// The node's idle Python workers, ready for the next job ([`crate::warm`]), where the
+    /// agent can count them.
+    pub warm_workers: Option<u32>,
 }
 
 /// Applies decisions to one node.
@@ -130,6 +133,7 @@ pub struct Enforcer {
     drained: Option<Pause>,
     limit_failed: Option<(Limit, Instant)>,
     mode: ResizeMode,
+    warm: crate::warm::Warm,
     status: Enforcement,
 }
 
@@ -163,6 +167,7 @@ impl Enforcer {
             drained: None,
             limit_failed: None,
             mode,
+            warm: crate::warm::Warm::default(),
             status: Enforcement {
                 node_cpus: total,
                 resize: mode,
@@ -189,6 +194,37 @@ impl Enforcer {
         if self.status.failure.is_some() && d.pause == Pause::None {
             self.status.state = EnforcementState::Error;
         }
+        &self.status
+    }
+
+    /// Keeps the node's warm workers ([`crate::warm`]) after [`Enforcer::apply`]: as many as
+    /// the CPUs it lends under `d`, started while `quiet` (it runs no task); none once it lends
+    /// nothing and Ray offers none of its CPUs.
+    pub async fn keep_warm(
+        &mut self,
+        d: &Decision,
+        quiet: bool,
+        node: &Supervisor,
+    ) -> &Enforcement {
+        let running = matches!(node.status().phase, NodePhase::Ready);
+        let lends = d.pause == Pause::None && self.drained.is_none() && running;
+        let want = if lends {
+            d.target_cpus.min(self.total)
+        } else {
+            0
+        };
+        let offers_none = !running || self.advertised.is_some_and(|a| a < 0.5);
+        self.warm
+            .keep(
+                want,
+                quiet,
+                offers_none,
+                node,
+                self.raylet_addr,
+                &self.token,
+            )
+            .await;
+        self.status.warm_workers = self.warm.count();
         &self.status
     }
 

@@ -20,6 +20,7 @@ pub mod politeness;
 pub mod sampler;
 pub mod session;
 pub mod sleep;
+pub mod warm;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

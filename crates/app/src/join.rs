@@ -49,7 +49,10 @@ pub async fn enroll(
 ) -> anyhow::Result<Enrollment> {
     let mut machine = Machine::this(name, cpus);
     // The store must take writes before the code is used.
-    let (dirs, store) = tokio::task::spawn_blocking(|| {
+    // The store's check and the list of this machine's Pythons (a run of uv) go side by side.
+    let data = flotilla_host::Dirs::from_env().data;
+    let pythons = async { flotilla_ray::RuntimeManager::new(&data).pythons().await };
+    let store = tokio::task::spawn_blocking(|| {
         let unusable = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!(
                 "the secret store cannot keep this machine's credential, so it did not join \
@@ -72,15 +75,12 @@ pub async fn enroll(
             _ => None,
         };
         anyhow::Ok((dirs, (store, previous)))
-    })
-    .await??;
-    let (store, previous) = store;
+    });
+    let (store, pythons) = tokio::join!(store, pythons);
+    let (dirs, (store, previous)) = store??;
     machine.previous = previous;
     // The head refuses, before the code is used, a machine that cannot run its Python.
-    match flotilla_ray::RuntimeManager::new(&dirs.data)
-        .pythons()
-        .await
-    {
+    match pythons {
         Ok(p) => {
             machine.python_versions = p.versions;
             machine.python_downloads = p.downloads;

@@ -232,6 +232,32 @@ impl RayletClient {
             .await?;
         Ok(reply.total_resources.get("CPU").copied().unwrap_or(0.0))
     }
+
+    /// Asks the raylet to start `count` Python workers now, bound to no job and to the empty
+    /// runtime environment, so that the next job's first tasks on this node find a worker
+    /// ready instead of waiting for one to start (a second or more of importing Ray). The
+    /// raylet keeps them at least `keep_alive` while no task takes them. Returns once the
+    /// raylet has taken the request; the workers start in the background.
+    pub async fn prestart_workers(&mut self, count: u32, keep_alive: Duration) -> Result<()> {
+        let t = Target {
+            service: RAYLET,
+            addr: self.addr,
+            call: "PrestartWorkers",
+            feature: "starting workers ahead of tasks",
+            with_token: self.auth.is_some(),
+        };
+        let req = t.request(
+            proto::rpc::PrestartWorkersRequest {
+                language: proto::rpc::Language::Python as i32,
+                job_id: Vec::new(),
+                keep_alive_duration_secs: keep_alive.as_secs(),
+                num_workers: u64::from(count),
+            },
+            &self.auth,
+        );
+        t.run(self.inner.prestart_workers(req)).await?;
+        Ok(())
+    }
 }
 
 /// Why a node is drained.

@@ -267,7 +267,7 @@ impl RuntimeManager {
                 marker.ray, marker.python
             )));
         }
-        check_ray_version(spec, dir).await?;
+        check_installed(spec, dir)?;
         let missing: Vec<&str> = EXTRA_PACKAGES
             .iter()
             .copied()
@@ -573,6 +573,62 @@ impl RuntimeManager {
     }
 }
 
+/// The files a runtime at `dir` cannot work without, and its Ray's version from the package's
+/// own metadata (`ray-<version>.dist-info`): a check of a few file lookups, run at every
+/// start, where `ray --version` (run once, after an install) costs a second or more of
+/// importing Ray.
+fn check_installed(spec: &RuntimeSpec, dir: &Path) -> Result<()> {
+    let bad = |detail: String| Error::Verify {
+        path: dir.to_path_buf(),
+        detail,
+    };
+    for file in [python_in(dir), ray_in(dir)] {
+        if !file.is_file() {
+            return Err(bad(format!("{} is missing", file.display())));
+        }
+    }
+    let site = site_packages(dir).ok_or_else(|| bad("it has no site-packages".into()))?;
+    let raylet = site.join("ray/core/src/ray/raylet").join(if cfg!(windows) {
+        "raylet.exe"
+    } else {
+        "raylet"
+    });
+    if !site.join("ray/__init__.py").is_file() || !raylet.is_file() {
+        return Err(bad("Ray's package is incomplete".into()));
+    }
+    let versions: Vec<String> = std::fs::read_dir(&site)
+        .map_err(|e| bad(format!("cannot read {}: {e}", site.display())))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Some(
+                name.strip_prefix("ray-")?
+                    .strip_suffix(".dist-info")?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    if versions.contains(&spec.ray) {
+        Ok(())
+    } else {
+        Err(bad(format!("it holds Ray {versions:?}, not {}", spec.ray)))
+    }
+}
+
+/// The virtual environment's `site-packages`: `Lib/site-packages` on Windows,
+/// `lib/python<X.Y>/site-packages` elsewhere.
+fn site_packages(dir: &Path) -> Option<PathBuf> {
+    if cfg!(windows) {
+        return Some(dir.join("Lib").join("site-packages")).filter(|p| p.is_dir());
+    }
+    std::fs::read_dir(dir.join("lib"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python"))
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+}
+
 /// `ray --version` in the runtime at `dir` must print the expected version.
 async fn check_ray_version(spec: &RuntimeSpec, dir: &Path) -> Result<()> {
     let ray = ray_in(dir);
@@ -808,6 +864,59 @@ async fn lock(path: &Path) -> Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A runtime's files as uv lays them out on this OS, holding Ray `version`.
+    fn fake_runtime(dir: &Path, version: &str) {
+        let site = if cfg!(windows) {
+            dir.join("Lib/site-packages")
+        } else {
+            dir.join("lib/python3.11/site-packages")
+        };
+        for file in [
+            python_in(dir),
+            ray_in(dir),
+            site.join("ray/__init__.py"),
+            site.join("ray/core/src/ray/raylet").join(if cfg!(windows) {
+                "raylet.exe"
+            } else {
+                "raylet"
+            }),
+        ] {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, b"").unwrap();
+        }
+        std::fs::create_dir_all(site.join(format!("ray-{version}.dist-info"))).unwrap();
+    }
+
+    #[test]
+    fn a_runtime_is_checked_by_its_files_and_its_packages_metadata() {
+        let spec = RuntimeSpec {
+            ray: "2.60.0".into(),
+            python: "3.11".into(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("rt");
+        fake_runtime(&dir, "2.60.0");
+        check_installed(&spec, &dir).unwrap();
+
+        let other = tmp.path().join("other");
+        fake_runtime(&other, "2.59.1");
+        let e = check_installed(&spec, &other).unwrap_err().to_string();
+        assert!(e.contains("2.59.1"), "{e}");
+
+        for gone in [
+            python_in(&dir),
+            ray_in(&dir),
+            site_packages(&dir).unwrap().join("ray/__init__.py"),
+        ] {
+            let copy = tmp.path().join("copy");
+            let _ = std::fs::remove_dir_all(&copy);
+            fake_runtime(&copy, "2.60.0");
+            let gone = copy.join(gone.strip_prefix(&dir).unwrap());
+            std::fs::remove_file(&gone).unwrap();
+            assert!(check_installed(&spec, &copy).is_err(), "{}", gone.display());
+        }
+    }
 
     #[test]
     fn uv_errors_become_advice() {
