@@ -33,7 +33,7 @@ mod linux {
     const BASE: u16 = 9000;
     /// The joining worker's ports (one worker at a time).
     const WORKER_PORTS: u16 = 9500;
-    const GOAL_JOIN_S: f64 = 15.0;
+    const GOAL_JOIN_S: f64 = 5.0;
     const GOAL_AGENT_RSS_MB: f64 = 30.0;
     const GOAL_AGENT_CPU_PERCENT: f64 = 0.2;
 
