@@ -164,7 +164,7 @@ mod linux {
         fn invite(&self) -> Result<String> {
             let mut c = flotilla(&self.bin, self.home.path());
             c.args(["invite", "--json", "--no-qr"]);
-            let v: Value = serde_json::from_str(&output(c)?)?;
+            let v: Value = serde_json::from_str(&output(c)?).context("invite --json")?;
             Ok(v["code"]
                 .as_str()
                 .context("no code in invite --json")?
@@ -174,7 +174,8 @@ mod linux {
         /// The runtime's Python, the Ray address and the token, for a driver.
         fn driver(&self) -> Result<(PathBuf, String, String)> {
             let info: Value =
-                serde_json::from_slice(&std::fs::read(self.home.path().join("state/head.json"))?)?;
+                serde_json::from_slice(&std::fs::read(self.home.path().join("state/head.json"))?)
+                    .context("the head's state/head.json")?;
             let python = PathBuf::from(info["runtime_dir"].as_str().context("runtime_dir")?)
                 .join("bin/python");
             let address = info["ray_address"]
@@ -267,7 +268,8 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
             let result = lines
                 .next()
                 .context("the driver ended without a result")??;
-            let v: Value = serde_json::from_str(&result)?;
+            let v: Value = serde_json::from_str(&result)
+                .with_context(|| format!("the driver's answer {result:?}"))?;
             let _ = driver.wait();
             let alive = v["alive"].as_f64().context("alive")? - t0;
             let task = v["task_start"].as_f64().context("task_start")? - t0;
@@ -275,7 +277,7 @@ print(json.dumps({"alive": alive, "task_start": started}), flush=True)
             let launched = logged_at(home.path(), "Ray node starting").map(|t| t - t0);
             let ready = logged_at(home.path(), "Ray node ready").map(|t| t - t0);
             log(format!(
-                "join {}: `ray start` launched after {}, its node up after {}, ALIVE in Ray                  after {alive:.2} s, first task after {task:.2} s",
+                "join {}: `ray start` launched after {}, its node up after {}, ALIVE in Ray after {alive:.2} s, first task after {task:.2} s",
                 i + 1,
                 launched.map_or("?".into(), |t| format!("{t:.2} s")),
                 ready.map_or("?".into(), |t| format!("{t:.2} s")),
