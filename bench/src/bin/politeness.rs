@@ -77,18 +77,24 @@ mod linux {
     pub struct Args {
         trials: u32,
         quick: bool,
+        /// Runs per condition of the owner's latency probe and build, and the probe's seconds.
+        probe_reps: Option<u32>,
+        probe_secs: Option<u32>,
         flotilla: Option<PathBuf>,
         sweep: PathBuf,
         no_write: bool,
     }
 
-    const USAGE: &str = "usage: politeness [--trials N (50)] [--quick] [--flotilla PATH] \
-                     [--sweep PATH] [--no-write]\n       politeness --burn N";
+    const USAGE: &str = "usage: politeness [--trials N (50)] [--quick] [--probe-reps N (3)] \
+                     [--probe-secs N (20)] [--flotilla PATH] [--sweep PATH] [--no-write]\n       \
+                     politeness --burn N";
 
     pub fn parse_args() -> std::result::Result<Args, String> {
         let mut args = Args {
             trials: 50,
             quick: false,
+            probe_reps: None,
+            probe_secs: None,
             flotilla: None,
             sweep: Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sweep/sweep.py"),
             no_write: false,
@@ -114,6 +120,19 @@ mod linux {
                     );
                 }
                 "--quick" => args.quick = true,
+                "--probe-reps" | "--probe-secs" => {
+                    let v = value(&arg)?;
+                    let n: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or(format!("{arg}: not a positive number: {v}"))?;
+                    if arg == "--probe-reps" {
+                        args.probe_reps = Some(n);
+                    } else {
+                        args.probe_secs = Some(n);
+                    }
+                }
                 "--flotilla" => args.flotilla = Some(value("--flotilla")?.into()),
                 "--sweep" => args.sweep = value("--sweep")?.into(),
                 "--no-write" => args.no_write = true,
@@ -1248,8 +1267,8 @@ ray.get([busy.remote(secs) for _ in range(n)])
         ));
 
         // The owner's latency probe and build: seconds per probe, runs per condition.
-        let probe_secs: u32 = if args.quick { 5 } else { 20 };
-        let probe_reps: u32 = if args.quick { 1 } else { 3 };
+        let probe_secs = args.probe_secs.unwrap_or(if args.quick { 5 } else { 20 });
+        let probe_reps = args.probe_reps.unwrap_or(if args.quick { 1 } else { 3 });
         let build = Build::find(work.path())
             .map_err(|e| log(format!("no owner's build: {e:#}")))
             .ok();
