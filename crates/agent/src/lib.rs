@@ -124,6 +124,8 @@ pub struct Agent {
     notices: Option<tokio::sync::broadcast::Sender<session::Notice>>,
     /// Watches the network for as long as the agent runs.
     _net: flotilla_net::NetWatch,
+    /// Hears the owner's input, event by event, where the OS allows.
+    _input: Option<flotilla_host::input::InputWatch>,
     background: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -214,6 +216,7 @@ impl Agent {
             total,
             enforce::ResizeMode::from_env(),
         );
+        let (input, input_watch) = watch_input();
         let loop_task = tokio::spawn(politeness::run(
             settings,
             politeness::Inputs {
@@ -222,6 +225,8 @@ impl Agent {
                 manual: feeds.manual,
                 policy: feeds.policy,
                 sleep: sleep_feed,
+                input,
+                tick: politeness::tick_from_env(),
             },
             move || flotilla_host::process::marked_processes(&marker),
             Some(politeness::Driven {
@@ -241,6 +246,7 @@ impl Agent {
             ended,
             notices,
             _net: net,
+            _input: input_watch,
             background,
             tasks,
         })
@@ -405,6 +411,33 @@ fn node_config(config: &AgentConfig, runtime: Runtime, node_ip: IpAddr) -> NodeC
         cluster_state: config.cluster_state.clone(),
         background: true,
         throttle: Some(flotilla_host::throttle::ThrottleConfig::from_env()),
+    }
+}
+
+/// Starts hearing the owner's input on the X display the idle sensor reads (`DISPLAY`), or the
+/// OS's own events elsewhere. Without a watch (no display, no permission) the agent runs on: the
+/// idle time is then only read each tick, and the log says why, once.
+fn watch_input() -> (
+    std::sync::Arc<sampler::InputFeed>,
+    Option<flotilla_host::input::InputWatch>,
+) {
+    let feed = std::sync::Arc::new(sampler::InputFeed::default());
+    let display = std::env::var("DISPLAY").ok();
+    let source = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let watch = flotilla_host::input::InputWatch::start(display, {
+        let (feed, source) = (feed.clone(), source.clone());
+        move || feed.input(source.get().map_or("input", String::as_str))
+    });
+    match watch {
+        Ok(w) => {
+            let _ = source.set(w.source().to_owned());
+            tracing::info!(source = w.source(), "owner input is heard as it happens");
+            (feed, Some(w))
+        }
+        Err(why) => {
+            tracing::info!("no input events ({why}): the owner's idle time is read each tick");
+            (feed, None)
+        }
     }
 }
 

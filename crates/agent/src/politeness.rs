@@ -1,5 +1,10 @@
 //! The sensing -> policy -> enforcement loop: every tick, read the machine, decide what it lends
 //! to the cluster and why, apply that to the node ([`crate::enforce`]), and publish it.
+//!
+//! The owner's input, where the OS reports it event by event ([`InputFeed`]), wakes the loop at
+//! once: the event counts as idle time zero, so the decision (owner active) and the OS cap it
+//! brings are made in the same wake-up, without waiting for the tick; Ray's advertised CPUs
+//! follow in the same round, after the cap.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +17,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::enforce::{Enforcement, Enforcer};
-use crate::sampler::{IdleFeed, ManualFeed, ManualRequest, PolicyFeed, Sampler, SensorReport};
+use crate::sampler::{
+    IdleFeed, InputFeed, ManualFeed, ManualRequest, PolicyFeed, Sampler, SensorReport,
+};
 use crate::sleep::{HAND_BACK_WITHIN, SleepFeed, SleepReport};
 
 /// How often the loop senses, decides and enforces while the node works.
@@ -25,6 +32,13 @@ pub const QUIET_TICK: Duration = Duration::from_secs(1);
 /// The node's CPU use, in cores, below which it counts as quiet (an idle Ray node uses about
 /// 0.01; one task, a whole core).
 pub const QUIET_BELOW: f64 = 0.05;
+/// An input event wakes the loop unless the last round already saw input this recent: the
+/// owner was active then, the node is already held back, and the tick carries on from there (a
+/// moving pointer would otherwise run a round every few tens of milliseconds).
+pub const INPUT_SEEN_WITHIN: Duration = Duration::from_secs(1);
+/// `FLOTILLA_POLITENESS_TICK_MS`: a tick other than [`TICK`] (tests set it long, to show that
+/// input does not wait for the tick). The quiet tick is then never shorter.
+pub const TICK_ENV: &str = "FLOTILLA_POLITENESS_TICK_MS";
 /// How often the list of Flotilla's own processes is refreshed (it walks the process table).
 const OWN_EVERY: Duration = Duration::from_secs(5);
 
@@ -66,6 +80,19 @@ pub struct Inputs {
     pub policy: PolicyFeed,
     /// What the OS announced ([`crate::sleep::watch`]).
     pub sleep: Arc<SleepFeed>,
+    /// The owner's input events ([`flotilla_host::input::InputWatch`]), when the OS gives them.
+    pub input: Arc<InputFeed>,
+    /// The tick while the node works ([`TICK`], or [`tick_from_env`]).
+    pub tick: Duration,
+}
+
+/// The tick [`TICK_ENV`] asks for, else [`TICK`].
+pub fn tick_from_env() -> Duration {
+    std::env::var(TICK_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(TICK, Duration::from_millis)
 }
 
 /// Runs the loop until `shutdown`. `own` returns the pids of Flotilla's own processes.
@@ -79,6 +106,8 @@ pub async fn run(
 ) {
     let mut policy = Policy::new(settings);
     let mut sampler = Sampler::new(inputs.sensors, inputs.idle);
+    sampler.set_input(inputs.input.clone());
+    let (tick, quiet_tick) = (inputs.tick, QUIET_TICK.max(inputs.tick));
     sampler.set_read_apps(!policy.settings().exclusive_apps.is_empty());
     let epoch = Instant::now();
     let mut manual = Manual::None;
@@ -86,20 +115,28 @@ pub async fn run(
     let mut own_at: Option<Instant> = None;
     let mut last_line = String::new();
     let mut last_round: Option<Instant> = None;
-    let mut ticker = tokio::time::interval(TICK);
+    // The owner's idle time as the last round saw it.
+    let mut last_idle: Option<Duration> = None;
+    let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let prompted = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => false,
             _ = inputs.sleep.changed.notified() => true,
+            _ = inputs.input.woke.notified() => {
+                if last_idle.is_some_and(|i| i < INPUT_SEEN_WITHIN) {
+                    continue;
+                }
+                true
+            }
         };
         let now = Instant::now();
         let asked = prompted || is_waiting(&inputs.manual) || is_waiting(&inputs.policy);
         let quiet = sampler.own_cores().is_some_and(|c| c < QUIET_BELOW);
         if !asked
             && quiet
-            && last_round.is_some_and(|t| now.duration_since(t) + TICK / 2 < QUIET_TICK)
+            && last_round.is_some_and(|t| now.duration_since(t) + tick / 2 < quiet_tick)
         {
             continue;
         }
@@ -118,6 +155,7 @@ pub async fn run(
                     crate::sampler::Own::Pids(&own_pids)
                 }
             });
+        last_idle = readings.idle;
         // The node lends at most the CPUs it was started with, however many the machine has.
         readings.node_cpus = driven.as_ref().map(|d| d.enforcer.node_cpus());
         let mono = now.duration_since(epoch);

@@ -4,7 +4,8 @@
 //! Flotilla's own tree over a 10 s window, and the list of running programs is rescanned only
 //! every few seconds (it walks the whole process table). The owner's idle time comes from the
 //! desktop session when it feeds one ([`IdleFeed`]): a background service cannot see the
-//! session's input.
+//! session's input. An input event the agent heard itself ([`InputFeed`]) makes the idle time
+//! zero at that instant, whatever the slower sources say.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,34 @@ pub struct FedIdle {
 
 /// Shared slot for the session's idle readings (written by the control channel).
 pub type IdleFeed = Arc<Mutex<Option<FedIdle>>>;
+
+/// The owner's input as the OS reports it, event by event ([`flotilla_host::input`]): the
+/// instant of the last event, and a wake-up for the politeness loop.
+#[derive(Debug, Default)]
+pub struct InputFeed {
+    last: Mutex<Option<(Instant, String)>>,
+    /// Notified on each (coalesced) event; a wake-up that finds nobody waiting is kept for the
+    /// loop's next wait.
+    pub woke: tokio::sync::Notify,
+}
+
+impl InputFeed {
+    /// Records owner input now, heard from `source` (e.g. `"xinput2::0"`), and wakes the loop.
+    pub fn input(&self, source: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.as_mut() {
+            Some((at, s)) if s == source => *at = Instant::now(),
+            _ => *last = Some((Instant::now(), source.to_owned())),
+        }
+        drop(last);
+        self.woke.notify_one();
+    }
+
+    /// When the last event came, and from where.
+    pub fn last(&self) -> Option<(Instant, String)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 /// Where Flotilla's own CPU time comes from.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +130,7 @@ pub struct SensorReport {
 pub struct Sampler {
     sensors: Sensors,
     feed: IdleFeed,
+    input: Option<Arc<InputFeed>>,
     cpu: VecDeque<(Instant, CpuTimes, u64)>,
     apps: Option<(Instant, Option<Vec<String>>, String)>,
     slow: Option<Slow>,
@@ -132,6 +162,7 @@ impl Sampler {
         Sampler {
             sensors,
             feed,
+            input: None,
             cpu: VecDeque::new(),
             apps: None,
             slow: None,
@@ -139,6 +170,12 @@ impl Sampler {
             own_cores: None,
             read_apps: true,
         }
+    }
+
+    /// Takes the owner's input events into the idle time: an event makes it zero at that
+    /// instant.
+    pub fn set_input(&mut self, input: Arc<InputFeed>) {
+        self.input = Some(input);
     }
 
     /// Whether to read the running programs (on by default). Off, the process table is not
@@ -309,6 +346,16 @@ impl Sampler {
     }
 
     fn idle(&self, now: Instant) -> Shown<f64> {
+        let read = self.read_idle(now);
+        match self.input.as_ref().and_then(|i| i.last()) {
+            Some((at, source)) => {
+                with_input_event(read, now.saturating_duration_since(at), &source)
+            }
+            None => read,
+        }
+    }
+
+    fn read_idle(&self, now: Instant) -> Shown<f64> {
         let fed = self.feed.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(f) = fed
             && now.saturating_duration_since(f.at) <= FEED_FRESH_FOR
@@ -323,6 +370,19 @@ impl Sampler {
             value: r.idle.map(|d| d.as_secs_f64()),
             from: r.from,
         }
+    }
+}
+
+/// The idle time with an input event `since` ago taken in: the smaller of the two, named after
+/// the input event's source when that is the smaller.
+fn with_input_event(read: Shown<f64>, since: Duration, source: &str) -> Shown<f64> {
+    let since = since.as_secs_f64();
+    if read.value.is_some_and(|v| v <= since) {
+        return read;
+    }
+    Shown {
+        value: Some(since),
+        from: format!("input event ({source})"),
     }
 }
 
@@ -389,6 +449,52 @@ mod tests {
             !rep.idle_secs.from.starts_with("desktop session"),
             "{rep:?}"
         );
+    }
+
+    #[test]
+    fn an_input_event_makes_the_idle_time_zero_at_that_instant() {
+        let read = |v: Option<f64>| Shown {
+            value: v,
+            from: "x11-screensaver::0".to_owned(),
+        };
+        let ms = Duration::from_millis;
+        // The event is more recent than the reading: it wins.
+        let s = with_input_event(read(Some(600.0)), ms(0), "xinput2::0");
+        assert_eq!(s.value, Some(0.0));
+        assert_eq!(s.from, "input event (xinput2::0)");
+        // An unknown reading is replaced too.
+        assert_eq!(
+            with_input_event(read(None), ms(1500), "xinput2::0").value,
+            Some(1.5)
+        );
+        // A reading more recent than the last event stands.
+        assert_eq!(
+            with_input_event(read(Some(0.2)), ms(3000), "xinput2::0"),
+            read(Some(0.2))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sampler_takes_the_last_input_event_and_the_loop_is_woken() {
+        let feed: IdleFeed = Arc::default();
+        let input = Arc::new(InputFeed::default());
+        let mut s = Sampler::new(Sensors::new(), feed.clone());
+        s.set_input(input.clone());
+        let t0 = Instant::now();
+        *feed.lock().unwrap() = Some(FedIdle {
+            idle: Duration::from_secs(600),
+            at: t0,
+            source: "test".into(),
+        });
+        let (r, _) = s.sample(t0, &[]);
+        assert_eq!(r.idle, Some(Duration::from_secs(600)));
+        input.input("xinput2::0");
+        // The wake-up was kept for the next wait.
+        input.woke.notified().await;
+        let at = input.last().unwrap().0;
+        let (r, rep) = s.sample(at + Duration::from_millis(40), &[]);
+        assert_eq!(r.idle, Some(Duration::from_millis(40)));
+        assert_eq!(rep.idle_secs.from, "input event (xinput2::0)");
     }
 
     #[cfg(target_os = "linux")]

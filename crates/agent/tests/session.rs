@@ -157,6 +157,8 @@ impl Agent {
                 manual: manual.clone(),
                 policy: policy.clone(),
                 sleep: Default::default(),
+                input: Default::default(),
+                tick: politeness::TICK,
             },
             Vec::new,
             None,

@@ -45,6 +45,8 @@ async fn an_announced_sleep_is_decided_and_handed_back_and_wake_clears_it() {
             manual: Default::default(),
             policy: policy.clone(),
             sleep: feed.clone(),
+            input: Default::default(),
+            tick: politeness::TICK,
         },
         Vec::new,
         None,

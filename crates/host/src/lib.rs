@@ -3,8 +3,9 @@
 //! This crate owns everything that differs between Linux, macOS and Windows: where Flotilla keeps
 //! its files ([`dirs`]), how it starts a process tree that cannot outlive the process that
 //! started it ([`process`]), what it senses of the machine ([`sensors`]), how it holds a tree
-//! back ([`throttle`]), how its processes talk on one machine ([`ipc`]) and how it hears the
-//! machine go to sleep and wake ([`power`]). It knows nothing
+//! back ([`throttle`]), how it hears the owner's input as it happens ([`input`]), how its
+//! processes talk on one machine ([`ipc`]) and how it hears the machine go to sleep and wake
+//! ([`power`]). It knows nothing
 //! about Ray, the policy or the control plane: callers hand it a program and arguments.
 //!
 //! Each capability is one facade type whose behaviour comes from a per-OS module (`linux`,
@@ -36,6 +37,7 @@ pub mod addr;
 pub mod clock;
 pub mod dirs;
 pub mod disk;
+pub mod input;
 pub mod ipc;
 pub mod journal;
 pub mod memory;
@@ -43,6 +45,8 @@ pub mod power;
 pub mod process;
 pub mod sensors;
 pub mod throttle;
+#[cfg(target_os = "linux")]
+mod x11;
 
 #[cfg(all(test, windows))]
 mod windows_tests;

@@ -1,6 +1,6 @@
 //! Linux: how long the machine's owner has not touched it. The first source that answers wins:
 //!
-//! 1. the X display ([`super::x11`]), when one is configured: what the owner's desktop saw;
+//! 1. the X display ([`crate::x11`]), when one is configured: what the owner's desktop saw;
 //! 2. terminal access times, as BOINC does on headless machines: the kernel updates a tty's
 //!    atime when input is read from it (at most every 8 s, so this is 8 s coarse), so the most
 //!    recent atime among `/dev/tty[0-9]*` (consoles) and `/dev/pts/[0-9]*` (ssh, terminal
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::IdleReading;
-use super::x11::Connection;
+use crate::x11::Connection;
 
 /// The `from` of an idle reading with neither a display nor a terminal to read.
 pub const NO_IDLE_SOURCE: &str = "no display and no terminals";
@@ -109,7 +109,8 @@ impl IdleSource {
         }
         let mut conn = match std::mem::take(&mut *state) {
             X11State::Open(conn) => conn,
-            X11State::Closed | X11State::Failed(..) => match Connection::open(display) {
+            X11State::Closed | X11State::Failed(..) => match Connection::open_screen_saver(display)
+            {
                 Ok(conn) => conn,
                 Err(why) => {
                     *state = X11State::Failed(why.clone(), Instant::now());

@@ -50,8 +50,6 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 mod idle;
 pub mod kernel;
-#[cfg(target_os = "linux")]
-mod x11;
 
 /// The `from` of an idle reading with neither a display nor a terminal to read.
 #[cfg(target_os = "linux")]
