@@ -227,6 +227,11 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     )
 }
 
+/// Kills process `pid` at once (`SIGKILL`; `TerminateProcess` on Windows).
+pub fn kill(pid: u32) {
+    imp::kill_pid(pid);
+}
+
 /// Kills every live process that carries `marker`; returns how many were signalled.
 pub fn kill_marked(marker: &str) -> usize {
     let pids = marked_processes(marker);
