@@ -152,7 +152,11 @@ pub async fn run(
                 let e = d.enforcer.hand_back(&d.node, HAND_BACK_WITHIN, &why).await;
                 Some(e.clone())
             }
-            Some(d) => Some(d.enforcer.apply(&decision, &d.node).await.clone()),
+            Some(d) => {
+                d.enforcer
+                    .set_machine_memory(sampler.memory(), policy.settings());
+                Some(d.enforcer.apply(&decision, &d.node).await.clone())
+            }
             None => None,
         };
         if let Some(done) = hand_back {
