@@ -33,8 +33,8 @@ mod linux {
     use flotilla_bench::{median, round, today, wait_for};
 
     const NODE: &str = "mbench";
-    const FLOTILLA_BASE: u16 = 19000;
-    const PLAIN_BASE: u16 = 19400;
+    const FLOTILLA_BASE: u16 = 43000;
+    const PLAIN_BASE: u16 = 43400;
     const CPUS: u32 = 2;
     const OBJECT_STORE_MB: u64 = 100;
     const PLAIN_MARKER: &str = "MEMORY_BENCH_PLAIN";

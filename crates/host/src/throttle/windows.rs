@@ -189,7 +189,7 @@ fn private_bytes(pid: u32) -> Option<u64> {
             counters.cb,
         )
     };
-    (ok != 0).then(|| counters.PrivateUsage as u64)
+    (ok != 0).then_some(counters.PrivateUsage as u64)
 }
 
 /// Logical processors in all processor groups.
