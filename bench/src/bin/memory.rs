@@ -515,9 +515,12 @@ print(len(set(done)), flush=True)
             let during = enforcement();
             let started = Instant::now();
             let out = tasks.wait_with_output()?;
+            // The driver's last line (Ray may print before it); it prints only once every task
+            // returned.
             let completed: u64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .next_back()
                 .unwrap_or(0);
             let run = json!({
                 "rep": rep,
