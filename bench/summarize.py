@@ -118,6 +118,16 @@ def figures(docs):
     pl = get(sl, "plain_ray", "median_resumed_elsewhere_s")
     row("sleep", "the same laptop under plain Ray, no warning: its tasks running on another node (median)", pl, "s", "(reference)", None)
 
+    mem = docs["memory"]
+    for who, label in (("flotilla", "Flotilla"), ("plain_ray", "plain Ray")):
+        judged = who == "flotilla"
+        r = get(mem, who, "owner_ratio_vs_idle")
+        row("memory", f"the owner takes most of the free memory while Ray tasks hold memory: its time vs idle, {label}", r, "x", "<= 1.1x" if judged else "(reference)", (r is not None and r <= 1.1) if judged else None)
+        k = get(mem, who, "owner_processes_killed")
+        row("memory", f"owner processes killed, {label}", k, "", "0" if judged else "(reference)", (k == 0) if judged else None)
+        lost = get(mem, who, "tasks_lost")
+        row("memory", f"Ray tasks lost (retried if their worker was ended), {label}", lost, "", "0" if judged else "(reference)", (lost == 0) if judged else None)
+
     sc = docs["scaling"]
     goal_paths = get(sc, "goal_paths")
     for w in scaling_workloads(sc):
@@ -285,7 +295,7 @@ def fmt(v):
 
 def main():
     results, date = sys.argv[1], sys.argv[2]
-    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "sleep", "desktop", "soak"]
+    names = ["sensing", "control-plane", "politeness", "fleet", "scaling", "sleep", "memory", "desktop", "soak"]
     docs = {n: load(results, n, date) for n in names}
     rows = figures(docs)
     out = os.path.join(results, date)

@@ -17,11 +17,18 @@
 //!   with reason PREEMPTION and a deadline of the seconds the OS grants, then ended at once: its
 //!   raylet tells Ray it is going, so Ray reruns its tasks elsewhere without waiting for the
 //!   health checks of a node that went silent.
+//! - Memory: every tick the node's tree gets a memory ceiling that follows the owner's demand
+//!   ([`flotilla_policy::memory_ceiling`]: what the node holds plus what is available, less
+//!   `min_free_memory_fraction` of the machine kept free for the owner). The OS presses the tree
+//!   under it (cgroups reclaim, then kill inside the tree; a job refuses commits past it); where
+//!   it cannot (cgroup v1 refuses a limit below what the group holds without swap; macOS has no
+//!   ceiling) and the node holds more than its ceiling, the node's largest Ray task worker is
+//!   ended, at most once per [`SHED_EVERY`], and Ray retries its task.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use flotilla_host::throttle::Limit;
+use flotilla_host::throttle::{Limit, MemoryCeiling};
 use flotilla_policy::{Decision, Pause};
 use flotilla_ray::grpc::{DrainReason, GcsClient, RayletClient};
 use flotilla_ray::supervisor::NodePhase;
@@ -36,6 +43,15 @@ pub const PAUSE_NOW_DEADLINE: Duration = Duration::from_secs(5);
 const RESIZE_RETRY: Duration = Duration::from_secs(1);
 /// How long a limit the throttle refused waits before it is tried again.
 const LIMIT_RETRY: Duration = Duration::from_secs(5);
+/// How long after ending a task worker to give memory back the next may be ended: the time for
+/// the kernel to take back the first one's pages and the readings to show it.
+pub const SHED_EVERY: Duration = Duration::from_secs(2);
+/// How often a memory ceiling the OS refused is tried again.
+const MEMORY_RETRY: Duration = Duration::from_millis(500);
+/// The environment variable naming a memory cgroup whose limit stands for the machine's
+/// memory (a container, or the "laptop" a benchmark confines its cluster in): the ceiling is
+/// then computed from its limit and use, not from the whole machine's.
+pub const MEMORY_CGROUP_ENV: &str = "FLOTILLA_MEMORY_CGROUP";
 
 /// How the CPUs Ray advertises follow the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -115,6 +131,22 @@ pub struct Enforcement {
     /// The node's idle Python workers, ready for the next job ([`crate::warm`]), where the
     /// agent can count them.
     pub warm_workers: Option<u32>,
+    /// The memory ceiling on the node's tree, in bytes, when there is one.
+    pub memory_limit_bytes: Option<u64>,
+    /// What the node's tree holds, in bytes, as its throttle measures it.
+    pub memory_used_bytes: Option<u64>,
+    /// Whether the OS holds the tree under the ceiling (else the agent sheds task workers).
+    pub memory_ceiling_held: bool,
+    /// Task workers ended to give memory back to the owner since the agent started.
+    pub shed_workers: u32,
+}
+
+/// The machine's memory as the enforcer last got it, and the reserve setting.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineMemory {
+    total: Option<u64>,
+    available: Option<u64>,
+    settings_fraction: Option<f64>,
 }
 
 /// Applies decisions to one node.
@@ -135,6 +167,12 @@ pub struct Enforcer {
     mode: ResizeMode,
     warm: crate::warm::Warm,
     status: Enforcement,
+    machine: MachineMemory,
+    /// The memory ceiling last put in force (`Some(None)`: none), not yet any when `None`.
+    memory_limit: Option<Option<u64>>,
+    memory_tried: Option<Instant>,
+    last_shed: Option<Instant>,
+    memory_cgroup: Option<std::path::PathBuf>,
 }
 
 impl Enforcer {
@@ -173,6 +211,100 @@ impl Enforcer {
                 resize: mode,
                 ..Enforcement::default()
             },
+            machine: MachineMemory::default(),
+            memory_limit: None,
+            memory_tried: None,
+            last_shed: None,
+            memory_cgroup: std::env::var_os(MEMORY_CGROUP_ENV)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from),
+        }
+    }
+
+    /// The machine's memory (`total`, `available`, in bytes) and the settings, for the next
+    /// [`apply`](Self::apply)'s memory ceiling. With [`MEMORY_CGROUP_ENV`] set, that cgroup's
+    /// limit and use stand for the machine's instead.
+    pub fn set_machine_memory(
+        &mut self,
+        reading: Option<&flotilla_host::sensors::MemoryReading>,
+        settings: &flotilla_policy::Settings,
+    ) {
+        let own = self
+            .memory_cgroup
+            .as_deref()
+            .map(flotilla_host::sensors::kernel::memory_of_cgroup);
+        let reading = own.as_ref().or(reading);
+        self.machine = MachineMemory {
+            total: reading.and_then(|r| r.total_bytes),
+            available: reading.and_then(|r| r.available_bytes),
+            settings_fraction: Some(settings.min_free_memory_fraction),
+        };
+    }
+
+    /// Puts the memory ceiling that follows the owner's demand on the node's tree, and sheds
+    /// the largest task worker when the node holds more than it and the OS did not press it
+    /// under. See the module's documentation.
+    fn memory(&mut self, node: &Supervisor) {
+        let Some(fraction) = self.machine.settings_fraction else {
+            return;
+        };
+        let used = node.memory_used();
+        let settings = flotilla_policy::Settings {
+            min_free_memory_fraction: fraction,
+            ..flotilla_policy::Settings::default()
+        };
+        let ceiling = flotilla_policy::memory_ceiling(
+            &settings,
+            flotilla_policy::MemoryReadings {
+                total: self.machine.total,
+                available: self.machine.available,
+                node: used,
+            },
+        );
+        self.status.memory_used_bytes = used;
+        let retry = self
+            .memory_tried
+            .is_none_or(|t| t.elapsed() >= MEMORY_RETRY);
+        if self.memory_limit != Some(ceiling) && retry {
+            self.memory_tried = Some(Instant::now());
+            match node.set_memory_limit(ceiling) {
+                Ok(Some(MemoryCeiling::Refused)) => {
+                    self.status.memory_ceiling_held = false;
+                }
+                Ok(Some(outcome)) => {
+                    if ceiling.is_some() || self.memory_limit.flatten().is_some() {
+                        tracing::info!(
+                            ceiling_mib = ceiling.map(|c| c >> 20),
+                            used_mib = used.map(|u| u >> 20),
+                            "node memory ceiling"
+                        );
+                    }
+                    self.memory_limit = Some(ceiling);
+                    self.status.memory_ceiling_held = outcome == MemoryCeiling::Held;
+                }
+                Ok(None) => self.memory_limit = Some(ceiling),
+                Err(e) => {
+                    tracing::warn!("cannot set the node's memory ceiling: {e}");
+                    self.status.last_error = Some(e.to_string());
+                }
+            }
+        }
+        self.status.memory_limit_bytes = ceiling;
+        let over = matches!((ceiling, used), (Some(c), Some(u)) if u > c);
+        let shed_ok = self.last_shed.is_none_or(|t| t.elapsed() >= SHED_EVERY);
+        if over
+            && shed_ok
+            && let Some((pid, bytes)) = node.shed_largest_worker()
+        {
+            self.last_shed = Some(Instant::now());
+            self.status.shed_workers += 1;
+            tracing::warn!(
+                pid,
+                worker_mib = bytes >> 20,
+                used_mib = used.map(|u| u >> 20),
+                ceiling_mib = ceiling.map(|c| c >> 20),
+                "the owner needs memory: ended the node's largest task worker (Ray retries its task)"
+            );
         }
     }
 
@@ -194,6 +326,7 @@ impl Enforcer {
         if self.status.failure.is_some() && d.pause == Pause::None {
             self.status.state = EnforcementState::Error;
         }
+        self.memory(node);
         &self.status
     }
 

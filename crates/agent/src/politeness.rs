@@ -191,6 +191,8 @@ pub async fn run(
                 Some(e.clone())
             }
             Some(d) => {
+                d.enforcer
+                    .set_machine_memory(sampler.memory(), policy.settings());
                 d.enforcer.apply(&decision, &d.node).await;
                 Some(
                     d.enforcer

@@ -187,6 +187,11 @@ impl Sampler {
         }
     }
 
+    /// The machine's memory as last read (every [`SLOW_EVERY`]), for the node's memory ceiling.
+    pub fn memory(&self) -> Option<&flotilla_host::sensors::MemoryReading> {
+        self.slow.as_ref().map(|s| &s.memory)
+    }
+
     /// How many cores Flotilla's own tree (the node) used over the last second or so; `None`
     /// until two readings were taken.
     pub fn own_cores(&self) -> Option<f64> {

@@ -157,7 +157,7 @@ impl Warm {
                         "the node lends no CPUs: ending its warm workers"
                     );
                     for pid in idle {
-                        flotilla_host::process::kill_pid(pid);
+                        flotilla_host::process::kill(pid);
                     }
                     self.count = Some(0);
                     Step::Nothing

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_host::process::{ProcessTree, TreeSpec, marked_processes};
 use flotilla_host::throttle::{
-    BackendKind, Limit, Throttle, ThrottleConfig, ThrottleError, node_group_name,
+    BackendKind, Limit, MemoryCeiling, Throttle, ThrottleConfig, ThrottleError, node_group_name,
 };
 
 static BURNING: Mutex<()> = Mutex::new(());
@@ -229,7 +229,11 @@ fn throttle_cgroup_v1_caps_freezes_and_thaws_a_burning_tree() {
         .iter()
         .map(|p| p.parent().unwrap().to_path_buf())
         .collect();
-    assert_eq!(dirs.len(), 3, "cpu, cpuacct and freezer here: {dirs:?}");
+    assert_eq!(
+        dirs.len(),
+        4,
+        "cpu, cpuacct, freezer and memory here: {dirs:?}"
+    );
     std::fs::write(dirs[0].join("cpu.shares"), "32768").unwrap();
     // Attached after the tree started: every running process is moved in.
     let mut throttle = prepared.attach(tree.pid(), &marker).unwrap();
@@ -610,6 +614,60 @@ fn throttle_cgroup_v2_writes_exactly_the_expected_files() {
 
     leader.kill().unwrap();
     leader.wait().unwrap();
+}
+
+#[test]
+fn throttle_cgroup_v2_writes_the_memory_ceiling_to_memory_max_and_memory_high() {
+    let tmp = fake_v2_parent("cpu\n");
+    let parent = tmp.path();
+    let name = unique("v2-memory");
+    let dir = fake_v2_child(parent, &name);
+    for (file, text) in [
+        ("memory.max", "123\n"),
+        ("memory.high", "123\n"),
+        ("memory.current", "1000000\n"),
+        (
+            "memory.stat",
+            "anon 900000\nfile 100000\ninactive_file 60000\n",
+        ),
+    ] {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let file = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let prepared = Throttle::prepare_with(&v2_config(parent), &name).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
+        "+memory"
+    );
+    // A ceiling a crashed agent left is lifted.
+    assert_eq!(
+        (file("memory.max"), file("memory.high")),
+        ("max".into(), "max".into())
+    );
+    let mut throttle = prepared.attach(std::process::id(), "").unwrap();
+    assert!(throttle.guarantees().memory_ceiling);
+    assert_eq!(throttle.memory_used(), Some(940_000));
+    let ceiling = 64 << 20;
+    assert_eq!(
+        throttle.set_memory_limit(Some(ceiling)).unwrap(),
+        MemoryCeiling::Held
+    );
+    assert_eq!(file("memory.max"), ceiling.to_string());
+    assert_eq!(file("memory.high"), (ceiling - ceiling / 16).to_string());
+    assert!(matches!(
+        throttle.set_memory_limit(Some(100)),
+        Err(ThrottleError::InvalidMemoryLimit(100))
+    ));
+    assert_eq!(throttle.memory_limit(), Some(ceiling));
+    throttle.set_memory_limit(None).unwrap();
+    assert_eq!(
+        (file("memory.max"), file("memory.high")),
+        ("max".into(), "max".into())
+    );
+    assert_eq!(throttle.memory_limit(), None);
+    // The process stays where it is (the parent's procs file is a plain file).
+    drop(throttle);
+    assert!(!dir.exists());
 }
 
 #[test]

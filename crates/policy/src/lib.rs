@@ -43,6 +43,7 @@
 //! ```
 
 mod manual;
+mod memory;
 mod policy;
 mod readings;
 mod reason;
@@ -50,6 +51,7 @@ mod settings;
 mod time;
 
 pub use manual::Manual;
+pub use memory::{MEMORY_FLOOR, MEMORY_STEP, MemoryReadings, memory_ceiling};
 pub use policy::{
     BATTERY_RELEASE_MARGIN_PERCENT, Decision, Explanation, Leaving, MEMORY_RELEASE_MARGIN, Pause,
     Policy, Rule, TEMPERATURE_RELEASE_MARGIN_C, Text, Verdict, keeps_awake,

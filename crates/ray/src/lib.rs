@@ -16,6 +16,7 @@ pub mod failure;
 pub mod grpc;
 pub mod ports;
 pub mod runtime;
+pub mod shed;
 pub mod state;
 pub mod supervisor;
 pub mod token;

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flotilla_host::throttle::{Guarantees, Limit, Throttle, ThrottleConfig};
+use flotilla_host::throttle::{Guarantees, Limit, MemoryCeiling, Throttle, ThrottleConfig};
 use flotilla_host::{ProcessTree, TreeSpec};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -348,6 +348,8 @@ struct Control {
     throttle: std::sync::Mutex<Option<Throttle>>,
     /// The last limit asked for, applied again to every new incarnation.
     limit: std::sync::Mutex<Limit>,
+    /// The last memory ceiling asked for, applied again to every new incarnation.
+    memory: std::sync::Mutex<Option<u64>>,
     held: watch::Sender<bool>,
     /// The address the current incarnation advertises.
     node_ip: std::sync::Mutex<Option<IpAddr>>,
@@ -413,6 +415,7 @@ impl Supervisor {
         let control = std::sync::Arc::new(Control {
             throttle: std::sync::Mutex::new(None),
             limit: std::sync::Mutex::new(Limit::Full),
+            memory: std::sync::Mutex::new(None),
             held: watch::channel(false).0,
             node_ip: std::sync::Mutex::new(None),
             recheck: tokio::sync::Notify::new(),
@@ -459,6 +462,42 @@ impl Supervisor {
             Some(t) => t.set(limit).map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// Puts a memory ceiling on the node's tree through its throttle, now and for every later
+    /// incarnation (`None`: none). `Ok(None)` when the node has no throttle.
+    pub fn set_memory_limit(
+        &self,
+        bytes: Option<u64>,
+    ) -> std::result::Result<Option<MemoryCeiling>, flotilla_host::throttle::ThrottleError> {
+        *self
+            .control
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = bytes;
+        match self.control.throttle().as_mut() {
+            Some(t) => t.set_memory_limit(bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The memory the node's tree holds, as its throttle measures it.
+    pub fn memory_used(&self) -> Option<u64> {
+        self.control
+            .throttle()
+            .as_ref()
+            .and_then(|t| t.memory_used())
+    }
+
+    /// Ends the node's task worker that holds the most memory ([`crate::shed`]), so that Ray
+    /// retries its task; returns its pid and bytes, or `None` when the node has no worker (or
+    /// its processes cannot be told apart on this OS).
+    pub fn shed_largest_worker(&self) -> Option<(u32, u64)> {
+        let processes = self.control.throttle().as_ref()?.processes_by_memory();
+        let (pid, bytes) =
+            crate::shed::largest_worker(&processes, flotilla_host::process::cmdline)?;
+        flotilla_host::process::kill(pid);
+        Some((pid, bytes))
     }
 
     /// What the current throttle guarantees, if the node has one.
@@ -903,6 +942,12 @@ fn launch(config: &mut NodeConfig, marker: &str, control: &Control) -> Result<Pr
                 let limit = *control.limit.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = t.set(limit) {
                     tracing::warn!(node = %config.node_name, "cannot apply {limit:?}: {e}");
+                }
+                let memory = *control.memory.lock().unwrap_or_else(|e| e.into_inner());
+                if memory.is_some()
+                    && let Err(e) = t.set_memory_limit(memory)
+                {
+                    tracing::warn!(node = %config.node_name, "cannot apply the memory ceiling: {e}");
                 }
                 *control.throttle() = Some(t);
             }

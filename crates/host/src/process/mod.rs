@@ -228,7 +228,7 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
 }
 
 /// Kills process `pid` at once (`SIGKILL`; `TerminateProcess` on Windows).
-pub fn kill_pid(pid: u32) {
+pub fn kill(pid: u32) {
     imp::kill_pid(pid);
 }
 

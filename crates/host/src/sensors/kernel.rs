@@ -196,6 +196,47 @@ pub fn memory_from_meminfo(text: &str, from: &str) -> MemoryReading {
     }
 }
 
+/// Memory of a memory cgroup that stands for the machine (a container, or the "laptop" a
+/// benchmark confines its cluster in): the total is its limit (`memory.max`, or v1's
+/// `memory.limit_in_bytes`), and available is the limit less what the group holds without its
+/// inactive file pages (`memory.current` or `memory.usage_in_bytes`, and `memory.stat`).
+pub fn memory_of_cgroup(dir: &Path) -> MemoryReading {
+    let from = format!("cgroup:{}", dir.display());
+    let number = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (limit, usage, inactive) = if dir.join("memory.max").exists() {
+        (
+            number("memory.max"),
+            number("memory.current"),
+            "inactive_file",
+        )
+    } else {
+        (
+            number("memory.limit_in_bytes"),
+            number("memory.usage_in_bytes"),
+            "total_inactive_file",
+        )
+    };
+    let Some(limit) = limit.filter(|&l| l > 0 && l < 1 << 60) else {
+        return MemoryReading::unknown(format!("{from} (no memory limit)"));
+    };
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+    let dropped = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(inactive)?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    MemoryReading {
+        total_bytes: Some(limit),
+        available_bytes: usage.map(|u| limit.saturating_sub(u.saturating_sub(dropped))),
+        from,
+    }
+}
+
 /// Memory from a file in the format of `/proc/meminfo`.
 pub fn read_meminfo(path: &Path) -> MemoryReading {
     let from = format!("procfs:{}", path.display());

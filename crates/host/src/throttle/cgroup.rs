@@ -10,7 +10,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{BackendKind, Guarantees, MIN_QUOTA_US, PERIOD_US, Result, ThrottleError, duty};
+use super::{
+    BackendKind, Guarantees, MIN_QUOTA_US, MemoryCeiling, PERIOD_US, Result, ThrottleError, duty,
+};
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,34 @@ pub fn parse_usage_usec(text: &str) -> Option<u64> {
     })
 }
 
+/// A value of `name` in the text of a cgroup's `memory.stat` (`name value` lines).
+pub fn stat_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(name))
+            .then(|| words.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// What a group holds without the file pages the kernel can drop at once: its usage
+/// (`memory.current`, `memory.usage_in_bytes`) minus its inactive file pages from `memory.stat`
+/// (`inactive_file` on v2; on v1 `total_inactive_file`, which counts the groups below too).
+pub fn memory_held(usage: u64, stat: &str, v2: bool) -> u64 {
+    let name = if v2 {
+        "inactive_file"
+    } else {
+        "total_inactive_file"
+    };
+    usage.saturating_sub(stat_value(stat, name).unwrap_or(0))
+}
+
+/// The soft point a sixteenth under a ceiling (`memory.high`, `memory.soft_limit_in_bytes`):
+/// where the kernel starts to reclaim the group's pages before the hard ceiling.
+pub fn soft_point(limit: u64) -> u64 {
+    limit - limit / 16
+}
+
 fn write(path: &Path, value: &str) -> Result<()> {
     write_raw(path, value).map_err(|source| ThrottleError::Io {
         op: "write",
@@ -233,7 +263,7 @@ fn remove_dir(dir: &Path) -> io::Result<()> {
                 for entry in std::fs::read_dir(dir)?.flatten() {
                     let name = entry.file_name();
                     let name = name.to_string_lossy();
-                    let ours = ["cgroup.", "cpu.", "cpuacct.", "freezer."]
+                    let ours = ["cgroup.", "cpu.", "cpuacct.", "freezer.", "memory."]
                         .iter()
                         .any(|p| name.starts_with(p))
                         || name == "tasks"
@@ -366,6 +396,9 @@ pub struct Group {
     usage: Option<PathBuf>,
     /// Whether `cpu.idle` is 1: the group as a whole has the lowest weight.
     idle: bool,
+    /// The directory with the memory controller's files (`memory.max` on v2,
+    /// `memory.limit_in_bytes` on v1), when the group has one.
+    memory: Option<PathBuf>,
 }
 
 impl Group {
@@ -385,7 +418,8 @@ impl Group {
             )));
         }
         let subtree = parent.join("cgroup.subtree_control");
-        if !read(&subtree)?.split_whitespace().any(|c| c == "cpu") {
+        let enabled = read(&subtree)?;
+        if !enabled.split_whitespace().any(|c| c == "cpu") {
             write(&subtree, "+cpu").map_err(|e| {
                 unavailable(format!(
                     "{e}; a cgroup that holds processes itself cannot enable controllers for \
@@ -403,12 +437,26 @@ impl Group {
             freezer: dir.join("cgroup.freeze").exists().then(|| dir.clone()),
             usage: Some(dir.clone()),
             idle: false,
+            memory: None,
         };
         let mut group = group;
         write(&dir.join("cpu.max"), &cpu_max(None))?;
         if idle && dir.join("cpu.idle").exists() {
             write(&dir.join("cpu.idle"), "1")?;
             group.idle = true;
+        }
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            if !enabled.split_whitespace().any(|c| c == "memory")
+                && let Err(e) = write(&subtree, "+memory")
+            {
+                tracing::warn!("no memory ceiling for the tree: {e}");
+            }
+            if dir.join("memory.max").exists() {
+                // A directory left by a crashed agent may still hold a ceiling.
+                write(&dir.join("memory.high"), "max")?;
+                write(&dir.join("memory.max"), "max")?;
+                group.memory = Some(dir.clone());
+            }
         }
         Ok(group)
     }
@@ -420,6 +468,7 @@ impl Group {
         cpu_parent: &Path,
         cpuacct_parent: Option<&Path>,
         freezer_parent: Option<&Path>,
+        memory_parent: Option<&Path>,
         name: &str,
         idle: bool,
     ) -> Result<Group> {
@@ -432,6 +481,7 @@ impl Group {
             freezer: None,
             usage: None,
             idle: false,
+            memory: None,
         };
         write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
         write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
@@ -461,6 +511,19 @@ impl Group {
                     group.freezer = Some(dir);
                 }
                 Err(e) => tracing::warn!("no freezer cgroup, freezing with SIGSTOP: {e}"),
+            }
+        }
+        if let Some(parent) = memory_parent {
+            let dir = parent.join(&dir_name);
+            match make_dir(&dir) {
+                Ok(()) => {
+                    group.dirs.push(dir.clone());
+                    // A directory left by a crashed agent may still hold a ceiling.
+                    write(&dir.join("memory.limit_in_bytes"), "-1")?;
+                    write(&dir.join("memory.soft_limit_in_bytes"), "-1")?;
+                    group.memory = Some(dir);
+                }
+                Err(e) => tracing::warn!("no memory cgroup, no memory ceiling for the tree: {e}"),
             }
         }
         Ok(group)
@@ -535,6 +598,66 @@ impl Group {
         }
     }
 
+    /// Puts the memory ceiling in force; see the throttle's documentation. When lowering, the
+    /// soft point is written first, so the kernel starts reclaiming before the hard ceiling.
+    pub fn set_memory_limit(&self, limit: Option<u64>) -> Result<MemoryCeiling> {
+        let Some(dir) = &self.memory else {
+            return Ok(MemoryCeiling::NotHeld);
+        };
+        let v2 = self.kind == BackendKind::CgroupV2;
+        let (hard, soft) = if v2 {
+            (dir.join("memory.max"), dir.join("memory.high"))
+        } else {
+            (
+                dir.join("memory.limit_in_bytes"),
+                dir.join("memory.soft_limit_in_bytes"),
+            )
+        };
+        let unlimited = if v2 { "max" } else { "-1" };
+        let Some(limit) = limit else {
+            write(&hard, unlimited)?;
+            write(&soft, unlimited)?;
+            return Ok(MemoryCeiling::Held);
+        };
+        write(&soft, &soft_point(limit).to_string())?;
+        match write_raw(&hard, &limit.to_string()) {
+            Ok(()) => Ok(MemoryCeiling::Held),
+            // v1: the group holds more than the limit and reclaim could not take it back.
+            Err(e) if !v2 && e.raw_os_error() == Some(libc::EBUSY) => Ok(MemoryCeiling::Refused),
+            Err(source) => Err(ThrottleError::Io {
+                op: "write",
+                path: hard,
+                source,
+            }),
+        }
+    }
+
+    /// What the group holds, without the file pages the kernel can drop at once; from the
+    /// processes' resident memory when the group has no memory controller.
+    pub fn memory_used(&self) -> Option<u64> {
+        let Some(dir) = &self.memory else {
+            return duty::resident_of(&read_pids(&self.dirs[0]));
+        };
+        let v2 = self.kind == BackendKind::CgroupV2;
+        let usage = if v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        let usage: u64 = std::fs::read_to_string(dir.join(usage))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+        Some(memory_held(usage, &stat, v2))
+    }
+
+    /// The group's processes with their resident memory, largest first.
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
+        duty::by_memory(&read_pids(&self.dirs[0]))
+    }
+
     /// Whether the group has the lowest weight against everything outside it (`cpu.idle`).
     pub fn is_idle(&self) -> bool {
         self.idle
@@ -545,6 +668,7 @@ impl Group {
             backend: self.kind.name(),
             hard_cap: true,
             atomic_freeze: self.freezer.is_some(),
+            memory_ceiling: self.memory.is_some(),
         }
     }
 
@@ -697,6 +821,25 @@ mod tests {
         assert_eq!(quota_us(0.001), MIN_QUOTA_US);
         assert_eq!(cpu_max(Some(0.5)), "50000 100000");
         assert_eq!(cpu_max(None), "max 100000");
+    }
+
+    #[test]
+    fn memory_held_leaves_out_the_inactive_file_pages() {
+        let v2 = "anon 1000\nfile 700\ninactive_file 300\nactive_file 400\n";
+        assert_eq!(memory_held(2000, v2, true), 1700);
+        let v1 = "cache 50\ninactive_file 40\ntotal_cache 700\ntotal_inactive_file 300\n";
+        assert_eq!(memory_held(2000, v1, false), 1700);
+        // Unknown or larger than the usage (the readings are not atomic): never below zero.
+        assert_eq!(memory_held(2000, "", true), 2000);
+        assert_eq!(memory_held(200, v2, true), 0);
+        assert_eq!(stat_value(v2, "file"), Some(700));
+        assert_eq!(stat_value(v2, "fil"), None);
+    }
+
+    #[test]
+    fn the_soft_point_is_a_sixteenth_under_the_ceiling() {
+        assert_eq!(soft_point(16 << 20), 15 << 20);
+        assert_eq!(soft_point(4096), 3840);
     }
 
     #[test]

@@ -102,6 +102,36 @@ pub fn cpu_time_of(pids: &[u32]) -> Option<Duration> {
     Some(Duration::from_secs(total / hz) + Duration::from_nanos(total % hz * 1_000_000_000 / hz))
 }
 
+/// The resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`); `None` for a
+/// process that is gone or has no memory of its own (a kernel thread, a zombie).
+pub fn resident(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// The resident memory of `pids` together; `None` if none could be read.
+pub fn resident_of(pids: &[u32]) -> Option<u64> {
+    let all: Vec<u64> = pids.iter().filter_map(|&p| resident(p)).collect();
+    (!all.is_empty() || pids.is_empty()).then(|| all.iter().sum())
+}
+
+/// `pids` with their resident memory, largest first; those gone are left out.
+pub fn by_memory(pids: &[u32]) -> Vec<(u32, u64)> {
+    let mut all: Vec<(u32, u64)> = pids
+        .iter()
+        .filter_map(|&p| Some((p, resident(p)?)))
+        .collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    all
+}
+
 /// The fraction of each period the tree may run: see the module's documentation.
 pub fn duty_fraction(cpus: f64, cores: usize, busy: usize) -> f64 {
     let usable = busy.min(cores).max(1) as f64;
@@ -213,7 +243,16 @@ impl DutyCycle {
             backend: BackendKind::Signals.name(),
             hard_cap: false,
             atomic_freeze: false,
+            memory_ceiling: false,
         }
+    }
+
+    pub fn memory_used(&self) -> Option<u64> {
+        resident_of(&tree_pids(self.leader, &self.marker))
+    }
+
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
+        by_memory(&tree_pids(self.leader, &self.marker))
     }
 
     pub fn kill(&self) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::cgroup::{self, Group};
 use super::duty::DutyCycle;
-use super::{BackendKind, Guarantees, Result, ThrottleConfig, ThrottleError};
+use super::{BackendKind, Guarantees, MemoryCeiling, Result, ThrottleConfig, ThrottleError};
 
 const ORDER: [BackendKind; 3] = [
     BackendKind::CgroupV2,
@@ -64,6 +64,7 @@ pub fn remove_stale(config: &ThrottleConfig, node: &str) -> Vec<PathBuf> {
         (&config.cgroup_v1_cpu, "cpu"),
         (&config.cgroup_v1_cpuacct, "cpuacct"),
         (&config.cgroup_v1_freezer, "freezer"),
+        (&config.cgroup_v1_memory, "memory"),
     ] {
         parents.extend(own.v1(configured, controller));
     }
@@ -121,10 +122,12 @@ fn prepare_kind(config: &ThrottleConfig, name: &str, kind: BackendKind) -> Resul
                 .ok_or_else(|| unavailable("no cgroup v1 hierarchy has the cpu controller"))?;
             let cpuacct = own.v1(&config.cgroup_v1_cpuacct, "cpuacct");
             let freezer = own.v1(&config.cgroup_v1_freezer, "freezer");
+            let memory = own.v1(&config.cgroup_v1_memory, "memory");
             Group::create_v1(
                 &cpu,
                 cpuacct.as_deref().filter(|d| *d != cpu.as_path()),
                 freezer.as_deref(),
+                memory.as_deref(),
                 name,
                 config.idle,
             )?
@@ -178,6 +181,7 @@ fn signals_guarantees() -> Guarantees {
         backend: BackendKind::Signals.name(),
         hard_cap: false,
         atomic_freeze: false,
+        memory_ceiling: false,
     }
 }
 
@@ -213,6 +217,27 @@ impl Backend {
         match self {
             Backend::Cgroup(group) => group.guarantees(),
             Backend::Signals(duty) => duty.guarantees(),
+        }
+    }
+
+    pub fn set_memory_limit(&self, limit: Option<u64>) -> Result<MemoryCeiling> {
+        match self {
+            Backend::Cgroup(group) => group.set_memory_limit(limit),
+            Backend::Signals(_) => Ok(MemoryCeiling::NotHeld),
+        }
+    }
+
+    pub fn memory_used(&self) -> Option<u64> {
+        match self {
+            Backend::Cgroup(group) => group.memory_used(),
+            Backend::Signals(duty) => duty.memory_used(),
+        }
+    }
+
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
+        match self {
+            Backend::Cgroup(group) => group.processes_by_memory(),
+            Backend::Signals(duty) => duty.processes_by_memory(),
         }
     }
 

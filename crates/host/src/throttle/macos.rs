@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::plan::{darwin_background, duty_split, mach_ticks_to_duration};
-use super::{BackendKind, Guarantees, PERIOD, Result, ThrottleConfig, ThrottleError};
+use super::{
+    BackendKind, Guarantees, MemoryCeiling, PERIOD, Result, ThrottleConfig, ThrottleError,
+};
 
 const KIND: BackendKind = BackendKind::DarwinBackground;
 
@@ -50,6 +52,7 @@ fn guarantees() -> Guarantees {
         backend: KIND.name(),
         hard_cap: false,
         atomic_freeze: false,
+        memory_ceiling: false,
     }
 }
 
@@ -166,6 +169,16 @@ fn rusage_ticks(pid: libc::pid_t) -> Option<u64> {
     (rc == 0).then(|| ticks.iter().fold(0u64, |sum, t| sum.saturating_add(*t)))
 }
 
+/// The memory `pid` holds as macOS counts it against the machine (`ri_phys_footprint`: resident
+/// and compressed private memory, what Activity Monitor shows).
+fn footprint(pid: libc::pid_t) -> Option<u64> {
+    // SAFETY: rusage_info_v2 is plain integers; all-zero is a valid value.
+    let mut i: libc::rusage_info_v2 = unsafe { std::mem::zeroed() };
+    // SAFETY: `i` is the struct RUSAGE_INFO_V2 names, writable and outliving the call.
+    let rc = unsafe { libc::proc_pid_rusage(pid, libc::RUSAGE_INFO_V2, (&raw mut i).cast()) };
+    (rc == 0).then_some(i.ri_phys_footprint)
+}
+
 #[allow(deprecated)] // libc points to the mach2 crate for these; they are still the system's.
 fn mach_timebase() -> (u32, u32) {
     let mut base = libc::mach_timebase_info { numer: 0, denom: 0 };
@@ -256,6 +269,27 @@ impl Backend {
 
     pub fn guarantees(&self) -> Guarantees {
         guarantees()
+    }
+
+    /// macOS has no memory ceiling for a group of processes: the caller sheds work.
+    pub fn set_memory_limit(&self, _limit: Option<u64>) -> Result<MemoryCeiling> {
+        Ok(MemoryCeiling::NotHeld)
+    }
+
+    /// The footprints of the group's processes together.
+    pub fn memory_used(&self) -> Option<u64> {
+        let pids = group_pids(self.group);
+        let all: Vec<u64> = pids.iter().filter_map(|&p| footprint(p)).collect();
+        (!all.is_empty() || pids.is_empty()).then(|| all.iter().sum())
+    }
+
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
+        let mut all: Vec<(u32, u64)> = group_pids(self.group)
+            .into_iter()
+            .filter_map(|p| Some((u32::try_from(p).ok()?, footprint(p)?)))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all
     }
 
     pub fn kill(&self) {

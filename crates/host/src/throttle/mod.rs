@@ -1,4 +1,4 @@
-//! CPU limits on one process tree (a Ray node), enforced by the OS.
+//! CPU and memory limits on one process tree (a Ray node), enforced by the OS.
 //!
 //! Ray's `num_cpus` is bookkeeping only: what the machine's owner feels is what the OS lets the
 //! tree run. The politeness loop decides a [`Limit`] every 250 ms; [`Throttle::set`] makes the OS
@@ -48,6 +48,35 @@
 //!   throttle (the supervisor attaches right after the spawn, long before Ray's Python starts
 //!   one).
 //! - Elsewhere: [`ThrottleError::Unsupported`].
+//!
+//! # Memory
+//!
+//! [`Throttle::set_memory_limit`] puts a ceiling on the memory of the whole tree, which the
+//! agent lowers when the machine's owner needs memory and raises when they free it;
+//! [`Throttle::memory_used`] reads what the tree holds. What stands behind the ceiling depends
+//! on the backend ([`MemoryCeiling`] says which held):
+//!
+//! - cgroup v2: `memory.max` at the ceiling and `memory.high` a sixteenth below it (the memory
+//!   controller enabled in the parent's `cgroup.subtree_control`). Above `memory.high` the kernel
+//!   reclaims the group's pages and slows its allocations; at `memory.max` it reclaims, then
+//!   kills a process inside the group (never one outside). Ray gives its task workers
+//!   `oom_score_adj` 1000, so the kernel picks a worker before the raylet.
+//! - cgroup v1: `flotilla-<name>` in the `memory` hierarchy too, which the tree joins with the
+//!   others; `memory.limit_in_bytes` at the ceiling and `memory.soft_limit_in_bytes` a sixteenth
+//!   below it (where global reclaim presses the group first). A limit below what the group holds
+//!   makes the kernel reclaim first, and when it cannot (anonymous memory and no swap) the
+//!   write fails with `EBUSY` and the old limit stays: [`MemoryCeiling::Refused`], and the
+//!   caller sheds work. Once in force, the kernel kills inside the group at the limit.
+//! - Windows: the job's `JobMemoryLimit` (`JOB_OBJECT_LIMIT_JOB_MEMORY`): the tree cannot commit
+//!   more; a commit past it fails inside the tree. Memory committed before a lower limit stays
+//!   committed, so above it the caller sheds work.
+//! - macOS and the Linux signal backend: no ceiling the OS enforces ([`MemoryCeiling::NotHeld`]);
+//!   the tree's memory is the sum of its processes' resident memory, and the caller keeps the
+//!   tree under the ceiling by shedding work.
+//!
+//! What the tree holds ([`Throttle::memory_used`]) leaves out the file pages the kernel can drop
+//! at once (a group's inactive file cache), as the machine's available memory counts them as
+//! available.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -99,6 +128,23 @@ pub struct Guarantees {
     /// Whether [`Limit::Freeze`] stops every process of the tree at the same instant, new ones
     /// included.
     pub atomic_freeze: bool,
+    /// Whether the OS itself holds the tree under [`Throttle::set_memory_limit`]'s ceiling
+    /// (cgroup memory controller, Job Object memory limit); otherwise the caller must shed work.
+    pub memory_ceiling: bool,
+}
+
+/// What [`Throttle::set_memory_limit`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryCeiling {
+    /// The OS holds the tree under the ceiling (or there is no ceiling): it reclaims the tree's
+    /// pages, refuses or kills inside the tree, never outside it.
+    Held,
+    /// The OS refused the ceiling because the tree holds more than it and could not give it
+    /// back (cgroup v1 without swap); the previous ceiling stays. Shed work and set it again.
+    Refused,
+    /// This backend has no ceiling the OS enforces (macOS, Linux without cgroups): the caller
+    /// keeps the tree under it by shedding work.
+    NotHeld,
 }
 
 /// A backend, to force one ([`ThrottleConfig::force_backend`]) or to name it. The cgroup and
@@ -145,6 +191,9 @@ pub struct ThrottleConfig {
     pub cgroup_v1_cpuacct: Option<PathBuf>,
     /// As [`cgroup_v1_cpu`](Self::cgroup_v1_cpu) for the `freezer` hierarchy.
     pub cgroup_v1_freezer: Option<PathBuf>,
+    /// As [`cgroup_v1_cpu`](Self::cgroup_v1_cpu) for the `memory` hierarchy (the memory
+    /// ceiling). Without it the tree has no ceiling the kernel enforces.
+    pub cgroup_v1_memory: Option<PathBuf>,
     /// Use this backend or fail, instead of trying each in turn.
     pub force_backend: Option<BackendKind>,
     /// Give the tree the lowest scheduling weight (`cpu.idle` = 1, like `SCHED_IDLE`; macOS: the
@@ -174,6 +223,7 @@ impl Default for ThrottleConfig {
             cgroup_v1_cpu: None,
             cgroup_v1_cpuacct: None,
             cgroup_v1_freezer: None,
+            cgroup_v1_memory: None,
             force_backend: None,
             idle: true,
         }
@@ -194,6 +244,8 @@ pub enum ThrottleError {
     InvalidName(String),
     #[error("invalid CPU cap {0}: give a positive, finite number of cores")]
     InvalidCap(f64),
+    #[error("invalid memory ceiling of {0} bytes: give at least one page")]
+    InvalidMemoryLimit(u64),
     #[error("the {backend} backend is unavailable: {reason}")]
     Unavailable {
         backend: &'static str,
@@ -252,6 +304,7 @@ impl Prepared {
             inner: self.inner.attach(leader_pid, marker)?,
             cap: None,
             frozen: false,
+            memory_limit: None,
         })
     }
 }
@@ -263,7 +316,11 @@ pub struct Throttle {
     pub(crate) inner: imp::Backend,
     cap: Option<f64>,
     frozen: bool,
+    memory_limit: Option<u64>,
 }
+
+/// The smallest memory ceiling accepted: one page of the most common size.
+pub const MIN_MEMORY_LIMIT: u64 = 4096;
 
 impl Throttle {
     /// Throttles the running tree of `leader_pid`, whose processes carry `marker` (see
@@ -366,6 +423,40 @@ impl Throttle {
 
     pub fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
+    }
+
+    /// Puts a ceiling of `bytes` on the memory of the whole tree (`None`: no ceiling); see the
+    /// module's documentation for what holds it on each OS. A refused ceiling
+    /// ([`MemoryCeiling::Refused`]) is not recorded: [`memory_limit`](Self::memory_limit) keeps
+    /// the one in force.
+    pub fn set_memory_limit(&mut self, bytes: Option<u64>) -> Result<MemoryCeiling> {
+        if let Some(b) = bytes
+            && b < MIN_MEMORY_LIMIT
+        {
+            return Err(ThrottleError::InvalidMemoryLimit(b));
+        }
+        let outcome = self.inner.set_memory_limit(bytes)?;
+        if outcome != MemoryCeiling::Refused {
+            self.memory_limit = bytes;
+        }
+        Ok(outcome)
+    }
+
+    /// The memory ceiling in force, as last set (`None`: none).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
+    }
+
+    /// The memory the tree holds now, in bytes, without the file pages the kernel can drop at
+    /// once; `None` if it cannot be read.
+    pub fn memory_used(&self) -> Option<u64> {
+        self.inner.memory_used()
+    }
+
+    /// The tree's processes with their resident memory in bytes, largest first (for choosing
+    /// which to end when the tree must give memory back).
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
+        self.inner.processes_by_memory()
     }
 
     /// Kills every process of the tree at once (`cgroup.kill` where the kernel has it;

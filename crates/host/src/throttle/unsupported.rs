@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Guarantees, Result, ThrottleConfig, ThrottleError};
+use super::{Guarantees, MemoryCeiling, Result, ThrottleConfig, ThrottleError};
 
 #[derive(Debug)]
 pub enum Prepared {}
@@ -53,6 +53,18 @@ impl Backend {
     }
 
     pub fn guarantees(&self) -> Guarantees {
+        match *self {}
+    }
+
+    pub fn set_memory_limit(&self, _limit: Option<u64>) -> Result<MemoryCeiling> {
+        match *self {}
+    }
+
+    pub fn memory_used(&self) -> Option<u64> {
+        match *self {}
+    }
+
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
         match *self {}
     }
 

@@ -18,18 +18,25 @@ use std::time::Duration;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_CPU_RATE_CONTROL_ENABLE,
-    JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP, JOB_OBJECT_LIMIT_JOB_MEMORY,
+    JOBOBJECT_BASIC_ACCOUNTING_INFORMATION, JOBOBJECT_BASIC_PROCESS_ID_LIST,
     JOBOBJECT_CPU_RATE_CONTROL_INFORMATION, JOBOBJECT_CPU_RATE_CONTROL_INFORMATION_0,
-    JobObjectBasicAccountingInformation, JobObjectCpuRateControlInformation,
-    QueryInformationJobObject, SetInformationJobObject, TerminateJobObject,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectBasicAccountingInformation,
+    JobObjectBasicProcessIdList, JobObjectCpuRateControlInformation,
+    JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
+    TerminateJobObject,
+};
+use windows_sys::Win32::System::ProcessStatus::{
+    K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS, PROCESS_MEMORY_COUNTERS_EX,
 };
 use windows_sys::Win32::System::Threading::{
     ALL_PROCESSOR_GROUPS, GetActiveProcessorCount, IDLE_PRIORITY_CLASS, OpenProcess,
-    PROCESS_SET_INFORMATION, PROCESS_SET_QUOTA, PROCESS_TERMINATE, SetPriorityClass,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SET_INFORMATION, PROCESS_SET_QUOTA,
+    PROCESS_TERMINATE, SetPriorityClass,
 };
 
 use super::plan::{WINDOWS_RATE_FULL, WINDOWS_RATE_MIN, windows_cpu_rate};
-use super::{BackendKind, Guarantees, Result, ThrottleConfig, ThrottleError};
+use super::{BackendKind, Guarantees, MemoryCeiling, Result, ThrottleConfig, ThrottleError};
 
 const KIND: BackendKind = BackendKind::JobObject;
 
@@ -119,6 +126,7 @@ fn guarantees() -> Guarantees {
         backend: KIND.name(),
         hard_cap: true,
         atomic_freeze: false,
+        memory_ceiling: true,
     }
 }
 
@@ -161,6 +169,27 @@ impl Prepared {
             state: Mutex::new(State::default()),
         })
     }
+}
+
+/// The private committed memory of process `pid` (`PrivateUsage`).
+fn private_bytes(pid: u32) -> Option<u64> {
+    // SAFETY: OpenProcess has no memory-safety preconditions; `Handle::new` checks the result.
+    let process =
+        Handle::new(unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) }).ok()?;
+    let mut counters = PROCESS_MEMORY_COUNTERS_EX {
+        cb: std::mem::size_of::<PROCESS_MEMORY_COUNTERS_EX>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: the handle is open; `counters` is the extended structure its `cb` names, writable
+    // and outliving the call.
+    let ok = unsafe {
+        K32GetProcessMemoryInfo(
+            process.0,
+            (&raw mut counters).cast::<PROCESS_MEMORY_COUNTERS>(),
+            counters.cb,
+        )
+    };
+    (ok != 0).then_some(counters.PrivateUsage as u64)
 }
 
 /// Logical processors in all processor groups.
@@ -300,6 +329,84 @@ impl Backend {
         guarantees()
     }
 
+    /// The job's `JobMemoryLimit`: a commit that would take the job past it fails. Memory
+    /// committed before a lower limit stays committed; the caller sheds work then.
+    pub fn set_memory_limit(&self, limit: Option<u64>) -> Result<MemoryCeiling> {
+        let mut info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION::default();
+        if let Some(bytes) = limit {
+            info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_JOB_MEMORY;
+            info.JobMemoryLimit = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        // SAFETY: `info` is the structure the class names, and outlives the call.
+        let ok = unsafe {
+            SetInformationJobObject(
+                self.job.0,
+                JobObjectExtendedLimitInformation,
+                (&raw const info).cast(),
+                std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            )
+        };
+        if ok == 0 {
+            let e = io::Error::last_os_error();
+            return Err(io_error(
+                "set the memory limit of",
+                format!("job object {}", self.name),
+                e,
+            ));
+        }
+        Ok(MemoryCeiling::Held)
+    }
+
+    /// The ids of the job's processes (up to 4,096; a Ray node has far fewer).
+    fn pids(&self) -> Vec<u32> {
+        const MAX: usize = 4096;
+        // The structure's two counts, then the ids: room for MAX of them, as usize-aligned words.
+        let mut buf: Vec<usize> = vec![0; MAX + 2];
+        let bytes = u32::try_from(std::mem::size_of_val(buf.as_slice())).unwrap_or(u32::MAX);
+        // SAFETY: the buffer is writable for `bytes` bytes, aligned for the structure, and
+        // outlives the call.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.job.0,
+                JobObjectBasicProcessIdList,
+                buf.as_mut_ptr().cast(),
+                bytes,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Vec::new();
+        }
+        // SAFETY: Windows filled the structure's header at the start of the buffer.
+        let list = unsafe { &*buf.as_ptr().cast::<JOBOBJECT_BASIC_PROCESS_ID_LIST>() };
+        let n = (list.NumberOfProcessIdsInList as usize).min(MAX);
+        let offset = std::mem::offset_of!(JOBOBJECT_BASIC_PROCESS_ID_LIST, ProcessIdList)
+            / std::mem::size_of::<usize>();
+        buf[offset..offset + n]
+            .iter()
+            .filter_map(|&id| u32::try_from(id).ok())
+            .collect()
+    }
+
+    /// The job's processes with their private committed memory, largest first.
+    pub fn processes_by_memory(&self) -> Vec<(u32, u64)> {
+        let mut all: Vec<(u32, u64)> = self
+            .pids()
+            .into_iter()
+            .filter_map(|pid| Some((pid, private_bytes(pid)?)))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all
+    }
+
+    /// The private committed memory of the job's processes together (what `JobMemoryLimit`
+    /// counts).
+    pub fn memory_used(&self) -> Option<u64> {
+        let pids = self.pids();
+        let all: Vec<u64> = pids.iter().filter_map(|&p| private_bytes(p)).collect();
+        (!all.is_empty() || pids.is_empty()).then(|| all.iter().sum())
+    }
+
     pub fn kill(&self) {
         // SAFETY: the job handle is open while `self` lives.
         unsafe { TerminateJobObject(self.job.0, 1) };
@@ -311,6 +418,9 @@ impl Drop for Backend {
         // The job outlives its handle while it has processes: lift the cap first.
         if let Err(e) = self.apply(State::default()) {
             tracing::warn!("cannot lift the CPU cap of the throttled tree: {e}");
+        }
+        if let Err(e) = self.set_memory_limit(None) {
+            tracing::warn!("cannot lift the memory limit of the throttled tree: {e}");
         }
     }
 }
