@@ -227,6 +227,8 @@ impl NodeConfig {
             log: Some(self.log.clone()),
             marker: marker.into(),
             background: self.background,
+            // A node that runs in the background also goes first when memory runs out.
+            oom_first: self.background,
             cgroup_procs: Vec::new(),
         }
     }

@@ -71,6 +71,7 @@ pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child,
             )
         })?;
     let background = opts.background;
+    let oom_first = opts.oom_first;
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
     // (setpgid, open, write, close, setpriority, sched_setscheduler, signal, prctl, getppid,
     // _exit)
@@ -100,6 +101,20 @@ pub fn spawn(mut cmd: Command, opts: &super::SpawnOptions) -> io::Result<(Child,
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+            }
+            if oom_first {
+                // The first the kernel ends when memory runs out: the owner's programs are
+                // never picked before a process of the tree (Ray gives its task workers the
+                // same score; this covers the raylet and its agents too). Inherited, and an
+                // unprivileged process can raise it but not lower it.
+                let fd = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if fd >= 0 {
+                    libc::write(fd, b"1000".as_ptr().cast(), 4);
+                    libc::close(fd);
+                }
             }
             // A shell cannot trap a signal that was ignored when it started, and the agent may
             // run with SIGHUP ignored (under `nohup`, or a parent that ignores it): the guard

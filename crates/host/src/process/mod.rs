@@ -51,6 +51,9 @@ pub struct TreeSpec {
     /// Run the tree at the lowest priority the OS offers (Linux: nice 19 and `SCHED_IDLE`;
     /// macOS: nice 19; Windows: `IDLE_PRIORITY_CLASS`), set before exec.
     pub background: bool,
+    /// Make the tree the first the kernel ends when memory runs out (Linux: `oom_score_adj`
+    /// 1000, inherited), set before exec; nothing elsewhere.
+    pub oom_first: bool,
     /// `cgroup.procs` files the leader writes itself into before exec (Linux), so that the whole
     /// tree is born inside a throttle's cgroups (see `throttle::Prepared::procs_files`).
     pub cgroup_procs: Vec<PathBuf>,
@@ -59,6 +62,8 @@ pub struct TreeSpec {
 /// What the per-OS spawners need beyond the command itself.
 pub(crate) struct SpawnOptions {
     pub background: bool,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub oom_first: bool,
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub cgroup_procs: Vec<PathBuf>,
 }
@@ -104,6 +109,7 @@ impl ProcessTree {
         }
         let opts = SpawnOptions {
             background: spec.background,
+            oom_first: spec.oom_first,
             cgroup_procs: spec.cgroup_procs.clone(),
         };
         let (mut child, inner) = imp::spawn(cmd, &opts)?;
@@ -329,6 +335,28 @@ mod tests {
             assert_eq!(rest[41 - 3], "5", "SCHED_IDLE is policy 5, pid {pid}");
         }
         tree.stop(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn an_oom_first_tree_is_the_first_the_kernel_would_end() {
+        let mut spec = sh("sleep 300 & wait", &unique("oom"));
+        spec.oom_first = true;
+        let mut tree = ProcessTree::spawn(spec).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pids = marked_processes(tree.marker());
+        assert!(pids.len() >= 2, "the guard and sleep: {pids:?}");
+        for pid in pids {
+            let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+            assert_eq!(adj.trim(), "1000", "pid {pid}");
+        }
+        tree.stop(Duration::from_secs(2)).await;
+        let plain = ProcessTree::spawn(sh("sleep 300 & wait", &unique("plain"))).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        for pid in marked_processes(plain.marker()) {
+            let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+            assert_eq!(adj.trim(), own.trim(), "pid {pid} keeps the agent's score");
+        }
     }
 
     #[tokio::test]
