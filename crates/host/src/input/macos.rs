@@ -120,25 +120,14 @@ unsafe extern "C" fn on_event(
 
 impl Watch {
     pub(super) fn start(_display: Option<String>, note: Note) -> Result<(Watch, String), String> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("flotilla-input".into())
-            .spawn(move || run(note, tx))
-            .map_err(|e| format!("cannot start the input thread: {e}"))?;
-        match rx.recv() {
-            Ok(Ok(run_loop)) => Ok((
-                Watch {
-                    run_loop,
-                    thread: Some(thread),
-                },
-                "cg-event-tap".to_owned(),
-            )),
-            Ok(Err(why)) => {
-                let _ = thread.join();
-                Err(why)
-            }
-            Err(_) => Err("the input thread ended".to_owned()),
-        }
+        let (run_loop, thread) = super::start_thread(move |started| run(note, started))?;
+        Ok((
+            Watch {
+                run_loop,
+                thread: Some(thread),
+            },
+            "cg-event-tap".to_owned(),
+        ))
     }
 
     pub(super) fn stop(&mut self) {

@@ -39,6 +39,28 @@ pub const REOPEN_EVERY: Duration = Duration::from_secs(10);
 /// Why there is no watch on an OS without one.
 pub const UNSUPPORTED: &str = "no input events on this OS";
 
+/// Starts the watch's thread running `run`, which reports through its sender either the handle
+/// the watch stops it by (its run loop, its thread id) or why it cannot watch; returns that
+/// handle and the thread. Used where the OS delivers input on a thread of the watch's own.
+#[cfg(any(target_os = "macos", windows))]
+fn start_thread<H: Send + 'static>(
+    run: impl FnOnce(std::sync::mpsc::Sender<Result<H, String>>) + Send + 'static,
+) -> Result<(H, std::thread::JoinHandle<()>), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("flotilla-input".into())
+        .spawn(move || run(tx))
+        .map_err(|e| format!("cannot start the input thread: {e}"))?;
+    match rx.recv() {
+        Ok(Ok(handle)) => Ok((handle, thread)),
+        Ok(Err(why)) => {
+            let _ = thread.join();
+            Err(why)
+        }
+        Err(_) => Err("the input thread ended".to_owned()),
+    }
+}
+
 /// A running input watch; dropping it stops its thread.
 #[derive(Debug)]
 pub struct InputWatch {

@@ -65,25 +65,14 @@ unsafe extern "system" fn mouse_hook(code: i32, wparam: WPARAM, lparam: LPARAM) 
 
 impl Watch {
     pub(super) fn start(_display: Option<String>, note: Note) -> Result<(Watch, String), String> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("flotilla-input".into())
-            .spawn(move || run(note, tx))
-            .map_err(|e| format!("cannot start the input thread: {e}"))?;
-        match rx.recv() {
-            Ok(Ok(thread_id)) => Ok((
-                Watch {
-                    thread_id,
-                    thread: Some(thread),
-                },
-                "windows-low-level-hooks".to_owned(),
-            )),
-            Ok(Err(why)) => {
-                let _ = thread.join();
-                Err(why)
-            }
-            Err(_) => Err("the input thread ended".to_owned()),
-        }
+        let (thread_id, thread) = super::start_thread(move |started| run(note, started))?;
+        Ok((
+            Watch {
+                thread_id,
+                thread: Some(thread),
+            },
+            "windows-low-level-hooks".to_owned(),
+        ))
     }
 
     pub(super) fn stop(&mut self) {
